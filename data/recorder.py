@@ -1,0 +1,268 @@
+"""Streaming episodes into a store one step at a time, with bounded memory and crash recovery."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+
+from data import layout
+from data.fsio import atomic_write_json
+from data.schema import Source, StoreError
+
+if TYPE_CHECKING:
+    from data.store import EpisodeInfo, EpisodeStore
+
+log = logging.getLogger(__name__)
+
+
+class Recorder:
+    """Records episodes step by step; use as ``with store.recorder() as rec:``.
+
+    ``add(frame, source=...)`` buffers one step (a dict with every feature of the store); every
+    ``flush_every`` steps the buffer goes to disk and the journal notes it, so memory stays bounded
+    and a killed process loses at most the unflushed steps. ``end_episode(success=..., **meta)``
+    commits the episode; ``discard_episode()`` forgets it. Leaving the ``with`` block because of
+    an exception (Ctrl-C included) commits the steps recorded so far as an incomplete episode
+    tagged ``interrupted``, unless ``keep_interrupted=False``.
+    """
+
+    def __init__(self, store: EpisodeStore, *, task: str | None = None,
+                 flush_every: int | None = None, source: Source | str = Source.SCRIPTED,
+                 keep_interrupted: bool = True) -> None:
+        if store._busy:
+            raise StoreError(f"{store.name}: a recorder or copy is already writing this store")
+        self.store = store
+        self.task = task
+        default_flush = store.shard_len if store.shard_len > 1 else max(1, round(store.fps))
+        self.flush_every = int(flush_every or default_flush)
+        if self.flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        self.default_source = Source.parse(source)
+        self.keep_interrupted = keep_interrupted
+        self._keys = store.keys
+        self._in_episode = False
+        self.episodes_committed = 0
+
+    # ------------------------------------------------------------------------ context manager
+    def __enter__(self) -> Recorder:
+        self.store._busy = True
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if self._in_episode:
+                if exc_type is not None and self.keep_interrupted and self.num_steps > 0:
+                    info = self.end_episode(success=None, tags=("interrupted",), _complete=False)
+                    log.warning("%s: recording interrupted (%s); kept %d steps as incomplete "
+                                "episode %d", self.store.name, exc_type.__name__, info.length,
+                                info.index)
+                else:
+                    if self.num_steps:
+                        log.warning("%s: dropped an unfinished episode of %d steps",
+                                    self.store.name, self.num_steps)
+                    self.discard_episode()
+        finally:
+            self.store._busy = False
+
+    # ------------------------------------------------------------------------ episodes
+    @property
+    def num_steps(self) -> int:
+        return self._flushed + len(self._buf["source"]) if self._in_episode else 0
+
+    def start_episode(self, task: str | None = None) -> None:
+        """Begin an episode (``add`` does this implicitly); ``task`` overrides the recorder's."""
+        if self._in_episode:
+            raise StoreError(f"{self.store.name}: end_episode() or discard_episode() the current "
+                             "episode before starting another")
+        self.store.refresh()
+        self._start = self.store.next_start()
+        self._task = task if task is not None else self.task
+        self._flushed = 0
+        self._sources = np.zeros(len(Source), dtype=np.int64)
+        self._buf: dict[str, list[np.ndarray]] = {k: [] for k in self._keys}
+        self._t0 = time.time()
+        self._in_episode = True
+
+    def add(self, frame: Mapping[str, Any], *, source: Source | str | None = None,
+            timestamp: float | None = None) -> None:
+        """Buffer one step. ``frame`` has one value per feature; ``source`` says where the
+        action came from (default: the recorder's); ``timestamp`` defaults to step / fps."""
+        if not self._in_episode:
+            self.start_episode()
+        feats = self.store.features
+        missing = [k for k in feats if k not in frame]
+        extra = [k for k in frame if k not in feats]
+        if missing or extra:
+            raise ValueError(f"step {self.num_steps} of the episode being recorded: "
+                             + (f"missing features {missing}" if missing else "")
+                             + ("; " if missing and extra else "")
+                             + (f"unknown keys {extra} (schema: {list(feats)})" if extra else ""))
+        src = self.default_source if source is None else Source.parse(source)
+        ts = self.num_steps / self.store.fps if timestamp is None else float(timestamp)
+        for key, feat in feats.items():
+            self._buf[key].append(feat.check_value(key, frame[key]))
+        self._buf["timestamp"].append(np.float64(ts))
+        self._buf["source"].append(np.uint8(src))
+        self._sources[src] += 1
+        if len(self._buf["source"]) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered steps to disk and journal them (recoverable after a crash)."""
+        n = len(self._buf["source"]) if self._in_episode else 0
+        if n == 0:
+            return
+        block = {k: np.stack(v) for k, v in self._buf.items()}
+        write_rows(self.store, self._start + self._flushed, block)
+        self._flushed += n
+        self._buf = {k: [] for k in self._keys}
+        atomic_write_json(self.store.path / "inflight.json", {
+            "start": self._start, "flushed": self._flushed, "task": self._task,
+            "started": self._t0, "sources": self._source_counts(), "pid": os.getpid()})
+
+    def end_episode(self, success: bool | None = None, *, tags: Iterable[str] = (),
+                    _complete: bool = True, **metadata: Any) -> EpisodeInfo:
+        """Commit the episode; returns its :class:`EpisodeInfo`. Extra keyword arguments are
+        stored as the episode's metadata (JSON data)."""
+        from data.store import _jsonable
+
+        if not self._in_episode or self.num_steps == 0:
+            raise StoreError(f"{self.store.name}: end_episode() with no steps recorded")
+        if success is not None and not isinstance(success, (bool, np.bool_)):
+            raise TypeError(f"end_episode(success=...): expected True, False or None, got "
+                            f"{success!r}")
+        meta = _jsonable(metadata, "episode metadata")
+        self.flush()
+        sync_rows(self.store, self._start, self._start + self._flushed)
+        rec = {"op": "add", "id": self.store._next_id, "start": self._start,
+               "length": self._flushed, "success": None if success is None else bool(success),
+               "complete": _complete, "task": self._task, "tags": sorted(set(tags)),
+               "sources": self._source_counts(), "created": time.time(),
+               "duration_s": time.time() - self._t0, "metadata": meta}
+        self.store._commit(rec)
+        _remove_journal(self.store)
+        self._in_episode = False
+        self.episodes_committed += 1
+        return self.store.info(len(self.store) - 1)
+
+    def discard_episode(self) -> None:
+        """Forget the episode being recorded (its flushed rows are simply reused)."""
+        if self._in_episode:
+            _remove_journal(self.store)
+            self._in_episode = False
+
+    def _source_counts(self) -> dict[str, int]:
+        return {s.name.lower(): int(self._sources[s]) for s in Source if self._sources[s]}
+
+
+# ---------------------------------------------------------------------------- shared writers
+def write_rows(store: EpisodeStore, row: int, block: Mapping[str, np.ndarray]) -> None:
+    """Write a block of steps (each value ``(n, *shape)``) at ``row`` of every array."""
+    n = len(next(iter(block.values())))
+    store._ensure_rows(row + n)
+    for key, values in block.items():
+        arr = zarr.open_array(str(store.path / "data" / key), mode="r+")
+        try:
+            arr[row:row + n] = values
+        except Exception as exc:
+            raise StoreError(f"{store.name}: writing rows {row}:{row + n} of data/{key} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
+def sync_rows(store: EpisodeStore, start: int, stop: int) -> None:
+    """fsync the chunk files holding rows [start, stop): committed means on disk."""
+    for key in store.keys:
+        arr = store.array(key)
+        for ck in layout.chunk_keys(arr, start, stop):
+            path = store.path / "data" / key / ck
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # an all-fill-value chunk zarr chose not to write
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _remove_journal(store: EpisodeStore) -> None:
+    try:
+        (store.path / "inflight.json").unlink()
+    except FileNotFoundError:
+        pass
+
+
+def recover_inflight(store: EpisodeStore, journal: Path, keep: bool) -> None:
+    """Commit (or drop) the steps a dead recorder had flushed; clear its temporary files."""
+    for tmp in (store.path / "data").rglob("*.partial"):
+        tmp.unlink(missing_ok=True)
+    try:
+        j = json.loads(journal.read_text())
+        start, flushed = int(j["start"]), int(j["flushed"])
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: unreadable in-flight journal (%s); dropping the interrupted episode",
+                    store.name, exc)
+        journal.unlink()
+        return
+    if start < store._end or flushed <= 0 or not keep:
+        if start >= store._end and flushed > 0:
+            log.warning("%s: dropped an interrupted episode of %d flushed steps (recover='drop')",
+                        store.name, flushed)
+        journal.unlink()
+        return
+    sync_rows(store, start, start + flushed)
+    store._commit({"op": "add", "id": store._next_id, "start": start, "length": flushed,
+                   "success": None, "complete": False, "task": j.get("task"),
+                   "tags": ["recovered"], "sources": j.get("sources", {}),
+                   "created": time.time(), "metadata": {"recovered_from_pid": j.get("pid")}})
+    journal.unlink()
+    log.warning("%s: recovered an interrupted episode: %d steps kept as incomplete episode %d",
+                store.name, flushed, len(store) - 1)
+
+
+def copy_episodes(src: EpisodeStore, dst: EpisodeStore, indices: list[int],
+                  progress: bool = False) -> list[int]:
+    """Append episodes of ``src`` to ``dst``. Low-dim rows are copied as values; camera shards
+    are copied as files, so JPEG frames are never decoded and re-encoded (no generation loss)."""
+    from robolearn.progress import track
+
+    if dst._busy:
+        raise StoreError(f"{dst.name}: a recorder is writing this store; finish it first")
+    new = []
+    s = dst.shard_len
+    for i in track(indices, "copying episodes", enabled=progress):
+        info = src.info(i)
+        start = dst.next_start()
+        lowdim = [k for k in src.keys if not (k in src.features and src.features[k].image)]
+        for a in range(0, info.length, 4096):
+            b = min(info.length, a + 4096)
+            write_rows(dst, start + a, {k: src.read(k, info.start + a, info.start + b, info)
+                                        for k in lowdim})
+        for key, feat in src.features.items():
+            if not feat.image:
+                continue
+            for k, ck in enumerate(layout.chunk_keys(src.array(key), info.start,
+                                                     info.start + info.length)):
+                target = dst.path / "data" / key / "c" / str(start // s + k) / "0" / "0" / "0"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(target.name + ".copy.partial")
+                shutil.copyfile(src.path / "data" / key / ck, tmp)
+                os.replace(tmp, target)
+        sync_rows(dst, start, start + info.length)
+        meta = dict(info.metadata)
+        meta.setdefault("origin", {"store": src.name, "id": info.id})
+        dst._commit({"op": "add", "id": dst._next_id, "start": start, "length": info.length,
+                     "success": info.success, "complete": info.complete, "task": info.task,
+                     "tags": list(info.tags), "sources": info.sources, "created": info.created,
+                     "metadata": meta})
+        new.append(len(dst) - 1)
+    return new

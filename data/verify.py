@@ -1,0 +1,58 @@
+"""``robolearn data verify``: read every committed step back and check it against the log."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from data import layout
+from data.schema import Source, StoreError
+
+if TYPE_CHECKING:
+    from data.store import EpisodeStore
+
+
+def verify_store(store: EpisodeStore, progress: bool = False) -> list[str]:
+    """Return one message per problem (empty: every episode decodes and matches its record)."""
+    from robolearn.progress import track
+
+    problems: list[str] = []
+    if store._log.torn_tail_bytes():
+        problems.append(f"{store.name}/episodes.jsonl: ends with a commit record cut short by a "
+                        "crash (harmless: the next writer removes it)")
+    if (store.path / "inflight.json").exists():
+        problems.append(f"{store.name}: an interrupted recording awaits recovery (open the store "
+                        "for writing to recover or drop it)")
+    for info in track(store.infos(), "verifying episodes", enabled=progress):
+        where = f"{store.name}: episode {info.index} (id {info.id})"
+        for key in store.keys:
+            try:
+                arr = store.array(key)
+            except StoreError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            missing = [ck for ck in layout.chunk_keys(arr, info.start, info.start + info.length)
+                       if not (store.path / "data" / key / ck).exists()]
+            if missing:
+                problems.append(f"{where}, array data/{key}: chunk file(s) missing: "
+                                f"{', '.join(missing[:3])}")
+                continue
+            try:
+                values = store.read(key, info.start, info.start + info.length, info)
+            except StoreError as exc:
+                problems.append(str(exc))
+                continue
+            if key == "source":
+                counts = np.bincount(values, minlength=len(Source))
+                if len(counts) > len(Source):
+                    problems.append(f"{where}, array data/source: unknown source code(s)")
+                elif {s.name.lower(): int(counts[s]) for s in Source if counts[s]} != info.sources:
+                    problems.append(f"{where}, array data/source: per-step sources do not match "
+                                    f"the commit record {info.sources}")
+            elif key == "timestamp" and info.length > 1 and np.any(np.diff(values) < 0):
+                problems.append(f"{where}, array data/timestamp: goes backwards")
+            elif values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+                bad = int(np.argmax(~np.isfinite(values.reshape(len(values), -1)).all(axis=1)))
+                problems.append(f"{where}, array data/{key}: non-finite value at step {bad}")
+    return problems
