@@ -1,0 +1,108 @@
+"""A gymnasium environment made of a :class:`Robot` and a :class:`Task`.
+
+Registered environments (``gymnasium.make("robolearn/SimCar-v0")`` works without importing
+robolearn: the ``gymnasium.envs`` entry point in pyproject.toml calls :func:`register_envs`).
+Observations are a ``Dict`` space keyed by feature name (``observation.state``, ...); the action
+space is the robot's action bounds. ``info`` carries ``reward_terms``, ``success`` and
+``action_sent`` (what the robot really received after its limits).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from data.schema import Feature
+from robolearn.robot import Robot, make_robot
+from robolearn.task import Task, make_task
+
+
+def feature_space(feat: Feature) -> spaces.Box:
+    if feat.image:
+        return spaces.Box(0, 255, feat.shape, np.uint8)
+    return spaces.Box(-np.inf, np.inf, feat.shape, np.dtype(feat.dtype))
+
+
+class RobotEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, robot: Robot, task: Task, max_steps: int = 500,
+                 render_mode: str | None = None) -> None:
+        self.robot, self.task, self.max_steps = robot, task, max_steps
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": robot.fps}
+        if not robot.is_connected:
+            robot.connect()
+        self.features = {**robot.observation_features, **task.observation_features(robot)}
+        self.observation_space = spaces.Dict({k: feature_space(f)
+                                              for k, f in self.features.items()})
+        low, high = robot.action_bounds
+        self.action_space = spaces.Box(low.astype(np.float32), high.astype(np.float32),
+                                       dtype=np.float32)
+        self._steps = 0
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        obs = {**self.robot.observe(), **self.task.observe(self.robot)}
+        return {k: np.asarray(obs[k], dtype=self.observation_space[k].dtype) for k in self.features}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        opts = {**self.task.reset_options(self.robot, self.np_random), **(options or {})}
+        robot_seed = int(self.np_random.integers(2**31))
+        self.robot.reset(seed=robot_seed, options=opts)
+        self.task.reset(self.robot)
+        self._steps = 0
+        return self._obs(), {"success": False}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool,
+                                                dict[str, Any]]:
+        sent = self.robot.act(np.asarray(action, dtype=np.float64))
+        self._steps += 1
+        terms = self.task.reward_terms(self.robot, sent)
+        success = self.task.success(self.robot)
+        failure = self.task.failure(self.robot)
+        terminated = failure or (success and self.task.success_terminates())
+        truncated = not terminated and self._steps >= self.max_steps
+        info = {"reward_terms": terms, "success": success, "failure": failure,
+                "action_sent": sent}
+        return self._obs(), self.task.reward(terms), terminated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        return self.robot.render()
+
+    def close(self) -> None:
+        if self.robot.is_connected:
+            self.robot.disconnect()
+
+
+def make_env(robot: str, task: str, max_steps: int = 500, render_mode: str | None = None,
+             robot_kwargs: dict[str, Any] | None = None,
+             task_kwargs: dict[str, Any] | None = None) -> RobotEnv:
+    return RobotEnv(make_robot(robot, **(robot_kwargs or {})),
+                    make_task(task, **(task_kwargs or {})), max_steps, render_mode)
+
+
+# id -> make_env keyword arguments. One line per environment.
+ENVS: dict[str, dict[str, Any]] = {
+    "robolearn/SimCar-v0": {"robot": "sim_car", "task": "car_laps", "max_steps": 1200,
+                            "robot_kwargs": {"track": "oval"}},
+    "robolearn/SimCarChicane-v0": {"robot": "sim_car", "task": "car_laps", "max_steps": 1500,
+                                   "robot_kwargs": {"track": "chicane"}},
+    "robolearn/SimCarTechnical-v0": {"robot": "sim_car", "task": "car_laps", "max_steps": 2000,
+                                     "robot_kwargs": {"track": "technical"}},
+    "robolearn/SimArmReach-v0": {"robot": "sim_arm", "task": "arm_reach", "max_steps": 150},
+    "robolearn/SimArmLift-v0": {"robot": "sim_arm", "task": "arm_lift", "max_steps": 250},
+    "robolearn/SimArmBin-v0": {"robot": "sim_arm", "task": "arm_bin", "max_steps": 400},
+}
+
+
+def register_envs() -> None:
+    """Register every robolearn environment with gymnasium (idempotent)."""
+    for env_id, kwargs in ENVS.items():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point="robolearn.env:make_env", kwargs=kwargs,
+                         max_episode_steps=None)

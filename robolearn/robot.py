@@ -1,0 +1,128 @@
+"""The robot interface that simulated robots and hardware drivers both implement.
+
+A policy only ever sees a :class:`Robot`: swap the driver (``robot: sim_car`` -> ``robot:
+rc_car``) and the same policy drives the real thing. Lifecycle::
+
+    with make_robot("sim_car", cfg) as robot:      # connect() ... disconnect()
+        obs = robot.reset(seed=0)                  # {"observation.state": (D,), ...}
+        sent = robot.act(action)                   # the action actually sent, after limits
+        obs = robot.observe()
+
+Features use the episode store's format (``data.schema.Feature``), so what a robot observes is
+recorded without translation. ``act`` blocks for at most one control period in simulation
+(it advances the physics by ``1 / fps``); hardware drivers send and return at once, and the
+control loop keeps the rate.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from data.schema import Feature
+
+
+class RobotError(Exception):
+    """A robot cannot do what was asked (not connected, link lost, limits misconfigured)."""
+
+
+class Robot(ABC):
+    """Base class of every robot, simulated or real."""
+
+    name: str = "robot"  # registry name, e.g. "sim_car"
+    fps: float = 20.0  # control rate the robot expects, Hz
+
+    def __init__(self) -> None:
+        self._connected = False
+
+    # ------------------------------------------------------------------ features
+    @property
+    @abstractmethod
+    def observation_features(self) -> dict[str, Feature]:
+        """What :meth:`observe` returns, e.g. ``{"observation.state": Feature("float32", (9,))}``."""
+
+    @property
+    @abstractmethod
+    def action_feature(self) -> Feature:
+        """The action vector: ``Feature("float32", (A,), names=...)``."""
+
+    @property
+    @abstractmethod
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lowest and highest action the robot accepts, each ``(A,)``."""
+
+    # ------------------------------------------------------------------ lifecycle
+    def connect(self) -> None:
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def __enter__(self) -> Robot:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+    def _require_connected(self) -> None:
+        if not self._connected:
+            raise RobotError(f"{self.name}: not connected (use `with robot:` or connect())")
+
+    # ------------------------------------------------------------------ control
+    @abstractmethod
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> dict[str, np.ndarray]:
+        """Bring the robot to a start state (simulation: randomised by ``seed``)."""
+
+    @abstractmethod
+    def observe(self) -> dict[str, np.ndarray]:
+        """The current observation, one array per observation feature."""
+
+    @abstractmethod
+    def act(self, action: np.ndarray) -> np.ndarray:
+        """Send one action; returns the action actually sent after the robot's own limits."""
+
+    def stop(self) -> None:
+        """Bring the robot to a safe standstill now (zero throttle, hold position)."""
+
+    def state(self) -> dict[str, Any]:
+        """Task-relevant quantities (poses, contacts...): ground truth in simulation, estimates
+        on hardware. Tasks read this, never the simulator directly."""
+        return {}
+
+    def render(self, camera: str | None = None) -> np.ndarray | None:
+        """An RGB frame for videos, or None where the robot cannot render."""
+        return None
+
+    def clip_action(self, action: np.ndarray) -> np.ndarray:
+        low, high = self.action_bounds
+        return np.clip(np.asarray(action, dtype=np.float64), low, high)
+
+
+# --------------------------------------------------------------------------- the registry
+# name -> "module:Class". Adding a robot touches its own folder plus one line here.
+ROBOTS: dict[str, str] = {
+    "sim_car": "sim.car.robot:SimCar",
+    "sim_arm": "sim.arm.robot:SimArm",
+    "robosuite": "sim.robosuite_robot:RobosuiteRobot",
+}
+
+
+def resolve(table: dict[str, str], name: str, kind: str) -> Any:
+    """Import ``table[name]`` lazily; an unknown name fails listing the known ones."""
+    if name not in table:
+        raise KeyError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}")
+    module, _, attr = table[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_robot(name: str, **kwargs: Any) -> Robot:
+    return resolve(ROBOTS, name, "robot")(**kwargs)
