@@ -14,7 +14,7 @@ Codecs (chosen by ``bench/image_codecs.py``, figures in the README):
 
 - Low-dim arrays: Blosc(zstd, level 3, byte shuffle), lossless, chunks of ~1 MiB along time.
 - Camera frames: JPEG (libjpeg-turbo via imagecodecs) at quality 90, one frame per inner chunk,
-  ``shard_len`` frames per shard file. Episodes start on a shard boundary, so the shards of a
+  ``shard_len`` frames per shard file (16 to 256, ~4 MB of raw pixels). Episodes start on a shard boundary, so the shards of a
   committed episode are never rewritten: a reader can cache their index and read frames with one
   ``pread`` each (:class:`FrameReader`), ~7x faster than going through zarr's generic path.
 - Every chunk carries a crc32c, so a corrupt or truncated file is detected on read.
@@ -40,18 +40,29 @@ imagecodecs.zarr.register_codecs()  # the names written in zarr.json ("imagecode
 JPEG_QUALITY = 90
 LOWDIM_CHUNK_BYTES = 1 << 20
 _EMPTY = np.uint64(2**64 - 1)
+# Every chunk is written, even one equal to the fill value (zarr skips those by default): a
+# missing chunk file then always means lost data, which verify() can report, and an all-black
+# camera frame is a real frame, not a hole. This is a runtime setting, so every writer passes it.
+WRITE_CONFIG = {"write_empty_chunks": True}
+
+
+def open_for_write(path: str) -> zarr.Array:
+    return zarr.open_array(path, mode="r+", config=WRITE_CONFIG)
 
 
 def shard_len_for(features: dict[str, Feature]) -> int:
-    """Frames per image shard (one value for all cameras): ~10 MB of raw pixels, >= 16.
+    """Frames per image shard (one value for all cameras): ~4 MB of raw pixels, 16 to 256.
+
+    Bigger shards mean fewer files; smaller ones mean less rewriting while a recorder flushes
+    into a partly filled shard (each flush rewrites the shard so far).
 
     A store without cameras returns 1: no alignment is needed between episodes.
     """
     image_bytes = [int(np.prod(f.shape)) for f in features.values() if f.image]
     if not image_bytes:
         return 1
-    frames = (10 << 20) // max(image_bytes)
-    return int(min(512, max(16, 1 << max(0, int(frames).bit_length() - 1))))
+    frames = (4 << 20) // max(image_bytes)
+    return int(min(256, max(16, 1 << max(0, int(frames).bit_length() - 1))))
 
 
 def create_feature_array(group: zarr.Group, key: str, feat: Feature, shard_len: int) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
 
 from data import layout
 from data.fsio import atomic_write_json
@@ -42,8 +41,8 @@ class Recorder:
             raise StoreError(f"{store.name}: a recorder or copy is already writing this store")
         self.store = store
         self.task = task
-        default_flush = store.shard_len if store.shard_len > 1 else max(1, round(store.fps))
-        self.flush_every = int(flush_every or default_flush)
+        # Default: flush once per second of data; a crash loses at most that much.
+        self.flush_every = int(flush_every or max(1, round(store.fps)))
         if self.flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, got {flush_every}")
         self.default_source = Source.parse(source)
@@ -108,8 +107,10 @@ class Recorder:
                              + (f"unknown keys {extra} (schema: {list(feats)})" if extra else ""))
         src = self.default_source if source is None else Source.parse(source)
         ts = self.num_steps / self.store.fps if timestamp is None else float(timestamp)
-        for key, feat in feats.items():
-            self._buf[key].append(feat.check_value(key, frame[key]))
+        # check every value before buffering any: a bad step must not leave a partial row
+        values = {key: feat.check_value(key, frame[key]) for key, feat in feats.items()}
+        for key, value in values.items():
+            self._buf[key].append(value)
         self._buf["timestamp"].append(np.float64(ts))
         self._buf["source"].append(np.uint8(src))
         self._sources[src] += 1
@@ -170,7 +171,7 @@ def write_rows(store: EpisodeStore, row: int, block: Mapping[str, np.ndarray]) -
     n = len(next(iter(block.values())))
     store._ensure_rows(row + n)
     for key, values in block.items():
-        arr = zarr.open_array(str(store.path / "data" / key), mode="r+")
+        arr = store.writable(key)
         try:
             arr[row:row + n] = values
         except Exception as exc:

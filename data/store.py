@@ -107,7 +107,8 @@ class EpisodeStore:
         self.shard_len = int(attrs["shard_len"])
         if mode == "a":
             self._lock = WriterLock(self.path / LOCK_NAME, self.name)
-        self._arrays: dict[str, zarr.Array] = {}
+        self._arrays: dict[str, zarr.Array] = {}  # read-only handles
+        self._warrays: dict[str, zarr.Array] = {}  # writable handles (writer only)
         self._log = CommitLog(self.path / LOG_NAME, self.name)
         self._records: dict[int, dict[str, Any]] = {}  # live episodes by id, in commit order
         self._end = 0  # first free row after every committed (even deleted) episode
@@ -171,6 +172,7 @@ class EpisodeStore:
             self._lock.release()
             self._lock = None
         self._arrays.clear()
+        self._warrays.clear()
 
     def __enter__(self) -> EpisodeStore:
         return self
@@ -345,13 +347,21 @@ class EpisodeStore:
         return Recorder(self, task=task, flush_every=flush_every, source=source,
                         keep_interrupted=keep_interrupted)
 
+    def writable(self, key: str) -> zarr.Array:
+        """The array of ``key`` opened for writing (cached: opening costs milliseconds)."""
+        self._require_writer()
+        arr = self._warrays.get(key)
+        if arr is None:
+            arr = self._warrays[key] = layout.open_for_write(str(self.path / "data" / key))
+        return arr
+
     def _ensure_rows(self, rows: int) -> None:
         """Grow every array to at least ``rows`` (by 25% at least, to keep resizes rare)."""
         for key in self.keys:
-            arr = zarr.open_array(str(self.path / "data" / key), mode="r+")
+            arr = self.writable(key)
             if arr.shape[0] < rows:
                 arr.resize((max(rows, int(arr.shape[0] * 1.25)), *arr.shape[1:]))
-            self._arrays.pop(key, None)
+                self._arrays.pop(key, None)
 
     def next_start(self) -> int:
         """Row where the next episode begins: past every committed row, on a shard boundary."""
@@ -392,9 +402,9 @@ class EpisodeStore:
 
         self._require_writer()
         if other.features != self.features:
-            diff = sorted(set(other.features.items()) ^ set(self.features.items()))
+            diff = sorted({k for k, _ in set(other.features.items()) ^ set(self.features.items())})
             raise StoreError(f"cannot merge {other.name} into {self.name}: features differ "
-                             f"({', '.join(k for k, _ in diff)})")
+                             f"({', '.join(diff)})")
         if other.fps != self.fps:
             raise StoreError(f"cannot merge {other.name} ({other.fps} fps) into {self.name} "
                              f"({self.fps} fps)")

@@ -1,0 +1,157 @@
+"""The fixed-rate control loop: policy, teleop, or policy with a human able to take over.
+
+Each step: observe -> choose an action (a teleop action, when the human gives one, overrides
+the policy and is marked ``intervention``) -> safety filter -> ``env.step`` -> record the step
+(the observation the action was chosen from, the action actually sent, its source, the reward)
+-> sleep until the next period. The watchdog stops the robot if a step stalls past
+``safety.watchdog_s``. Timing jitter (how late each step started) is reported per episode.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from data.schema import Feature, Source
+from robolearn.config import InvalidValue
+from robolearn.env import RobotEnv
+from robolearn.safety import SafetyConfig, SafetyFilter, SafetyStats, Watchdog
+
+log = logging.getLogger(__name__)
+
+Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+class Teleop(Protocol):
+    """A human input device: an action while the human drives, None while hands are off."""
+
+    def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None: ...
+
+
+@dataclass
+class LoopConfig:
+    fps: float | None = None  # control rate in Hz; None: the robot's own rate
+    realtime: bool = True  # hold the rate with sleeps (False: as fast as possible, sim only)
+    max_steps: int | None = None  # per episode; None: the environment's limit
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and self.fps <= 0:
+            raise InvalidValue("fps", f"must be > 0, got {self.fps}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InvalidValue("max_steps", f"must be >= 1, got {self.max_steps}")
+
+
+@dataclass
+class Timing:
+    """How late each step started relative to its schedule, in milliseconds."""
+
+    period_ms: float
+    late_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        late = np.asarray(self.late_ms) if self.late_ms else np.zeros(1)
+        return {"period_ms": self.period_ms, "mean_late_ms": float(late.mean()),
+                "p99_late_ms": float(np.percentile(late, 99)), "max_late_ms": float(late.max()),
+                "overruns": int(np.sum(late > self.period_ms))}
+
+
+@dataclass
+class EpisodeResult:
+    steps: int
+    ret: float  # sum of rewards
+    success: bool
+    terminated: bool
+    reward_terms: dict[str, float]  # summed over the episode
+    sources: dict[str, int]
+    timing: dict[str, float]
+    safety: SafetyStats
+
+
+def step_features(env: RobotEnv) -> dict[str, Feature]:
+    """Schema for a store that records this env through the loop: observations, the action
+    actually sent, and the step's reward (``next.reward``, LeRobot's name)."""
+    return {**env.features, "action": env.robot.action_feature,
+            "next.reward": Feature("float32", ())}
+
+
+class ControlLoop:
+    def __init__(self, env: RobotEnv, cfg: LoopConfig | None = None,
+                 recorder: Any | None = None) -> None:
+        self.env = env
+        self.cfg = cfg or LoopConfig()
+        self.recorder = recorder
+        low, high = env.robot.action_bounds
+        self.safety = SafetyFilter(low, high, self.cfg.safety)
+        self.fps = self.cfg.fps or env.robot.fps
+
+    def run_episode(self, policy: Policy | None = None, teleop: Teleop | None = None, *,
+                    seed: int | None = None, source: Source | str | None = None,
+                    record: bool = True, **episode_metadata: Any) -> EpisodeResult:
+        """Run one episode. ``source`` labels the non-intervention steps (default: teleop
+        when there is no policy, else policy)."""
+        if policy is None and teleop is None:
+            raise ValueError("run_episode needs a policy, a teleop device, or both")
+        base = Source.parse(source) if source is not None else (
+            Source.TELEOP if policy is None else Source.POLICY)
+        obs, _ = self.env.reset(seed=seed)
+        self.safety.reset()
+        if policy is not None and hasattr(policy, "reset"):
+            policy.reset()
+        rec = self.recorder if record else None
+        period = 1.0 / self.fps
+        timing = Timing(period_ms=1000 * period)
+        ret, steps, success, terminated = 0.0, 0, False, False
+        terms_sum: dict[str, float] = {}
+        sources: dict[str, int] = {}
+        limit = self.cfg.max_steps
+        with Watchdog(self.cfg.safety.watchdog_s, self.env.robot.stop) as dog:
+            next_t = time.perf_counter()
+            while limit is None or steps < limit:
+                if self.cfg.realtime:
+                    now = time.perf_counter()
+                    if next_t > now:
+                        time.sleep(next_t - now)
+                    timing.late_ms.append(1000 * max(0.0, time.perf_counter() - next_t))
+                    next_t = max(next_t + period, time.perf_counter() - period)
+                action, src = self._choose(obs, policy, teleop, base)
+                safe = self.safety(action)
+                if self.safety.stop_requested:
+                    self.env.robot.stop()
+                new_obs, reward, terminated, truncated, info = self.env.step(safe)
+                sent = np.asarray(info.get("action_sent", safe), dtype=np.float32)
+                if rec is not None:
+                    rec.add({**obs, "action": sent, "next.reward": np.float32(reward)},
+                            source=src)
+                sources[src.name.lower()] = sources.get(src.name.lower(), 0) + 1
+                for k, v in info.get("reward_terms", {}).items():
+                    terms_sum[k] = terms_sum.get(k, 0.0) + float(v)
+                ret += float(reward)
+                steps += 1
+                success = success or bool(info.get("success", False))
+                obs = new_obs
+                dog.feed()
+                if terminated or truncated:
+                    break
+        self.env.robot.stop()
+        result = EpisodeResult(steps, ret, success, bool(terminated), terms_sum, sources,
+                               timing.summary(), self.safety.stats)
+        if rec is not None:
+            rec.end_episode(success=success, ret=ret, seed=seed, **episode_metadata)
+        return result
+
+    def _choose(self, obs: dict[str, np.ndarray], policy: Policy | None,
+                teleop: Teleop | None, base: Source) -> tuple[np.ndarray, Source]:
+        if teleop is not None:
+            human = teleop.get_action(obs)
+            if human is not None:
+                return np.asarray(human), Source.INTERVENTION if policy is not None \
+                    else Source.TELEOP
+        if policy is None:  # teleop only and the human is idle: hold still
+            return self.safety.neutral.copy(), base
+        return np.asarray(policy(obs)), base
