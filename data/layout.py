@@ -14,9 +14,10 @@ Codecs (chosen by ``bench/image_codecs.py``, figures in the README):
 
 - Low-dim arrays: Blosc(zstd, level 3, byte shuffle), lossless, chunks of ~1 MiB along time.
 - Camera frames: JPEG (libjpeg-turbo via imagecodecs) at quality 90, one frame per inner chunk,
-  ``shard_len`` frames per shard file (16 to 256, ~4 MB of raw pixels). Episodes start on a shard boundary, so the shards of a
-  committed episode are never rewritten: a reader can cache their index and read frames with one
-  ``pread`` each (:class:`FrameReader`), ~7x faster than going through zarr's generic path.
+  ``shard_len`` frames per shard file (16 to 256, ~4 MB of raw pixels). Episodes start on a
+  shard boundary, so the shards of a committed episode are never rewritten: a reader can cache
+  their index and read frames with one ``pread`` each (:class:`FrameReader`), ~7x faster than
+  going through zarr's generic path.
 - Every chunk carries a crc32c, so a corrupt or truncated file is detected on read.
 """
 

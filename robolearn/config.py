@@ -15,16 +15,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 __all__ = ["MISSING", "ConfigError", "InvalidValue", "load_config", "to_yaml"]
-
-T = TypeVar("T")
-
 
 class ConfigError(Exception):
     """A config that cannot be used; the message names the source and the key path."""
@@ -39,7 +36,7 @@ class InvalidValue(ValueError):
         self.message = message
 
 
-def load_config(schema: type[T], path: str | Path | None = None,
+def load_config[T](schema: type[T], path: str | Path | None = None,
                 overrides: list[str] | tuple[str, ...] = ()) -> T:
     """Defaults of ``schema`` <- YAML file <- ``key=value`` overrides; validated, typed."""
     cfg = OmegaConf.structured(schema)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sized
-from typing import TypeVar
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -17,11 +16,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-T = TypeVar("T")
 console = Console(stderr=True)
 
 
-def track(items: Iterable[T], description: str, *, enabled: bool = True,
+def track[T](items: Iterable[T], description: str, *, enabled: bool = True,
           total: int | None = None) -> Iterator[T]:
     """Iterate with a progress bar on stderr (silent when ``enabled`` is False or not a TTY)."""
     if not enabled:

@@ -42,7 +42,7 @@ class Robot(ABC):
     @property
     @abstractmethod
     def observation_features(self) -> dict[str, Feature]:
-        """What :meth:`observe` returns, e.g. ``{"observation.state": Feature("float32", (9,))}``."""
+        """What :meth:`observe` returns: ``{"observation.state": Feature("float32", (9,))}``."""
 
     @property
     @abstractmethod
