@@ -15,6 +15,7 @@ in RAM with ``cache_images=True`` for small stores.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,7 +82,9 @@ class WindowSampler:
         self.offsets = self.spec.offsets(store)
         self._episodes = None if episodes is None else list(episodes)
         self.cache_images = cache_images
+        self._num_threads = num_threads
         self._pool = ThreadPoolExecutor(num_threads) if num_threads > 1 else None
+        self._pool_pid = os.getpid()
         self._image_keys = [k for k in self.offsets if k in store.features
                             and store.features[k].image]
         self._readers = {k: FrameReader(str(store.path / "data" / k), store.shard_len,
@@ -160,6 +163,11 @@ class WindowSampler:
                 raise StoreCorruptError(f"{self.store.name}: {info}, array data/{key}: {exc}") \
                     from None
 
+        if self._pool is not None and self._pool_pid != os.getpid():
+            # A forked child (a DataLoader worker) inherits the pool but not its threads: one
+            # that had started threads in the parent would queue work that never runs.
+            self._pool = ThreadPoolExecutor(self._num_threads)
+            self._pool_pid = os.getpid()
         frames = list(self._pool.map(read, uniq)) if self._pool else [read(r) for r in uniq]
         return np.stack(frames)[inverse.reshape(rows.shape)]
 

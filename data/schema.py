@@ -105,7 +105,8 @@ class Feature:
             if "dtype" not in spec or "shape" not in spec:
                 raise ValueError(f"feature {name!r}: needs both 'dtype' and 'shape'")
             dtype = str(spec["dtype"])
-            is_image = bool(spec.get("image", False)) or dtype in ("image", "video")
+            is_image = (bool(spec.get("image", False)) or dtype in ("image", "video")
+                        or name.startswith("observation.images."))
             if dtype in ("image", "video"):  # LeRobot marks cameras by dtype
                 dtype = "uint8"
             names = spec.get("names")

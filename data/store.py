@@ -121,7 +121,8 @@ class EpisodeStore:
     @classmethod
     def create(cls, path: str | Path, features: Mapping[str, Any], fps: float, *,
                robot_type: str | None = None, tasks: Iterable[str] = (),
-               exist_ok: bool = False, **metadata: Any) -> EpisodeStore:
+               exist_ok: bool = False, _shard_len: int | None = None,
+               **metadata: Any) -> EpisodeStore:
         """Create a store and open it for writing. ``features`` maps names to ``{dtype, shape,
         names?}``; extra keyword metadata (JSON-serialisable) is kept in the store's attributes."""
         path = Path(path)
@@ -136,7 +137,7 @@ class EpisodeStore:
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         feats = parse_features(features)
-        shard_len = layout.shard_len_for(feats)
+        shard_len = _shard_len or layout.shard_len_for(feats)  # copy_to keeps the source's
         attrs = {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "fps": float(fps),
             "robot_type": robot_type, "tasks": list(dict.fromkeys(tasks)),
@@ -233,10 +234,11 @@ class EpisodeStore:
     # ----------------------------------------------------------------------------- commit log
     def refresh(self) -> int:
         """Read episodes committed since the last refresh; return how many appeared."""
-        before = len(self._records)
+        added = 0
         for rec in self._log.read_new():
             self._apply(rec)
-        return len(self._records) - before
+            added += rec["op"] == "add"
+        return added
 
     def _apply(self, rec: dict[str, Any]) -> None:
         op = rec["op"]
@@ -303,14 +305,19 @@ class EpisodeStore:
     def read(self, key: str, start: int, stop: int, info: EpisodeInfo | None = None) -> np.ndarray:
         """Rows [start, stop) of one array, with errors that name the store, episode and array."""
         arr = self.array(key)
+        where = f"episode {info.index} (id {info.id})" if info else f"rows {start}:{stop}"
+        # zarr reads a missing chunk as fill values; a missing file here means lost data.
+        for ck in layout.chunk_keys(arr, start, stop):
+            if not (self.path / "data" / key / ck).exists():
+                raise StoreCorruptError(f"{self.name}: {where}, array data/{key}: chunk file "
+                                        f"{ck} is missing")
         try:
             return np.asarray(arr[start:stop])
         except Exception as exc:
-            where = f"episode {info.index} (id {info.id})" if info else f"rows {start}:{stop}"
             raise StoreCorruptError(f"{self.name}: {where}, array data/{key}: cannot read "
                                     f"({type(exc).__name__}: {exc})") from None
 
-    def select(self, *, source: str | Source | Iterable[str | Source] | None = None,
+    def select(self, *, source: str | int | Source | Iterable[str | int | Source] | None = None,
                success: bool | None = None, task: str | None = None,
                tags: Iterable[str] | None = None, complete: bool | None = None) -> list[int]:
         """Indices of the episodes matching every given filter.
@@ -319,7 +326,7 @@ class EpisodeStore:
         ``tags``: carries all of these tags.
         """
         if source is not None:
-            srcs = [source] if isinstance(source, (str, Source)) else list(source)
+            srcs = [source] if isinstance(source, (str, int, Source)) else list(source)
             names = {Source.parse(s).name.lower() for s in srcs}
         want_tags = set(tags or ())
         out = []
@@ -391,7 +398,8 @@ class EpisodeStore:
         open for writing. This is also how a store with deleted episodes is compacted."""
         feats = {k: f.to_json() for k, f in self.features.items()}
         out = EpisodeStore.create(path, feats, self.fps, robot_type=self.robot_type,
-                                  tasks=self.tasks, **self._attrs.get("metadata", {}))
+                                  tasks=self.tasks, _shard_len=self.shard_len,
+                                  **self._attrs.get("metadata", {}))
         out.append_from(self, episodes, progress=progress)
         return out
 
@@ -408,6 +416,10 @@ class EpisodeStore:
         if other.fps != self.fps:
             raise StoreError(f"cannot merge {other.name} ({other.fps} fps) into {self.name} "
                              f"({self.fps} fps)")
+        if other.shard_len != self.shard_len:  # camera shards are copied as whole files
+            raise StoreError(f"cannot merge {other.name} into {self.name}: camera shards hold "
+                             f"{other.shard_len} and {self.shard_len} frames (stores written "
+                             "by different robolearn versions)")
         idx = list(range(len(other))) if episodes is None else list(episodes)
         return copy_episodes(other, self, idx, progress=progress)
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from data import EpisodeStore
-from data.schema import Source
+from data.schema import Source, StoreError
 from robolearn.config import MISSING, InvalidValue
 
 console = Console()
@@ -119,7 +119,10 @@ def merge(cfg: MergeConfig) -> int:
 
 def delete(cfg: DeleteConfig) -> int:
     with EpisodeStore.open(cfg.path, "a") as store:
-        store.delete(cfg.episodes)
+        try:
+            store.delete(cfg.episodes)
+        except IndexError as exc:  # a user's typo: a message and exit 1, not a traceback
+            raise StoreError(str(exc)) from None
         console.print(f"{cfg.path}: deleted {len(cfg.episodes)} episode(s), {len(store)} left "
                       "(run `robolearn data merge OUT inputs=[THIS]` to reclaim the space)")
     return 0

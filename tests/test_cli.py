@@ -1,0 +1,183 @@
+"""The ``robolearn`` command line: ``data info|verify|merge|delete`` in-process (capsys), and one
+real subprocess through the installed entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data import EpisodeStore
+from robolearn.cli import main
+from tests.conftest import CAM, StoreFactory
+
+ROBOLEARN = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "robolearn"
+
+
+def squash(text: str) -> str:
+    """Output without whitespace: rich wraps long lines (and paths) at the console width."""
+    return "".join(text.split())
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_prints_schema_and_counts(make_store: StoreFactory,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = make_store(lengths=(4, 5, 6))
+    code, out, _ = run_cli(capsys, "data", "info", str(path))
+    assert code == 0
+    flat = squash(out)
+    for word in ("episodes", "frames", CAM, "observation.state", "action", "camera(JPEG)",
+                 "policy", "teleop"):
+        assert word in flat, word
+    assert re.search(r"[│|]3[│|]15[│|]", flat), out  # the contents row: 3 episodes, 15 frames
+
+
+def test_info_json(make_store: StoreFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    path = make_store(lengths=(4, 5, 6))
+    code, out, _ = run_cli(capsys, "data", "info", str(path), "json=true")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["episodes"] == 3 and summary["frames"] == 15
+    assert summary["path"] == str(path) and summary["fps"] == 10.0
+    assert set(summary["features"]) == {"observation.state", CAM, "action"}
+    assert summary["features"][CAM]["image"] is True
+    assert (summary["success"], summary["failure"]) == (2, 1)
+
+
+def test_verify_exit_codes(make_store: StoreFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    path = make_store(lengths=(4, 5, 6))
+    code, out, _ = run_cli(capsys, "data", "verify", str(path))
+    assert code == 0
+    assert "3episodesverified" in squash(out)
+
+    store = EpisodeStore.open(path, "r")
+    bad = store.info(2)
+    shard = path / "data" / CAM / "c" / str(bad.start // store.shard_len) / "0" / "0" / "0"
+    os.truncate(shard, shard.stat().st_size - 100)
+    code, out, _ = run_cli(capsys, "data", "verify", str(path))
+    flat = squash(out)
+    assert code == 1
+    assert f"episode2(id{bad.id})" in flat and f"data/{CAM}" in flat
+    assert "episode0" not in flat and "episode1" not in flat
+    assert "1problem(s)" in flat
+
+
+def test_merge_with_filters(make_store: StoreFactory, tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    a = make_store("a", lengths=(3, 4, 5))  # success: True, False, True
+    b = make_store("b", lengths=(6, 7))  # success: True, False
+    out_path = tmp_path / "merged"
+    code, out, err = run_cli(capsys, "data", "merge", str(out_path), f"inputs=[{a},{b}]",
+                             "success=true")
+    assert code == 0, err
+    flat = squash(out)
+    assert "copied2of3episodes" in flat and "copied1of2episodes" in flat
+    merged = EpisodeStore.open(out_path, "r")
+    assert [i.length for i in merged.infos()] == [3, 5, 6]
+    assert all(i.success for i in merged.infos())
+    src_a = EpisodeStore.open(a, "r")
+    for key in merged.keys:
+        np.testing.assert_array_equal(merged.episode(1)[key], src_a.episode(2)[key])
+
+    code, _, err = run_cli(capsys, "data", "merge", str(tmp_path / "places"), f"inputs=[{a}]",
+                           "task=place", "source=teleop")
+    assert code == 0, err
+    assert [i.length for i in EpisodeStore.open(tmp_path / "places", "r").infos()] == [4]
+
+
+def test_merge_rejects_bad_source_before_work(make_store: StoreFactory, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    a = make_store("a", lengths=(3,))
+    code, _, err = run_cli(capsys, "data", "merge", str(tmp_path / "m"), f"inputs=[{a}]",
+                           "source=human")
+    assert code == 2
+    assert "source" in err and "human" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_refuses_existing_output(make_store: StoreFactory,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    a = make_store("a", lengths=(3,))
+    b = make_store("b", lengths=(2,))
+    code, _, err = run_cli(capsys, "data", "merge", str(b), f"inputs=[{a}]")
+    assert code == 1
+    assert "alreadyexists" in squash(err)
+    assert len(EpisodeStore.open(b, "r")) == 1
+
+
+def test_delete(make_store: StoreFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    path = make_store(lengths=(3, 4, 5, 6))
+    before = EpisodeStore.open(path, "r")
+    kept_ids = [before.info(1).id, before.info(3).id]
+    code, out, _ = run_cli(capsys, "data", "delete", str(path), "episodes=[0,2]")
+    assert code == 0
+    assert "deleted2episode(s),2left" in squash(out)
+    after = EpisodeStore.open(path, "r")
+    assert [i.id for i in after.infos()] == kept_ids
+    assert [i.length for i in after.infos()] == [4, 6]
+
+    code, _, err = run_cli(capsys, "data", "delete", str(path), "episodes=[9]")
+    assert code == 1
+    assert "episode 9: out of range" in err and "Traceback" not in err
+    assert len(EpisodeStore.open(path, "r")) == 2
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["data", "info", "{path}", "jsn=true"], "'jsn'"),
+    (["data", "info", "{path}", "json=maybe"], "'json'"),
+    (["data", "delete", "{path}", "episode=[0]"], "did you mean 'episodes'"),
+])
+def test_bad_overrides_exit_2_naming_the_key(make_store: StoreFactory,
+                                             capsys: pytest.CaptureFixture[str],
+                                             args: list[str], needle: str) -> None:
+    path = make_store(lengths=(2,))
+    code, out, err = run_cli(capsys, *[a.format(path=path) for a in args])
+    assert code == 2
+    assert "config error" in err and needle in err, err
+    assert len(EpisodeStore.open(path, "r")) == 1  # nothing ran
+
+
+def test_missing_positional_and_extra_arguments_exit_2(capsys: pytest.CaptureFixture[str],
+                                                       tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "data", "info")
+    assert code == 2 and "path" in err
+    code, _, err = run_cli(capsys, "data", "info", str(tmp_path), "extra")
+    assert code == 2 and "extra" in err
+
+
+@pytest.mark.parametrize("command", ["info", "verify", "delete"])
+def test_missing_store_exits_1_with_clear_message(tmp_path: Path, command: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere.zarr"
+    code, out, err = run_cli(capsys, "data", command, str(missing))
+    assert code == 1
+    flat = squash(err)
+    assert squash(str(missing)) in flat and "nosuchstore" in flat
+    assert "Traceback" not in err + out
+    assert not missing.exists()
+
+
+def test_not_a_store_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    code, _, err = run_cli(capsys, "data", "info", str(tmp_path))
+    assert code == 1 and "not a robolearn episode store" in err
+
+
+def test_subprocess_entry_point(make_store: StoreFactory) -> None:
+    path = make_store(lengths=(4, 5))
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run([str(ROBOLEARN), "data", "info", str(path)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "episodes" in proc.stdout and str(path) in proc.stdout
+    assert re.search(r"[│|] *2 *[│|] *9 *[│|]", proc.stdout), proc.stdout  # episodes, frames
