@@ -1,0 +1,248 @@
+"""A scripted expert for the arm tasks: a state machine over tool-centre-point waypoints, turned
+into joint targets by damped-least-squares IK.
+
+It reads only ``robot.state()`` quantities a real arm with a state estimate has (joint angles,
+end-effector and cube/bin poses, whether the cube is held) plus the task's target, never the
+simulator. Pick: approach above the cube with the jaws open and aligned with its faces, descend,
+close, lift; bin: carry over the bin, lower, release, retreat. A failed grasp or a dropped cube
+starts over from the approach.
+
+Measure it with ``python -m sim.arm.expert --episodes 100`` (success rate and mean episode length
+per task, seeded episodes through ``robolearn.env.make_env``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from robolearn.task import Task
+from sim.arm.kinematics import ArmKinematics
+from sim.arm.model import BIN_WALL_HEIGHT, CUBE_HALF, build_mjcf
+from sim.arm.robot import SimArm
+from sim.arm.tasks import BinTask, ReachTask
+
+
+@dataclass
+class ExpertConfig:
+    fps: float = 30.0  # control rate the expert's speed limit refers to, Hz
+    speed: float = 0.25  # m/s, top speed of the commanded tool centre point
+    hover: float = 0.07  # m, tcp height above the cube centre before descending
+    grasp_dz: float = 0.004  # m, tcp above the cube centre when grasping
+    grasp_dy: float = 0.004  # m, tcp offset toward the moving jaw (clears the fixed jaw)
+    carry_z: float = 0.10  # m, tcp height while lifting and carrying
+    drop_z: float = 0.08  # m, tcp height over the bin when releasing
+    open: float = 0.9  # rad, gripper opening while approaching
+    closed: float = 0.0  # rad, gripper target when grasping
+    tolerance: float = 0.006  # m, tcp distance counting as "arrived"
+    close_steps: int = 8  # control steps to close the jaws before checking the grasp
+    release_steps: int = 8  # control steps to open the jaws over the bin
+    phase_timeout: int = 90  # control steps before a stuck phase moves on / starts over
+
+    def __post_init__(self) -> None:
+        if min(self.fps, self.speed, self.tolerance, self.hover) <= 0:
+            raise ValueError("ExpertConfig: fps, speed, tolerance and hover must be positive")
+        if self.close_steps < 1 or self.release_steps < 1 or self.phase_timeout < 1:
+            raise ValueError("ExpertConfig: step counts must be >= 1")
+
+
+def cube_yaw(quat: np.ndarray) -> float:
+    w, x, y, z = (float(v) for v in quat)
+    return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+
+
+class ScriptedArmExpert:
+    """``action = expert(robot.state())``; call :meth:`reset` at the start of each episode."""
+
+    def __init__(self, task: Task, config: ExpertConfig | None = None,
+                 model: mujoco.MjModel | None = None) -> None:
+        self.task, self.cfg = task, config or ExpertConfig()
+        self.kin = ArmKinematics(model if model is not None
+                                 else mujoco.MjModel.from_xml_string(build_mjcf()))
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase = "start"
+        self.steps = 0  # control steps spent in the current phase
+        self.cmd: np.ndarray = np.zeros(3)  # commanded tcp position, moves toward the goal
+        self.q: np.ndarray = np.zeros(5)  # last IK solution, the IK warm start
+        self.roll = 0.0
+        self.heading: float | None = None  # world yaw of the jaws' opening direction, rad
+        self.grip = self.cfg.open
+
+    # ------------------------------------------------------------------ helpers
+    def _goto(self, phase: str) -> None:
+        self.phase, self.steps = phase, 0
+
+    def _joints(self, goal: np.ndarray, s: dict[str, Any], point_down: bool) -> np.ndarray:
+        """Advance the commanded tcp toward ``goal`` at the speed limit; IK to joint targets."""
+        step = goal - self.cmd
+        dist = float(np.linalg.norm(step))
+        max_step = self.cfg.speed / self.cfg.fps
+        self.cmd = goal.copy() if dist <= max_step else self.cmd + step * (max_step / dist)
+        seed = np.array([math.atan2(self.cmd[1], self.cmd[0]), 0.5, 0.0, 1.0, self.roll])
+        q, _ = self.kin.ik_robust(self.cmd, self.q, point_down, (seed,))
+        q[4] = self.roll
+        self.q = q
+        return q
+
+    def _arrived(self, goal: np.ndarray, s: dict[str, Any], tol: float | None = None) -> bool:
+        return bool(np.allclose(self.cmd, goal)
+                    and np.linalg.norm(s["ee_pos"] - goal) < (tol or self.cfg.tolerance))
+
+    def _jaw_heading(self, s: dict[str, Any]) -> float:
+        """World yaw for the jaws' opening direction: square to a cube face, away from the bin
+        when it is near (the open jaw would hit its wall), else needing the least wrist roll."""
+        cube, bin_pos = np.asarray(s["cube_pos"]), np.asarray(s["bin_pos"])
+        away = cube[:2] - bin_pos[:2]
+        near = float(np.linalg.norm(away)) < 0.2
+        base = self.kin.jaw_yaw(np.array([math.atan2(cube[1], cube[0]), *self.q[1:4], 0.0]))
+        best, best_score = 0.0, -np.inf
+        for k in range(4):
+            heading = cube_yaw(s["cube_quat"]) + k * math.pi / 2
+            roll = (base - heading + math.pi) % (2 * math.pi) - math.pi
+            if abs(roll) > self.kin.high[4] - 0.1:
+                continue
+            score = -abs(roll)
+            if near:
+                score += 2.0 * (math.cos(heading) * away[0] + math.sin(heading) * away[1]) \
+                    / float(np.linalg.norm(away))
+            if score > best_score:
+                best, best_score = heading, score
+        return best
+
+    def _align_roll(self, s: dict[str, Any], goal: np.ndarray) -> float:
+        """Wrist roll giving the jaws the heading chosen at the start of this approach."""
+        if self.steps == 1 or self.heading is None:
+            self.heading = self._jaw_heading(s)
+        base = self.kin.jaw_yaw(np.array([math.atan2(goal[1], goal[0]), *self.q[1:4], 0.0]))
+        return float((base - self.heading + math.pi) % (2 * math.pi) - math.pi)
+
+    def _grasp_point(self, s: dict[str, Any]) -> np.ndarray:
+        """Cube centre, raised by grasp_dz and shifted grasp_dy toward the moving jaw."""
+        yaw = math.atan2(s["cube_pos"][1], s["cube_pos"][0]) + math.pi / 2 - self.roll
+        return s["cube_pos"] + np.array([self.cfg.grasp_dy * math.cos(yaw),
+                                         self.cfg.grasp_dy * math.sin(yaw), self.cfg.grasp_dz])
+
+    # ------------------------------------------------------------------ policy
+    def __call__(self, s: dict[str, Any]) -> np.ndarray:
+        if self.phase == "start":
+            self.q = np.asarray(s["joint_pos"], dtype=np.float64)[:5].copy()
+            self.cmd = np.asarray(s["ee_pos"], dtype=np.float64).copy()
+            self.roll = float(self.q[4])
+            self._goto("reach" if isinstance(self.task, ReachTask) else "approach")
+        self.steps += 1
+        if isinstance(self.task, ReachTask):
+            q = self._joints(np.asarray(self.task.target, dtype=np.float64), s, point_down=False)
+            return self._action(q)
+        q = self._pick_and_place(s)
+        return self._action(q)
+
+    def _pick_and_place(self, s: dict[str, Any]) -> np.ndarray:
+        cfg = self.cfg
+        cube = np.asarray(s["cube_pos"], dtype=np.float64)
+        timed_out = self.steps > cfg.phase_timeout
+        if self.phase == "approach":
+            self.grip = cfg.open
+            self.roll = self._align_roll(s, cube)
+            goal = self._grasp_point(s) + np.array([0, 0, cfg.hover])
+            rolled = abs(float(s["joint_pos"][4]) - self.roll) < 0.05
+            if (self._arrived(goal, s, 2 * cfg.tolerance) and rolled) or timed_out:
+                self._goto("descend")
+            return self._joints(goal, s, True)
+        if self.phase == "descend":
+            goal = self._grasp_point(s)
+            if self._arrived(goal, s) or timed_out:
+                self._goto("close")
+            return self._joints(goal, s, True)
+        if self.phase == "close":
+            self.grip = cfg.closed
+            if self.steps >= cfg.close_steps:
+                self._goto("lift" if s["grasped"] else "retry")
+            return self._joints(self.cmd, s, True)
+        if self.phase == "retry":  # open, rise, approach again
+            self.grip = cfg.open
+            goal = self.cmd.copy()
+            goal[2] = cube[2] + cfg.hover
+            if self._arrived(goal, s, 2 * cfg.tolerance) or timed_out:
+                self._goto("approach")
+            return self._joints(goal, s, True)
+        if self.phase in ("lift", "carry", "lower") and not s["grasped"]:
+            self._goto("retry")  # dropped it
+            return self._joints(self.cmd, s, True)
+        if self.phase == "lift":
+            goal = np.array([self.cmd[0], self.cmd[1], cfg.carry_z])
+            if (self._arrived(goal, s) or timed_out) and isinstance(self.task, BinTask):
+                self._goto("carry")
+            return self._joints(goal, s, True)
+        bin_xy = np.asarray(s["bin_pos"], dtype=np.float64)[:2]
+        if self.phase == "carry":
+            goal = np.array([bin_xy[0], bin_xy[1], cfg.carry_z])
+            if self._arrived(goal, s) or timed_out:
+                self._goto("lower")
+            return self._joints(goal, s, True)
+        if self.phase == "lower":
+            drop_z = max(cfg.drop_z, BIN_WALL_HEIGHT + 3 * CUBE_HALF)  # cube clears the walls
+            goal = np.array([bin_xy[0], bin_xy[1], drop_z])
+            if self._arrived(goal, s) or timed_out:
+                self._goto("release")
+            return self._joints(goal, s, True)
+        if self.phase == "release":
+            self.grip = cfg.open
+            if self.steps >= cfg.release_steps:
+                self._goto("retreat")
+            return self._joints(self.cmd, s, True)
+        # retreat: rise above the bin and stay
+        goal = np.array([bin_xy[0], bin_xy[1], cfg.carry_z + 0.02])
+        return self._joints(goal, s, True)
+
+    def _action(self, q: np.ndarray) -> np.ndarray:
+        return np.array([*q[:5], self.grip], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate(task: str, episodes: int = 100, seed: int = 0) -> dict[str, float]:
+    """Run the expert for ``episodes`` seeded episodes of ``task`` ("arm_reach", "arm_lift",
+    "arm_bin") with the registered episode length; success rate and mean length."""
+    from robolearn.env import ENVS, make_env
+
+    env_kwargs = next(kw for kw in ENVS.values() if kw["robot"] == "sim_arm" and kw["task"] == task)
+    env = make_env(**env_kwargs)
+    robot = env.robot
+    assert isinstance(robot, SimArm)
+    expert = ScriptedArmExpert(env.task, ExpertConfig(fps=robot.fps), model=robot.model)
+    successes, lengths = 0, []
+    for ep in range(episodes):
+        env.reset(seed=seed + ep)
+        expert.reset()
+        steps, done, info = 0, False, dict[str, Any]()
+        while not done:
+            _, _, terminated, truncated, info = env.step(expert(robot.state()))
+            steps, done = steps + 1, terminated or truncated
+        successes += bool(info["success"])
+        lengths.append(steps)
+    env.close()
+    return {"success_rate": successes / episodes, "mean_length": float(np.mean(lengths))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", nargs="+", default=["arm_reach", "arm_lift", "arm_bin"])
+    args = parser.parse_args()
+    for task in args.tasks:
+        start = time.perf_counter()
+        res = evaluate(task, args.episodes, args.seed)
+        print(f"{task}: success {res['success_rate']:.2%} over {args.episodes} episodes, "
+              f"mean length {res['mean_length']:.1f} steps ({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
