@@ -155,7 +155,9 @@ class Feature:
             if not np.can_cast(arr.dtype, self.dtype, casting="same_kind"):
                 raise ValueError(f"frame[{name!r}]: dtype {arr.dtype} cannot become {self.dtype}")
             arr = arr.astype(self.dtype)
-        return arr
+        # Camera buffers are often views (crops, BGR->RGB flips) with odd strides: copy to
+        # C order here, or the JPEG encoder rejects them and np.stack keeps the odd layout.
+        return np.ascontiguousarray(arr)
 
 
 def parse_features(features: Mapping[str, Feature | Mapping[str, Any]]) -> dict[str, Feature]:

@@ -701,3 +701,22 @@ def test_black_frames_are_real_frames(tmp_path: Path) -> None:
         rec.end_episode()
     assert store.verify() == []
     assert not store.episode(0)[CAM].any()
+
+
+def test_non_contiguous_camera_frames_are_recorded(tmp_path: Path) -> None:
+    """Frames that are views with odd strides (a crop, a channel flip) record like any other."""
+    yy, xx = np.mgrid[0:40, 0:40]
+    big = np.stack([np.stack([xx * 6, yy * 6, (xx + yy + 3 * t) * 3], -1)
+                    for t in range(20)]).astype(np.uint8)
+    frames = big[:, 4:36, 4:36, ::-1]  # a crop + BGR->RGB flip: a view with odd strides
+    assert not frames[0].flags["C_CONTIGUOUS"]
+    store = EpisodeStore.create(tmp_path / "s", {"observation.images.cam": {
+        "dtype": "uint8", "shape": [32, 32, 3]}}, fps=10)
+    with store.recorder() as rec:
+        for f in frames:
+            rec.add({"observation.images.cam": f})
+        rec.end_episode()
+    got = store.episode(0)["observation.images.cam"]
+    assert got.shape == (20, 32, 32, 3)
+    assert np.abs(got.astype(int) - frames.astype(int)).mean() < 6  # JPEG error only
+    assert np.abs(got.astype(int) - frames[..., ::-1].astype(int)).mean() > 20  # order kept
