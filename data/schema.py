@@ -157,7 +157,7 @@ class Feature:
             arr = arr.astype(self.dtype)
         # Camera buffers are often views (crops, BGR->RGB flips) with odd strides: copy to
         # C order here, or the JPEG encoder rejects them and np.stack keeps the odd layout.
-        return np.ascontiguousarray(arr)
+        return arr if arr.flags.c_contiguous else arr.copy(order="C")  # keeps 0-d shape
 
 
 def parse_features(features: Mapping[str, Feature | Mapping[str, Any]]) -> dict[str, Feature]:

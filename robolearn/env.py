@@ -43,10 +43,24 @@ class RobotEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.action_space = spaces.Box(low.astype(np.float32), high.astype(np.float32),
                                        dtype=np.float32)
         self._steps = 0
+        self._expert: Any = None
+        self._last_obs: dict[str, np.ndarray] = {}
+
+    def expert_action(self) -> np.ndarray:
+        """The robot's scripted expert's action for the current observation (vectorised
+        collection calls this inside each worker process)."""
+        if self._expert is None:
+            from robolearn.experts import make_expert
+
+            self._expert = make_expert(self)
+            self._expert.reset()
+        return self._expert(self._last_obs)
 
     def _obs(self) -> dict[str, np.ndarray]:
         obs = {**self.robot.observe(), **self.task.observe(self.robot)}
-        return {k: np.asarray(obs[k], dtype=self.observation_space[k].dtype) for k in self.features}
+        self._last_obs = {k: np.asarray(obs[k], dtype=self.observation_space[k].dtype)
+                          for k in self.features}
+        return self._last_obs
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -56,6 +70,8 @@ class RobotEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.robot.reset(seed=robot_seed, options=opts)
         self.task.reset(self.robot)
         self._steps = 0
+        if self._expert is not None:
+            self._expert.reset()
         return self._obs(), {"success": False}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool,
@@ -97,6 +113,14 @@ ENVS: dict[str, dict[str, Any]] = {
     "robolearn/SimArmReach-v0": {"robot": "sim_arm", "task": "arm_reach", "max_steps": 150},
     "robolearn/SimArmLift-v0": {"robot": "sim_arm", "task": "arm_lift", "max_steps": 250},
     "robolearn/SimArmBin-v0": {"robot": "sim_arm", "task": "arm_bin", "max_steps": 400},
+    "robolearn/RobosuiteLift-v0": {"robot": "robosuite", "task": "robosuite", "max_steps": 200,
+                                   "robot_kwargs": {"env_name": "Lift"}},
+    "robolearn/RobosuitePickPlaceCan-v0": {"robot": "robosuite", "task": "robosuite",
+                                           "max_steps": 500,
+                                           "robot_kwargs": {"env_name": "PickPlaceCan"}},
+    "robolearn/RobosuiteNutAssemblySquare-v0": {"robot": "robosuite", "task": "robosuite",
+                                                "max_steps": 500,
+                                                "robot_kwargs": {"env_name": "NutAssemblySquare"}},
 }
 
 

@@ -720,3 +720,13 @@ def test_non_contiguous_camera_frames_are_recorded(tmp_path: Path) -> None:
     assert got.shape == (20, 32, 32, 3)
     assert np.abs(got.astype(int) - frames.astype(int)).mean() < 6  # JPEG error only
     assert np.abs(got.astype(int) - frames[..., ::-1].astype(int)).mean() > 20  # order kept
+
+
+def test_scalar_features_round_trip(tmp_path: Path) -> None:
+    store = EpisodeStore.create(tmp_path / "s", {"next.reward": {"dtype": "float32",
+                                                                 "shape": []}}, fps=10)
+    with store.recorder() as rec:
+        for k in range(12):
+            rec.add({"next.reward": np.float32(k) / 2})
+        rec.end_episode()
+    np.testing.assert_array_equal(store.episode(0)["next.reward"], np.arange(12) / 2)

@@ -1,0 +1,76 @@
+"""Scripted experts by robot: ``make_expert(env)`` gives ``expert(obs) -> action``.
+
+An expert reads the robot's ``state()`` (ground truth in simulation, an estimate on hardware),
+never the simulator, and has ``reset()`` for the start of each episode. Adding an expert is one
+function in its robot's folder plus one line in :data:`EXPERTS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from robolearn.robot import resolve
+
+if TYPE_CHECKING:
+    from robolearn.env import RobotEnv
+
+
+class Expert(Protocol):
+    def reset(self) -> None: ...
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class StateExpert:
+    """Adapts ``fn(robot.state()) -> action`` to the ``expert(obs)`` interface."""
+
+    def __init__(self, env: RobotEnv, fn: Callable[[dict[str, Any]], np.ndarray],
+                 reset: Callable[[], None]) -> None:
+        self.robot, self.fn, self._reset = env.robot, fn, reset
+
+    def reset(self) -> None:
+        self._reset()
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.fn(self.robot.state()), dtype=np.float32)
+
+
+def car_expert(env: RobotEnv, **kwargs: Any) -> Expert:
+    from sim.car.driver import PurePursuitDriver
+
+    driver = PurePursuitDriver.for_robot(env.robot, **kwargs)
+    return StateExpert(env, driver, driver.reset)
+
+
+def arm_expert(env: RobotEnv, **kwargs: Any) -> Expert:
+    from sim.arm.expert import ExpertConfig, ScriptedArmExpert
+
+    robot: Any = env.robot
+    expert = ScriptedArmExpert(env.task, ExpertConfig(fps=robot.fps, **kwargs), model=robot.model)
+    return StateExpert(env, expert, expert.reset)
+
+
+def robosuite_expert(env: RobotEnv, **kwargs: Any) -> Expert:
+    from sim.robosuite_expert import LiftExpert, LiftExpertConfig
+
+    name = getattr(env.robot, "cfg").env_name
+    if name != "Lift":
+        raise KeyError(f"no scripted expert for robosuite {name!r}; there is one for 'Lift'")
+    expert = LiftExpert(LiftExpertConfig(**kwargs))
+    return StateExpert(env, expert.act, expert.reset)
+
+
+# robot registry name -> "module:factory(env, **kwargs)"
+EXPERTS: dict[str, str] = {
+    "sim_car": "robolearn.experts:car_expert",
+    "sim_arm": "robolearn.experts:arm_expert",
+    "robosuite": "robolearn.experts:robosuite_expert",
+}
+
+
+def make_expert(env: RobotEnv, **kwargs: Any) -> Expert:
+    expert: Expert = resolve(EXPERTS, env.robot.name, "expert")(env, **kwargs)
+    return expert

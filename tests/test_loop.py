@@ -1,0 +1,124 @@
+"""The safety filter, the watchdog and the control loop, on the real simulated arm."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data import EpisodeStore
+from robolearn.config import ConfigError, load_config
+from robolearn.env import RobotEnv, make_env
+from robolearn.experts import make_expert
+from robolearn.loop import ControlLoop, LoopConfig, step_features
+from robolearn.safety import SafetyConfig, SafetyFilter, Watchdog
+
+
+def test_filter_rejects_nonfinite_clips_and_rate_limits() -> None:
+    f = SafetyFilter(np.array([-1.0, -1.0]), np.array([1.0, 1.0]),
+                     SafetyConfig(max_delta=0.2))
+    np.testing.assert_allclose(f(np.array([5.0, -0.1])), [0.2, -0.1])  # clip then rate limit
+    np.testing.assert_allclose(f(np.array([np.nan, 0.0])), [0.2, -0.1])  # NaN: hold last
+    np.testing.assert_allclose(f(np.array([np.inf, -np.inf])), [0.2, -0.1])
+    out = [f(np.array([1.0, 1.0])) for _ in range(10)]
+    assert np.all(np.abs(np.diff(np.stack(out), axis=0)) <= 0.2 + 1e-12)
+    np.testing.assert_allclose(out[-1], [1.0, 1.0])
+    assert f.stats.nonfinite == 2 and f.stats.clipped >= 1 and f.stats.rate_limited >= 1
+
+
+def test_filter_stop_mode_sends_neutral_and_requests_stop() -> None:
+    f = SafetyFilter(np.array([0.0, -1.0]), np.array([2.0, 1.0]),
+                     SafetyConfig(on_nonfinite="stop"))
+    f(np.array([1.5, 0.5]))
+    out = f(np.array([1.0, np.nan]))
+    assert f.stop_requested
+    np.testing.assert_allclose(out, [0.0, 0.0])  # the neutral action, inside the bounds
+    assert np.all(np.isfinite(out))
+
+
+def test_safety_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"safety\.max_delta"):
+        load_config(LoopConfig, overrides=["safety.max_delta=-1"])
+    with pytest.raises(ConfigError, match=r"safety\.on_nonfinite"):
+        load_config(LoopConfig, overrides=["safety.on_nonfinite=explode"])
+
+
+def test_watchdog_stops_when_feeding_stops() -> None:
+    stopped = threading.Event()
+    with Watchdog(0.1, stopped.set) as dog:
+        for _ in range(10):  # fed in time: never trips
+            dog.feed()
+            time.sleep(0.02)
+        assert not stopped.is_set()
+        assert stopped.wait(1.0), "watchdog did not stop the robot after commands stopped"
+        assert dog.trips == 1
+
+
+@pytest.fixture
+def arm_env() -> RobotEnv:
+    env = make_env(robot="sim_arm", task="arm_lift", max_steps=80)
+    yield env
+    env.close()
+
+
+def test_loop_records_policy_steps_and_human_takeover(arm_env: RobotEnv, tmp_path: Path) -> None:
+    expert = make_expert(arm_env)
+    store = EpisodeStore.create(tmp_path / "s", {k: f.to_json() for k, f in
+                                                 step_features(arm_env).items()}, fps=30)
+
+    class Human:  # takes over for steps 10..19 with the expert's own action
+        def __init__(self) -> None:
+            self.t = 0
+
+        def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+            self.t += 1
+            return expert(obs) if 10 < self.t <= 20 else None
+
+    loop = ControlLoop(arm_env, LoopConfig(realtime=False))
+    with store.recorder(task="lift") as rec:
+        loop.recorder = rec
+        result = loop.run_episode(expert, Human(), seed=3, source="autonomous")
+    assert result.sources == {"autonomous": result.steps - 10, "intervention": 10}
+    ep = store.episode(0)
+    assert ep.info.sources == result.sources
+    assert list(ep["source"][10:20]) == [3] * 10  # Source.INTERVENTION
+    assert result.success and ep.info.success
+    # the recorded action is the one the robot received, within its bounds
+    low, high = arm_env.robot.action_bounds
+    assert np.all(ep["action"] >= low - 1e-6) and np.all(ep["action"] <= high + 1e-6)
+    np.testing.assert_allclose(ep["next.reward"].sum(), result.ret, rtol=1e-5)
+
+
+def test_loop_never_sends_nan_and_holds_rate(arm_env: RobotEnv) -> None:
+    sent: list[np.ndarray] = []
+    act = arm_env.robot.act
+
+    def spy(a: np.ndarray) -> np.ndarray:
+        sent.append(np.array(a))
+        return act(a)
+
+    arm_env.robot.act = spy  # type: ignore[method-assign]
+    rng = np.random.default_rng(0)
+
+    def bad_policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+        a = rng.normal(0, 3, 6)
+        a[rng.random(6) < 0.3] = np.nan
+        return a
+
+    loop = ControlLoop(arm_env, LoopConfig(fps=50, max_steps=20))
+    t0 = time.perf_counter()
+    result = loop.run_episode(bad_policy, seed=0)
+    elapsed = time.perf_counter() - t0
+    assert result.steps == 20 and len(sent) == 20
+    assert all(np.all(np.isfinite(a)) for a in sent)
+    assert result.safety.nonfinite > 0
+    assert elapsed >= 19 / 50  # the loop never runs faster than its rate
+    assert set(result.timing) >= {"mean_late_ms", "p99_late_ms", "overruns"}
+
+
+def test_loop_needs_something_to_run(arm_env: RobotEnv) -> None:
+    with pytest.raises(ValueError, match="policy, a teleop device"):
+        ControlLoop(arm_env).run_episode()
