@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 class Recorder:
     """Records episodes step by step; use as ``with store.recorder() as rec:``.
 
-    ``add(frame, source=...)`` buffers one step (a dict with every feature of the store); every
-    ``flush_every`` steps the buffer goes to disk and the journal notes it, so memory stays bounded
-    and a killed process loses at most the unflushed steps. ``end_episode(success=..., **meta)``
+    ``add(frame, source=...)`` buffers one step (a dict with every feature of the store). The
+    buffer goes to disk, and the journal notes it, once ``flush_seconds`` of wall time have
+    passed since the last flush or ``flush_every`` steps are buffered, whichever comes first:
+    a killed process loses at most about a second of recording, memory stays bounded, and bulk
+    writes (faster than real time) are not slowed down by tiny flushes. ``end_episode(success=..., **meta)``
     commits the episode; ``discard_episode()`` forgets it. Leaving the ``with`` block because of
     an exception (Ctrl-C included) commits the steps recorded so far as an incomplete episode
     tagged ``interrupted``, unless ``keep_interrupted=False``.
@@ -36,15 +38,19 @@ class Recorder:
 
     def __init__(self, store: EpisodeStore, *, task: str | None = None,
                  flush_every: int | None = None, source: Source | str = Source.SCRIPTED,
-                 keep_interrupted: bool = True) -> None:
+                 keep_interrupted: bool = True, flush_seconds: float = 1.0) -> None:
         if store._busy:
             raise StoreError(f"{store.name}: a recorder or copy is already writing this store")
         self.store = store
         self.task = task
-        # Default: flush once per second of data; a crash loses at most that much.
-        self.flush_every = int(flush_every or max(1, round(store.fps)))
+        # Default cap: ten seconds of data at the store's rate, at least one image shard.
+        self.flush_every = int(flush_every or max(store.shard_len, 10 * round(store.fps), 1))
         if self.flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        if flush_seconds <= 0:
+            raise ValueError(f"flush_seconds must be > 0, got {flush_seconds}")
+        self.flush_seconds = flush_seconds
+        self._last_flush = time.monotonic()
         self.default_source = Source.parse(source)
         self.keep_interrupted = keep_interrupted
         self._keys = store.keys
@@ -114,12 +120,14 @@ class Recorder:
         self._buf["timestamp"].append(np.float64(ts))
         self._buf["source"].append(np.uint8(src))
         self._sources[src] += 1
-        if len(self._buf["source"]) >= self.flush_every:
+        if len(self._buf["source"]) >= self.flush_every \
+                or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
         """Write buffered steps to disk and journal them (recoverable after a crash)."""
         n = len(self._buf["source"]) if self._in_episode else 0
+        self._last_flush = time.monotonic()
         if n == 0:
             return
         block = {k: np.stack(v) for k, v in self._buf.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -388,9 +389,23 @@ def test_recorder_memory_is_bounded_by_flush_every(tmp_path: Path, flush_every: 
         make_frame(FEATURES, 0, t)["action"][0] for t in range(n)]
 
 
-def test_default_flush_is_about_one_second(tmp_path: Path) -> None:
-    store = EpisodeStore.create(tmp_path / "s", FEATURES, fps=30)
-    assert store.recorder().flush_every == 30
+def test_flush_happens_after_flush_seconds_or_flush_every_steps(tmp_path: Path) -> None:
+    store = EpisodeStore.create(tmp_path / "s", FEATURES, fps=FPS)
+    journal = tmp_path / "s" / "inflight.json"
+    with store.recorder(flush_every=5, flush_seconds=3600) as rec:
+        for t in range(4):
+            rec.add(make_frame(FEATURES, 0, t))
+        assert not journal.exists()  # neither limit reached: nothing flushed yet
+        rec.add(make_frame(FEATURES, 0, 4))
+        assert json.loads(journal.read_text())["flushed"] == 5
+        rec.end_episode()
+    with store.recorder(flush_every=1000, flush_seconds=0.05) as rec:
+        for t in range(3):
+            rec.add(make_frame(FEATURES, 1, t))
+        time.sleep(0.06)
+        rec.add(make_frame(FEATURES, 1, 3))  # a second of wall time (here 50 ms) has passed
+        assert json.loads(journal.read_text())["flushed"] == 4
+        rec.end_episode()
 
 
 @pytest.mark.parametrize(("bad", "needle"), [
