@@ -30,10 +30,11 @@ class Recorder:
     buffer goes to disk, and the journal notes it, once ``flush_seconds`` of wall time have
     passed since the last flush or ``flush_every`` steps are buffered, whichever comes first:
     a killed process loses at most about a second of recording, memory stays bounded, and bulk
-    writes (faster than real time) are not slowed down by tiny flushes. ``end_episode(success=..., **meta)``
-    commits the episode; ``discard_episode()`` forgets it. Leaving the ``with`` block because of
-    an exception (Ctrl-C included) commits the steps recorded so far as an incomplete episode
-    tagged ``interrupted``, unless ``keep_interrupted=False``.
+    writes (faster than real time) are not slowed down by tiny flushes.
+    ``end_episode(success=..., **meta)`` commits the episode; ``discard_episode()`` forgets it.
+    Leaving the ``with`` block because of an exception (Ctrl-C included) commits the steps
+    recorded so far as an incomplete episode tagged ``interrupted``, unless
+    ``keep_interrupted=False``.
     """
 
     def __init__(self, store: EpisodeStore, *, task: str | None = None,
