@@ -6,7 +6,7 @@
 - :mod:`sim.car.robot`: :class:`SimCar`, the :class:`robolearn.robot.Robot` driver.
 - :mod:`sim.car.tasks`: :class:`LapTask` (checkpoint progress, collisions, lap timing).
 - :mod:`sim.car.driver`: :class:`PurePursuitDriver`, the scripted demonstrator.
-- ``python -m sim.car``: the driver's lap success rate per track (``--bench``: step cost).
+- ``python -m sim.car``: the driver's lap success rate per track (step cost: ``bench.sim``).
 
 Headless rendering: ``sim/__init__.py`` picks MuJoCo's GL backend (EGL or OSMesa).
 """

@@ -1,7 +1,6 @@
 """``python -m sim.car [--tracks oval chicane technical] [--episodes 100] [--speed V]``:
 the scripted driver's lap success rate (a lap without touching a wall) per track.
-``python -m sim.car --bench``: env steps/s against a bare loop of ``n_substeps`` mj_step calls
-on the same model, without and with the 64x64 camera."""
+Step-cost figures are in ``python -m bench.sim``."""
 
 from __future__ import annotations
 
@@ -52,62 +51,13 @@ def driver_success_rate(track: str, episodes: int = 100, seed: int = 0,
             "steps_per_s": steps / (time.perf_counter() - t0)}
 
 
-def step_overhead(track: str = "oval", camera: bool = False, steps: int = 1000,
-                  rounds: int = 3) -> dict[str, float]:
-    """Env steps/s (driving the scripted driver's actions, precomputed) and a bare mj_step loop's
-    control steps/s on the same model; ``ratio`` = bare / env time per step (>= 1)."""
-    import mujoco
-
-    env = make_env(**{**env_kwargs(track), "robot_kwargs": {"track": track, "camera": camera}})
-    robot = cast(SimCar, env.robot)
-    driver = PurePursuitDriver.for_robot(robot)
-    obs, _ = env.reset(seed=0)
-    actions = []
-    for _ in range(steps):  # record actions first: time the env, not the driver
-        a = driver(obs).astype(np.float32)
-        actions.append(a)
-        obs, *_ = env.step(a)
-    m, d, n = robot.model, robot.data, robot.n_substeps
-    env.reset(seed=0)  # the controls the env sends, replayed by the bare loop
-    ctrls = []
-    for a in actions:
-        robot.act(a)
-        ctrls.append(d.ctrl.copy())
-    t_env = t_bare = float("inf")
-    for _ in range(rounds):  # alternate, keep the best: robust to other load on the machine
-        env.reset(seed=0)
-        t0 = time.perf_counter()
-        for a in actions:
-            env.step(a)
-        t_env = min(t_env, time.perf_counter() - t0)
-        env.reset(seed=0)
-        t0 = time.perf_counter()
-        for c in ctrls:
-            d.ctrl[:] = c
-            for _ in range(n):
-                mujoco.mj_step(m, d)
-        t_bare = min(t_bare, time.perf_counter() - t0)
-    env.close()
-    return {"env_steps_per_s": steps / t_env, "bare_steps_per_s": steps / t_bare,
-            "ratio": t_env / t_bare}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tracks", nargs="+", default=available_tracks())
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--speed", type=float, default=None, help="driver cruise speed, m/s")
-    p.add_argument("--bench", action="store_true", help="time env.step against bare mj_step")
     args = p.parse_args()
-    if args.bench:
-        for track in args.tracks:
-            for camera in (False, True):
-                r = step_overhead(track, camera)
-                print(f"{track:<10} camera={camera!s:<5} env {r['env_steps_per_s']:.0f} "
-                      f"steps/s  bare mj_step loop {r['bare_steps_per_s']:.0f} steps/s  "
-                      f"ratio {r['ratio']:.2f}")
-        return
     kw = {} if args.speed is None else {"speed": args.speed}
     for track in args.tracks:
         r = driver_success_rate(track, args.episodes, args.seed, **kw)
