@@ -48,7 +48,7 @@ WRITE_CONFIG = {"write_empty_chunks": True}
 
 
 def open_for_write(path: str) -> zarr.Array:
-    return zarr.open_array(path, mode="r+", config=WRITE_CONFIG)
+    return zarr.open_array(path, mode="r+", config=WRITE_CONFIG)  # type: ignore[arg-type]
 
 
 def shard_len_for(features: dict[str, Feature]) -> int:

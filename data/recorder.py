@@ -94,7 +94,7 @@ class Recorder:
         self._task = task if task is not None else self.task
         self._flushed = 0
         self._sources = np.zeros(len(Source), dtype=np.int64)
-        self._buf: dict[str, list[np.ndarray]] = {k: [] for k in self._keys}
+        self._buf: dict[str, list[Any]] = {k: [] for k in self._keys}
         self._t0 = time.time()
         self._in_episode = True
 

@@ -45,7 +45,7 @@ class WindowSpec:
     def offsets(self, store: EpisodeStore) -> dict[str, np.ndarray]:
         obs = self.obs_keys if self.obs_keys is not None else tuple(
             k for k in store.features if k.startswith("observation."))
-        out = {k: np.arange(-self.obs_horizon + 1, 1) for k in obs}
+        out: dict[str, np.ndarray] = {k: np.arange(-self.obs_horizon + 1, 1) for k in obs}
         out.update({k: np.arange(self.action_horizon) for k in self.action_keys})
         out.update({k: np.asarray(v, dtype=np.int64) for k, v in self.extra.items()})
         unknown = [k for k in out if k not in store.keys]

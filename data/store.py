@@ -90,7 +90,7 @@ class EpisodeStore:
         self._check_is_store()
         try:
             self._root = zarr.open_group(str(self.path), mode="r" if mode == "r" else "r+")
-            attrs = dict(self._root.attrs)["robolearn"]
+            attrs: Any = dict(self._root.attrs)["robolearn"]
         except StoreError:
             raise
         except Exception as exc:

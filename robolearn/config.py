@@ -128,7 +128,7 @@ def _find_node_path(cfg: DictConfig, exc: InvalidValue) -> str:
                 return prefix
         for k in node.keys():
             child = node._get_node(k)
-            found = walk(child, f"{prefix}{k}.")
+            found = walk(child, f"{prefix}{k!s}.")
             if found is not None:
                 return found
         return None

@@ -68,8 +68,8 @@ class PointMass:
         self._floor = (((xx // 8 + yy // 8) % 2) * 30 + 40).astype(np.uint8)
 
     def reset(self) -> np.ndarray:
-        self.pos = self.rng.uniform(-0.8, 0.8, 2)
-        self.vel = np.zeros(2)
+        self.pos: np.ndarray = self.rng.uniform(-0.8, 0.8, 2)
+        self.vel: np.ndarray = np.zeros(2)
         self.goal = self.rng.uniform(-0.8, 0.8, 2)
         return self.state()
 

@@ -26,7 +26,7 @@ def feature_space(feat: Feature) -> spaces.Box:
     return spaces.Box(-np.inf, np.inf, feat.shape, np.dtype(feat.dtype))
 
 
-class RobotEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
+class RobotEnv(gym.Env):  # type: ignore[type-arg]
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(self, robot: Robot, task: Task, max_steps: int = 500,
@@ -37,8 +37,8 @@ class RobotEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if not robot.is_connected:
             robot.connect()
         self.features = {**robot.observation_features, **task.observation_features(robot)}
-        self.observation_space = spaces.Dict({k: feature_space(f)
-                                              for k, f in self.features.items()})
+        self.observation_space: spaces.Dict = spaces.Dict(
+            {k: feature_space(f) for k, f in self.features.items()})
         low, high = robot.action_bounds
         self.action_space = spaces.Box(low.astype(np.float32), high.astype(np.float32),
                                        dtype=np.float32)

@@ -56,7 +56,8 @@ def arm_expert(env: RobotEnv, **kwargs: Any) -> Expert:
 def robosuite_expert(env: RobotEnv, **kwargs: Any) -> Expert:
     from sim.robosuite_expert import LiftExpert, LiftExpertConfig
 
-    name = env.robot.cfg.env_name
+    robot: Any = env.robot
+    name = robot.cfg.env_name
     if name != "Lift":
         raise KeyError(f"no scripted expert for robosuite {name!r}; there is one for 'Lift'")
     expert = LiftExpert(LiftExpertConfig(**kwargs))

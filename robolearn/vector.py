@@ -11,18 +11,17 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
 from data.schema import Source
 from data.store import EpisodeStore
-from robolearn.env import ENVS, make_env
+from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import step_features
 from robolearn.progress import track
 
 
-def _make(env_id: str, overrides: dict[str, Any]) -> gym.Env:
+def _make(env_id: str, overrides: dict[str, Any]) -> RobotEnv:
     if env_id not in ENVS:
         raise KeyError(f"unknown environment {env_id!r}; known: {', '.join(ENVS)}")
     return make_env(**{**ENVS[env_id], **overrides})
@@ -50,7 +49,7 @@ def collect_scripted(env_id: str, store_path: str, episodes: int, num_envs: int 
     probe.close()
     store = EpisodeStore.create(store_path, features, fps, robot_type=robot_type, tasks=[task],
                                 env_id=env_id)
-    envs = make_vector_env(env_id, num_envs, **overrides)
+    envs: Any = make_vector_env(env_id, num_envs, **overrides)
     try:
         obs, _ = envs.reset(seed=[seed + i for i in range(num_envs)])
         buffers: list[list[tuple[dict[str, np.ndarray], np.ndarray, float]]] = \

@@ -61,5 +61,5 @@ def record_rollout(env: RobotEnv, policy: Callable[[dict[str, np.ndarray]], np.n
         ret, steps = ret + float(reward), steps + 1
         success = success or bool(info.get("success"))
         done = term or trunc
-    write_mp4(frames, path, env.robot.fps)
+    write_mp4((f for f in frames if f is not None), path, env.robot.fps)
     return {"return": ret, "steps": steps, "success": float(success)}
