@@ -111,6 +111,7 @@ class EpisodeStore:
         self._warrays: dict[str, zarr.Array] = {}  # writable handles (writer only)
         self._log = CommitLog(self.path / LOG_NAME, self.name)
         self._records: dict[int, dict[str, Any]] = {}  # live episodes by id, in commit order
+        self._live_cache: list[dict[str, Any]] | None = None
         self._end = 0  # first free row after every committed (even deleted) episode
         self._next_id = 0
         self.refresh()
@@ -242,6 +243,7 @@ class EpisodeStore:
 
     def _apply(self, rec: dict[str, Any]) -> None:
         op = rec["op"]
+        self._live_cache = None
         if op == "add":
             self._records[rec["id"]] = rec
             self._end = max(self._end, rec["start"] + rec["length"])
@@ -293,7 +295,9 @@ class EpisodeStore:
         return iter(self.infos())
 
     def _live(self) -> list[dict[str, Any]]:
-        return list(self._records.values())
+        if self._live_cache is None:  # rebuilt only after a commit: O(1) lookups by index
+            self._live_cache = list(self._records.values())
+        return self._live_cache
 
     def episode(self, index: int, keys: Iterable[str] | None = None) -> Episode:
         """Arrays of episode ``index`` (``keys`` restricts which), each ``(T, *shape)``."""
