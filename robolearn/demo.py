@@ -1,10 +1,15 @@
-"""``robolearn quickstart``: the data layer end to end, until the simulated quickstart lands.
+"""``robolearn quickstart``: the simulated arm, the episode store and the control loop, end to end.
 
-1. A scripted controller drives a 2-D point mass to random goals; every step (state, a 64x64
-   top-down camera frame, action, action source) streams into a new episode store.
-2. A second recorder runs in a real subprocess and is killed with SIGKILL mid-episode; the store
-   is reopened, the committed episodes are intact and the interrupted one is recovered.
-3. The store is verified, summarised, and sampled as training windows through a torch DataLoader.
+1. The scripted IK expert lifts the cube with the simulated SO-101 arm in two worker processes;
+   every step (joint state, cube pose, a 64x64 front camera frame, the action actually sent,
+   its source, the reward) streams into a new episode store.
+2. A second recorder runs in a real subprocess and is killed with SIGKILL mid-episode while this
+   process reads the store; the store is reopened, committed episodes are intact and the
+   interrupted one is recovered.
+3. The store is verified, summarised and sampled as training windows; a rollout of the expert
+   driven through the control loop (safety filter, watchdog, timing) is written as an MP4.
+
+(Training and evaluating a policy join the quickstart with the learners.)
 """
 
 from __future__ import annotations
@@ -19,119 +24,80 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from data import EpisodeStore, Source
 from data.sampling import WindowSampler, WindowSpec, split_episodes
 from robolearn.config import InvalidValue
-from robolearn.progress import track
+from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.loop import ControlLoop, LoopConfig
+from robolearn.vector import collect_scripted
+from robolearn.video import record_rollout
 
 log = logging.getLogger("robolearn.demo")
+ENV_ID = "robolearn/SimArmLift-v0"
 
 
 @dataclass
 class QuickstartConfig:
-    output: str = "outputs/quickstart"  # directory for the store and the report (replaced)
-    episodes: int = 30  # scripted episodes to record
-    max_steps: int = 150  # step limit per episode
-    fps: float = 20.0  # control rate of the point mass, Hz
-    image_size: int = 64  # side of the square camera frame, pixels
+    output: str = "outputs/quickstart"  # directory for the store, video and report (replaced)
+    episodes: int = 30  # scripted demonstrations to record
+    num_envs: int = 2  # environments run in parallel worker processes
+    image_size: int = 64  # side of the front camera frame, pixels
     crash_test: bool = True  # kill a recorder subprocess mid-episode and recover
-    seed: int = 0  # seeds goals, noise and sampling
+    video: bool = True  # write an MP4 of one expert rollout
+    seed: int = 0  # seeds object placement and sampling
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise InvalidValue("episodes", f"must be >= 1, got {self.episodes}")
+        if not 1 <= self.num_envs <= 16:
+            raise InvalidValue("num_envs", f"must be in [1, 16], got {self.num_envs}")
         if not 16 <= self.image_size <= 512:
             raise InvalidValue("image_size", f"must be in [16, 512], got {self.image_size}")
-        if self.fps <= 0:
-            raise InvalidValue("fps", f"must be > 0, got {self.fps}")
 
 
-def features(size: int) -> dict[str, dict]:
-    return {
-        "observation.state": {"dtype": "float32", "shape": [6],
-                              "names": ["x", "y", "vx", "vy", "goal_x", "goal_y"]},
-        "observation.images.top": {"dtype": "uint8", "shape": [size, size, 3]},
-        "action": {"dtype": "float32", "shape": [2], "names": ["force_x", "force_y"]},
-    }
-
-
-class PointMass:
-    """A unit point mass in a [-1, 1]^2 arena with damping; success within 0.05 of the goal."""
-
-    def __init__(self, rng: np.random.Generator, fps: float, size: int) -> None:
-        self.rng, self.dt, self.size = rng, 1.0 / fps, size
-        yy, xx = np.mgrid[0:size, 0:size]
-        self._grid = np.stack([xx, yy], -1) / (size - 1) * 2 - 1
-        self._floor = (((xx // 8 + yy // 8) % 2) * 30 + 40).astype(np.uint8)
-
-    def reset(self) -> np.ndarray:
-        self.pos: np.ndarray = self.rng.uniform(-0.8, 0.8, 2)
-        self.vel: np.ndarray = np.zeros(2)
-        self.goal = self.rng.uniform(-0.8, 0.8, 2)
-        return self.state()
-
-    def state(self) -> np.ndarray:
-        return np.concatenate([self.pos, self.vel, self.goal]).astype(np.float32)
-
-    def render(self) -> np.ndarray:
-        img = np.repeat(self._floor[..., None], 3, axis=2)
-        for centre, colour, radius in ((self.goal, (40, 200, 60), 0.08),
-                                       (self.pos, (220, 60, 40), 0.06)):
-            mask = np.linalg.norm(self._grid - centre, axis=-1) < radius
-            img[mask] = colour
-        return img
-
-    def step(self, action: np.ndarray) -> bool:
-        force = np.clip(action, -1.0, 1.0)
-        self.vel = 0.9 * self.vel + force * self.dt * 2
-        self.pos = np.clip(self.pos + self.vel * self.dt, -1, 1)
-        return bool(np.linalg.norm(self.pos - self.goal) < 0.05)
-
-    def expert(self) -> np.ndarray:
-        return np.clip(2.0 * (self.goal - self.pos) - 1.0 * self.vel
-                       + self.rng.normal(0, 0.05, 2), -1, 1)
-
-
-def record(store: EpisodeStore, cfg: QuickstartConfig, n: int, seed: int,
-           progress: bool = True) -> None:
-    env = PointMass(np.random.default_rng(seed), cfg.fps, cfg.image_size)
-    with store.recorder(task="reach the green goal", source=Source.SCRIPTED) as rec:
-        for _ in track(range(n), "recording episodes", enabled=progress):
-            env.reset()
-            success = False
-            for _ in range(cfg.max_steps):
-                action = env.expert()
-                rec.add({"observation.state": env.state(), "action": action,
-                         "observation.images.top": env.render()})
-                if env.step(action):
-                    success = True
-                    break
-            rec.end_episode(success=success, seed=seed)
+def _arm(cfg: QuickstartConfig) -> dict[str, Any]:
+    return {"cameras": ["front"], "camera_height": cfg.image_size, "camera_width": cfg.image_size}
 
 
 def crash_and_recover(path: Path, cfg: QuickstartConfig) -> dict[str, int]:
-    """Record in a subprocess, SIGKILL it mid-episode, reopen and recover."""
+    """Record in a subprocess, read beside it, SIGKILL it mid-episode, reopen and recover."""
     before = len(EpisodeStore.open(path, "r"))
     child = subprocess.Popen(
         [sys.executable, "-m", "robolearn.demo", str(path), json.dumps(asdict(cfg))],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    journal = path / "inflight.json"
     with EpisodeStore.open(path, "r") as reader:  # read while the child writes
-        deadline = time.time() + 60
-        while reader.refresh() == 0 and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # let it get into the next episode
+        deadline = time.time() + 120
+        while reader.refresh() == 0 and time.time() < deadline and child.poll() is None:
+            time.sleep(0.02)
+        while time.time() < deadline and child.poll() is None:  # kill right after a flush
+            if journal.exists() and json.loads(journal.read_text() or "{}").get("flushed"):
+                break
+            time.sleep(0.02)
         reader.refresh()
-        seen_while_recording = len(reader) - before
+        seen = len(reader) - before
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     with EpisodeStore.open(path, "a") as store:  # recovers the in-flight episode
-        recovered = len(store.select(tags=["recovered"]))
-        total = len(store)
-    return {"episodes_before": before, "seen_by_reader_while_recording": seen_while_recording,
-            "recovered_incomplete": recovered, "episodes_after": total}
+        return {"episodes_before": before, "seen_by_reader_while_recording": seen,
+                "recovered_incomplete": len(store.select(tags=["recovered"])),
+                "episodes_after": len(store)}
+
+
+def _record_forever(path: str, cfg: QuickstartConfig) -> None:
+    """The crash-test child: records expert episodes through the control loop until killed."""
+    env = make_env(**{**ENVS[ENV_ID], "robot_kwargs": _arm(cfg)})
+    loop = ControlLoop(env, LoopConfig(realtime=True))  # real time: 30 Hz, like a real arm
+    with EpisodeStore.open(path, "a") as store, store.recorder(task="lift the cube") as rec:
+        loop.recorder = rec
+        for seed in range(10_000, 20_000):
+            loop.run_episode(lambda obs: env.expert_action(), seed=seed,
+                             source=Source.SCRIPTED)
 
 
 def run(cfg: QuickstartConfig) -> int:
@@ -141,19 +107,18 @@ def run(cfg: QuickstartConfig) -> int:
     out.mkdir(parents=True)
     path = out / "demos.zarr"
     t0 = time.perf_counter()
-    with EpisodeStore.create(path, features(cfg.image_size), cfg.fps, robot_type="point_mass",
-                             tasks=["reach the green goal"], generator="robolearn quickstart") \
-            as store:
-        record(store, cfg, cfg.episodes, cfg.seed)
-        steps = store.num_frames
-    rec_s = time.perf_counter() - t0
-    report: dict = {"record_steps_per_s": steps / rec_s}
+    store = collect_scripted(ENV_ID, str(path), cfg.episodes, cfg.num_envs, seed=cfg.seed,
+                             robot_kwargs=_arm(cfg))
+    steps = store.num_frames
+    store.close()
+    report: dict[str, Any] = {"collect_steps_per_s": steps / (time.perf_counter() - t0)}
     if cfg.crash_test:
         report["crash_test"] = crash_and_recover(path, cfg)
     with EpisodeStore.open(path, "r") as store:
-        problems = store.verify()
-        report["verify_problems"] = problems
+        report["verify_problems"] = store.verify()
         report["summary"] = {k: v for k, v in store.summary().items() if k != "features"}
+        report["expert_success"] = len(store.select(success=True, complete=True)) / max(
+            1, len(store.select(complete=True)))
         train, val = split_episodes(store, 0.2, seed=cfg.seed)
         sampler = WindowSampler(store, WindowSpec(2, 16), train)
         rng = np.random.default_rng(cfg.seed)
@@ -161,15 +126,25 @@ def run(cfg: QuickstartConfig) -> int:
         for _ in range(10):
             batch = sampler.sample(256, rng)
         report["sample_windows_per_s"] = 2560 / (time.perf_counter() - t0)
-        report["train_episodes"], report["val_episodes"] = len(train), len(val)
+        report["train_val_episodes"] = [len(train), len(val)]
         report["batch_shapes"] = {k: list(v.shape) for k, v in batch.items()}
         sampler.close()
+    if cfg.video:
+        env: RobotEnv = make_env(**ENVS[ENV_ID])
+        try:
+            report["video"] = {"path": str(out / "expert_lift.mp4"), **record_rollout(
+                env, lambda obs: env.expert_action(), out / "expert_lift.mp4", seed=cfg.seed,
+                camera="front")}
+        except RuntimeError as exc:  # no headless GL on this machine
+            report["video"] = {"error": str(exc)}
+        finally:
+            env.close()
     (out / "report.json").write_text(json.dumps(report, indent=1))
     _print(report, path, out)
-    return 1 if problems else 0
+    return 1 if report["verify_problems"] else 0
 
 
-def _print(report: dict, path: Path, out: Path) -> None:
+def _print(report: dict[str, Any], path: Path, out: Path) -> None:
     from rich.console import Console
 
     c = Console()
@@ -177,20 +152,25 @@ def _print(report: dict, path: Path, out: Path) -> None:
     c.print(f"[bold]episode store[/] {path}: {s['episodes']} episodes, {s['frames']} steps, "
             f"{s['success']} successful, {s['incomplete']} incomplete, "
             f"{s['bytes_on_disk'] / 2**20:.1f} MiB on disk")
-    c.print(f"recording: {report['record_steps_per_s']:.0f} steps/s (state + camera, one core)")
+    c.print(f"collection: {report['collect_steps_per_s']:.0f} steps/s (sim + IK expert + 64x64 "
+            f"camera + recording); expert success {100 * report['expert_success']:.0f}%")
     if "crash_test" in report:
         ct = report["crash_test"]
-        c.print(f"crash test: a reader saw {ct['seen_by_reader_while_recording']} new episode(s) "
-                f"while a subprocess recorded; after SIGKILL, {ct['episodes_after']} episodes "
-                f"open intact, {ct['recovered_incomplete']} recovered as incomplete")
+        c.print(f"crash test: a reader saw {ct['seen_by_reader_while_recording']} new "
+                f"episode(s) while a subprocess recorded at 30 Hz; after SIGKILL "
+                f"{ct['episodes_after']} episodes open intact, {ct['recovered_incomplete']} "
+                "recovered as incomplete")
     c.print(f"verify: {'OK' if not report['verify_problems'] else report['verify_problems']}")
-    c.print(f"sampling: {report['sample_windows_per_s']:.0f} windows/s (batches of 256, 2 past "
-            f"observations incl. camera, 16 future actions); train/val episodes "
-            f"{report['train_episodes']}/{report['val_episodes']}")
+    c.print(f"sampling: {report['sample_windows_per_s']:.0f} windows/s (batches of 256: 2 past "
+            "observations with the camera, 16 future actions)")
+    video = report.get("video", {})
+    if "path" in video:
+        c.print(f"rollout video: {video['path']} ({video['steps']} steps, "
+                f"success={bool(video['success'])})")
+    elif "error" in video:
+        c.print(f"rollout video skipped: {video['error']}")
     c.print(f"report: {out / 'report.json'}   inspect: robolearn data info {path}")
 
 
-if __name__ == "__main__":  # the crash-test child: records until killed
-    _cfg = QuickstartConfig(**json.loads(sys.argv[2]))
-    with EpisodeStore.open(sys.argv[1], "a") as _store:
-        record(_store, _cfg, 10_000, seed=_cfg.seed + 1, progress=False)
+if __name__ == "__main__":  # the crash-test child
+    _record_forever(sys.argv[1], QuickstartConfig(**json.loads(sys.argv[2])))

@@ -181,3 +181,19 @@ def test_subprocess_entry_point(make_store: StoreFactory) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "episodes" in proc.stdout and str(path) in proc.stdout
     assert re.search(r"[│|] *2 *[│|] *9 *[│|]", proc.stdout), proc.stdout  # episodes, frames
+
+
+def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
+    """The README's main command, small: real worker processes, a real SIGKILL, a real video."""
+    out = tmp_path / "qs"
+    proc = subprocess.run([str(ROBOLEARN), "quickstart", f"output={out}", "episodes=4"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["verify_problems"] == []
+    assert report["expert_success"] == 1.0
+    crash = report["crash_test"]
+    assert crash["recovered_incomplete"] == 1  # killed right after a flush, mid-episode
+    assert crash["episodes_after"] == report["summary"]["episodes"] >= 5
+    assert (out / "expert_lift.mp4").stat().st_size > 1000
+    assert "report:" in proc.stdout
