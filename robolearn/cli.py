@@ -9,6 +9,7 @@ is loaded and validated before the command starts, so a typo costs nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable
@@ -24,7 +25,7 @@ log = logging.getLogger("robolearn")
 @dataclass(frozen=True)
 class Command:
     name: str  # words after "robolearn", e.g. "data info"
-    config: str  # "module:ConfigClass", imported when the command runs
+    config: str  # "module:ConfigClass", or "module:schema_for" (file, overrides) -> class
     run: str  # "module:function", called with the loaded config; returns the exit code
     positional: tuple[str, ...] = ()  # config keys filled, in order, by positional arguments
     help: str = ""
@@ -33,6 +34,10 @@ class Command:
 COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("quickstart", "robolearn.demo:QuickstartConfig", "robolearn.demo:run",
             help="record scripted demos into an episode store, crash-test it, sample windows"),
+    Command("train", "robolearn.train:schema_for", "robolearn.train:run", (),
+            "train a registered policy on an episode store (resumes where it stopped)"),
+    Command("eval", "robolearn.evaluate:EvalConfig", "robolearn.evaluate:run", ("checkpoint",),
+            "run a checkpoint for N seeded episodes: success rate with its CI, return, videos"),
     Command("data info", "robolearn.data_cmds:InfoConfig", "robolearn.data_cmds:info",
             ("path",), "schema, episodes, frames, sources and size of a store"),
     Command("data verify", "robolearn.data_cmds:VerifyConfig", "robolearn.data_cmds:verify",
@@ -77,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # key=value args may also follow the flags
+    flags = [e for e in extra if e.startswith("-")]
+    if flags:
+        parser.error(f"unrecognized arguments: {' '.join(flags)}")
+    args.args = [*args.args, *extra]
     cmd: Command = args._command
     setup_logging(-1 if args.quiet else args.verbose)
     positional = [a for a in args.args if "=" not in a]
@@ -88,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     overrides = [f"{k}={v}" for k, v in zip(cmd.positional, positional, strict=False)] + overrides
     try:
-        cfg = load_config(_load(cmd.config), args.config, overrides)
+        schema = _load(cmd.config)
+        if not dataclasses.is_dataclass(schema):  # the schema depends on the config itself
+            schema = schema(args.config, overrides)
+        cfg = load_config(schema, args.config, overrides)
     except ConfigError as exc:
         print(f"robolearn {cmd.name}: config error: {exc}", file=sys.stderr)
         return 2

@@ -92,14 +92,18 @@ class ControlLoop:
 
     def run_episode(self, policy: Policy | None = None, teleop: Teleop | None = None, *,
                     seed: int | None = None, source: Source | str | None = None,
-                    record: bool = True, **episode_metadata: Any) -> EpisodeResult:
+                    record: bool = True, observer: Callable[[RobotEnv], None] | None = None,
+                    **episode_metadata: Any) -> EpisodeResult:
         """Run one episode. ``source`` labels the non-intervention steps (default: teleop
-        when there is no policy, else policy)."""
+        when there is no policy, else policy). ``observer(env)`` is called after the reset
+        and after every step (e.g. to render a video frame)."""
         if policy is None and teleop is None:
             raise ValueError("run_episode needs a policy, a teleop device, or both")
         base = Source.parse(source) if source is not None else (
             Source.TELEOP if policy is None else Source.POLICY)
         obs, _ = self.env.reset(seed=seed)
+        if observer is not None:
+            observer(self.env)
         self.safety.reset()
         if policy is not None and hasattr(policy, "reset"):
             policy.reset()
@@ -124,6 +128,8 @@ class ControlLoop:
                 if self.safety.stop_requested:
                     self.env.robot.stop()
                 new_obs, reward, terminated, truncated, info = self.env.step(safe)
+                if observer is not None:
+                    observer(self.env)
                 sent = np.asarray(info.get("action_sent", safe), dtype=np.float32)
                 if rec is not None:
                     rec.add({**obs, "action": sent, "next.reward": np.float32(reward)},

@@ -48,7 +48,7 @@ def collect_scripted(env_id: str, store_path: str, episodes: int, num_envs: int 
         probe.robot.name
     probe.close()
     store = EpisodeStore.create(store_path, features, fps, robot_type=robot_type, tasks=[task],
-                                env_id=env_id)
+                                env_id=env_id, env_overrides=overrides)
     envs: Any = make_vector_env(env_id, num_envs, **overrides)
     try:
         obs, _ = envs.reset(seed=[seed + i for i in range(num_envs)])

@@ -1,0 +1,71 @@
+"""Teleop devices by name: ``teleop: keyboard`` -> device + the mapper for the robot.
+
+``make_teleop("gamepad", robot)`` builds the device, picks the car mapper for a robot whose
+actions are ``(steering, throttle)`` and the arm mapper (joint-space velocity) for any other
+robot with named actions, and returns a :class:`Teleop` for ``ControlLoop.run_episode``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from hardware.teleop.base import (
+    ArmMapper,
+    ArmMapperConfig,
+    CarMapper,
+    CarMapperConfig,
+    DeviceState,
+    Mapper,
+    Teleop,
+    TeleopConfig,
+    TeleopDevice,
+)
+from robolearn.robot import Robot, resolve
+
+__all__ = ["TELEOPS", "ArmMapper", "ArmMapperConfig", "CarMapper", "CarMapperConfig",
+           "DeviceState", "Mapper", "Teleop", "TeleopConfig", "TeleopDevice", "make_teleop",
+           "robot_kind"]
+
+# name -> "module:Class". Adding a device touches its own file plus one line here.
+TELEOPS: dict[str, str] = {
+    "keyboard": "hardware.teleop.keyboard:KeyboardDevice",
+    "gamepad": "hardware.teleop.gamepad:GamepadDevice",
+    "spacemouse": "hardware.teleop.spacemouse:SpaceMouseDevice",
+}
+
+CAR_ACTIONS = ("steering", "throttle")
+
+
+def robot_kind(robot: Robot) -> str:
+    """``"car"`` for [steering, throttle] actions, ``"arm"`` for other named joint actions."""
+    names = robot.action_feature.names
+    if names is None:
+        raise ValueError(f"teleop: {robot.name}'s actions have no names; cannot map a device")
+    return "car" if tuple(names) == CAR_ACTIONS else "arm"
+
+
+def make_mapper(device: TeleopDevice, robot: Robot, **overrides: Any) -> Mapper:
+    """The device's default mapping for ``robot``, with ``overrides`` of the mapper config's
+    fields; arm joint positions are read from ``observation.state``'s ``<joint>.pos``."""
+    low, high = robot.action_bounds
+    if robot_kind(robot) == "car":
+        return CarMapper(dataclasses.replace(device.car_mapping(), **overrides), low, high)
+    joints = tuple(robot.action_feature.names or ())
+    state = robot.observation_features["observation.state"].names or ()
+    missing = [j for j in joints if f"{j}.pos" not in state]
+    if missing:
+        raise ValueError(f"teleop: observation.state of {robot.name} lacks "
+                         f"{', '.join(f'{j}.pos' for j in missing)}")
+    cfg = dataclasses.replace(device.arm_mapping(joints), **overrides)
+    return ArmMapper(cfg, joints, low, high, dt=1.0 / robot.fps,
+                     state_index=[list(state).index(f"{j}.pos") for j in joints])
+
+
+def make_teleop(name: str, robot: Robot, *, hold_s: float = 0.5,
+                mapper: dict[str, Any] | None = None, **cfg: Any) -> Teleop:
+    """Device ``name`` configured with ``cfg`` (its config's fields), mapped onto ``robot``;
+    ``mapper`` overrides fields of the mapper config (e.g. ``{"deadzone": 0.2}``)."""
+    cls = resolve(TELEOPS, name, "teleop")
+    device = cls(cls.config_for(robot_kind(robot), **cfg))
+    return Teleop(device, make_mapper(device, robot, **(mapper or {})), TeleopConfig(hold_s))

@@ -1,0 +1,142 @@
+"""``robolearn eval``: a trained policy, N seeded episodes in simulation, one report.
+
+Reports the success rate with its 95% Wilson interval, the mean return, per-episode results
+(``eval.json``) and MP4 videos of the first episodes where rendering is available. The
+environment defaults to the one the training data was collected in (the store's ``env_id``
+and ``env_overrides`` metadata), so camera settings match what the policy was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import sim  # noqa: F401  (headless GL backend before mujoco loads)
+from robolearn.config import MISSING, InvalidValue
+from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.loop import ControlLoop, LoopConfig
+from robolearn.progress import track
+from robolearn.video import write_mp4
+
+log = logging.getLogger("robolearn.eval")
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = MISSING  # a saved policy directory, or a training run directory
+    env: str | None = None  # registered env id; None: the env the training data came from
+    episodes: int = 50  # seeded evaluation episodes
+    seed: int = 100_000  # first seed (data collection uses small seeds: no overlap)
+    max_steps: int | None = None  # per episode; None: the env's own limit
+    videos: int = 2  # how many of the first episodes to render to MP4
+    camera: str | None = None  # camera for the videos; None: the robot's default view
+    output: str | None = None  # report directory; None: <run or checkpoint>/eval
+    device: str = "auto"  # torch device for the policy
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise InvalidValue("episodes", f"must be >= 1, got {self.episodes}")
+        if self.videos < 0:
+            raise InvalidValue("videos", f"must be >= 0, got {self.videos}")
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sound at 0% and 100%, unlike p +- 2 se)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def resolve_checkpoint(path: Path) -> tuple[Path, Path]:
+    """(policy directory, run directory) for a policy dir or a training run dir."""
+    if (path / "policy.json").exists():
+        run = path.parent.parent.parent if path.parent.parent.name == "checkpoints" else path
+        return path, run
+    if (path / "checkpoints" / "last" / "policy" / "policy.json").exists():
+        return path / "checkpoints" / "last" / "policy", path
+    raise FileNotFoundError(f"{path}: neither a saved policy (policy.json) nor a training run "
+                            "(checkpoints/last/policy)")
+
+
+def env_for(cfg: EvalConfig, run: Path) -> RobotEnv:
+    meta: dict[str, Any] = {}
+    if (run / "dataset.json").exists():
+        meta = json.loads((run / "dataset.json").read_text())
+    env_id = cfg.env or meta.get("env_id")
+    if env_id is None:
+        raise ValueError(f"{run}: the training data does not say which env it came from; "
+                         "pass env=robolearn/<Name>-v0")
+    if env_id not in ENVS:
+        raise KeyError(f"env: unknown environment {env_id!r}; known: {', '.join(ENVS)}")
+    kwargs = {**ENVS[env_id], **meta.get("env_overrides", {})} if cfg.env in (None, env_id) \
+        else dict(ENVS[env_id])
+    if cfg.max_steps is not None:
+        kwargs["max_steps"] = cfg.max_steps
+    return make_env(**kwargs)
+
+
+def evaluate(policy: Any, env: RobotEnv, episodes: int, seed: int, videos: int = 0,
+             video_dir: Path | None = None, camera: str | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Run ``policy.select_action`` for ``episodes`` seeded episodes through the control loop
+    (safety filter included); returns the summary and per-episode results."""
+    loop = ControlLoop(env, LoopConfig(realtime=False))
+    results, video_paths = [], []
+    for i in track(range(episodes), "evaluating", enabled=progress):
+        frames: list[np.ndarray] = []
+
+        def grab(e: RobotEnv, frames: list[np.ndarray] = frames) -> None:
+            frame = e.robot.render(camera)
+            if frame is not None:
+                frames.append(frame)
+
+        observer = grab if i < videos and video_dir is not None else None
+        r = loop.run_episode(policy.select_action, seed=seed + i, source="policy",
+                             record=False, observer=observer)
+        results.append({"seed": seed + i, "success": r.success, "return": r.ret,
+                        "steps": r.steps, "nonfinite_actions": r.safety.nonfinite})
+        if frames and video_dir is not None:
+            path = video_dir / f"episode_{i:03d}_{'success' if r.success else 'failure'}.mp4"
+            write_mp4(frames, path, env.robot.fps)
+            video_paths.append(str(path))
+    n_ok = int(sum(bool(r["success"]) for r in results))
+    lo, hi = wilson(n_ok, episodes)
+    return {"episodes": episodes, "success_rate": n_ok / episodes, "ci95": [lo, hi],
+            "mean_return": float(np.mean([r["return"] for r in results])),
+            "mean_steps": float(np.mean([r["steps"] for r in results])),
+            "videos": video_paths, "results": results}
+
+
+def run(cfg: EvalConfig) -> int:
+    from policies.base import Policy
+
+    policy_dir, run_dir = resolve_checkpoint(Path(cfg.checkpoint))
+    policy = Policy.load(policy_dir, device=None if cfg.device == "auto" else cfg.device)
+    env = env_for(cfg, run_dir)
+    missing = [k for k in policy.obs_keys if k not in env.features]
+    if missing:
+        env.close()
+        raise ValueError(f"the policy observes {missing}, which env {cfg.env or 'of the data'} "
+                         f"does not provide (it gives {sorted(env.features)})")
+    out = Path(cfg.output) if cfg.output else run_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        report = evaluate(policy, env, cfg.episodes, cfg.seed, cfg.videos, out, cfg.camera)
+    finally:
+        env.close()
+    report["checkpoint"] = str(policy_dir)
+    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    lo, hi = report["ci95"]
+    print(f"success {100 * report['success_rate']:.1f}% (95% CI {100 * lo:.0f}-{100 * hi:.0f}%) "
+          f"over {cfg.episodes} episodes, mean return {report['mean_return']:.2f}; "
+          f"report {out / 'eval.json'}")
+    return 0

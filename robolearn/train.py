@@ -1,0 +1,279 @@
+"""``robolearn train``: any registered policy on any episode store, by config.
+
+The loop is shared by every policy (sampling, optimisation, logging, checkpoints); the maths
+lives in each policy's ``compute_loss``. On CUDA it uses bf16 autocast; everywhere it keeps an
+EMA of the weights (the EMA is what checkpoints hold for acting). Logs go to TensorBoard
+(``<output>/tb``) and ``<output>/metrics.jsonl``.
+
+Exact resume: batches come from a seeded permutation per epoch, indexed by the global step, and
+a checkpoint holds weights, EMA, optimiser, LR schedule, step and every RNG state, so a run
+interrupted at step k and resumed gives the same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Sampler
+
+from data import EpisodeStore
+from data.sampling import split_episodes
+from data.torch_dataset import EpisodeDataset
+from robolearn.config import MISSING, InvalidValue, to_yaml
+from robolearn.progress import console
+
+log = logging.getLogger("robolearn.train")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4  # peak learning rate (AdamW)
+    weight_decay: float = 1e-6  # AdamW weight decay
+    warmup_steps: int = 200  # linear warm-up, then cosine decay to 0 at the last step
+    grad_clip: float = 10.0  # max gradient norm
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise InvalidValue("lr", f"must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise InvalidValue("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = MISSING  # episode store to train on
+    output: str = "outputs/train"  # run directory: checkpoints/, tb/, metrics.jsonl, config
+    policy: str = "mlp"  # registered policy name (mlp, act, diffusion)
+    steps: int = 5000  # gradient steps in total
+    batch_size: int = 64  # windows per step
+    num_workers: int = 2  # DataLoader worker processes
+    val_fraction: float = 0.1  # episodes held out for the validation loss
+    log_every: int = 100  # steps between logged metrics (and validation loss)
+    save_every: int = 1000  # steps between checkpoints (the last step always saves)
+    ema_decay: float = 0.995  # EMA of the weights kept for acting; 0 turns it off
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    resume: bool = True  # continue from <output>/checkpoints/last if it exists
+    stop_at: int | None = None  # stop after this step with a checkpoint (time-boxed jobs)
+    seed: int = 0  # seeds data order, initialisation and training noise
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise InvalidValue(name, f"must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise InvalidValue("ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+
+
+def schema_for(path: str | None, overrides: list[str]) -> type:
+    """The typed schema of this run: TrainConfig plus ``policy_config`` of the chosen policy
+    (read from the file and overrides first), so every policy field is checked up front."""
+    from policies import POLICIES, policy_config_class
+
+    probe: Any = OmegaConf.merge(OmegaConf.load(path) if path and Path(path).is_file() else {},
+                            OmegaConf.from_dotlist([o for o in overrides if "=" in o]))
+    name = str(probe.get("policy", "mlp"))
+    if name not in POLICIES:
+        from robolearn.config import ConfigError
+
+        raise ConfigError(f"policy: unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    cls = policy_config_class(name)
+    return dataclasses.make_dataclass(
+        f"TrainConfig_{name}", [("policy_config", cls, field(default_factory=cls))],
+        bases=(TrainConfig,))
+
+
+class StepSampler(Sampler[list[int]]):
+    """Batches for steps ``start..total``: epoch e is ``permutation(seed + e)`` of all windows,
+    so the batch of any step is known without replaying the ones before it."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int) -> None:
+        if n < batch_size:
+            raise ValueError(f"the dataset has {n} windows, fewer than batch_size={batch_size}")
+        self.n, self.b, self.seed, self.start, self.total = n, batch_size, seed, start, total
+        self.per_epoch = n // batch_size
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm, epoch = None, -1
+        for step in range(self.start, self.total):
+            e, k = divmod(step, self.per_epoch)
+            if e != epoch:
+                perm, epoch = np.random.default_rng(self.seed + e).permutation(self.n), e
+            assert perm is not None
+            yield perm[k * self.b:(k + 1) * self.b].tolist()
+
+
+def _lr_lambda(cfg: TrainConfig) -> Any:
+    def f(step: int) -> float:
+        if step < cfg.optim.warmup_steps:
+            return (step + 1) / cfg.optim.warmup_steps
+        span = max(1, cfg.steps - cfg.optim.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.optim.warmup_steps) / span)))
+    return f
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if torch.cuda.is_available() and s["cuda"]:
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def run(cfg: Any) -> int:
+    """Train; returns 0. ``cfg`` is a ``schema_for(...)`` instance (has ``policy_config``)."""
+    from policies import make_policy
+    from policies.normalize import compute_stats
+
+    out = Path(cfg.output)
+    ckpt_dir = out / "checkpoints"
+    torch.manual_seed(cfg.seed)
+    with EpisodeStore.open(cfg.dataset, "r") as store:
+        keys = [k for k in store.features if k.startswith("observation.")] + ["action"]
+        features = {k: store.features[k] for k in keys}
+        train_eps, val_eps = split_episodes(store, cfg.val_fraction, seed=cfg.seed)
+        stats = compute_stats(store, keys)
+        source_meta = {"dataset": str(Path(cfg.dataset).resolve()), **store.metadata}
+    policy = make_policy(cfg.policy, features, stats, config=cfg.policy_config)
+    device = policy.device
+    ema = torch.optim.swa_utils.AveragedModel(
+        policy, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay)) \
+        if cfg.ema_decay > 0 else None
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.optim.lr,
+                            weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    step = 0
+    last = ckpt_dir / "last"
+    if cfg.resume and (last / "training_state.pt").exists():
+        state = torch.load(last / "training_state.pt", map_location=device, weights_only=False)
+        policy.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        _set_rng_state(state["rng"])
+        step = int(state["step"])
+        log.info("resumed %s at step %d", out, step)
+    elif out.exists() and any(out.iterdir()) and not cfg.resume:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(to_yaml(cfg))
+    (out / "dataset.json").write_text(json.dumps(source_meta, indent=1, default=str))
+    if step >= cfg.steps:
+        log.info("%s: already trained for %d steps", out, step)
+        return 0
+
+    spec = policy.window_spec()
+    train_ds = EpisodeDataset(cfg.dataset, spec, train_eps)
+    val_ds = EpisodeDataset(cfg.dataset, spec, val_eps) if val_eps else None
+    stop = min(cfg.steps, cfg.stop_at or cfg.steps)
+    loader = DataLoader(train_ds, batch_sampler=StepSampler(len(train_ds), cfg.batch_size,
+                                                            cfg.seed, step, stop),
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    amp = cfg.amp and device.type == "cuda"
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"))
+    metrics_file = open(out / "metrics.jsonl", "a")
+    t0, samples = time.perf_counter(), 0
+    policy.train()
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("training {task.fields[policy]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("train", total=cfg.steps, completed=step, policy=cfg.policy, loss=0.0)
+        for batch in loader:
+            batch = policy.to_device(batch)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss, info = policy.compute_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update_parameters(policy)
+            step += 1
+            samples += cfg.batch_size
+            bar.update(task, completed=step, loss=float(loss.detach()))
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                m = {"step": step, "loss": float(loss.detach()), "grad_norm": float(grad_norm),
+                     "lr": sched.get_last_lr()[0],
+                     "samples_per_s": samples / (time.perf_counter() - t0), **info}
+                if val_ds is not None:
+                    m["val_loss"] = _val_loss(ema.module if ema is not None else policy,
+                                              val_ds, cfg)
+                for k, v in m.items():
+                    if k != "step":
+                        writer.add_scalar(k, v, step)
+                metrics_file.write(json.dumps(m) + "\n")
+                metrics_file.flush()
+            if step % cfg.save_every == 0 or step in (cfg.steps, stop):
+                _save(ckpt_dir, step, policy, ema, opt, sched)
+    writer.close()
+    metrics_file.close()
+    log.info("trained %s for %d steps: %s", cfg.policy, step, ckpt_dir / "last" / "policy")
+    return 0
+
+
+@torch.no_grad()
+def _val_loss(policy: Any, ds: EpisodeDataset, cfg: Any, batches: int = 4) -> float:
+    was = policy.training
+    policy.eval()
+    rng = torch.Generator().manual_seed(cfg.seed)
+    losses = []
+    for _ in range(batches):
+        idx = torch.randint(0, len(ds), (cfg.batch_size,), generator=rng).tolist()
+        batch = torch.utils.data.default_collate(ds.__getitems__(idx))
+        loss, _ = policy.compute_loss(policy.to_device(batch))
+        losses.append(float(loss))
+    policy.train(was)
+    return float(np.mean(losses))
+
+
+def _save(ckpt_dir: Path, step: int, policy: Any, ema: Any, opt: Any, sched: Any) -> None:
+    """``checkpoints/step_N/{policy/, training_state.pt}``, then ``last`` -> it, atomically."""
+    tmp = ckpt_dir / f".step_{step:08d}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (ema.module if ema is not None else policy).save(tmp / "policy")
+    torch.save({"model": policy.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "ema": ema.state_dict() if ema else None,
+                "step": step, "rng": _rng_state()}, tmp / "training_state.pt")
+    final = ckpt_dir / f"step_{step:08d}"
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    link = ckpt_dir / ".last.tmp"
+    link.unlink(missing_ok=True)
+    link.symlink_to(final.name)
+    link.replace(ckpt_dir / "last")  # the switch is one rename: a crash leaves old or new

@@ -1,0 +1,82 @@
+"""``robolearn train`` and ``robolearn eval``: configs checked up front, exact resume, reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from robolearn.cli import main
+from robolearn.evaluate import wilson
+from robolearn.vector import collect_scripted
+
+
+@pytest.fixture(scope="module")
+def reach_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "reach.zarr"
+    collect_scripted("robolearn/SimArmReach-v0", str(path), episodes=6, num_envs=1,
+                     progress=False).close()
+    return path
+
+
+def _train(store: Path, out: Path, steps: int, *extra: str) -> int:
+    return main(["train", f"dataset={store}", f"output={out}", "policy=mlp", f"steps={steps}",
+                 "batch_size=16", "num_workers=0", "log_every=4", "save_every=5",
+                 "optim.warmup_steps=2", "-q", *extra])
+
+
+def _weights(run: Path) -> dict[str, np.ndarray]:
+    return load_file(str(run / "checkpoints" / "last" / "policy" / "model.safetensors"))
+
+
+def test_resume_after_interruption_gives_the_same_weights(reach_store: Path,
+                                                         tmp_path: Path) -> None:
+    assert _train(reach_store, tmp_path / "straight", 12) == 0
+    assert _train(reach_store, tmp_path / "split", 12, "stop_at=7") == 0  # interrupted at 7
+    assert (tmp_path / "split" / "checkpoints" / "last").resolve().name == "step_00000007"
+    assert _train(reach_store, tmp_path / "split", 12) == 0  # resumes at 7
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    c = _weights(tmp_path / "split")  # and differs from an untrained run: weights moved
+    assert _train(reach_store, tmp_path / "short", 1) == 0
+    assert any(not np.array_equal(c[k], v) for k, v in _weights(tmp_path / "short").items())
+
+
+def test_train_config_errors_fail_before_work(reach_store: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert _train(reach_store, tmp_path / "x", 5, "policy_config.hidden_dimm=3") == 2
+    err = capsys.readouterr().err
+    assert "policy_config.hidden_dimm" in err and "hidden_dim" in err
+    assert main(["train", f"dataset={reach_store}", "policy=transformerzzz"]) == 2
+    assert "known: mlp" in capsys.readouterr().err
+    assert _train(reach_store, tmp_path / "x", 5, "optim.lr=-1") == 2
+    assert "optim.lr" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_eval_reports_success_with_interval_and_video(reach_store: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    run = tmp_path / "run"
+    assert _train(reach_store, run, 5) == 0
+    assert main(["eval", str(run), "episodes=3", "videos=1", "max_steps=20", "-q"]) == 0
+    report = json.loads((run / "eval" / "eval.json").read_text())
+    assert report["episodes"] == 3 and len(report["results"]) == 3
+    lo, hi = report["ci95"]
+    assert lo <= report["success_rate"] <= hi
+    assert [r["seed"] for r in report["results"]] == [100_000, 100_001, 100_002]
+    assert all(r["steps"] <= 20 and r["nonfinite_actions"] == 0 for r in report["results"])
+    assert len(report["videos"]) == 1 and Path(report["videos"][0]).stat().st_size > 1000
+    assert "success" in capsys.readouterr().out
+
+
+def test_wilson_interval() -> None:
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    lo, hi = wilson(45, 50)
+    assert 0.78 < lo < 0.9 < hi < 0.97
+    assert wilson(5, 10)[1] - wilson(5, 10)[0] > wilson(50, 100)[1] - wilson(50, 100)[0]
