@@ -34,6 +34,8 @@ class Command:
 COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("quickstart", "robolearn.demo:QuickstartConfig", "robolearn.demo:run",
             help="record scripted demos into an episode store, crash-test it, sample windows"),
+    Command("collect", "robolearn.collect:CollectConfig", "robolearn.collect:run", ("output",),
+            "record demonstrations (scripted expert or a teleop device) into an episode store"),
     Command("train", "robolearn.train:schema_for", "robolearn.train:run", (),
             "train a registered policy on an episode store (resumes where it stopped)"),
     Command("eval", "robolearn.evaluate:EvalConfig", "robolearn.evaluate:run", ("checkpoint",),

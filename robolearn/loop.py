@@ -93,10 +93,15 @@ class ControlLoop:
     def run_episode(self, policy: Policy | None = None, teleop: Teleop | None = None, *,
                     seed: int | None = None, source: Source | str | None = None,
                     record: bool = True, observer: Callable[[RobotEnv], None] | None = None,
+                    stop_when: Callable[[], bool] | None = None,
+                    review: Callable[[EpisodeResult], tuple[bool, bool | None]] | None = None,
                     **episode_metadata: Any) -> EpisodeResult:
         """Run one episode. ``source`` labels the non-intervention steps (default: teleop
         when there is no policy, else policy). ``observer(env)`` is called after the reset
-        and after every step (e.g. to render a video frame)."""
+        and after every step (e.g. to render a video frame); ``stop_when()`` ends the episode
+        early when it returns True (a "done" button); ``review(result) -> (keep, success)``
+        decides, before the commit, whether the recorded episode is kept and how it is
+        labelled (None: the task's own verdict)."""
         if policy is None and teleop is None:
             raise ValueError("run_episode needs a policy, a teleop device, or both")
         base = Source.parse(source) if source is not None else (
@@ -104,7 +109,7 @@ class ControlLoop:
         obs, _ = self.env.reset(seed=seed)
         if observer is not None:
             observer(self.env)
-        self.safety.reset()
+        self.safety.reset(last=self.env.robot.hold_action())
         if policy is not None and hasattr(policy, "reset"):
             policy.reset()
         rec = self.recorder if record else None
@@ -142,13 +147,17 @@ class ControlLoop:
                 success = success or bool(info.get("success", False))
                 obs = new_obs
                 dog.feed()
-                if terminated or truncated:
+                if terminated or truncated or (stop_when is not None and stop_when()):
                     break
         self.env.robot.stop()
         result = EpisodeResult(steps, ret, success, bool(terminated), terms_sum, sources,
                                timing.summary(), self.safety.stats)
-        if rec is not None:
-            rec.end_episode(success=success, ret=ret, seed=seed, **episode_metadata)
+        keep, label = review(result) if review is not None else (True, None)
+        if rec is not None and keep:
+            rec.end_episode(success=success if label is None else label, ret=ret, seed=seed,
+                            **episode_metadata)
+        elif rec is not None:
+            rec.discard_episode()
         return result
 
     def _choose(self, obs: dict[str, np.ndarray], policy: Policy | None,
@@ -158,6 +167,6 @@ class ControlLoop:
             if human is not None:
                 return np.asarray(human), Source.INTERVENTION if policy is not None \
                     else Source.TELEOP
-        if policy is None:  # teleop only and the human is idle: hold still
-            return self.safety.neutral.copy(), base
+        if policy is None:  # teleop only and the human is idle: repeat the last command
+            return self.safety.last.copy(), base
         return np.asarray(policy(obs)), base

@@ -93,6 +93,12 @@ class Robot(ABC):
     def stop(self) -> None:
         """Bring the robot to a safe standstill now (zero throttle, hold position)."""
 
+    def hold_action(self) -> np.ndarray:
+        """The action that keeps the robot where it is: what the control loop sends while a
+        teleop user is hands-off (a car: no throttle; an arm: its current joint positions)."""
+        low, high = self.action_bounds
+        return np.clip(np.zeros_like(low, dtype=np.float64), low, high)
+
     def state(self) -> dict[str, Any]:
         """Task-relevant quantities (poses, contacts...): ground truth in simulation, estimates
         on hardware. Tasks read this, never the simulator directly."""

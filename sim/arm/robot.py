@@ -170,6 +170,10 @@ class SimArm(Robot):
     def stop(self) -> None:
         self.data.ctrl[:] = self.data.qpos[self._qadr]
 
+    def hold_action(self) -> np.ndarray:
+        """Position servos hold where they are when commanded their current positions."""
+        return np.asarray(self.data.qpos[self._qadr], dtype=np.float64).copy()
+
     def observe(self) -> dict[str, np.ndarray]:
         d = self.data
         obs = {
