@@ -62,6 +62,11 @@ class EpisodeDataset(Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        tensors = self.get_batch(indices)
+        return [{k: v[i] for k, v in tensors.items()} for i in range(len(indices))]
+
+    def get_batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch as tensors ``(B, T, ...)``, without per-sample dicts or collation."""
         batch = self.sampler.get_batch(np.asarray(indices))
         tensors = {}
         for key, value in batch.items():
@@ -69,7 +74,18 @@ class EpisodeDataset(Dataset):
             if value.ndim == 5:  # (B, T, H, W, C) camera frames -> (B, T, C, H, W)
                 t = t.permute(0, 1, 4, 2, 3)
             tensors[key] = t
-        return [{k: v[i] for k, v in tensors.items()} for i in range(len(indices))]
+        return tensors
+
+
+class BatchDataset(Dataset):
+    """Item = a whole batch: ``loader = DataLoader(BatchDataset(ds), sampler=<yields index
+    lists>, batch_size=None)``. The fast path for training: one gather per key per batch."""
+
+    def __init__(self, dataset: EpisodeDataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return self.dataset.get_batch(indices)
 
 
 def make_dataloader(dataset: EpisodeDataset, batch_size: int, *, shuffle: bool = True,

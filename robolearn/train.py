@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from data import EpisodeStore
 from data.sampling import split_episodes
-from data.torch_dataset import EpisodeDataset
+from data.torch_dataset import BatchDataset, EpisodeDataset
 from robolearn.config import MISSING, InvalidValue, to_yaml
 from robolearn.progress import console
 
@@ -189,8 +189,8 @@ def run(cfg: Any) -> int:
     train_ds = EpisodeDataset(cfg.dataset, spec, train_eps)
     val_ds = EpisodeDataset(cfg.dataset, spec, val_eps) if val_eps else None
     stop = min(cfg.steps, cfg.stop_at or cfg.steps)
-    loader = DataLoader(train_ds, batch_sampler=StepSampler(len(train_ds), cfg.batch_size,
-                                                            cfg.seed, step, stop),
+    loader = DataLoader(BatchDataset(train_ds), batch_size=None,
+                        sampler=StepSampler(len(train_ds), cfg.batch_size, cfg.seed, step, stop),
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     amp = cfg.amp and device.type == "cuda"
     from torch.utils.tensorboard import SummaryWriter
@@ -253,7 +253,7 @@ def _val_loss(policy: Any, ds: EpisodeDataset, cfg: Any, batches: int = 4) -> fl
     losses = []
     for _ in range(batches):
         idx = torch.randint(0, len(ds), (cfg.batch_size,), generator=rng).tolist()
-        batch = torch.utils.data.default_collate(ds.__getitems__(idx))
+        batch = ds.get_batch(idx)
         loss, _ = policy.compute_loss(policy.to_device(batch))
         losses.append(float(loss))
     policy.train(was)
