@@ -7,9 +7,10 @@
    process reads the store; the store is reopened, committed episodes are intact and the
    interrupted one is recovered.
 3. The store is verified, summarised and sampled as training windows; a rollout of the expert
-   driven through the control loop (safety filter, watchdog, timing) is written as an MP4.
-
-(Training and evaluating a policy join the quickstart with the learners.)
+   is written as an MP4.
+4. A behaviour-cloning policy is trained on the demonstrations (``robolearn train``), evaluated
+   for seeded episodes through the control loop (``robolearn eval``: success rate with its 95%
+   interval, videos), and the learning curve is plotted.
 """
 
 from __future__ import annotations
@@ -44,11 +45,15 @@ ENV_ID = "robolearn/SimArmLift-v0"
 @dataclass
 class QuickstartConfig:
     output: str = "outputs/quickstart"  # directory for the store, video and report (replaced)
-    episodes: int = 30  # scripted demonstrations to record
+    episodes: int = 50  # scripted demonstrations to record
     num_envs: int = 2  # environments run in parallel worker processes
     image_size: int = 64  # side of the front camera frame, pixels
     crash_test: bool = True  # kill a recorder subprocess mid-episode and recover
     video: bool = True  # write an MP4 of one expert rollout
+    policy: str = "mlp"  # behaviour-cloning policy to train (mlp, act, diffusion)
+    policy_sees_camera: bool = False  # train on the camera too (slower on a CPU) or state only
+    train_steps: int = 3000  # gradient steps
+    eval_episodes: int = 30  # seeded evaluation episodes of the trained policy
     seed: int = 0  # seeds object placement and sampling
 
     def __post_init__(self) -> None:
@@ -139,9 +144,65 @@ def run(cfg: QuickstartConfig) -> int:
             report["video"] = {"error": str(exc)}
         finally:
             env.close()
+    if cfg.train_steps > 0:
+        report["bc"] = train_and_evaluate(cfg, path, out)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     _print(report, path, out)
     return 1 if report["verify_problems"] else 0
+
+
+def train_and_evaluate(cfg: QuickstartConfig, data: Path, out: Path) -> dict[str, Any]:
+    """``robolearn train`` then ``robolearn eval`` on the demonstrations; a learning curve."""
+    from policies.base import Policy
+    from robolearn import evaluate, train
+    from robolearn.config import load_config
+
+    overrides = [f"dataset={data}", f"output={out / 'bc'}", f"policy={cfg.policy}",
+                 f"steps={cfg.train_steps}", "resume=false", f"seed={cfg.seed}",
+                 f"log_every={max(1, cfg.train_steps // 20)}", "optim.lr=1e-3",
+                 f"optim.warmup_steps={min(200, cfg.train_steps // 10)}",
+                 f"save_every={cfg.train_steps}"]
+    if not cfg.policy_sees_camera:
+        overrides.append("observations=[observation.state,observation.environment_state]")
+    t0 = time.perf_counter()
+    train.run(load_config(train.schema_for(None, overrides), None, overrides))
+    train_s = time.perf_counter() - t0
+    policy = Policy.load(out / "bc" / "checkpoints" / "last" / "policy")
+    env = make_env(**{**ENVS[ENV_ID], "robot_kwargs": _arm(cfg)})
+    try:
+        result = evaluate.evaluate(policy, env, cfg.eval_episodes, seed=100_000, videos=1,
+                                   video_dir=out / "bc" / "eval", camera="front")
+    finally:
+        env.close()
+    (out / "bc" / "eval.json").write_text(json.dumps(result, indent=1))
+    curve = out / "learning_curve.png"
+    _plot([json.loads(line) for line in (out / "bc" / "metrics.jsonl").read_text().splitlines()],
+          curve)
+    return {"policy": cfg.policy, "train_steps": cfg.train_steps, "train_seconds": train_s,
+            "success_rate": result["success_rate"], "ci95": result["ci95"],
+            "mean_return": result["mean_return"], "episodes": cfg.eval_episodes,
+            "videos": result["videos"], "learning_curve": str(curve)}
+
+
+def _plot(metrics: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [m["step"] for m in metrics]
+    ax.plot(steps, [m["loss"] for m in metrics], label="train loss")
+    if any("val_loss" in m for m in metrics):
+        ax.plot(steps, [m.get("val_loss", float("nan")) for m in metrics],
+                label="validation loss")
+    ax.set_xlabel("gradient step")
+    ax.set_yscale("log")
+    ax.set_title("behaviour cloning on the scripted demonstrations")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _print(report: dict[str, Any], path: Path, out: Path) -> None:
@@ -169,6 +230,13 @@ def _print(report: dict[str, Any], path: Path, out: Path) -> None:
                 f"success={bool(video['success'])})")
     elif "error" in video:
         c.print(f"rollout video skipped: {video['error']}")
+    if "bc" in report:
+        bc = report["bc"]
+        lo, hi = bc["ci95"]
+        c.print(f"[bold]{bc['policy']} policy[/]: {bc['train_steps']} steps in "
+                f"{bc['train_seconds']:.0f} s; success {100 * bc['success_rate']:.0f}% (95% CI "
+                f"{100 * lo:.0f}-{100 * hi:.0f}%) over {bc['episodes']} seeded episodes; "
+                f"learning curve {bc['learning_curve']}; videos {', '.join(bc['videos'])}")
     c.print(f"report: {out / 'report.json'}   inspect: robolearn data info {path}")
 
 

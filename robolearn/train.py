@@ -29,7 +29,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Sampler
 
-from data import EpisodeStore
+from data import EpisodeStore, StoreError
 from data.sampling import split_episodes
 from data.torch_dataset import BatchDataset, EpisodeDataset
 from robolearn.config import MISSING, InvalidValue, to_yaml
@@ -57,6 +57,7 @@ class TrainConfig:
     dataset: str = MISSING  # episode store to train on
     output: str = "outputs/train"  # run directory: checkpoints/, tb/, metrics.jsonl, config
     policy: str = "mlp"  # registered policy name (mlp, act, diffusion)
+    observations: list[str] | None = None  # observation keys the policy sees; None: all
     steps: int = 5000  # gradient steps in total
     batch_size: int = 64  # windows per step
     num_workers: int = 2  # DataLoader worker processes
@@ -151,7 +152,11 @@ def run(cfg: Any) -> int:
     ckpt_dir = out / "checkpoints"
     torch.manual_seed(cfg.seed)
     with EpisodeStore.open(cfg.dataset, "r") as store:
-        keys = [k for k in store.features if k.startswith("observation.")] + ["action"]
+        obs = [k for k in store.features if k.startswith("observation.")]
+        unknown = sorted(set(cfg.observations or ()) - set(obs))
+        if unknown:
+            raise StoreError(f"observations: {unknown} not in {cfg.dataset} (it has {obs})")
+        keys = [k for k in obs if cfg.observations is None or k in cfg.observations] + ["action"]
         features = {k: store.features[k] for k in keys}
         train_eps, val_eps = split_episodes(store, cfg.val_fraction, seed=cfg.seed)
         stats = compute_stats(store, keys)

@@ -186,7 +186,8 @@ def test_subprocess_entry_point(make_store: StoreFactory) -> None:
 def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     """The README's main command, small: real worker processes, a real SIGKILL, a real video."""
     out = tmp_path / "qs"
-    proc = subprocess.run([str(ROBOLEARN), "quickstart", f"output={out}", "episodes=4"],
+    proc = subprocess.run([str(ROBOLEARN), "quickstart", f"output={out}", "episodes=4",
+                           "train_steps=30", "eval_episodes=2"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
@@ -196,4 +197,8 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     assert crash["recovered_incomplete"] == 1  # killed right after a flush, mid-episode
     assert crash["episodes_after"] == report["summary"]["episodes"] >= 5
     assert (out / "expert_lift.mp4").stat().st_size > 1000
+    bc = report["bc"]
+    assert bc["episodes"] == 2 and 0 <= bc["success_rate"] <= 1
+    assert Path(bc["learning_curve"]).stat().st_size > 1000
+    assert len(bc["videos"]) == 1 and Path(bc["videos"][0]).exists()
     assert "report:" in proc.stdout
