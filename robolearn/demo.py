@@ -161,7 +161,7 @@ def train_and_evaluate(cfg: QuickstartConfig, data: Path, out: Path) -> dict[str
                  f"steps={cfg.train_steps}", "resume=false", f"seed={cfg.seed}",
                  f"log_every={max(1, cfg.train_steps // 20)}", "optim.lr=1e-3",
                  f"optim.warmup_steps={min(200, cfg.train_steps // 10)}",
-                 f"save_every={cfg.train_steps}"]
+                 f"save_every={cfg.train_steps}", "threads=1"]
     if not cfg.policy_sees_camera:
         overrides.append("observations=[observation.state,observation.environment_state]")
     t0 = time.perf_counter()

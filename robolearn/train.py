@@ -69,6 +69,8 @@ class TrainConfig:
     resume: bool = True  # continue from <output>/checkpoints/last if it exists
     stop_at: int | None = None  # stop after this step with a checkpoint (time-boxed jobs)
     seed: int = 0  # seeds data order, initialisation and training noise
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default (1 is fastest for small
+    # models on a busy 2-core machine: measured 0.8 ms vs 44 ms per MLP step)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
@@ -151,6 +153,8 @@ def run(cfg: Any) -> int:
     out = Path(cfg.output)
     ckpt_dir = out / "checkpoints"
     torch.manual_seed(cfg.seed)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     with EpisodeStore.open(cfg.dataset, "r") as store:
         obs = [k for k in store.features if k.startswith("observation.")]
         unknown = sorted(set(cfg.observations or ()) - set(obs))
