@@ -25,8 +25,10 @@ class MLPConfig(PolicyConfig):
     """MLP policy: obs history -> action chunk."""
 
     obs_horizon: int = 2  # past observation steps, the current one included
-    action_horizon: int = 8  # actions predicted per chunk
-    n_action_steps: int = 4  # actions executed per chunk before re-planning
+    # 16 / 8 (as diffusion policy): on the simulated arm's lift task from 50 demos, 3000 steps,
+    # 80% success vs 57% with 8 / 4 and 63% with 8 / 1 + GMM head (30 seeded episodes each).
+    action_horizon: int = 16  # actions predicted per chunk
+    n_action_steps: int = 8  # actions executed per chunk before re-planning
     hidden_dim: int = 256  # width of each hidden layer
     n_layers: int = 3  # hidden layers
     dropout: float = 0.0  # dropout after each hidden layer, during training
