@@ -321,6 +321,28 @@ def _disk_mb(path: Path | None) -> float | None:
     return sum(p.stat().st_size for p in files) / 2**20
 
 
+def _print_targets(console: Any, rates: dict[tuple[str, str, int], float]) -> None:
+    """The ratios the targets are stated in: robolearn against each named baseline."""
+    def r(section: str, name: str, workers: int = 0) -> float | None:
+        return rates.get((section, name, workers))
+
+    mine = r("low-dim", "robolearn sampler")
+    bound = r("low-dim", "numpy bound")
+    if mine and bound:
+        console.print(f"low-dim: robolearn sampler / numpy bound = {mine / bound:.2f} "
+                      f"(bound is {bound / mine:.2f}x faster; target: within 2x)")
+    for section in ("low-dim", "camera"):
+        h5 = r(section, "robomimic HDF5")
+        ours = r(section, "robolearn sampler")
+        if h5 and ours:
+            console.print(f"{section}: robolearn sampler / robomimic HDF5 = {ours / h5:.1f}x")
+    for workers, ours_name in ((0, "robolearn sampler"), (2, "robolearn DataLoader")):
+        ours, theirs = r("camera", ours_name, workers), r("camera", "LeRobot video", workers)
+        if ours and theirs:
+            console.print(f"camera, {workers} workers: robolearn / LeRobotDataset (video) = "
+                          f"{ours / theirs:.1f}x (target: >= 3x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=50)
@@ -354,6 +376,7 @@ def main() -> None:
     numeric = ("workers", "build s", "disk MB", "windows/s", "of bound")
     for col in ("data", "contender", "storage", *numeric, "check"):
         table.add_column(col, justify="right" if col in numeric else "left")
+    rates: dict[tuple[str, str, int], float] = {}
     for section, episodes in (("low-dim", lowdim), ("camera", camera)):
         sub = workdir / section.replace("-", "")
         sub.mkdir(exist_ok=True)
@@ -381,6 +404,7 @@ def main() -> None:
                 rate = variant.measure(args.batches, args.batch_size,
                                        max_seconds=args.max_seconds)
                 bound_rate = bound_rate or rate
+                rates[(section, variant.name, workers or 0)] = rate
                 table.add_row(section, variant.name, variant.storage,
                               "-" if workers is None else str(workers), f"{build_s:.1f}",
                               f"{_disk_mb(variant.path):.1f}" if variant.path else "-",
@@ -390,6 +414,7 @@ def main() -> None:
         for contender in contenders:
             contender.close()
     console.print(table)
+    _print_targets(console, rates)
     if tmp is not None:
         tmp.cleanup()
 

@@ -135,10 +135,14 @@ class WindowSampler:
         ep, t = self.locate(np.asarray(window_ids))
         length = self.lengths[ep][:, None]
         out: dict[str, np.ndarray] = {"episode_index": self.episode_index[ep], "step": t}
+        done: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # keys with the same offsets
         for key, off in self.offsets.items():
-            raw = t[:, None] + off[None, :]
-            out[f"{key}_is_pad"] = (raw < 0) | (raw >= length)
-            rows = self.starts[ep][:, None] + np.clip(raw, 0, length - 1)
+            sig = off.tobytes()
+            if sig not in done:
+                raw = t[:, None] + off[None, :]
+                done[sig] = ((raw < 0) | (raw >= length),
+                             self.starts[ep][:, None] + np.clip(raw, 0, length - 1))
+            out[f"{key}_is_pad"], rows = done[sig]
             if key in self._cache:
                 out[key] = self._cache[key][rows]
             else:
