@@ -22,7 +22,7 @@ import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from data import EpisodeStore, Source, StoreError
 from robolearn.config import MISSING, InvalidValue
 from robolearn.env import ENVS, RobotEnv, make_env
-from robolearn.loop import ControlLoop, EpisodeResult, LoopConfig, step_features
+from robolearn.loop import ControlLoop, EpisodeResult, LoopConfig, create_store, step_features
 from robolearn.progress import console
 
 log = logging.getLogger("robolearn.collect")
@@ -60,7 +60,6 @@ def _env(cfg: CollectConfig) -> RobotEnv:
 
 
 def _open_store(cfg: CollectConfig, env: RobotEnv) -> EpisodeStore:
-    features = {k: f.to_json() for k, f in step_features(env).items()}
     overrides = {"robot_kwargs": {**ENVS[cfg.env].get("robot_kwargs", {}), **cfg.robot}}
     if (Path(cfg.output) / "zarr.json").exists():
         store = EpisodeStore.open(cfg.output, "a")
@@ -70,9 +69,7 @@ def _open_store(cfg: CollectConfig, env: RobotEnv) -> EpisodeStore:
             raise StoreError(f"{cfg.output}: existing store has features {sorted(store.features)}"
                              f", {cfg.env} records {sorted(want)}; use another output")
         return store
-    return EpisodeStore.create(cfg.output, features, env.robot.fps, robot_type=env.robot.name,
-                               tasks=[env.task.description or env.task.name], env_id=cfg.env,
-                               env_overrides=overrides)
+    return create_store(cfg.output, env, cfg.env, overrides)
 
 
 def run(cfg: CollectConfig) -> int:

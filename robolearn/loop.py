@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from data.schema import Feature, Source
+from data.store import EpisodeStore
 from robolearn.config import InvalidValue
 from robolearn.env import RobotEnv
 from robolearn.safety import SafetyConfig, SafetyFilter, SafetyStats, Watchdog
@@ -78,6 +79,16 @@ def step_features(env: RobotEnv) -> dict[str, Feature]:
     actually sent, and the step's reward (``next.reward``, LeRobot's name)."""
     return {**env.features, "action": env.robot.action_feature,
             "next.reward": Feature("float32", ())}
+
+
+def create_store(path: str, env: RobotEnv, env_id: str,
+                 overrides: dict[str, Any]) -> EpisodeStore:
+    """A new store for recording ``env`` through the loop; its metadata says how to rebuild
+    the env (``env_id``, ``env_overrides``) so evaluation matches what was recorded."""
+    return EpisodeStore.create(path, {k: f.to_json() for k, f in step_features(env).items()},
+                               env.robot.fps, robot_type=env.robot.name,
+                               tasks=[env.task.description or env.task.name], env_id=env_id,
+                               env_overrides=overrides)
 
 
 class ControlLoop:

@@ -17,7 +17,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from data.schema import Source
 from data.store import EpisodeStore
 from robolearn.env import ENVS, RobotEnv, make_env
-from robolearn.loop import step_features
+from robolearn.loop import create_store
 from robolearn.progress import track
 
 
@@ -43,12 +43,9 @@ def collect_scripted(env_id: str, store_path: str, episodes: int, num_envs: int 
     """Record ``episodes`` scripted-expert episodes of ``env_id`` into a new store, running
     ``num_envs`` environments in parallel. Returns the store, open for writing."""
     probe = _make(env_id, overrides)
-    features = {k: f.to_json() for k, f in step_features(probe).items()}
-    task, fps, robot_type = probe.task.description or probe.task.name, probe.robot.fps, \
-        probe.robot.name
+    task = probe.task.description or probe.task.name
+    store = create_store(store_path, probe, env_id, overrides)
     probe.close()
-    store = EpisodeStore.create(store_path, features, fps, robot_type=robot_type, tasks=[task],
-                                env_id=env_id, env_overrides=overrides)
     envs: Any = make_vector_env(env_id, num_envs, **overrides)
     try:
         obs, _ = envs.reset(seed=[seed + i for i in range(num_envs)])
