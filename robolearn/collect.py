@@ -41,8 +41,6 @@ class CollectConfig:
     num_envs: int = 1  # scripted only: environments in parallel worker processes
     review_timeout_s: float = 30.0  # teleop: how long to wait for keep/discard after an episode
     seed: int = 0  # first episode's seed (object placement)
-    action_noise: float = 0.0  # scripted: DART-style noise on the expert's actions (std as a
-    # fraction of each action's range); the recorded action is the one sent
 
     def __post_init__(self) -> None:
         if self.source not in ("scripted", "teleop"):
@@ -52,8 +50,6 @@ class CollectConfig:
         if self.env not in ENVS:
             raise InvalidValue("env", f"unknown environment {self.env!r}; known: "
                                       f"{', '.join(ENVS)}")
-        if not 0.0 <= self.action_noise < 0.5:
-            raise InvalidValue("action_noise", f"must be in [0, 0.5), got {self.action_noise}")
         if self.num_envs < 1 or (self.num_envs > 1 and self.source != "scripted"):
             raise InvalidValue("num_envs", "must be 1 for teleop (one human), >= 1 otherwise")
 
@@ -77,13 +73,11 @@ def _open_store(cfg: CollectConfig, env: RobotEnv) -> EpisodeStore:
 
 
 def run(cfg: CollectConfig) -> int:
-    if cfg.source == "scripted" and (cfg.num_envs > 1 or cfg.action_noise > 0) \
-            and not Path(cfg.output).exists():
+    if cfg.source == "scripted" and cfg.num_envs > 1 and not Path(cfg.output).exists():
         from robolearn.vector import collect_scripted
 
         kw = ENVS[cfg.env]
         store = collect_scripted(cfg.env, cfg.output, cfg.episodes, cfg.num_envs, seed=cfg.seed,
-                                 action_noise=cfg.action_noise,
                                  robot_kwargs={**kw.get("robot_kwargs", {}), **cfg.robot})
         console.print(f"{cfg.output}: {len(store)} episodes")
         store.close()

@@ -39,16 +39,9 @@ def make_vector_env(env_id: str, num_envs: int, *, asynchronous: bool = True,
 
 
 def collect_scripted(env_id: str, store_path: str, episodes: int, num_envs: int = 2, *,
-                     seed: int = 0, progress: bool = True, action_noise: float = 0.0,
-                     **overrides: Any) -> EpisodeStore:
+                     seed: int = 0, progress: bool = True, **overrides: Any) -> EpisodeStore:
     """Record ``episodes`` scripted-expert episodes of ``env_id`` into a new store, running
-    ``num_envs`` environments in parallel. Returns the store, open for writing.
-
-    ``action_noise`` > 0 adds Gaussian noise (that fraction of each action dimension's range,
-    as standard deviation) to what the expert sends, as DART does: the demonstrations then
-    visit the states a slightly-off policy reaches and show how the expert recovers from them.
-    The recorded action is the one sent, noise included (zero-mean, so regression still learns
-    the expert's)."""
+    ``num_envs`` environments in parallel. Returns the store, open for writing."""
     probe = _make(env_id, overrides)
     task = probe.task.description or probe.task.name
     store = create_store(store_path, probe, env_id, overrides)
@@ -56,9 +49,6 @@ def collect_scripted(env_id: str, store_path: str, episodes: int, num_envs: int 
     envs: Any = make_vector_env(env_id, num_envs, **overrides)
     try:
         obs, _ = envs.reset(seed=[seed + i for i in range(num_envs)])
-        rng = np.random.default_rng(seed)
-        space = envs.single_action_space
-        scale = action_noise * (space.high - space.low)
         buffers: list[list[tuple[dict[str, np.ndarray], np.ndarray, float]]] = \
             [[] for _ in range(num_envs)]
         done = 0
@@ -66,9 +56,6 @@ def collect_scripted(env_id: str, store_path: str, episodes: int, num_envs: int 
                 _bar(episodes, progress) as bar:
             while done < episodes:
                 actions = np.stack(envs.call("expert_action"))
-                if action_noise > 0:
-                    actions = np.clip(actions + rng.normal(0.0, 1.0, actions.shape) * scale,
-                                      space.low, space.high).astype(np.float32)
                 nxt, reward, term, trunc, info = envs.step(actions)
                 for i in range(num_envs):
                     step_info = info.get("final_info", info) if (term[i] or trunc[i]) else info

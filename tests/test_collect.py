@@ -64,17 +64,3 @@ def test_keyboard_teleop_drives_the_car_through_a_pty(tmp_path: Path) -> None:
         assert throttle.max() > 0.5  # the w key reached the car
         speed = np.abs(ep["observation.state"][:, 4])  # forward speed
         assert speed[-1] > speed[0]
-
-
-def test_action_noise_perturbs_what_is_sent_within_bounds(tmp_path: Path) -> None:
-    args = ["collect", "env=robolearn/SimArmReach-v0", "episodes=2", "-q"]
-    assert main([*args, str(tmp_path / "clean"), "num_envs=2"]) == 0
-    assert main([*args, str(tmp_path / "noisy"), "action_noise=0.05"]) == 0
-    with EpisodeStore.open(tmp_path / "clean") as clean, \
-            EpisodeStore.open(tmp_path / "noisy") as noisy:
-        a, b = clean.episode(0)["action"], noisy.episode(0)["action"]
-        assert not np.allclose(a[: min(len(a), len(b))], b[: min(len(a), len(b))])
-        low, high = -np.pi, np.pi  # every SO-101 joint limit lies within this
-        assert np.all(b >= low) and np.all(b <= high)
-        assert noisy.metadata["env_id"] == "robolearn/SimArmReach-v0"
-    assert main([*args, str(tmp_path / "bad"), "action_noise=0.9"]) == 2
