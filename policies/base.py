@@ -44,6 +44,7 @@ class PolicyConfig:
     action_horizon: int = 16  # actions predicted per chunk, starting at the current step
     n_action_steps: int = 8  # actions executed from each chunk before predicting again
     action_norm: str = "mean_std"  # action units in the network: mean_std | min_max
+    obs_clip: float | None = None  # bound on low-dim observations in network units (stds)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # camera encoder
     device: str = "auto"  # torch device; "auto" = cuda when available, else cpu
     seed: int = 0  # seeds sampling noise at inference (reset() restarts it)
@@ -56,6 +57,8 @@ class PolicyConfig:
         if not 1 <= self.n_action_steps <= self.action_horizon:
             raise InvalidValue("n_action_steps", f"must be in [1, action_horizon="
                                f"{self.action_horizon}], got {self.n_action_steps}")
+        if self.obs_clip is not None and self.obs_clip <= 0:
+            raise InvalidValue("obs_clip", f"must be > 0 or null, got {self.obs_clip}")
         if self.action_norm not in NORM_MODES[:2]:
             raise InvalidValue("action_norm", f"{self.action_norm!r} not one of {NORM_MODES[:2]}")
 
@@ -94,7 +97,9 @@ class Policy(nn.Module):
         self.obs_keys = sorted(k for k in features if k.startswith("observation."))
         modes = {k: "mean_std" for k in self.obs_keys}
         modes["action"] = config.action_norm
-        self.normalizer = Normalizer(self.features, self.stats, modes)
+        clip = {k: config.obs_clip for k in self.obs_keys
+                if config.obs_clip is not None and not features[k].image}
+        self.normalizer = Normalizer(self.features, self.stats, modes, clip)
         self.encoder = ObsEncoder(self.features, config.encoder)
         self._history: deque[dict[str, Tensor]] = deque(maxlen=config.obs_horizon)
         self._queue: deque[Tensor] = deque()

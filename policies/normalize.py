@@ -9,7 +9,10 @@ time) and returns, per key, ``{"mean", "std", "min", "max"}`` arrays:
 
 :class:`Normalizer` holds those statistics as buffers (saved with the weights) and maps a key's
 values to network units: ``"mean_std"`` -> zero mean, unit std; ``"min_max"`` -> ``[-1, 1]``;
-camera frames (uint8) -> ``(x / 255 - mean) / std`` per channel.
+camera frames (uint8) -> ``(x / 255 - mean) / std`` per channel. ``clip`` bounds chosen keys in
+network units (``|x| <= clip[key]``), so an observation far outside the training data (a cube
+tilted in a sloppy grasp: 40 std away for a component that is flat in every demonstration) reaches
+the network as the edge of what it saw rather than as an input it never learned to handle.
 """
 
 from __future__ import annotations
@@ -71,10 +74,11 @@ class Normalizer(nn.Module):
     """Maps each key to network units and back; ``modes`` gives each low-dim key's mode."""
 
     def __init__(self, features: Mapping[str, Feature], stats: Stats,
-                 modes: Mapping[str, str]) -> None:
+                 modes: Mapping[str, str], clip: Mapping[str, float] | None = None) -> None:
         super().__init__()
         self.features = dict(features)
         self.modes = dict(modes)
+        self.clip = dict(clip or {})
         for key, mode in self.modes.items():
             if mode not in NORM_MODES:
                 raise ValueError(f"normalization of {key!r}: {mode!r} not one of {NORM_MODES}")
@@ -104,7 +108,9 @@ class Normalizer(nn.Module):
         offset, scale = self._get(key)
         if self.features[key].image:
             x = x.float() / 255.0
-        return (x.float() - offset) / scale
+        y = (x.float() - offset) / scale
+        bound = self.clip.get(key)
+        return y if bound is None else y.clamp(-bound, bound)
 
     def unnormalize(self, key: str, x: Tensor) -> Tensor:
         offset, scale = self._get(key)

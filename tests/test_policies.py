@@ -209,6 +209,33 @@ def test_stats_and_normalizer(store_path: Path) -> None:
     assert any("scale" in k for k in norm.state_dict())
 
 
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_obs_clip_bounds_far_observations(name: str, store_path: Path, tmp_path: Path) -> None:
+    """With ``obs_clip``, a state 1000 std away reaches the network as one at the clip bound and
+    acts the same; without it, it reaches the network unchanged. The bound survives save/load."""
+    policy = build(name, store_path, camera=False, obs_clip=2.0)
+    mean, std = (policy.stats["observation.state"][s] for s in ("mean", "std"))
+    at_bound = {"observation.state": mean + 2.0 * std}
+    far = {"observation.state": mean + 1000.0 * std}
+    norm = policy.normalizer.normalize("observation.state",
+                                       torch.from_numpy(far["observation.state"]))
+    torch.testing.assert_close(norm, torch.full_like(norm, 2.0))
+
+    def act(p: Policy, obs: dict[str, np.ndarray]) -> np.ndarray:
+        p.reset()
+        return p.select_action(obs)
+
+    np.testing.assert_allclose(act(policy, far), act(policy, at_bound), rtol=1e-5, atol=1e-5)
+    loaded = Policy.load(policy.save(tmp_path / name))
+    np.testing.assert_allclose(act(loaded, far), act(policy, far), rtol=1e-5, atol=1e-5)
+    free = build(name, store_path, camera=False)
+    unclipped = free.normalizer.normalize("observation.state",
+                                          torch.from_numpy(far["observation.state"]))
+    torch.testing.assert_close(unclipped, torch.full_like(unclipped, 1000.0), rtol=1e-3, atol=0)
+    with pytest.raises(InvalidValue, match="obs_clip"):
+        policy_config_class(name)(obs_clip=0.0)
+
+
 @pytest.mark.parametrize(("name", "overrides", "steps"),
                          [(n, {}, 0) for n in sorted(POLICIES)]
                          + [("mlp", {"head": "gmm", "n_modes": 3}, 600)], ids=str)
