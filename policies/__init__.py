@@ -22,6 +22,7 @@ POLICIES: dict[str, str] = {
     "mlp": "policies.mlp:MLPPolicy",
     "act": "policies.act:ACTPolicy",
     "diffusion": "policies.diffusion:DiffusionPolicy",
+    "rl_actor": "policies.rl.actor:ActorPolicy",  # the RL learners' actor (also trains by BC)
 }
 
 

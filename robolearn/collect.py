@@ -41,6 +41,7 @@ class CollectConfig:
     num_envs: int = 1  # scripted only: environments in parallel worker processes
     review_timeout_s: float = 30.0  # teleop: how long to wait for keep/discard after an episode
     seed: int = 0  # first episode's seed (object placement)
+    max_steps: int | None = None  # steps per episode; None: the environment's own limit
 
     def __post_init__(self) -> None:
         if self.source not in ("scripted", "teleop"):
@@ -50,17 +51,27 @@ class CollectConfig:
         if self.env not in ENVS:
             raise InvalidValue("env", f"unknown environment {self.env!r}; known: "
                                       f"{', '.join(ENVS)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InvalidValue("max_steps", f"must be >= 1 or null, got {self.max_steps}")
         if self.num_envs < 1 or (self.num_envs > 1 and self.source != "scripted"):
             raise InvalidValue("num_envs", "must be 1 for teleop (one human), >= 1 otherwise")
 
 
 def _env(cfg: CollectConfig) -> RobotEnv:
-    kw = ENVS[cfg.env]
-    return make_env(**{**kw, "robot_kwargs": {**kw.get("robot_kwargs", {}), **cfg.robot}})
+    return make_env(**{**ENVS[cfg.env], **_overrides(cfg)})
+
+
+def _overrides(cfg: CollectConfig) -> dict[str, Any]:
+    """What differs from the registered env: robot overrides and the episode length."""
+    out: dict[str, Any] = {"robot_kwargs": {**ENVS[cfg.env].get("robot_kwargs", {}),
+                                            **cfg.robot}}
+    if cfg.max_steps is not None:
+        out["max_steps"] = cfg.max_steps
+    return out
 
 
 def _open_store(cfg: CollectConfig, env: RobotEnv) -> EpisodeStore:
-    overrides = {"robot_kwargs": {**ENVS[cfg.env].get("robot_kwargs", {}), **cfg.robot}}
+    overrides = _overrides(cfg)
     if (Path(cfg.output) / "zarr.json").exists():
         store = EpisodeStore.open(cfg.output, "a")
         want = {k: v for k, v in step_features(env).items()}
@@ -76,9 +87,8 @@ def run(cfg: CollectConfig) -> int:
     if cfg.source == "scripted" and cfg.num_envs > 1 and not Path(cfg.output).exists():
         from robolearn.vector import collect_scripted
 
-        kw = ENVS[cfg.env]
         store = collect_scripted(cfg.env, cfg.output, cfg.episodes, cfg.num_envs, seed=cfg.seed,
-                                 robot_kwargs={**kw.get("robot_kwargs", {}), **cfg.robot})
+                                 **_overrides(cfg))
         console.print(f"{cfg.output}: {len(store)} episodes")
         store.close()
         return 0

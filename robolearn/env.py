@@ -87,6 +87,12 @@ class RobotEnv(gym.Env):  # type: ignore[type-arg]
                 "action_sent": sent}
         return self._obs(), self.task.reward(terms), terminated, truncated, info
 
+    def recover(self) -> dict[str, np.ndarray]:
+        """Run the robot's recovery manoeuvre (stuck car: back off) mid-episode; returns the
+        observation after it. The episode and its step count go on."""
+        self.robot.recover()
+        return self._obs()
+
     def render(self) -> np.ndarray | None:
         return self.robot.render()
 

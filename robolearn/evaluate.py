@@ -104,7 +104,7 @@ def evaluate(policy: Any, env: RobotEnv, episodes: int, seed: int, videos: int =
                              record=False, observer=observer)
         results.append({"seed": seed + i, "success": r.success, "return": r.ret,
                         "steps": r.steps, "nonfinite_actions": r.safety.nonfinite,
-                        "reward_terms": r.reward_terms})
+                        "reward_terms": r.reward_terms, "task": env.task.info()})
         if frames and video_dir is not None:
             path = video_dir / f"episode_{i:03d}_{'success' if r.success else 'failure'}.mp4"
             write_mp4(frames, path, env.robot.fps)

@@ -108,6 +108,15 @@ class Robot(ABC):
         """An RGB frame for videos, or None where the robot cannot render."""
         return None
 
+    def needs_recovery(self) -> bool:
+        """The robot cannot go on practising as it is (stuck against a wall): autonomous
+        practice then calls :meth:`recover` instead of waiting for a human."""
+        return False
+
+    def recover(self) -> dict[str, np.ndarray]:
+        """Get out of the situation :meth:`needs_recovery` reported; returns the observation."""
+        raise NotImplementedError(f"{type(self).__name__} has no recovery manoeuvre")
+
     def clip_action(self, action: np.ndarray) -> np.ndarray:
         low, high = self.action_bounds
         return np.clip(np.asarray(action, dtype=np.float64), low, high)

@@ -61,6 +61,10 @@ class Task(ABC):
         """Whether reaching success ends the episode (a lap task keeps driving)."""
         return True
 
+    def info(self) -> dict[str, Any]:
+        """Summary of the episode so far beyond reward terms (e.g. lap times); JSON-able."""
+        return {}
+
     def reward(self, terms: dict[str, float]) -> float:
         return float(sum(self.weights.get(k, 0.0) * v for k, v in terms.items()))
 

@@ -89,10 +89,21 @@ def schema_for(path: str | None, overrides: list[str]) -> type:
     probe: Any = OmegaConf.merge(OmegaConf.load(path) if path and Path(path).is_file() else {},
                             OmegaConf.from_dotlist([o for o in overrides if "=" in o]))
     name = str(probe.get("policy", "mlp"))
+    from policies.rl import RL_ALGOS
+
+    if name in RL_ALGOS:  # an RL learner: the online/offline runner's schema
+        from policies.rl import agent_class
+        from robolearn.rl_train import RLTrainConfig
+
+        acls = agent_class(name).config_class
+        return dataclasses.make_dataclass(
+            f"RLTrainConfig_{name}", [("policy_config", acls, field(default_factory=acls))],
+            bases=(RLTrainConfig,))
     if name not in POLICIES:
         from robolearn.config import ConfigError
 
-        raise ConfigError(f"policy: unknown policy {name!r}; known: {', '.join(POLICIES)}")
+        raise ConfigError(f"policy: unknown policy {name!r}; known: "
+                          f"{', '.join([*POLICIES, *RL_ALGOS])}")
     cls = policy_config_class(name)
     return dataclasses.make_dataclass(
         f"TrainConfig_{name}", [("policy_config", cls, field(default_factory=cls))],
@@ -131,13 +142,13 @@ def _lr_lambda(cfg: TrainConfig) -> Any:
     return f
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
             "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
-def _set_rng_state(s: dict[str, Any]) -> None:
+def restore_rng_state(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
     np.random.set_state(s["numpy"])
     random.setstate(s["python"])
@@ -147,6 +158,12 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 
 def run(cfg: Any) -> int:
     """Train; returns 0. ``cfg`` is a ``schema_for(...)`` instance (has ``policy_config``)."""
+    from robolearn.rl_train import RLTrainConfig
+
+    if isinstance(cfg, RLTrainConfig):
+        from robolearn import rl_train
+
+        return rl_train.run(cfg)
     from policies import make_policy
     from policies.normalize import compute_stats
 
@@ -182,7 +199,7 @@ def run(cfg: Any) -> int:
         sched.load_state_dict(state["scheduler"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
-        _set_rng_state(state["rng"])
+        restore_rng_state(state["rng"])
         step = int(state["step"])
         log.info("resumed %s at step %d", out, step)
     elif out.exists() and any(out.iterdir()) and not cfg.resume:
@@ -270,14 +287,20 @@ def _val_loss(policy: Any, ds: EpisodeDataset, cfg: Any, batches: int = 4) -> fl
 
 
 def _save(ckpt_dir: Path, step: int, policy: Any, ema: Any, opt: Any, sched: Any) -> None:
-    """``checkpoints/step_N/{policy/, training_state.pt}``, then ``last`` -> it, atomically."""
+    save_checkpoint(ckpt_dir, step, ema.module if ema is not None else policy,
+                    {"model": policy.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict(), "ema": ema.state_dict() if ema else None,
+                     "step": step, "rng": rng_state()})
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, policy: Any, state: dict[str, Any]) -> None:
+    """``checkpoints/step_N/{policy/, training_state.pt}``, then ``last`` -> it, atomically.
+    ``policy`` is what acting loads (``robolearn eval``); ``state`` is what resuming needs."""
     tmp = ckpt_dir / f".step_{step:08d}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    (ema.module if ema is not None else policy).save(tmp / "policy")
-    torch.save({"model": policy.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "ema": ema.state_dict() if ema else None,
-                "step": step, "rng": _rng_state()}, tmp / "training_state.pt")
+    policy.save(tmp / "policy")
+    torch.save(state, tmp / "training_state.pt")
     final = ckpt_dir / f"step_{step:08d}"
     if final.exists():
         shutil.rmtree(final)

@@ -253,6 +253,9 @@ class SimCar(Robot):
         self._throttle = 0.0
         self._apply(self._steer, 0.0)
 
+    def needs_recovery(self) -> bool:
+        return bool(self.state()["stuck"])
+
     def recover(self) -> dict[str, np.ndarray]:
         """FastRLAP's recovery: if flipped, right the car on the centreline (closest point,
         heading along the track); else reverse for ``recovery_time`` with a random steering."""

@@ -1,0 +1,139 @@
+"""Transition replay on the learner's device.
+
+A :class:`ReplayBuffer` holds ``capacity`` transitions as preallocated tensors on the device
+(camera frames stay uint8): ``obs/<key>``, ``next_obs/<key>``, ``action`` (robot units),
+``reward``, ``done`` (1 where the episode terminated, so no bootstrap) and ``mc_return``
+(discounted return-to-go, for Cal-QL; 0 for online data, which never needs it). Sampling is one
+``randint`` and one gather per key on the device: no host round trip per batch.
+
+:func:`load_transitions` turns the episodes of an episode store into transitions. A step's next
+observation is the following step's; the last step of an episode is kept only when the episode
+terminated (its next observation is never used), since a truncated episode has no next state to
+bootstrap from. Whether an episode terminated is read from its metadata (``terminated``, which
+the RL runner writes); stores without it (scripted demos) count a successful episode of a task
+whose success ends the episode as terminated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from data.schema import Feature
+from data.store import EpisodeStore
+
+
+class ReplayBuffer:
+    def __init__(self, features: Mapping[str, Feature], capacity: int,
+                 device: torch.device | str = "cpu") -> None:
+        if capacity < 1:
+            raise ValueError(f"replay capacity must be >= 1, got {capacity}")
+        self.capacity, self.device = capacity, torch.device(device)
+        self.obs_keys = sorted(k for k in features if k.startswith("observation."))
+        act = features["action"]
+        specs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {
+            "action": (act.shape, torch.float32), "reward": ((), torch.float32),
+            "done": ((), torch.float32), "mc_return": ((), torch.float32)}
+        for k in self.obs_keys:
+            f = features[k]
+            dtype = torch.uint8 if f.image else torch.float32
+            specs[f"obs/{k}"] = specs[f"next_obs/{k}"] = (f.shape, dtype)
+        self.data = {k: torch.zeros((capacity, *shape), dtype=dt, device=self.device)
+                     for k, (shape, dt) in specs.items()}
+        self.size = 0  # transitions held
+        self.pos = 0  # where the next one goes (oldest overwritten first)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs: Mapping[str, Any], action: Any, reward: float, next_obs: Mapping[str, Any],
+            done: bool) -> None:
+        """One transition (numpy or tensors, one step each)."""
+        row = {f"obs/{k}": obs[k] for k in self.obs_keys}
+        row.update({f"next_obs/{k}": next_obs[k] for k in self.obs_keys})
+        row.update(action=action, reward=reward, done=float(done), mc_return=0.0)
+        for k, v in row.items():
+            self.data[k][self.pos] = torch.as_tensor(v, dtype=self.data[k].dtype)
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def extend(self, batch: Mapping[str, np.ndarray | Tensor]) -> None:
+        """Many transitions at once (``batch`` has every key of ``data``, leading dim N)."""
+        n = len(batch["reward"])
+        for start in range(0, n, self.capacity):  # more than capacity: only the last ones stay
+            stop = min(n, start + self.capacity)
+            rows = (self.pos + torch.arange(stop - start)) % self.capacity
+            for k, buf in self.data.items():
+                buf[rows.to(self.device)] = torch.as_tensor(
+                    np.asarray(batch[k][start:stop]), dtype=buf.dtype).to(self.device)
+            self.pos = int((self.pos + stop - start) % self.capacity)
+            self.size = min(self.size + stop - start, self.capacity)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        idx = torch.randint(0, self.size, (n,), device=self.device, generator=generator)
+        return {k: v[idx] for k, v in self.data.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"data": {k: v[: self.size].cpu() for k, v in self.data.items()},
+                "size": self.size, "pos": self.pos}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        size = int(state["size"])
+        if size > self.capacity:
+            raise ValueError(f"checkpoint replay holds {size} transitions, more than this "
+                             f"buffer's capacity {self.capacity}")
+        for k, v in self.data.items():
+            v[:size] = state["data"][k].to(self.device)
+        self.size, self.pos = size, int(state["pos"])
+
+
+def episode_terminated(info: Any, success_terminates: bool) -> bool:
+    meta = info.metadata or {}
+    if "terminated" in meta:
+        return bool(meta["terminated"])
+    return bool(info.success) and success_terminates and info.complete
+
+
+def load_transitions(store: EpisodeStore, obs_keys: Sequence[str], gamma: float,
+                     success_terminates: bool, episodes: Sequence[int] | None = None,
+                     reward_key: str = "next.reward") -> dict[str, np.ndarray]:
+    """Transitions of ``episodes`` (default: all) of ``store``, keyed like :class:`ReplayBuffer`."""
+    if reward_key not in store.features:
+        raise KeyError(f"{store.name}: no {reward_key!r} feature to learn from (the store has "
+                       f"{sorted(store.features)}); record it through the control loop")
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in (range(len(store)) if episodes is None else episodes):
+        ep = store.episode(i, [*obs_keys, "action", reward_key])
+        n = len(ep)
+        if n == 0:
+            continue
+        done = episode_terminated(ep.info, success_terminates)
+        keep = n if done else n - 1  # a truncated episode's last step has no next state
+        if keep == 0:
+            continue
+        reward = ep[reward_key].astype(np.float32)
+        mc = np.zeros(n, np.float32)
+        acc = 0.0
+        for t in range(n - 1, -1, -1):
+            acc = float(reward[t]) + gamma * acc
+            mc[t] = acc
+        dones = np.zeros(keep, np.float32)
+        if done:
+            dones[-1] = 1.0
+        row = {"action": ep["action"][:keep].astype(np.float32), "reward": reward[:keep],
+               "done": dones, "mc_return": mc[:keep]}
+        for k in obs_keys:
+            x = ep[k]
+            row[f"obs/{k}"] = x[:keep]
+            row[f"next_obs/{k}"] = np.concatenate([x[1:], x[-1:]])[:keep]
+        for k, v in row.items():
+            parts.setdefault(k, []).append(v)
+    if not parts:
+        raise ValueError(f"{store.name}: no transitions in the selected episodes")
+    return {k: np.concatenate(v) for k, v in parts.items()}

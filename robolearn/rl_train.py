@@ -1,0 +1,366 @@
+"""``robolearn train policy=sac|rlpd|iql|calql|wsrl``: offline pretraining and online practice.
+
+One runner serves every RL learner (the maths lives in each agent's ``update``):
+
+1. **offline** (``offline_steps`` > 0: IQL, Cal-QL, WSRL): gradient steps on transitions of the
+   ``dataset`` episode store;
+2. **warm-up** (``warmup_steps``, WSRL): the pretrained policy drives, no updates;
+3. **online**: each environment step goes through the safety filter, into the online replay and
+   into ``<output>/online.zarr`` (source ``autonomous``), then ``utd`` critic updates run on a
+   batch that is ``offline_ratio`` offline data (RLPD's symmetric sampling) and the rest online.
+   The first ``random_steps`` actions are uniform over the action bounds.
+
+Every ``eval_every`` steps the deterministic policy runs ``eval_episodes`` seeded episodes on a
+separate environment (return, success, lap time where the task times laps). Logs go to
+TensorBoard and ``metrics.jsonl``; checkpoints hold the actor as a regular policy (so
+``robolearn eval <output>`` works) and the whole training state.
+
+Exact resume: checkpoints are taken at episode ends (and after pretraining) and hold weights,
+optimisers, the online replay, counters, the agent's and the runner's random states; episode
+``k`` always resets with seed ``seed * 1_000_003 + k``. Resuming drops from the online store the
+episodes recorded after the checkpoint (they are recorded again), so the store always matches
+the replay. A run killed at any moment resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import sim  # noqa: F401  (headless GL backend before mujoco loads)
+from data import EpisodeStore, Source, StoreError
+from data.schema import Feature
+from policies.rl.replay import ReplayBuffer, load_transitions
+from robolearn.config import InvalidValue, to_yaml
+from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.loop import create_store
+from robolearn.safety import SafetyFilter
+from robolearn.train import restore_rng_state, rng_state, save_checkpoint
+
+log = logging.getLogger("robolearn.rl")
+
+
+@dataclass
+class RLTrainConfig:
+    env: str = "robolearn/SimCar-v0"  # registered environment to practise in
+    dataset: str | None = None  # offline episode store (demos); needed by rlpd/iql/calql/wsrl
+    dataset_episodes: int | None = None  # use only the first N episodes of the dataset
+    output: str = "outputs/rl"  # run directory: checkpoints/, online.zarr, tb/, metrics.jsonl
+    policy: str = "rlpd"  # RL learner: sac | rlpd | iql | calql | wsrl
+    env_steps: int = 50_000  # online environment steps (warm-up included)
+    max_episode_steps: int | None = None  # per training episode; None: the env's own limit
+    eval_every: int = 5000  # env steps between evaluations of the deterministic policy
+    eval_episodes: int = 5  # seeded episodes per evaluation
+    log_every: int = 1000  # env steps (or offline gradient steps) between logged metrics
+    save_every: int = 10_000  # env steps between checkpoints (taken at the next episode end)
+    buffer_size: int = 1_000_000  # online replay capacity, transitions
+    record: bool = True  # write online experience to <output>/online.zarr
+    resume: bool = True  # continue from <output>/checkpoints/last if it exists
+    stop_at: int | None = None  # stop with a checkpoint at the first episode end after this step
+    seed: int = 0  # seeds the agent, random actions and episode resets
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        if self.env not in ENVS:
+            raise InvalidValue("env", f"unknown environment {self.env!r}; known: "
+                                      f"{', '.join(ENVS)}")
+        for name in ("env_steps", "eval_every", "eval_episodes", "log_every", "save_every",
+                     "buffer_size"):
+            if getattr(self, name) < 1:
+                raise InvalidValue(name, f"must be >= 1, got {getattr(self, name)}")
+
+
+def rl_features(env: RobotEnv) -> tuple[dict[str, Feature], dict[str, dict[str, np.ndarray]]]:
+    """What the agent sees and acts on, and its normalization statistics: observations as they
+    are (identity; LayerNorm critics cope with the scales), images to [-1, 1], actions mapped
+    from the robot's bounds to [-1, 1] (the actor's tanh then covers exactly the legal range)."""
+    feats = {k: f for k, f in env.features.items() if k.startswith("observation.")}
+    stats: dict[str, dict[str, np.ndarray]] = {}
+    for k, f in feats.items():
+        shape = (f.shape[-1],) if f.image else f.shape
+        mid, spread = (0.5, 0.5) if f.image else (0.0, 1.0)
+        stats[k] = {"mean": np.full(shape, mid, np.float32), "std": np.full(shape, spread,
+                                                                             np.float32)}
+    low, high = (b.astype(np.float32) for b in env.robot.action_bounds)
+    stats["action"] = {"min": low, "max": high, "mean": (low + high) / 2,
+                       "std": (high - low) / 2}
+    return {**feats, "action": env.robot.action_feature}, stats
+
+
+class Runner:
+    def __init__(self, cfg: Any) -> None:
+        from policies.rl import agent_class
+
+        self.cfg, self.acfg = cfg, cfg.policy_config
+        if self.acfg.uses_offline_data and not cfg.dataset:
+            raise InvalidValue("dataset", f"policy {cfg.policy} learns from offline data: "
+                                          "pass dataset=STORE")
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.out = Path(cfg.output)
+        self.env_kwargs = dict(ENVS[cfg.env])
+        if cfg.max_episode_steps:
+            self.env_kwargs["max_steps"] = cfg.max_episode_steps
+        self.env = make_env(**self.env_kwargs)
+        self.features, stats = rl_features(self.env)
+        self.agent = agent_class(cfg.policy)(self.acfg, self.features, stats)
+        self.device = self.agent.device
+        self.obs_keys = self.agent.obs_keys
+        self.online = ReplayBuffer(self.features, cfg.buffer_size, self.device)
+        self.offline = self._load_offline() if self.acfg.uses_offline_data else None
+        low, high = self.env.robot.action_bounds
+        self.safety = SafetyFilter(low, high)
+        self.rng = np.random.default_rng(cfg.seed)  # uniform random actions
+        self.env_step = self.episode = self.offline_step = self.updates = 0
+        self.episodes_recorded = 0
+
+    # ------------------------------------------------------------------ data
+    def _load_offline(self) -> ReplayBuffer:
+        cfg = self.cfg
+        with EpisodeStore.open(cfg.dataset, "r") as store:
+            missing = [k for k in [*self.obs_keys, "action"] if k not in store.features]
+            if missing:
+                raise StoreError(f"dataset {cfg.dataset}: lacks {missing}, which {cfg.env} "
+                                 f"observes (the store has {sorted(store.features)})")
+            n = len(store) if cfg.dataset_episodes is None else min(cfg.dataset_episodes,
+                                                                    len(store))
+            data = load_transitions(store, self.obs_keys, self.acfg.gamma,
+                                    self.env.task.success_terminates(), range(n))
+        buf = ReplayBuffer(self.features, len(data["reward"]), self.device)
+        buf.extend(data)
+        log.info("offline data: %d transitions from %d episodes of %s", len(buf), n,
+                 cfg.dataset)
+        return buf
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        """``utd`` minibatches, each ``offline_ratio`` offline and the rest online."""
+        a, g = self.acfg, self.agent.generator
+        n_off = round(a.batch_size * a.offline_ratio) \
+            if self.offline is not None and a.keep_offline else 0
+        on = self.online.sample(a.utd * (a.batch_size - n_off), g)
+        if n_off == 0:
+            return on
+        off = self.offline.sample(a.utd * n_off, g)  # type: ignore[union-attr]
+        return {k: torch.cat([off[k].unflatten(0, (a.utd, n_off)),
+                              on[k].unflatten(0, (a.utd, a.batch_size - n_off))], 1).flatten(0, 1)
+                for k in on}
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> None:
+        state = {"agent": self.agent.state_dict(), "optim": self.agent.optim_state(),
+                 "online": self.online.state_dict(), "rng": rng_state(),
+                 "runner_rng": self.rng.bit_generator.state,
+                 "counters": {"env_step": self.env_step, "episode": self.episode,
+                              "offline_step": self.offline_step, "updates": self.updates,
+                              "episodes_recorded": self.episodes_recorded}}
+        save_checkpoint(self.out / "checkpoints", self.env_step + self.offline_step,
+                        self.agent.actor, state)
+
+    def try_resume(self) -> bool:
+        path = self.out / "checkpoints" / "last" / "training_state.pt"
+        if not (self.cfg.resume and path.exists()):
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.agent.load_state_dict(state["agent"])
+        self.agent.load_optim_state(state["optim"])
+        self.online.load_state_dict(state["online"])
+        restore_rng_state(state["rng"])
+        self.rng.bit_generator.state = state["runner_rng"]
+        for k, v in state["counters"].items():
+            setattr(self, k, int(v))
+        log.info("resumed %s at env step %d (offline step %d)", self.out, self.env_step,
+                 self.offline_step)
+        return True
+
+    def open_store(self) -> EpisodeStore | None:
+        """The online store, trimmed to the episodes the checkpoint knows about."""
+        if not self.cfg.record:
+            return None
+        path = self.out / "online.zarr"
+        if not (path / "zarr.json").exists():
+            return create_store(str(path), self.env, self.cfg.env,
+                                {"max_steps": self.env_kwargs.get("max_steps")})
+        store = EpisodeStore.open(path, "a")
+        extra = list(range(self.episodes_recorded, len(store)))
+        if extra:
+            log.info("%s: dropping %d episode(s) recorded after the checkpoint", path,
+                     len(extra))
+            store.delete(extra)
+        return store
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> int:
+        cfg, a = self.cfg, self.acfg
+        resumed = self.try_resume()
+        if not resumed and self.out.exists() and any(self.out.iterdir()):
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(to_yaml(cfg))
+        (self.out / "dataset.json").write_text(json.dumps(  # robolearn eval reads the env here
+            {"env_id": cfg.env, "env_overrides": {}, "dataset": cfg.dataset}, indent=1))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.out / "tb"))
+        self.metrics = open(self.out / "metrics.jsonl", "a")
+        try:
+            if self.offline_step < a.offline_steps:
+                self.pretrain()
+                self.save()
+            if self.env_step == 0 and a.offline_steps:
+                self.evaluate()  # the pretrained policy, before any online step
+            self.practice()
+        finally:
+            self.writer.close()
+            self.metrics.close()
+            self.env.close()
+        return 0
+
+    def pretrain(self) -> None:
+        from robolearn.progress import track
+
+        a = self.acfg
+        assert self.offline is not None
+        t0 = time.perf_counter()
+        steps = range(self.offline_step, a.offline_steps)
+        for _ in track(steps, "offline pretraining"):
+            info = self.agent.update(self.offline.sample(a.batch_size, self.agent.generator),
+                                     offline=True)
+            self.offline_step += 1
+            if self.offline_step % self.cfg.log_every == 0:
+                self.log({"offline_step": self.offline_step, **_floats(info),
+                          "grad_steps_per_s": (self.offline_step - steps.start)
+                          / (time.perf_counter() - t0)}, self.offline_step, "offline")
+
+    def practice(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        from robolearn.progress import console
+
+        cfg, a = self.cfg, self.acfg
+        stop = min(cfg.env_steps, cfg.stop_at or cfg.env_steps)
+        start_learning = max(a.random_steps, a.warmup_steps)
+        store = self.open_store()
+        rec = store.recorder(task=self.env.task.description, source=Source.AUTONOMOUS) \
+            if store is not None else None
+        last_save, info = self.env_step, {}
+        t0, s0 = time.perf_counter(), self.env_step
+        ep_ret, obs = 0.0, self._reset()
+        with Progress(TextColumn("practising {task.fields[policy]}"), BarColumn(),
+                      MofNCompleteColumn(), TextColumn("{task.fields[status]}"), console=console,
+                      transient=True) as bar:
+            task = bar.add_task("rl", total=cfg.env_steps, completed=self.env_step,
+                                policy=cfg.policy, status="")
+            if rec is not None:
+                rec.__enter__()
+            try:
+                while self.env_step < cfg.env_steps:
+                    if self.env_step < a.random_steps:
+                        action = self.rng.uniform(self.safety.low, self.safety.high)
+                    else:
+                        action = self.agent.explore(obs).cpu().numpy()
+                    safe = self.safety(action)
+                    nxt, reward, term, trunc, step_info = self.env.step(safe)
+                    sent = np.asarray(step_info["action_sent"], np.float32)
+                    self.online.add(obs, sent, reward, nxt, term)
+                    if rec is not None:
+                        rec.add({**obs, "action": sent, "next.reward": np.float32(reward)})
+                    ep_ret += float(reward)
+                    self.env_step += 1
+                    if self.env_step > start_learning and len(self.online) >= a.batch_size:
+                        info = self.agent.update(self.batch())
+                        self.updates += a.utd
+                    if self.env_step % cfg.log_every == 0:
+                        sps = (self.env_step - s0) / (time.perf_counter() - t0)
+                        self.log({"env_step": self.env_step, "updates": self.updates,
+                                  "env_steps_per_s": sps, **_floats(info)}, self.env_step, "train")
+                        bar.update(task, status=f"{sps:.0f} steps/s")
+                    if self.env_step % cfg.eval_every == 0:
+                        self.evaluate()
+                    obs = nxt
+                    if not (term or trunc) and self.env.robot.needs_recovery():
+                        obs = self.env.recover()  # FastRLAP: back off, then practise on
+                    if term or trunc:
+                        if rec is not None:
+                            rec.end_episode(success=bool(step_info["success"]),
+                                            terminated=bool(term), ret=ep_ret,
+                                            seed=self._seed(self.episode))
+                            self.episodes_recorded += 1
+                        self.log({"env_step": self.env_step, "episode": self.episode,
+                                  "episode_return": ep_ret,
+                                  "episode_success": float(step_info["success"])},
+                                 self.env_step, "episode")
+                        self.episode += 1
+                        done_now = self.env_step >= stop or self.env_step >= cfg.env_steps
+                        if self.env_step - last_save >= cfg.save_every or done_now:
+                            self.save()
+                            last_save = self.env_step
+                        if done_now:
+                            break
+                        ep_ret, obs = 0.0, self._reset()
+                    bar.update(task, completed=self.env_step)
+                else:
+                    self.save()  # env_steps reached mid-episode: keep what was learned
+            finally:
+                if rec is not None:
+                    rec.discard_episode() if rec._in_episode else None
+                    rec.__exit__(None, None, None)
+                if store is not None:
+                    store.close()
+
+    def _seed(self, episode: int) -> int:
+        return self.cfg.seed * 1_000_003 + episode
+
+    def _reset(self) -> dict[str, np.ndarray]:
+        obs, _ = self.env.reset(seed=self._seed(self.episode))
+        self.safety.reset(last=self.env.robot.hold_action())
+        return obs
+
+    def evaluate(self) -> dict[str, float]:
+        from robolearn.evaluate import evaluate
+
+        if not hasattr(self, "eval_env"):
+            self.eval_env = make_env(**self.env_kwargs)
+        actor = self.agent.actor
+        actor.config.deterministic = True
+        report = evaluate(actor, self.eval_env, self.cfg.eval_episodes, 100_000, progress=False)
+        actor.train()
+        m = {"env_step": self.env_step, "eval_return": report["mean_return"],
+             "eval_success": report["success_rate"]}
+        laps = [r["task"].get("lap_times", []) for r in report["results"]]
+        if any(laps):
+            m["eval_lap_time"] = float(np.mean([t[0] for t in laps if t]))  # first lap, s
+            m["eval_lap_fraction"] = float(np.mean([bool(t) for t in laps]))
+            m["eval_collisions"] = float(np.mean([r["task"].get("collisions", 0)
+                                                  for r in report["results"]]))
+        self.log(m, self.env_step, "eval")
+        log.info("step %d: eval return %.1f, success %.0f%%%s", self.env_step,
+                 m["eval_return"], 100 * m["eval_success"],
+                 f", lap {m['eval_lap_time']:.2f} s" if "eval_lap_time" in m else "")
+        return m
+
+    def log(self, m: dict[str, Any], step: int, kind: str) -> None:
+        for k, v in m.items():
+            if isinstance(v, float):
+                self.writer.add_scalar(f"{kind}/{k}", v, step)
+        self.metrics.write(json.dumps({"kind": kind, "time": time.time(), **m}) + "\n")
+        self.metrics.flush()
+
+
+def _floats(info: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in info.items()}  # the only host sync of the metrics
+
+
+def run(cfg: Any) -> int:
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    return Runner(cfg).run()
