@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"robolearn {cmd.name}: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # found once the command has looked at its inputs
+        print(f"robolearn {cmd.name}: config error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"robolearn {cmd.name}: interrupted", file=sys.stderr)
         return 130

@@ -39,8 +39,8 @@ import torch
 import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from data import EpisodeStore, Source, StoreError
 from data.schema import Feature
-from policies.rl.replay import ReplayBuffer, load_transitions
-from robolearn.config import InvalidValue, to_yaml
+from policies.rl.replay import ReplayBuffer, absorbing_reward, load_transitions
+from robolearn.config import ConfigError, InvalidValue, to_yaml
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import create_store
 from robolearn.safety import SafetyFilter
@@ -63,6 +63,8 @@ class RLTrainConfig:
     log_every: int = 1000  # env steps (or offline gradient steps) between logged metrics
     save_every: int = 10_000  # env steps between checkpoints (taken at the next episode end)
     buffer_size: int = 1_000_000  # online replay capacity, transitions
+    absorbing_success: bool = True  # success that ends an episode pays r / (1 - gamma) (see
+    # policies.rl.replay.absorbing_reward); the stores keep the env's own rewards
     record: bool = True  # write online experience to <output>/online.zarr
     resume: bool = True  # continue from <output>/checkpoints/last if it exists
     stop_at: int | None = None  # stop with a checkpoint at the first episode end after this step
@@ -102,8 +104,8 @@ class Runner:
 
         self.cfg, self.acfg = cfg, cfg.policy_config
         if self.acfg.uses_offline_data and not cfg.dataset:
-            raise InvalidValue("dataset", f"policy {cfg.policy} learns from offline data: "
-                                          "pass dataset=STORE")
+            raise ConfigError(f"dataset: policy {cfg.policy} learns from offline data; pass "
+                              "dataset=STORE (an episode store of demonstrations)")
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -135,7 +137,8 @@ class Runner:
             n = len(store) if cfg.dataset_episodes is None else min(cfg.dataset_episodes,
                                                                     len(store))
             data = load_transitions(store, self.obs_keys, self.acfg.gamma,
-                                    self.env.task.success_terminates(), range(n))
+                                    self.env.task.success_terminates(), range(n),
+                                    absorbing_success=cfg.absorbing_success)
         buf = ReplayBuffer(self.features, len(data["reward"]), self.device)
         buf.extend(data)
         log.info("offline data: %d transitions from %d episodes of %s", len(buf), n,
@@ -271,7 +274,9 @@ class Runner:
                     safe = self.safety(action)
                     nxt, reward, term, trunc, step_info = self.env.step(safe)
                     sent = np.asarray(step_info["action_sent"], np.float32)
-                    self.online.add(obs, sent, reward, nxt, term)
+                    learn_r = absorbing_reward(reward, a.gamma) if (
+                        term and step_info["success"] and cfg.absorbing_success) else reward
+                    self.online.add(obs, sent, learn_r, nxt, term)
                     if rec is not None:
                         rec.add({**obs, "action": sent, "next.reward": np.float32(reward)})
                     ep_ret += float(reward)

@@ -22,8 +22,6 @@ from torch import Tensor
 from policies.rl.sac import SAC, Batch, SACConfig
 from robolearn.config import InvalidValue
 
-NO_MC = -1e9  # mc_return of transitions whose Monte-Carlo return is unknown (online data)
-
 
 @dataclass
 class CalQLConfig(SACConfig):

@@ -3,7 +3,8 @@
 A :class:`ReplayBuffer` holds ``capacity`` transitions as preallocated tensors on the device
 (camera frames stay uint8): ``obs/<key>``, ``next_obs/<key>``, ``action`` (robot units),
 ``reward``, ``done`` (1 where the episode terminated, so no bootstrap) and ``mc_return``
-(discounted return-to-go, for Cal-QL; 0 for online data, which never needs it). Sampling is one
+(discounted return-to-go, for Cal-QL; ``NO_MC`` for online data, whose return is not
+known when it is added). Sampling is one
 ``randint`` and one gather per key on the device: no host round trip per batch.
 
 :func:`load_transitions` turns the episodes of an episode store into transitions. A step's next
@@ -25,6 +26,8 @@ from torch import Tensor
 
 from data.schema import Feature
 from data.store import EpisodeStore
+
+NO_MC = -1e9  # mc_return of a transition whose Monte-Carlo return is unknown (online data)
 
 
 class ReplayBuffer:
@@ -55,7 +58,7 @@ class ReplayBuffer:
         """One transition (numpy or tensors, one step each)."""
         row = {f"obs/{k}": obs[k] for k in self.obs_keys}
         row.update({f"next_obs/{k}": next_obs[k] for k in self.obs_keys})
-        row.update(action=action, reward=reward, done=float(done), mc_return=0.0)
+        row.update(action=action, reward=reward, done=float(done), mc_return=NO_MC)
         for k, v in row.items():
             self.data[k][self.pos] = torch.as_tensor(v, dtype=self.data[k].dtype)
         self.pos = (self.pos + 1) % self.capacity
@@ -100,10 +103,21 @@ def episode_terminated(info: Any, success_terminates: bool) -> bool:
     return bool(info.success) and success_terminates and info.complete
 
 
+def absorbing_reward(reward: float, gamma: float) -> float:
+    """The reward of a step that ends the episode in success, with success treated as an
+    absorbing state that keeps paying this step's reward: ``r / (1 - gamma)``. Without it an
+    agent paid shaping terms per step learns to hover short of success (a lifted-but-not-
+    quite cube pays more over 200 steps than the one-off success term)."""
+    return reward / (1.0 - gamma)
+
+
 def load_transitions(store: EpisodeStore, obs_keys: Sequence[str], gamma: float,
                      success_terminates: bool, episodes: Sequence[int] | None = None,
-                     reward_key: str = "next.reward") -> dict[str, np.ndarray]:
-    """Transitions of ``episodes`` (default: all) of ``store``, keyed like :class:`ReplayBuffer`."""
+                     reward_key: str = "next.reward", absorbing_success: bool = True
+                     ) -> dict[str, np.ndarray]:
+    """Transitions of ``episodes`` (default: all) of ``store``, keyed like :class:`ReplayBuffer`.
+    ``absorbing_success``: the last reward of an episode that terminated in success becomes
+    :func:`absorbing_reward` (the runner does the same online)."""
     if reward_key not in store.features:
         raise KeyError(f"{store.name}: no {reward_key!r} feature to learn from (the store has "
                        f"{sorted(store.features)}); record it through the control loop")
@@ -118,14 +132,16 @@ def load_transitions(store: EpisodeStore, obs_keys: Sequence[str], gamma: float,
         if keep == 0:
             continue
         reward = ep[reward_key].astype(np.float32)
+        dones = np.zeros(keep, np.float32)
+        if done:
+            dones[-1] = 1.0
+            if absorbing_success and ep.info.success:
+                reward[n - 1] = absorbing_reward(float(reward[n - 1]), gamma)
         mc = np.zeros(n, np.float32)
         acc = 0.0
         for t in range(n - 1, -1, -1):
             acc = float(reward[t]) + gamma * acc
             mc[t] = acc
-        dones = np.zeros(keep, np.float32)
-        if done:
-            dones[-1] = 1.0
         row = {"action": ep["action"][:keep].astype(np.float32), "reward": reward[:keep],
                "done": dones, "mc_return": mc[:keep]}
         for k in obs_keys:

@@ -1,0 +1,208 @@
+"""Offline-to-online RL learning runs (issue 5): curves over seeds, and the targets.
+
+Every run is a plain ``robolearn train`` subprocess (``--jobs`` at a time, one torch thread
+each); curves come from each run's ``metrics.jsonl``. Experiments (CPU-sized, one recipe each;
+the methods compared in one experiment share every choice but the one under test):
+
+- ``car``: oval track, state observations, 5 scripted demo laps. RLPD (50/50 demo/online
+  batches) against the same agent without demos (SAC from scratch). Target: RLPD reaches the
+  scripted driver's lap time (measured here, on the same evaluation seeds) in at most 1/2.5 of
+  the environment steps SAC needs.
+- ``arm``: SO-101 arm, lift the cube, 10 scripted demos, RLPD. Target: >= 90% success.
+- ``wsrl``: car, Cal-QL pretraining on the 5 demo laps, then WSRL (warm-up, online SAC without
+  the demos). Target: evaluation return never below 80% of the pretrained policy's in the first
+  5,000 steps, and above it at the end.
+
+    .venv/bin/python -m bench.rl_curves car arm wsrl [--seeds 0 1 2] [--jobs 2] [--out DIR]
+
+Plots go to ``<out>/<experiment>.png``; a summary (JSON) to ``<out>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# One CPU-sized recipe for every run: 10 LayerNorm critics (min of 2), UTD 4, batch 128, 128x128
+# MLPs. RLPD's paper recipe (UTD 20, batch 256, 256x256) runs ~1 env step/s on one core here.
+AGENT = ["policy_config.n_critics=10", "policy_config.critic_subset=2", "policy_config.utd=4",
+         "policy_config.batch_size=128", "policy_config.critic_hidden=[128,128]",
+         "policy_config.actor.hidden=[128,128]", "threads=1"]
+CAR = ["env=robolearn/SimCar-v0", "max_episode_steps=400", "log_every=500"]
+EXPERIMENTS: dict[str, dict[str, Any]] = {
+    "car": {"demos": ("robolearn/SimCar-v0", 5, 280), "runs": {
+        "rlpd": ["policy=rlpd", *CAR, *AGENT, "env_steps=15000", "eval_every=1000",
+                 "eval_episodes=3", "policy_config.random_steps=1000", "DATA"],
+        "sac": ["policy=sac", *CAR, *AGENT, "env_steps=15000", "eval_every=1000",
+                "eval_episodes=3", "policy_config.random_steps=1000"]}},
+    "arm": {"demos": ("robolearn/SimArmLift-v0", 10, None), "runs": {
+        "rlpd": ["policy=rlpd", "env=robolearn/SimArmLift-v0", *AGENT, "env_steps=20000",
+                 "eval_every=2000", "eval_episodes=10", "log_every=500",
+                 "policy_config.random_steps=1000", "DATA"]}},
+    "wsrl": {"demos": ("robolearn/SimCar-v0", 5, 280), "runs": {
+        "wsrl": ["policy=wsrl", *CAR, *AGENT, "env_steps=10000", "eval_every=500",
+                 "eval_episodes=3", "policy_config.offline_steps=3000",
+                 "policy_config.warmup_steps=1000", "policy_config.cql_actions=4", "DATA"]}},
+}
+
+
+def demos(out: Path, env: str, episodes: int, max_steps: int | None) -> Path:
+    path = out / f"demos_{env.split('/')[1]}_{episodes}.zarr"
+    if not (path / "zarr.json").exists():
+        cmd = [sys.executable, "-m", "robolearn.cli", "collect", str(path), f"env={env}",
+               f"episodes={episodes}", "-q"] + ([f"max_steps={max_steps}"] if max_steps else [])
+        subprocess.run(cmd, check=True)
+    return path
+
+
+def run_one(args: list[str], out: Path) -> Path:
+    if not (out / "checkpoints" / "last").exists() or _unfinished(out, args):
+        log = out.with_suffix(".log")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as f:
+            subprocess.run([sys.executable, "-m", "robolearn.cli", "train", *args,
+                            f"output={out}", "-q"], check=True, stdout=f, stderr=f)
+    return out
+
+
+def _unfinished(out: Path, args: list[str]) -> bool:
+    steps = int(next(a for a in args if a.startswith("env_steps=")).split("=")[1])
+    rows = _rows(out, "eval")
+    return not rows or rows[-1]["env_step"] < steps
+
+
+def _rows(out: Path, kind: str) -> list[dict[str, Any]]:
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["kind"] == kind]
+
+
+def scripted_lap_time(env_id: str, max_steps: int, episodes: int) -> float:
+    """Mean first-lap time of the scripted driver on the evaluation seeds the runs use."""
+    import sim  # noqa: F401
+    from robolearn.env import ENVS, make_env
+    from robolearn.evaluate import evaluate
+
+    env = make_env(**{**ENVS[env_id], "max_steps": max_steps})
+
+    class Expert:
+        def reset(self) -> None:
+            env._expert = None
+
+        def select_action(self, obs: Any) -> Any:
+            return env.expert_action()
+
+    report = evaluate(Expert(), env, episodes, 100_000, progress=False)
+    env.close()
+    return float(np.mean([r["task"]["lap_times"][0] for r in report["results"]]))
+
+
+def plot(name: str, curves: dict[str, list[list[dict[str, Any]]]], out: Path,
+         ref: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("eval_return", "return"), ("eval_success", "success")]
+    if name in ("car", "wsrl"):
+        keys.append(("eval_lap_time", "first-lap time (s)"))
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6))
+    for ax, (key, label) in zip(axes, keys, strict=True):
+        for method, runs in curves.items():
+            for i, rows in enumerate(runs):
+                xs = [r["env_step"] for r in rows if key in r]
+                ys = [r[key] for r in rows if key in r]
+                ax.plot(xs, ys, color="C0" if method != "sac" else "C1", alpha=0.8,
+                        label=method if i == 0 else None, marker=".")
+        if key == "eval_lap_time" and "lap_time" in ref:
+            ax.axhline(ref["lap_time"], color="k", ls="--", label="scripted driver")
+        if key == "eval_return" and "pretrained_return" in ref:
+            ax.axhline(ref["pretrained_return"], color="k", ls="--", label="pretrained")
+            ax.axhline(0.8 * ref["pretrained_return"], color="gray", ls=":", label="80%")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{name}: one line per seed")
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.png", dpi=90)
+    plt.close(fig)
+
+
+def first_reaching(rows: list[dict[str, Any]], lap_time: float) -> int | None:
+    for r in rows:
+        if r.get("eval_lap_fraction") == 1.0 and r.get("eval_lap_time", 1e9) <= lap_time:
+            return int(r["env_step"])
+    return None
+
+
+def summarise(name: str, curves: dict[str, list[list[dict[str, Any]]]],
+              ref: dict[str, float]) -> dict[str, Any]:
+    s: dict[str, Any] = {"reference": ref}
+    if name == "car":
+        for method, runs in curves.items():
+            s[method] = {"steps_to_scripted_lap_time": [first_reaching(r, ref["lap_time"])
+                                                        for r in runs],
+                         "final_lap_time": [r[-1].get("eval_lap_time") for r in runs]}
+    if name == "arm":
+        s["rlpd"] = {"final_success": [r[-1]["eval_success"] for r in curves["rlpd"]],
+                     "best_success": [max(x["eval_success"] for x in r) for r in curves["rlpd"]]}
+    if name == "wsrl":
+        per = []
+        for rows in curves["wsrl"]:
+            pre = rows[0]["eval_return"]  # evaluated after pretraining, before any online step
+            early = [r["eval_return"] for r in rows if 0 < r["env_step"] <= 5000]
+            per.append({"pretrained_return": pre, "min_first_5000": min(early),
+                        "min_ratio": min(early) / pre, "final_return": rows[-1]["eval_return"],
+                        "final_ratio": rows[-1]["eval_return"] / pre})
+        s["wsrl"] = per
+    return s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", default=list(EXPERIMENTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("outputs/rl_curves"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary_path = args.out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    for name in args.names:
+        exp = EXPERIMENTS[name]
+        data = demos(args.out, *exp["demos"])
+        jobs = {(m, seed): [a if a != "DATA" else f"dataset={data}" for a in run_args]
+                + [f"seed={seed}"] for m, run_args in exp["runs"].items() for seed in args.seeds}
+        t0 = time.time()
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = {k: pool.submit(run_one, v, args.out / name / f"{k[0]}_s{k[1]}")
+                       for k, v in jobs.items()}
+            dirs = {k: f.result() for k, f in futures.items()}
+        curves = {m: [_rows(dirs[(m, s)], "eval") for s in args.seeds] for m in exp["runs"]}
+        ref: dict[str, float] = {}
+        if name in ("car", "wsrl"):
+            ref["lap_time"] = scripted_lap_time("robolearn/SimCar-v0", 400, 3)
+        if name == "wsrl":
+            ref["pretrained_return"] = float(np.mean([r[0]["eval_return"]
+                                                      for r in curves["wsrl"]]))
+        plot(name, curves, args.out, ref)
+        summary[name] = {**summarise(name, curves, ref), "seeds": args.seeds,
+                         "wall_s": time.time() - t0}
+        summary_path.write_text(json.dumps(summary, indent=1))
+        print(f"== {name} ==\n{json.dumps(summary[name], indent=1)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The RL learners' parts: batched ensembles, squashed Gaussians, DrQ shifts, device replay,
+transitions from a real episode store, and every registered learner's update."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data import EpisodeStore
+from data.schema import Feature
+from policies.rl import RL_ALGOS, agent_class
+from policies.rl.networks import (
+    EnsembleMLP,
+    LoopEnsembleMLP,
+    random_shift,
+    tanh_gaussian_log_prob,
+    tanh_gaussian_sample,
+)
+from policies.rl.replay import NO_MC, ReplayBuffer, absorbing_reward, load_transitions
+
+OBS, ACT = 5, 2
+
+
+def features(camera: bool = False) -> dict[str, Feature]:
+    f = {"observation.state": Feature("float32", (OBS,)), "action": Feature("float32", (ACT,))}
+    if camera:
+        f["observation.images.front"] = Feature("uint8", (16, 16, 3), image=True)
+    return f
+
+
+def stats(camera: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    s = {"observation.state": {"mean": np.zeros(OBS, np.float32), "std": np.ones(OBS, np.float32)},
+         "action": {"min": np.array([-1, -2], np.float32), "max": np.array([1, 2], np.float32),
+                    "mean": np.zeros(ACT, np.float32), "std": np.array([1, 2], np.float32)}}
+    if camera:
+        s["observation.images.front"] = {"mean": np.full(3, 0.5, np.float32),
+                                         "std": np.full(3, 0.5, np.float32)}
+    return s
+
+
+def test_batched_ensemble_matches_a_loop_of_separate_critics() -> None:
+    torch.manual_seed(0)
+    batched = EnsembleMLP(5, 7, [16, 16], layer_norm=True)
+    loop = LoopEnsembleMLP(5, 7, [16, 16], layer_norm=True)
+    with torch.no_grad():  # copy member i's weights into the i-th separate MLP
+        for layer_b, i_layer in zip([batched.net[0], batched.net[3], batched.net[6]], [0, 3, 6],
+                                    strict=True):
+            for i, member in enumerate(loop.members):
+                member[i_layer].weight.copy_(layer_b.weight[i].T)
+                member[i_layer].bias.copy_(layer_b.bias[i, 0])
+        for ln_b, i_ln in zip([batched.net[1], batched.net[4]], [1, 4], strict=True):
+            ln_b.weight.uniform_(0.5, 1.5)
+            ln_b.bias.uniform_(-0.1, 0.1)
+            for i, member in enumerate(loop.members):
+                member[i_ln].weight.copy_(ln_b.weight[i, 0])
+                member[i_ln].bias.copy_(ln_b.bias[i, 0])
+    x = torch.randn(9, 7)
+    out = batched(x)
+    assert out.shape == (5, 9)
+    torch.testing.assert_close(out, loop(x), rtol=1e-5, atol=1e-5)
+    pick = torch.tensor([3, 1])
+    torch.testing.assert_close(batched(x, pick), out[pick])  # subset = those rows
+    torch.testing.assert_close(loop(x, pick), out[pick], rtol=1e-5, atol=1e-5)
+    # members are independent: a loss on member 2 moves only member 2's weights
+    batched(x)[2].sum().backward()
+    grad = batched.net[0].weight.grad
+    assert grad is not None and grad[2].abs().sum() > 0
+    assert grad[[0, 1, 3, 4]].abs().sum() == 0
+
+
+def test_squashed_gaussian_log_prob_matches_the_samples_density() -> None:
+    torch.manual_seed(0)
+    mean, log_std = torch.randn(64, 3), torch.randn(64, 3) * 0.3 - 0.5
+    action, logp = tanh_gaussian_sample(mean, log_std)
+    assert action.abs().max() < 1
+    torch.testing.assert_close(tanh_gaussian_log_prob(mean, log_std, action), logp,
+                               rtol=1e-3, atol=1e-3)
+    # a density: integrates to ~1 over (-1, 1) in one dimension
+    grid = torch.linspace(-0.999, 0.999, 20001).unsqueeze(1)
+    p = tanh_gaussian_log_prob(torch.full_like(grid, 0.3), torch.full_like(grid, -0.7),
+                               grid).exp()
+    assert abs(float(torch.trapezoid(p, grid[:, 0])) - 1.0) < 0.01
+
+
+def test_random_shift_is_an_integer_translation_within_the_pad() -> None:
+    g = torch.Generator().manual_seed(0)
+    img = torch.arange(3 * 12 * 12, dtype=torch.float32).reshape(1, 3, 12, 12).repeat(16, 1, 1, 1)
+    out = random_shift(img, 2, g)
+    assert out.shape == img.shape
+    found = set()
+    for k in range(16):  # each output is the (replicate-)padded input cropped at some (dy, dx)
+        padded = torch.nn.functional.pad(img[k:k + 1], (2, 2, 2, 2), mode="replicate")[0]
+        hits = [(dy, dx) for dy in range(5) for dx in range(5)
+                if torch.allclose(out[k], padded[:, dy:dy + 12, dx:dx + 12], atol=1e-3)]
+        assert len(hits) == 1, f"image {k} is not a pure shift"
+        found.add(hits[0])
+    assert len(found) > 3  # different images get different shifts
+    torch.testing.assert_close(random_shift(img, 0, g), img)
+
+
+def test_replay_adds_overwrites_oldest_samples_and_round_trips() -> None:
+    buf = ReplayBuffer(features(camera=True), capacity=4)
+    for i in range(6):
+        obs = {"observation.state": np.full(OBS, i, np.float32),
+               "observation.images.front": np.full((16, 16, 3), i, np.uint8)}
+        nxt = {k: v + 1 for k, v in obs.items()}
+        buf.add(obs, np.array([i, -i], np.float32), float(i), nxt, done=i == 5)
+    assert len(buf) == 4
+    held = sorted(buf.data["reward"].tolist())
+    assert held == [2.0, 3.0, 4.0, 5.0]  # 0 and 1 were overwritten
+    assert buf.data["obs/observation.images.front"].dtype == torch.uint8
+    b = buf.sample(256, torch.Generator().manual_seed(0))
+    r = b["reward"]
+    torch.testing.assert_close(b["obs/observation.state"][:, 0], r)
+    torch.testing.assert_close(b["next_obs/observation.state"][:, 0], r + 1)
+    torch.testing.assert_close(b["done"], (r == 5).float())
+    assert (b["mc_return"] == NO_MC).all()
+    assert set(r.tolist()) == {2.0, 3.0, 4.0, 5.0}
+    other = ReplayBuffer(features(camera=True), capacity=4)
+    other.load_state_dict(buf.state_dict())
+    for k in buf.data:
+        torch.testing.assert_close(other.data[k], buf.data[k])
+    assert (other.size, other.pos) == (buf.size, buf.pos)
+    with pytest.raises(ValueError, match="capacity"):
+        ReplayBuffer(features(), capacity=2).load_state_dict(buf.state_dict())
+
+
+def _store(path: Path) -> Path:
+    """Two real episodes: #0 terminated in success after 4 steps, #1 truncated after 5."""
+    store = EpisodeStore.create(path, {
+        "observation.state": {"dtype": "float32", "shape": [OBS]},
+        "action": {"dtype": "float32", "shape": [ACT]},
+        "next.reward": {"dtype": "float32", "shape": []}}, fps=10)
+    with store, store.recorder() as rec:
+        for ep, (n, success) in enumerate([(4, True), (5, False)]):
+            for t in range(n):
+                rec.add({"observation.state": np.full(OBS, 10 * ep + t, np.float32),
+                         "action": np.array([t, ep], np.float32),
+                         "next.reward": np.float32(1.0)})
+            rec.end_episode(success=success, terminated=success)
+    return path
+
+
+def test_transitions_from_a_store_align_next_states_dones_and_returns(tmp_path: Path) -> None:
+    with EpisodeStore.open(_store(tmp_path / "s.zarr")) as store:
+        tr = load_transitions(store, ["observation.state"], gamma=0.5, success_terminates=True,
+                              absorbing_success=False)
+        with_abs = load_transitions(store, ["observation.state"], gamma=0.5,
+                                    success_terminates=True)
+    s, nxt = tr["obs/observation.state"][:, 0], tr["next_obs/observation.state"][:, 0]
+    # episode 0 keeps all 4 steps (terminated), episode 1 drops its last (truncated): 4 + 4
+    assert s.tolist() == [0, 1, 2, 3, 10, 11, 12, 13]
+    assert nxt[:3].tolist() == [1, 2, 3] and nxt[4:].tolist() == [11, 12, 13, 14]
+    assert tr["done"].tolist() == [0, 0, 0, 1, 0, 0, 0, 0]
+    np.testing.assert_allclose(tr["mc_return"][:4], [1.875, 1.75, 1.5, 1.0])
+    np.testing.assert_allclose(tr["mc_return"][4], 1 + 0.5 + 0.25 + 0.125 + 0.0625)
+    # success as an absorbing state: the terminal reward becomes r / (1 - gamma)
+    assert with_abs["reward"][3] == absorbing_reward(1.0, 0.5) == 2.0
+    assert with_abs["reward"][[0, 1, 2, 4]].tolist() == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("name", sorted(RL_ALGOS))
+@pytest.mark.parametrize("camera", [False, True])
+def test_every_learner_updates_its_critic_and_actor(name: str, camera: bool) -> None:
+    cls = agent_class(name)
+    cfg = cls.config_class(n_critics=4, critic_subset=2, utd=2, batch_size=8,
+                           critic_hidden=[16, 16], device="cpu")
+    cfg.actor.hidden = [16, 16]
+    if hasattr(cfg, "cql_actions"):
+        cfg.cql_actions = 3
+    agent = cls(cfg, features(camera), stats(camera))
+    buf = ReplayBuffer(features(camera), 64)
+    rng = np.random.default_rng(0)
+    n = 64
+    data = {"obs/observation.state": rng.normal(size=(n, OBS)).astype(np.float32),
+            "next_obs/observation.state": rng.normal(size=(n, OBS)).astype(np.float32),
+            "action": rng.uniform(-1, 1, (n, ACT)).astype(np.float32) * [1, 2],
+            "reward": rng.normal(size=n).astype(np.float32),
+            "done": (rng.random(n) < 0.1).astype(np.float32),
+            "mc_return": rng.normal(size=n).astype(np.float32)}
+    if camera:
+        for p in ("obs/", "next_obs/"):
+            data[p + "observation.images.front"] = rng.integers(0, 255, (n, 16, 16, 3), np.uint8)
+    buf.extend(data)
+    before = copy.deepcopy(agent.state_dict())
+    info = agent.update(buf.sample(cfg.utd * cfg.batch_size, agent.generator), offline=True)
+    assert info and all(torch.isfinite(v).all() for v in info.values())
+    after = agent.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("critic.") for k in moved)
+    assert any(k.startswith("actor.head") for k in moved)
+    if camera:  # DrQ: the camera encoder learns (from the critic)
+        assert any("cameras" in k for k in moved)
+    action = agent.explore({k: v[0] for k, v in buf.sample(1).items() if k.startswith("obs/")}
+                           | {k.removeprefix("obs/"): v[0] for k, v in buf.data.items()
+                              if k.startswith("obs/")})
+    assert action.shape == (ACT,) and torch.isfinite(action).all()
+    assert (action.abs() <= torch.tensor([1.0, 2.0])).all()  # the robot's bounds
+
+
+def test_config_checks_name_the_field() -> None:
+    from policies.rl.sac import SACConfig
+    from robolearn.config import InvalidValue
+
+    with pytest.raises(InvalidValue, match="critic_subset"):
+        SACConfig(n_critics=2, critic_subset=3)
+    with pytest.raises(InvalidValue, match="offline_ratio"):
+        SACConfig(offline_ratio=1.0)
+    with pytest.raises(InvalidValue, match="critic_impl"):
+        SACConfig(critic_impl="vmapp")

@@ -1,0 +1,128 @@
+"""``robolearn train policy=<RL learner>`` end to end on the simulated car: real MuJoCo, a real
+demo store, the online store, evaluation, exact resume, a SIGKILLed trainer, and learning."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from data import EpisodeStore, Source
+from robolearn.cli import main
+
+TINY = ["policy_config.n_critics=4", "policy_config.utd=2", "policy_config.batch_size=16",
+        "policy_config.critic_hidden=[32,32]", "policy_config.actor.hidden=[32,32]",
+        "policy_config.random_steps=20", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def car_demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("rl") / "car.zarr"
+    assert main(["collect", str(path), "env=robolearn/SimCar-v0", "episodes=2",
+                 "max_steps=60"]) == 0
+    return path
+
+
+def train(out: Path, *extra: str, policy: str = "rlpd", dataset: Path | None = None) -> int:
+    args = ["train", f"policy={policy}", "env=robolearn/SimCar-v0", f"output={out}",
+            "max_episode_steps=30", "eval_every=60", "eval_episodes=1", "log_every=30",
+            "save_every=30", *TINY, *extra]
+    if dataset is not None:
+        args.append(f"dataset={dataset}")
+    return main(args)
+
+
+def test_rlpd_run_records_online_experience_and_evaluates(car_demos: Path,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train(out, "env_steps=90", dataset=car_demos) == 0
+    with EpisodeStore.open(out / "online.zarr") as store:
+        assert len(store) == 3  # 90 steps of 30-step episodes
+        assert all(i.sources == {"autonomous": 30} for i in store.infos())
+        actions = np.concatenate([store.episode(i)["action"] for i in range(3)])
+        assert np.isfinite(actions).all() and np.abs(actions).max() <= 1.0
+        assert store.verify() == []
+    rows = [line for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any('"kind": "eval"' in r for r in rows) and any('"critic_loss"' in r for r in rows)
+    # the checkpoint's actor is a regular policy: robolearn eval runs it
+    assert main(["eval", str(out), "episodes=2", "videos=0", "max_steps=30"]) == 0
+    assert (out / "eval" / "eval.json").exists()
+
+
+def test_resume_is_exact(car_demos: Path, tmp_path: Path) -> None:
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train(straight, "env_steps=90", dataset=car_demos) == 0
+    assert train(split, "env_steps=90", "stop_at=45", dataset=car_demos) == 0
+    # stopped at the first episode end after step 45, with a checkpoint
+    assert (split / "checkpoints" / "step_00000060").is_dir()
+    assert train(split, "env_steps=90", dataset=car_demos) == 0
+    a = load_file(straight / "checkpoints" / "last" / "policy" / "model.safetensors")
+    b = load_file(split / "checkpoints" / "last" / "policy" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    with EpisodeStore.open(straight / "online.zarr") as s1, \
+            EpisodeStore.open(split / "online.zarr") as s2:
+        assert len(s1) == len(s2) == 3
+        for i in range(3):
+            np.testing.assert_array_equal(s1.episode(i)["action"], s2.episode(i)["action"])
+
+
+def test_a_sigkilled_trainer_resumes_and_its_store_stays_intact(car_demos: Path,
+                                                               tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "robolearn.cli", "train", "policy=rlpd",
+           "env=robolearn/SimCar-v0", f"dataset={car_demos}", f"output={out}",
+           "max_episode_steps=30", "env_steps=600", "eval_every=1000", "save_every=30",
+           "log_every=30", *TINY]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    deadline = time.time() + 240
+    ckpts = out / "checkpoints"
+    while time.time() < deadline and len(list(ckpts.glob("step_*"))) < 2:
+        time.sleep(0.2)
+    time.sleep(0.7)  # somewhere inside the next episode
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(list(ckpts.glob("step_*"))) >= 2, "the trainer never checkpointed"
+    assert train(out, "env_steps=180", dataset=car_demos) == 0
+    with EpisodeStore.open(out / "online.zarr") as store:
+        assert store.verify() == []
+        assert len(store) == 6 and all(i.length == 30 and i.complete for i in store.infos())
+
+
+def test_a_nan_actor_never_reaches_the_robot(car_demos: Path, tmp_path: Path) -> None:
+    from robolearn.config import load_config
+    from robolearn.rl_train import Runner
+    from robolearn.train import schema_for
+
+    over = [f"output={tmp_path / 'nan'}", "env_steps=30", "max_episode_steps=30",
+            "policy=sac", "policy_config.random_steps=0", "eval_every=1000", *TINY[:5]]
+    cfg = load_config(schema_for(None, over), None, over)
+    runner = Runner(cfg)
+    with torch.no_grad():
+        for p in runner.agent.actor.head.parameters():
+            p.fill_(float("nan"))
+    assert runner.run() == 0
+    with EpisodeStore.open(tmp_path / "nan" / "online.zarr") as store:
+        ep = store.episode(0)
+        assert np.isfinite(ep["action"]).all()
+        assert (ep["source"] == int(Source.AUTONOMOUS)).all()
+
+
+def test_rl_config_errors_name_the_key(capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Path) -> None:
+    assert main(["train", "policy=rlpd", f"output={tmp_path}", "policy_config.n_critcs=3"]) == 2
+    assert "policy_config.n_critcs" in capsys.readouterr().err
+    assert main(["train", "policy=wsrl", "env=robolearn/Nope-v0"]) == 2
+    assert "env" in capsys.readouterr().err
+    assert main(["train", "policy=rlpd", f"output={tmp_path}"]) == 2
+    assert "dataset=STORE" in capsys.readouterr().err
