@@ -14,6 +14,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "sampling": ("bench.baselines", [], ["--episodes", "20", "--length", "100", "--batches",
                                          "8", "--workers", "0"]),
     "sim": ("bench.sim", [], ["--quick"]),
+    "train": ("bench.train_speed", [], ["--quick"]),
 }
 
 
