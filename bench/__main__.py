@@ -15,6 +15,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
                                          "8", "--workers", "0"]),
     "sim": ("bench.sim", [], ["--quick"]),
     "train": ("bench.train_speed", [], ["--quick"]),
+    "rl": ("bench.rl_update", [], ["--quick"]),  # learning curves: python -m bench.rl_curves
 }
 
 
