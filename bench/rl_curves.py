@@ -39,17 +39,17 @@ AGENT = ["policy_config.n_critics=10", "policy_config.critic_subset=2", "policy_
 CAR = ["env=robolearn/SimCar-v0", "max_episode_steps=400", "log_every=500"]
 EXPERIMENTS: dict[str, dict[str, Any]] = {
     "car": {"demos": ("robolearn/SimCar-v0", 5, 280), "runs": {
-        "rlpd": ["policy=rlpd", *CAR, *AGENT, "env_steps=15000", "eval_every=1000",
+        "rlpd": ["policy=rlpd", *CAR, *AGENT, "env_steps=8000", "eval_every=1000",
                  "eval_episodes=3", "policy_config.random_steps=1000", "DATA"],
-        "sac": ["policy=sac", *CAR, *AGENT, "env_steps=15000", "eval_every=1000",
+        "sac": ["policy=sac", *CAR, *AGENT, "env_steps=8000", "eval_every=1000",
                 "eval_episodes=3", "policy_config.random_steps=1000"]}},
     "arm": {"demos": ("robolearn/SimArmLift-v0", 10, None), "runs": {
-        "rlpd": ["policy=rlpd", "env=robolearn/SimArmLift-v0", *AGENT, "env_steps=20000",
-                 "eval_every=2000", "eval_episodes=10", "log_every=500",
+        "rlpd": ["policy=rlpd", "env=robolearn/SimArmLift-v0", *AGENT, "env_steps=10000",
+                 "eval_every=1000", "eval_episodes=10", "log_every=500",
                  "policy_config.random_steps=1000", "DATA"]}},
     "wsrl": {"demos": ("robolearn/SimCar-v0", 5, 280), "runs": {
-        "wsrl": ["policy=wsrl", *CAR, *AGENT, "env_steps=10000", "eval_every=500",
-                 "eval_episodes=3", "policy_config.offline_steps=3000",
+        "wsrl": ["policy=wsrl", *CAR, *AGENT, "env_steps=6000", "eval_every=500",
+                 "eval_episodes=3", "policy_config.offline_steps=2000",
                  "policy_config.warmup_steps=1000", "policy_config.cql_actions=4", "DATA"]}},
 }
 
@@ -64,7 +64,7 @@ def demos(out: Path, env: str, episodes: int, max_steps: int | None) -> Path:
 
 
 def run_one(args: list[str], out: Path) -> Path:
-    if not (out / "checkpoints" / "last").exists() or _unfinished(out, args):
+    if _unfinished(out, args):  # its evaluations reach the budget: done
         log = out.with_suffix(".log")
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as f:
@@ -73,10 +73,13 @@ def run_one(args: list[str], out: Path) -> Path:
     return out
 
 
+def _budget(args: list[str]) -> int:
+    return int(next(a for a in args if a.startswith("env_steps=")).split("=")[1])
+
+
 def _unfinished(out: Path, args: list[str]) -> bool:
-    steps = int(next(a for a in args if a.startswith("env_steps=")).split("=")[1])
     rows = _rows(out, "eval")
-    return not rows or rows[-1]["env_step"] < steps
+    return not rows or rows[-1]["env_step"] < _budget(args)
 
 
 def _rows(out: Path, kind: str) -> list[dict[str, Any]]:
@@ -190,7 +193,8 @@ def main() -> None:
             futures = {k: pool.submit(run_one, v, args.out / name / f"{k[0]}_s{k[1]}")
                        for k, v in jobs.items()}
             dirs = {k: f.result() for k, f in futures.items()}
-        curves = {m: [_rows(dirs[(m, s)], "eval") for s in args.seeds] for m in exp["runs"]}
+        curves = {m: [[r for r in _rows(dirs[(m, s)], "eval") if r["env_step"] <= _budget(
+            jobs[(m, s)])] for s in args.seeds] for m in exp["runs"]}
         ref: dict[str, float] = {}
         if name in ("car", "wsrl"):
             ref["lap_time"] = scripted_lap_time("robolearn/SimCar-v0", 400, 3)

@@ -29,7 +29,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class RLTrainConfig:
     policy: str = "rlpd"  # RL learner: sac | rlpd | iql | calql | wsrl
     env_steps: int = 50_000  # online environment steps (warm-up included)
     max_episode_steps: int | None = None  # per training episode; None: the env's own limit
+    robot: dict[str, Any] = field(default_factory=dict)  # robot overrides (camera=true, ...)
     eval_every: int = 5000  # env steps between evaluations of the deterministic policy
     eval_episodes: int = 5  # seeded episodes per evaluation
     log_every: int = 1000  # env steps (or offline gradient steps) between logged metrics
@@ -111,8 +112,13 @@ class Runner:
         torch.manual_seed(cfg.seed)
         self.out = Path(cfg.output)
         self.env_kwargs = dict(ENVS[cfg.env])
+        self.env_overrides: dict[str, Any] = {}
+        if cfg.robot:
+            self.env_overrides["robot_kwargs"] = {**self.env_kwargs.get("robot_kwargs", {}),
+                                                  **cfg.robot}
         if cfg.max_episode_steps:
-            self.env_kwargs["max_steps"] = cfg.max_episode_steps
+            self.env_overrides["max_steps"] = cfg.max_episode_steps
+        self.env_kwargs.update(self.env_overrides)
         self.env = make_env(**self.env_kwargs)
         self.features, stats = rl_features(self.env)
         self.agent = agent_class(cfg.policy)(self.acfg, self.features, stats)
@@ -191,8 +197,7 @@ class Runner:
             return None
         path = self.out / "online.zarr"
         if not (path / "zarr.json").exists():
-            return create_store(str(path), self.env, self.cfg.env,
-                                {"max_steps": self.env_kwargs.get("max_steps")})
+            return create_store(str(path), self.env, self.cfg.env, self.env_overrides)
         store = EpisodeStore.open(path, "a")
         extra = list(range(self.episodes_recorded, len(store)))
         if extra:
@@ -210,7 +215,8 @@ class Runner:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(to_yaml(cfg))
         (self.out / "dataset.json").write_text(json.dumps(  # robolearn eval reads the env here
-            {"env_id": cfg.env, "env_overrides": {}, "dataset": cfg.dataset}, indent=1))
+            {"env_id": cfg.env, "env_overrides": self.env_overrides, "dataset": cfg.dataset},
+            indent=1))
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(self.out / "tb"))

@@ -212,3 +212,48 @@ def test_config_checks_name_the_field() -> None:
         SACConfig(offline_ratio=1.0)
     with pytest.raises(InvalidValue, match="critic_impl"):
         SACConfig(critic_impl="vmapp")
+
+
+@pytest.mark.parametrize("name", sorted(RL_ALGOS))
+def test_every_learner_learns_a_contextual_bandit_from_noisy_offline_data(name: str) -> None:
+    """One-step episodes, reward ``-|a - a*(s)|^2`` with ``a*(s) = (s_0, -s_1)``; the data's
+    actions are ``a*`` plus noise (std 0.4). After a few hundred updates each learner's
+    deterministic action must be far closer to ``a*`` than the untrained actor's, and closer
+    than the data itself."""
+    torch.manual_seed(0)
+    cls = agent_class(name)
+    cfg = cls.config_class(n_critics=2, critic_subset=2, utd=1, batch_size=128,
+                           critic_hidden=[64, 64], device="cpu", lr=1e-3)
+    cfg.actor.hidden = [64, 64]
+    if hasattr(cfg, "cql_actions"):
+        cfg.cql_actions, cfg.cql_alpha = 4, 1.0
+    st = stats()
+    st["action"] = {k: np.array([-1, -1], np.float32) if k == "min" else
+                    np.array([1, 1], np.float32) if k in ("max", "std") else
+                    np.zeros(2, np.float32) for k in ("min", "max", "mean", "std")}
+    agent = cls(cfg, features(), st)
+    rng = np.random.default_rng(0)
+    n = 4000
+    s = rng.uniform(-0.8, 0.8, (n, OBS)).astype(np.float32)
+    best = np.stack([s[:, 0], -s[:, 1]], 1)
+    a = np.clip(best + rng.normal(0, 0.4, best.shape), -1, 1).astype(np.float32)
+    r = -np.square(a - best).sum(1).astype(np.float32)
+    buf = ReplayBuffer(features(), n)
+    buf.extend({"obs/observation.state": s, "next_obs/observation.state": s, "action": a,
+                "reward": r, "done": np.ones(n, np.float32), "mc_return": r})
+    test_s = torch.as_tensor(rng.uniform(-0.8, 0.8, (256, OBS)).astype(np.float32))
+    test_best = torch.stack([test_s[:, 0], -test_s[:, 1]], 1)
+
+    def error() -> float:
+        with torch.no_grad():
+            act = torch.tanh(agent.actor.dist(agent.actor.encode(
+                {"observation.state": test_s}))[0])
+        return float((act - test_best).norm(dim=1).mean())
+
+    before = error()
+    for _ in range(600):
+        agent.update(buf.sample(cfg.batch_size, agent.generator), offline=True)
+    after = error()
+    data_error = float(np.linalg.norm(a - best, axis=1).mean())
+    assert after < 0.5 * before, (before, after)
+    assert after < data_error, (after, data_error)

@@ -126,3 +126,14 @@ def test_rl_config_errors_name_the_key(capsys: pytest.CaptureFixture[str],
     assert "env" in capsys.readouterr().err
     assert main(["train", "policy=rlpd", f"output={tmp_path}"]) == 2
     assert "dataset=STORE" in capsys.readouterr().err
+
+
+def test_sac_practises_from_a_camera_with_drq(tmp_path: Path) -> None:
+    out = tmp_path / "cam"
+    assert train(out, "env_steps=60", "robot.camera=true", "robot.camera_size=[24,24]",
+                 "policy_config.actor.encoder.channels=[8,8]", policy="sac") == 0
+    with EpisodeStore.open(out / "online.zarr") as store:
+        ep = store.episode(0)
+        assert ep["observation.images.front"].shape == (30, 24, 24, 3)
+    state = torch.load(out / "checkpoints" / "last" / "training_state.pt", weights_only=False)
+    assert any("cameras" in k for k in state["agent"])  # the conv encoder was trained and kept
