@@ -121,6 +121,9 @@ class Runner:
         self.env_kwargs.update(self.env_overrides)
         self.env = make_env(**self.env_kwargs)
         self.features, stats = rl_features(self.env)
+        # the run's seed seeds the agent too (initialisation, sampling noise): runs with
+        # different seeds differ in everything; policy_config.seed still varies it on its own
+        self.acfg.seed = cfg.seed * 7919 + self.acfg.seed
         self.agent = agent_class(cfg.policy)(self.acfg, self.features, stats)
         self.device = self.agent.device
         self.obs_keys = self.agent.obs_keys
