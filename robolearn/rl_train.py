@@ -24,6 +24,7 @@ the replay. A run killed at any moment resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -123,8 +124,8 @@ class Runner:
         self.features, stats = rl_features(self.env)
         # the run's seed seeds the agent too (initialisation, sampling noise): runs with
         # different seeds differ in everything; policy_config.seed still varies it on its own
-        self.acfg.seed = cfg.seed * 7919 + self.acfg.seed
-        self.agent = agent_class(cfg.policy)(self.acfg, self.features, stats)
+        agent_cfg = dataclasses.replace(self.acfg, seed=cfg.seed * 7919 + self.acfg.seed)
+        self.agent = agent_class(cfg.policy)(agent_cfg, self.features, stats)
         self.device = self.agent.device
         self.obs_keys = self.agent.obs_keys
         self.online = ReplayBuffer(self.features, cfg.buffer_size, self.device)

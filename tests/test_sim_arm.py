@@ -31,7 +31,7 @@ def test_check_env(task: str) -> None:
         check_env(env.unwrapped, skip_render_check=True)
         assert env.action_space.shape == (6,)
         assert env.observation_space["observation.state"].shape == (12,)
-        assert env.observation_space["observation.environment_state"].shape == (10,)
+        assert env.observation_space["observation.environment_state"].shape == (13,)
     finally:
         env.close()
 
@@ -94,6 +94,21 @@ def test_act_clips_and_holds_on_nan() -> None:
         assert abs(after[0] - before[0]) < 0.02  # ... and a NaN joint holds still
         with pytest.raises(ValueError):
             robot.act(np.zeros(5))
+
+
+def test_environment_state_matches_ground_truth() -> None:
+    """cube pose, bin position and the tcp-to-cube vector agree with ``state()`` as the arm
+    moves (the vector is what a policy uses to time its grasp)."""
+    with SimArm() as robot:
+        robot.reset(seed=3)
+        for step in range(12):
+            env_state = robot.observe()["observation.environment_state"]
+            s = robot.state()
+            np.testing.assert_allclose(env_state[:3], s["cube_pos"], atol=1e-5)
+            np.testing.assert_allclose(env_state[7:10], s["bin_pos"], atol=1e-5)
+            np.testing.assert_allclose(env_state[10:], s["cube_pos"] - s["ee_pos"], atol=1e-5)
+            robot.act(np.array([0.3, 0.2 + 0.05 * step, 0.0, 1.0, 0.0, 0.5]))
+        assert np.linalg.norm(env_state[10:]) > 0.01
 
 
 def test_physics_rate_matches_control_rate() -> None:

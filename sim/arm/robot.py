@@ -5,8 +5,9 @@ Action (6,) float32: absolute joint position targets, radians, in the order of
 Observations::
 
     observation.state              float32 (12,)  joint positions (6) then joint velocities (6)
-    observation.environment_state  float32 (10,)  cube position (3), cube quaternion wxyz (4),
-                                                  bin position (3)
+    observation.environment_state  float32 (13,)  cube position (3), cube quaternion wxyz (4),
+                                                  bin position (3), cube minus tool-centre
+                                                  point (3) (as robosuite's gripper_to_cube)
     observation.images.<camera>    uint8   (H, W, 3) for each camera in ``cameras``
 
 One ``act`` holds the targets for one control period, ``n_substeps`` physics steps.
@@ -99,9 +100,12 @@ class SimArm(Robot):
         feats = {
             "observation.state": Feature("float32", (12,), names=(
                 *[f"{j}.pos" for j in JOINTS], *[f"{j}.vel" for j in JOINTS])),
-            "observation.environment_state": Feature("float32", (10,), names=(
+            # cube - tcp: where the cube is relative to the jaws, which a policy otherwise has
+            # to work out through the forward kinematics of the joint angles (lift BC: the
+            # gripper closed at a fixed step, 1.4 cm too high, without it)
+            "observation.environment_state": Feature("float32", (13,), names=(
                 "cube.x", "cube.y", "cube.z", "cube.qw", "cube.qx", "cube.qy", "cube.qz",
-                "bin.x", "bin.y", "bin.z")),
+                "bin.x", "bin.y", "bin.z", "tcp_to_cube.x", "tcp_to_cube.y", "tcp_to_cube.z")),
         }
         for cam in cfg.cameras:
             feats[f"observation.images.{cam}"] = Feature(
@@ -180,7 +184,8 @@ class SimArm(Robot):
             "observation.state": np.concatenate(
                 [d.qpos[self._qadr], d.qvel[self._dadr]]).astype(np.float32),
             "observation.environment_state": np.concatenate(
-                [d.qpos[self._cube_q:self._cube_q + 7], d.mocap_pos[self._bin_mocap]]
+                [d.qpos[self._cube_q:self._cube_q + 7], d.mocap_pos[self._bin_mocap],
+                 d.qpos[self._cube_q:self._cube_q + 3] - d.site_xpos[self._tcp]]
             ).astype(np.float32),
         }
         for cam in self.cfg.cameras:
