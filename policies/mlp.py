@@ -29,6 +29,9 @@ class MLPConfig(PolicyConfig):
     # 80% success vs 57% with 8 / 4 and 63% with 8 / 1 + GMM head (30 seeded episodes each).
     action_horizon: int = 16  # actions predicted per chunk
     n_action_steps: int = 8  # actions executed per chunk before re-planning
+    # 3: arm lift, 50 demos, 3000 steps, 100 episodes x 3 seeds: 95/94/93% vs 88% unclipped
+    # (seed 0): a cube tilted in a sloppy grasp otherwise reached the MLP as a 40-std input
+    obs_clip: float | None = 3.0  # bound on normalized low-dim observations, in stds
     hidden_dim: int = 256  # width of each hidden layer
     n_layers: int = 3  # hidden layers
     dropout: float = 0.0  # dropout after each hidden layer, during training
