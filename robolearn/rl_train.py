@@ -24,6 +24,7 @@ the replay. A run killed at any moment resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -262,75 +263,75 @@ class Runner:
         cfg, a = self.cfg, self.acfg
         stop = min(cfg.env_steps, cfg.stop_at or cfg.env_steps)
         start_learning = max(a.random_steps, a.warmup_steps)
-        store = self.open_store()
-        rec = store.recorder(task=self.env.task.description, source=Source.AUTONOMOUS) \
-            if store is not None else None
         last_save, info = self.env_step, {}
         t0, s0 = time.perf_counter(), self.env_step
-        ep_ret, obs = 0.0, self._reset()
-        with Progress(TextColumn("practising {task.fields[policy]}"), BarColumn(),
-                      MofNCompleteColumn(), TextColumn("{task.fields[status]}"), console=console,
-                      transient=True) as bar:
+        with contextlib.ExitStack() as stack, \
+                Progress(TextColumn("practising {task.fields[policy]}"), BarColumn(),
+                         MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                         console=console, transient=True) as bar:
+            store, rec = self.open_store(), None
+            if store is not None:  # a step in flight at an exception is kept as incomplete
+                stack.enter_context(store)  # (and dropped on resume); at the end, discarded
+                rec = stack.enter_context(store.recorder(task=self.env.task.description,
+                                                         source=Source.AUTONOMOUS))
             task = bar.add_task("rl", total=cfg.env_steps, completed=self.env_step,
                                 policy=cfg.policy, status="")
-            if rec is not None:
-                rec.__enter__()
-            try:
-                while self.env_step < cfg.env_steps:
-                    if self.env_step < a.random_steps:
-                        action = self.rng.uniform(self.safety.low, self.safety.high)
-                    else:
-                        action = self.agent.explore(obs).cpu().numpy()
-                    safe = self.safety(action)
-                    nxt, reward, term, trunc, step_info = self.env.step(safe)
-                    sent = np.asarray(step_info["action_sent"], np.float32)
-                    learn_r = absorbing_reward(reward, a.gamma) if (
-                        term and step_info["success"] and cfg.absorbing_success) else reward
-                    self.online.add(obs, sent, learn_r, nxt, term)
-                    if rec is not None:
-                        rec.add({**obs, "action": sent, "next.reward": np.float32(reward)})
-                    ep_ret += float(reward)
-                    self.env_step += 1
-                    if self.env_step > start_learning and len(self.online) >= a.batch_size:
-                        info = self.agent.update(self.batch())
-                        self.updates += a.utd
-                    if self.env_step % cfg.log_every == 0:
-                        sps = (self.env_step - s0) / (time.perf_counter() - t0)
-                        self.log({"env_step": self.env_step, "updates": self.updates,
-                                  "env_steps_per_s": sps, **_floats(info)}, self.env_step, "train")
-                        bar.update(task, status=f"{sps:.0f} steps/s")
-                    if self.env_step % cfg.eval_every == 0:
-                        self.evaluate()
-                    obs = nxt
-                    if not (term or trunc) and self.env.robot.needs_recovery():
-                        obs = self.env.recover()  # FastRLAP: back off, then practise on
-                    if term or trunc:
-                        if rec is not None:
-                            rec.end_episode(success=bool(step_info["success"]),
-                                            terminated=bool(term), ret=ep_ret,
-                                            seed=self._seed(self.episode))
-                            self.episodes_recorded += 1
-                        self.log({"env_step": self.env_step, "episode": self.episode,
-                                  "episode_return": ep_ret,
-                                  "episode_success": float(step_info["success"])},
-                                 self.env_step, "episode")
-                        self.episode += 1
-                        done_now = self.env_step >= stop or self.env_step >= cfg.env_steps
-                        if self.env_step - last_save >= cfg.save_every or done_now:
-                            self.save()
-                            last_save = self.env_step
-                        if done_now:
-                            break
-                        ep_ret, obs = 0.0, self._reset()
-                    bar.update(task, completed=self.env_step)
+            ep_ret, obs = 0.0, self._reset()
+            while self.env_step < cfg.env_steps:
+                if self.env_step < a.random_steps:
+                    action = self.rng.uniform(self.safety.low, self.safety.high)
                 else:
-                    self.save()  # env_steps reached mid-episode: keep what was learned
-            finally:
+                    action = self.agent.explore(obs).cpu().numpy()
+                safe = self.safety(action)
+                nxt, reward, term, trunc, step_info = self.env.step(safe)
+                sent = np.asarray(step_info["action_sent"], np.float32)
+                learn_r = absorbing_reward(reward, a.gamma) if (
+                    term and step_info["success"] and cfg.absorbing_success) else reward
+                self.online.add(obs, sent, learn_r, nxt, term)
                 if rec is not None:
-                    rec.discard_episode() if rec._in_episode else None
-                    rec.__exit__(None, None, None)
-                if store is not None:
-                    store.close()
+                    rec.add({**obs, "action": sent, "next.reward": np.float32(reward)})
+                ep_ret += float(reward)
+                self.env_step += 1
+                if self.env_step > start_learning and len(self.online) >= a.batch_size:
+                    info = self.agent.update(self.batch())
+                    self.updates += a.utd
+                if self.env_step % cfg.log_every == 0:
+                    sps = (self.env_step - s0) / (time.perf_counter() - t0)
+                    self.log({"env_step": self.env_step, "updates": self.updates,
+                              "env_steps_per_s": sps, **_floats(info)}, self.env_step, "train")
+                    bar.update(task, status=f"{sps:.0f} steps/s")
+                if self.env_step % cfg.eval_every == 0:
+                    self.evaluate()
+                obs = nxt
+                if not (term or trunc) and self.env.robot.needs_recovery():
+                    obs = self.env.recover()  # FastRLAP: back off, then practise on
+                if term or trunc:
+                    if rec is not None:
+                        rec.end_episode(success=bool(step_info["success"]),
+                                        terminated=bool(term), ret=ep_ret,
+                                        seed=self._seed(self.episode))
+                        self.episodes_recorded += 1
+                    self.log({"env_step": self.env_step, "episode": self.episode,
+                              "episode_return": ep_ret,
+                              "episode_success": float(step_info["success"])},
+                             self.env_step, "episode")
+                    self.episode += 1
+                    done_now = self.env_step >= stop or self.env_step >= cfg.env_steps
+                    if self.env_step - last_save >= cfg.save_every or done_now:
+                        self.save()
+                        last_save = self.env_step
+                    if done_now:
+                        break
+                    ep_ret, obs = 0.0, self._reset()
+                bar.update(task, completed=self.env_step)
+            else:  # the budget ended mid-episode: commit its steps (the replay has them too)
+                if rec is not None and rec.num_steps:
+                    rec.end_episode(success=bool(step_info["success"]), terminated=False,
+                                    ret=ep_ret, seed=self._seed(self.episode),
+                                    tags=("budget_end",))
+                    self.episodes_recorded += 1
+                self.episode += 1
+                self.save()
 
     def _seed(self, episode: int) -> int:
         return self.cfg.seed * 1_000_003 + episode
