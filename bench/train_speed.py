@@ -1,7 +1,7 @@
 """Training speed on CPU: samples/s of each robolearn policy's training step beside lerobot's.
 
 One small low-dim dataset shaped like the simulated arm's (``observation.state`` 12, ``observation
-.environment_state`` 10, ``action`` 6; smooth random walks) is written twice, as a robolearn
+.environment_state`` 13, ``action`` 6; smooth random walks) is written twice, as a robolearn
 episode store and as a LeRobotDataset (the sampling benchmark's writer). Each contender then runs
 the loop its own project's ``train`` command runs, on one torch thread, in-process data loading:
 
@@ -41,7 +41,7 @@ import torch
 from bench._episodes import Episode, _random_walk
 
 STATE, ENV_STATE, ACTION = "observation.state", "observation.environment_state", "action"
-DIMS = {STATE: 12, ENV_STATE: 10, ACTION: 6}  # the simulated arm's
+DIMS = {STATE: 12, ENV_STATE: 13, ACTION: 6}  # the simulated arm's
 FPS = 30
 
 # robolearn policy -> (robolearn policy_config, lerobot policy type, lerobot config kwargs)

@@ -12,10 +12,26 @@ from robolearn.loop import LoopConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SCHEMAS = {"quickstart.yaml": QuickstartConfig, "control_loop.yaml": LoopConfig}
+# training recipes: their schema depends on the policy they name (robolearn.train.schema_for)
+TRAIN_RECIPES = {"arm_lift_mlp.yaml": ("mlp", 3000), "arm_lift_diffusion.yaml": ("diffusion", 6000)}
 
 
 def test_every_config_file_has_a_schema() -> None:
-    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(SCHEMAS)
+    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted([*SCHEMAS, *TRAIN_RECIPES])
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_RECIPES))
+def test_train_recipe_loads(name: str) -> None:
+    from policies import policy_config_class
+    from robolearn.train import schema_for
+
+    path = CONFIGS / name
+    overrides = ["dataset=demos.zarr", "seed=2"]
+    cfg = load_config(schema_for(str(path), overrides), path, overrides)
+    policy, steps = TRAIN_RECIPES[name]
+    assert (cfg.policy, cfg.steps, cfg.seed, cfg.threads) == (policy, steps, 2, 1)
+    assert isinstance(cfg.policy_config, policy_config_class(policy))
+    assert cfg.policy_config.obs_clip == 3.0
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
