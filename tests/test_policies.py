@@ -36,9 +36,11 @@ SMALL: dict[str, dict[str, Any]] = {
             "action_horizon": 8},
     "diffusion": {"down_dims": [32, 64], "action_horizon": 8, "n_action_steps": 4,
                   "inference_steps": 8},
+    "rl_actor": {"hidden": [64, 64]},
 }
 ENCODER = {"channels": [8, 16], "keypoints": 8, "feature_dim": 16}
-LEARN = {"mlp": (300, 1e-3), "act": (300, 1e-3), "diffusion": (600, 3e-3)}  # steps, lr
+LEARN = {"mlp": (300, 1e-3), "act": (300, 1e-3), "diffusion": (600, 3e-3),  # steps, lr
+         "rl_actor": (300, 1e-3)}
 
 
 def render(pos: np.ndarray) -> np.ndarray:
@@ -150,6 +152,8 @@ def test_train_save_load_act(name: str, store_path: Path, tmp_path: Path) -> Non
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_loss_ignores_padded_actions(name: str, store_path: Path) -> None:
     policy = build(name, store_path, camera=False)
+    if policy.config.action_horizon == 1:
+        pytest.skip(f"{name} predicts the current step's action only: it is never padding")
     data = all_windows(policy, store_path, [0])
     pad = data["action_is_pad"]
     assert pad.any() and not pad.all()  # the episode's last windows run past its end

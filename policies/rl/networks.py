@@ -111,7 +111,7 @@ def tanh_gaussian_sample(mean: Tensor, log_std: Tensor, generator: torch.Generat
 
 
 def tanh_gaussian_log_prob(mean: Tensor, log_std: Tensor, action: Tensor,
-                           eps: float = 1e-5) -> Tensor:
+                           eps: float = 1e-3) -> Tensor:
     """Log-probability ``(B,)`` of given squashed actions in (-1, 1) (clipped by ``eps``)."""
     u = torch.atanh(action.clamp(-1 + eps, 1 - eps))
     return _squashed_log_prob(u, (u - mean) / log_std.exp(), log_std)
