@@ -145,6 +145,12 @@ class Runner:
             if missing:
                 raise StoreError(f"dataset {cfg.dataset}: lacks {missing}, which {cfg.env} "
                                  f"observes (the store has {sorted(store.features)})")
+            wrong = [f"{k} {store.features[k].shape} (env: {self.features[k].shape})"
+                     for k in [*self.obs_keys, "action"]
+                     if store.features[k].shape != self.features[k].shape]
+            if wrong:
+                raise StoreError(f"dataset {cfg.dataset}: shapes differ from {cfg.env}'s: "
+                                 f"{', '.join(wrong)} (recorded with another robot version?)")
             n = len(store) if cfg.dataset_episodes is None else min(cfg.dataset_episodes,
                                                                     len(store))
             data = load_transitions(store, self.obs_keys, self.acfg.gamma,
@@ -346,10 +352,9 @@ class Runner:
 
         if not hasattr(self, "eval_env"):
             self.eval_env = make_env(**self.env_kwargs)
-        actor = self.agent.actor
-        actor.config.deterministic = True
-        report = evaluate(actor, self.eval_env, self.cfg.eval_episodes, 100_000, progress=False)
-        actor.train()
+        # the actor acts deterministically (tanh of its mean); select_action restores train mode
+        report = evaluate(self.agent.actor, self.eval_env, self.cfg.eval_episodes, 100_000,
+                          progress=False)
         m = {"env_step": self.env_step, "eval_return": report["mean_return"],
              "eval_success": report["success_rate"]}
         laps = [r["task"].get("lap_times", []) for r in report["results"]]

@@ -137,3 +137,22 @@ def test_sac_practises_from_a_camera_with_drq(tmp_path: Path) -> None:
         assert ep["observation.images.front"].shape == (30, 24, 24, 3)
     state = torch.load(out / "checkpoints" / "last" / "training_state.pt", weights_only=False)
     assert any("cameras" in k for k in state["agent"])  # the conv encoder was trained and kept
+
+
+def test_a_dataset_that_does_not_fit_the_env_is_named(car_demos: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "policy=rlpd", f"output={tmp_path / 'x'}", "env_steps=30", *TINY]
+    assert main([*args, "env=robolearn/SimArmLift-v0", f"dataset={car_demos}"]) == 1
+    err = capsys.readouterr().err
+    assert str(car_demos) in err and "observation.environment_state" in err
+    odd = tmp_path / "odd.zarr"
+    schema = {"observation.state": {"dtype": "float32", "shape": [3]},
+              "action": {"dtype": "float32", "shape": [2]},
+              "next.reward": {"dtype": "float32", "shape": []}}
+    with EpisodeStore.create(odd, schema, fps=20) as s, s.recorder() as rec:
+        for _ in range(3):
+            rec.add({"observation.state": np.zeros(3, np.float32),
+                     "action": np.zeros(2, np.float32), "next.reward": np.float32(0)})
+        rec.end_episode(success=False)
+    assert main([*args, "env=robolearn/SimCar-v0", f"dataset={odd}"]) == 1
+    assert "observation.state (3,) (env: (15,))" in capsys.readouterr().err
