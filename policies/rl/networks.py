@@ -50,7 +50,7 @@ class EnsembleLayerNorm(nn.Module):
     def forward(self, x: Tensor, members: Tensor | None = None) -> Tensor:
         w, b = (self.weight, self.bias) if members is None else \
             (self.weight[members], self.bias[members])
-        return F.layer_norm(x, x.shape[-1:]) * w + b
+        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:]), w)  # one pass for the affine
 
 
 class EnsembleMLP(nn.Module):
@@ -63,7 +63,7 @@ class EnsembleMLP(nn.Module):
         d = d_in
         for h in hidden:
             layers += [EnsembleLinear(n, d, h), *([EnsembleLayerNorm(n, h)] if layer_norm else []),
-                       nn.ReLU()]
+                       nn.ReLU(inplace=True)]
             d = h
         layers.append(EnsembleLinear(n, d, 1))
         self.net = nn.Sequential(*layers)
