@@ -133,6 +133,7 @@ class Runner:
         self.offline = self._load_offline() if self.acfg.uses_offline_data else None
         low, high = self.env.robot.action_bounds
         self.safety = SafetyFilter(low, high)
+        self.eval_env: RobotEnv | None = None  # built at the first evaluation
         self.rng = np.random.default_rng(cfg.seed)  # uniform random actions
         self.env_step = self.episode = self.offline_step = self.updates = 0
         self.episodes_recorded = 0
@@ -243,6 +244,8 @@ class Runner:
             self.writer.close()
             self.metrics.close()
             self.env.close()
+            if self.eval_env is not None:
+                self.eval_env.close()
         return 0
 
     def pretrain(self) -> None:
@@ -322,7 +325,7 @@ class Runner:
                               "episode_success": float(step_info["success"])},
                              self.env_step, "episode")
                     self.episode += 1
-                    done_now = self.env_step >= stop or self.env_step >= cfg.env_steps
+                    done_now = self.env_step >= stop  # stop <= env_steps
                     if self.env_step - last_save >= cfg.save_every or done_now:
                         self.save()
                         last_save = self.env_step
@@ -350,7 +353,7 @@ class Runner:
     def evaluate(self) -> dict[str, float]:
         from robolearn.evaluate import evaluate
 
-        if not hasattr(self, "eval_env"):
+        if self.eval_env is None:
             self.eval_env = make_env(**self.env_kwargs)
         # the actor acts deterministically (tanh of its mean); select_action restores train mode
         report = evaluate(self.agent.actor, self.eval_env, self.cfg.eval_episodes, 100_000,

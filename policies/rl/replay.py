@@ -69,9 +69,9 @@ class ReplayBuffer:
         n = len(batch["reward"])
         for start in range(0, n, self.capacity):  # more than capacity: only the last ones stay
             stop = min(n, start + self.capacity)
-            rows = (self.pos + torch.arange(stop - start)) % self.capacity
+            rows = ((self.pos + torch.arange(stop - start)) % self.capacity).to(self.device)
             for k, buf in self.data.items():
-                buf[rows.to(self.device)] = torch.as_tensor(
+                buf[rows] = torch.as_tensor(
                     np.asarray(batch[k][start:stop]), dtype=buf.dtype).to(self.device)
             self.pos = int((self.pos + stop - start) % self.capacity)
             self.size = min(self.size + stop - start, self.capacity)
