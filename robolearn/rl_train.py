@@ -8,7 +8,8 @@ One runner serves every RL learner (the maths lives in each agent's ``update``):
 3. **online**: each environment step goes through the safety filter, into the online replay and
    into ``<output>/online.zarr`` (source ``autonomous``), then ``utd`` critic updates run on a
    batch that is ``offline_ratio`` offline data (RLPD's symmetric sampling) and the rest online.
-   The first ``random_steps`` actions are uniform over the action bounds.
+   The first ``random_steps`` actions are uniform in the learner's action units (over the
+   action bounds; over the largest offsets for relative entries).
 
 Every ``eval_every`` steps the deterministic policy runs ``eval_episodes`` seeded episodes on a
 separate environment (return, success, lap time where the task times laps). Logs go to
@@ -126,7 +127,10 @@ class Runner:
         # the run's seed seeds the agent too (initialisation, sampling noise): runs with
         # different seeds differ in everything; policy_config.seed still varies it on its own
         agent_cfg = dataclasses.replace(self.acfg, seed=cfg.seed * 7919 + self.acfg.seed)
-        self.agent = agent_class(cfg.policy)(agent_cfg, self.features, stats)
+        try:
+            self.agent = agent_class(cfg.policy)(agent_cfg, self.features, stats)
+        except InvalidValue as e:  # checks against the env's features (relative_actions)
+            raise ConfigError(f"policy_config.actor.{e.field}: {e.message}") from None
         self.device = self.agent.device
         self.obs_keys = self.agent.obs_keys
         self.online = ReplayBuffer(self.features, cfg.buffer_size, self.device)
@@ -288,7 +292,10 @@ class Runner:
             ep_ret, obs = 0.0, self._reset()
             while self.env_step < cfg.env_steps:
                 if self.env_step < a.random_steps:
-                    action = self.rng.uniform(self.safety.low, self.safety.high)
+                    # uniform in the learner's units: over the bounds, or over the largest
+                    # offsets for relative action entries
+                    uniform = self.rng.uniform(-1.0, 1.0, len(self.safety.low))
+                    action = self.agent.robot_action(uniform, obs).cpu().numpy()
                 else:
                     action = self.agent.explore(obs).cpu().numpy()
                 safe = self.safety(action)

@@ -13,6 +13,7 @@ import torch
 from data import EpisodeStore
 from data.schema import Feature
 from policies.rl import RL_ALGOS, agent_class
+from policies.rl.actor import ActorConfig, ActorPolicy
 from policies.rl.networks import (
     EnsembleMLP,
     LoopEnsembleMLP,
@@ -257,3 +258,42 @@ def test_every_learner_learns_a_contextual_bandit_from_noisy_offline_data(name: 
     data_error = float(np.linalg.norm(a - best, axis=1).mean())
     assert after < 0.5 * before, (before, after)
     assert after < data_error, (after, data_error)
+
+
+def _arm_like(**kw: object) -> ActorPolicy:
+
+    names = ("pan", "lift", "gripper")
+    feats = {"observation.state": Feature("float32", (4,), names=("pan.pos", "lift.pos",
+                                                                   "gripper.pos", "pan.vel")),
+             "action": Feature("float32", (3,), names=names)}
+    st = {"observation.state": {"mean": np.zeros(4, np.float32), "std": np.ones(4, np.float32)},
+          "action": {"min": np.array([-2, -1, 0], np.float32),
+                     "max": np.array([2, 1, 1.5], np.float32),
+                     "mean": np.zeros(3, np.float32), "std": np.ones(3, np.float32)}}
+    return ActorPolicy(ActorConfig(**kw), feats, st)  # type: ignore[arg-type]
+
+
+def test_relative_actions_are_offsets_from_the_state_and_stay_in_bounds() -> None:
+    actor = _arm_like(relative_actions=["pan", "lift"], relative_step=0.2)
+    obs = {"observation.state": torch.tensor([[0.5, 0.9, 0.3, 7.0], [-1.0, 0.0, 1.0, 0.0]])}
+    net = torch.tensor([[0.5, 1.0, -1.0], [-1.0, 0.25, 1.0]])
+    robot = actor.unnormalize_action(net, obs)
+    # pan/lift: origin + 0.2 * a (lift 0.9 + 0.2 clamped to its bound 1); gripper absolute
+    expected = torch.tensor([[0.6, 1.0, 0.0], [-1.2, 0.05, 1.5]])
+    assert torch.allclose(robot, expected, atol=1e-6)
+    back = actor.normalize_action(robot, obs)
+    assert torch.allclose(back[1], net[1], atol=1e-6)  # inside the bounds: exact round trip
+    assert back[0, 1] == pytest.approx(0.5)  # the clamped lift: what was really executed
+    far = actor.normalize_action(torch.tensor([[2.0, -1.0, 0.75]]), obs)  # demo jump: clipped
+    assert torch.allclose(far, torch.tensor([[1.0, -1.0, 0.0]]))
+
+
+def test_relative_actions_must_name_actions_with_a_state_origin() -> None:
+    from robolearn.config import InvalidValue
+
+    with pytest.raises(InvalidValue, match="relative_actions.*'wrist' is not an action"):
+        _arm_like(relative_actions=["wrist"])
+    with pytest.raises(InvalidValue, match="relative_step"):
+        _arm_like(relative_actions=["pan"], relative_step=0.0)
+    with pytest.raises(InvalidValue, match="relative_state.*observation.goal"):
+        _arm_like(relative_actions=["pan"], relative_state="observation.goal")

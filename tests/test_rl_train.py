@@ -156,3 +156,26 @@ def test_a_dataset_that_does_not_fit_the_env_is_named(car_demos: Path, tmp_path:
         rec.end_episode(success=False)
     assert main([*args, "env=robolearn/SimCar-v0", f"dataset={odd}"]) == 1
     assert "observation.state (3,) (env: (15,))" in capsys.readouterr().err
+
+
+def test_relative_joint_actions_reach_the_arm_as_bounded_steps(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    joints = "[shoulder_pan,shoulder_lift,elbow_flex,wrist_flex,wrist_roll]"
+    args = ["train", "policy=sac", "env=robolearn/SimArmLift-v0", "max_episode_steps=20",
+            "eval_every=1000", "log_every=20", "save_every=20", *TINY,
+            f"policy_config.actor.relative_actions={joints}",
+            "policy_config.actor.relative_step=0.05"]
+    out = tmp_path / "arm"
+    assert main([*args, "env_steps=40", f"output={out}"]) == 0
+    with EpisodeStore.open(out / "online.zarr") as store:
+        eps = [store.episode(i) for i in range(len(store))]
+    action = np.concatenate([e["action"] for e in eps])
+    state = np.concatenate([e["observation.state"] for e in eps])
+    assert len(action) == 40  # random steps (20) and the actor's (20) alike:
+    assert np.abs(action[:, :5] - state[:, :5]).max() <= 0.05 + 1e-5  # small joint steps
+    assert np.ptp(action[:, 5]) > 0.5  # the gripper stays absolute (its whole range)
+    bad = [*args, "env_steps=20", f"output={tmp_path / 'bad'}",
+           "policy_config.actor.relative_actions=[elbow]"]
+    assert main(bad) == 2
+    assert "policy_config.actor.relative_actions: 'elbow' is not an action" in (
+        capsys.readouterr().err)

@@ -8,6 +8,15 @@ needs to know whether it learned offline, online or by imitation. Registered as 
 Actions are normalized ``min_max`` to [-1, 1] (the RL runner gives the robot's action bounds as
 the min/max statistics, so tanh covers exactly the actions the robot accepts). At inference it
 acts with ``tanh(mean)`` (``deterministic``) or samples.
+
+``relative_actions`` names action entries the network outputs as *offsets* from the current
+state entry of the same name (``<name>`` or ``<name>.pos`` in ``relative_state``): the robot still
+receives absolute targets (``state + relative_step * a``, inside the action bounds), so stores,
+evaluation and deployment see the same actions as ever. Why: an arm driven by absolute joint
+targets explores by jumping across its whole range every step (tanh noise spans the bounds), and
+RL from demonstrations on the arm learned no lift in 10,000 steps; offsets explore as a smooth
+random walk around where the arm is. Demonstrated (absolute) actions are converted on the way
+into the learner, clipped to the largest offset.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -37,6 +47,9 @@ class ActorConfig(PolicyConfig):
     log_std_max: float = 2.0
     deterministic: bool = True  # act with tanh(mean); False samples (exploration)
     bc_nll_weight: float = 0.01  # behaviour cloning: weight of the NLL beside the squared error
+    relative_actions: list[str] = field(default_factory=list)  # action names output as offsets
+    relative_state: str = "observation.state"  # the feature holding the offsets' origins
+    relative_step: float = 0.1  # largest offset per step, action units (rad for joints)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -45,6 +58,9 @@ class ActorConfig(PolicyConfig):
                                "predicts one action (obs_horizon = action_horizon = 1)")
         if not self.log_std_min < self.log_std_max:
             raise InvalidValue("log_std_min", "must be < log_std_max")
+        if self.relative_step <= 0:
+            raise InvalidValue("relative_step", f"must be > 0, got {self.relative_step}")
+        self.relative_actions = list(self.relative_actions)
 
 
 class ActorPolicy(Policy):
@@ -53,12 +69,51 @@ class ActorPolicy(Policy):
     name = "rl_actor"
     config_class = ActorConfig
     config: ActorConfig
+    rel_mask: Tensor  # (A,) bool: entries output as offsets from the state
+    rel_src: Tensor  # (A,) index of each offset's origin in the relative_state feature
+    act_low: Tensor  # (A,) action bounds, in robot units (the min/max statistics)
+    act_high: Tensor
 
     def __init__(self, config: ActorConfig, features: Mapping[str, Feature],
                  stats: Stats) -> None:
         super().__init__(config, features, stats)
         self.head = mlp(self.encoder.out_dim, list(config.hidden), 2 * self.action_dim,
                         config.layer_norm)
+        mask, src = self._relative_layout(config, features)
+        # derived from the config and statistics, so not saved: checkpoints stay as they were
+        self.register_buffer("rel_mask", torch.tensor(mask), persistent=False)
+        self.register_buffer("rel_src", torch.tensor(src, dtype=torch.long), persistent=False)
+        low = np.asarray(self.stats["action"].get("min", np.full(self.action_dim, -np.inf)))
+        high = np.asarray(self.stats["action"].get("max", np.full(self.action_dim, np.inf)))
+        self.register_buffer("act_low", torch.as_tensor(low, dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("act_high", torch.as_tensor(high, dtype=torch.float32),
+                             persistent=False)
+
+    @staticmethod
+    def _relative_layout(config: ActorConfig, features: Mapping[str, Feature]
+                         ) -> tuple[list[bool], list[int]]:
+        """Which action entries are offsets, and the index of each one's origin in the state."""
+        names = list(features["action"].names or [])
+        n = features["action"].shape[0]
+        mask, src = [False] * n, [0] * n
+        if not config.relative_actions:
+            return mask, src
+        state = features.get(config.relative_state)
+        if state is None or len(state.shape) != 1 or not state.names:
+            raise InvalidValue("relative_state", f"{config.relative_state!r} must be a 1-D "
+                               f"observation feature with names; features: {sorted(features)}")
+        state_names = list(state.names)
+        for name in config.relative_actions:
+            if name not in names:
+                raise InvalidValue("relative_actions", f"{name!r} is not an action entry; the "
+                                   f"actions are {names}")
+            origin = next((n for n in (name, f"{name}.pos") if n in state_names), None)
+            if origin is None:
+                raise InvalidValue("relative_actions", f"no {name!r} or '{name}.pos' in "
+                                   f"{config.relative_state} {state_names}")
+            mask[names.index(name)], src[names.index(name)] = True, state_names.index(origin)
+        return mask, src
 
     # ------------------------------------------------------------------ RL interface
     def encode(self, obs: Mapping[str, Tensor]) -> Tensor:
@@ -80,11 +135,24 @@ class ActorPolicy(Policy):
     def log_prob(self, feat: Tensor, action: Tensor) -> Tensor:
         return tanh_gaussian_log_prob(*self.dist(feat), action)
 
-    def normalize_action(self, action: Tensor) -> Tensor:
-        return self.normalizer.normalize("action", action)
+    def normalize_action(self, action: Tensor, obs: Mapping[str, Tensor]) -> Tensor:
+        """Robot actions ``(B, A)`` -> network units, in [-1, 1] (``obs``: the raw observations
+        ``(B, ...)`` they were taken in, the origins of relative entries)."""
+        out = self.normalizer.normalize("action", action)
+        if self.config.relative_actions:
+            origin = obs[self.config.relative_state][..., self.rel_src].to(action.dtype)
+            out = torch.where(self.rel_mask, (action - origin) / self.config.relative_step, out)
+        return out.clamp(-1, 1)
 
-    def unnormalize_action(self, action: Tensor) -> Tensor:
-        return self.normalizer.unnormalize("action", action)
+    def unnormalize_action(self, action: Tensor, obs: Mapping[str, Tensor]) -> Tensor:
+        """Network units ``(B, A)`` -> robot actions, relative entries added to their origins
+        and kept inside the action bounds."""
+        out = self.normalizer.unnormalize("action", action)
+        if self.config.relative_actions:
+            origin = obs[self.config.relative_state][..., self.rel_src].to(action.dtype)
+            rel = origin + self.config.relative_step * action
+            out = torch.where(self.rel_mask, torch.clamp(rel, self.act_low, self.act_high), out)
+        return out
 
     # ------------------------------------------------------------------ Policy interface
     def compute_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
@@ -92,8 +160,9 @@ class ActorPolicy(Policy):
         small negative log-likelihood that fits the spread. NLL alone fits slowly: demos full
         of saturated actions (steering at +-1) sit where tanh's inverse blows up, and the
         Gaussian first widens instead of moving its mean."""
-        feat = self.encode({k: batch[k][:, -1] for k in self.obs_keys})
-        target = self.normalize_action(batch["action"][:, 0]).clamp(-1, 1)
+        obs = {k: batch[k][:, -1] for k in self.obs_keys}
+        feat = self.encode(obs)
+        target = self.normalize_action(batch["action"][:, 0], obs)
         mean, log_std = self.dist(feat)
         mse = (torch.tanh(mean) - target).pow(2).sum(-1).mean()
         nll = -tanh_gaussian_log_prob(mean, log_std, target).mean()
@@ -101,9 +170,10 @@ class ActorPolicy(Policy):
                                                        "nll": float(nll.detach())}
 
     def predict_chunk(self, batch: Mapping[str, Tensor]) -> Tensor:
-        feat = self.encode({k: batch[k][:, -1] for k in self.obs_keys})
+        obs = {k: batch[k][:, -1] for k in self.obs_keys}
+        feat = self.encode(obs)
         if self.config.deterministic:
             action = torch.tanh(self.dist(feat)[0])
         else:
             action, _ = self.sample(feat, self._generator)
-        return self.unnormalize_action(action).unsqueeze(1)
+        return self.unnormalize_action(action, obs).unsqueeze(1)

@@ -147,7 +147,15 @@ class SAC(nn.Module):
         batch = {k: torch.as_tensor(obs[k]).unsqueeze(0).to(self.device) for k in self.obs_keys}
         action, _ = self.actor.sample(self.actor.encode(self._images_chw(batch)),
                                       self.generator)
-        return self.actor.unnormalize_action(action)[0]
+        return self.actor.unnormalize_action(action, batch)[0]
+
+    @torch.no_grad()
+    def robot_action(self, action: Any, obs: Mapping[str, Any]) -> Tensor:
+        """A network-unit action ``(A,)`` in [-1, 1] (e.g. uniform random) -> robot units,
+        relative entries taken from ``obs``."""
+        batch = {k: torch.as_tensor(obs[k]).unsqueeze(0).to(self.device) for k in self.obs_keys}
+        net = torch.as_tensor(action, dtype=torch.float32, device=self.device).unsqueeze(0)
+        return self.actor.unnormalize_action(net, batch)[0]
 
     def _images_chw(self, obs: Batch) -> Batch:
         """Camera frames ``(..., H, W, C)`` (robots and the replay) -> ``(..., C, H, W)``."""
@@ -167,7 +175,8 @@ class SAC(nn.Module):
             for k in self.obs_keys:
                 if k not in self.image_keys:
                     out[prefix + k] = batch[prefix + k]
-        out["action"] = self.actor.normalize_action(batch["action"]).clamp(-1, 1)
+        out["action"] = self.actor.normalize_action(
+            batch["action"], {k: batch["obs/" + k] for k in self.obs_keys})
         return out
 
     def obs(self, batch: Batch, prefix: str = "obs/") -> Batch:
