@@ -8,12 +8,15 @@ the methods compared in one experiment share every choice but the one under test
   batches) against the same agent without demos (SAC from scratch). Target: RLPD reaches the
   scripted driver's lap time (measured here, on the same evaluation seeds) in at most 1/2.5 of
   the environment steps SAC needs.
-- ``arm``: SO-101 arm, lift the cube, 10 scripted demos, RLPD. Target: >= 90% success.
+- ``technical``: the same comparison on the technical track (hairpins), 10,000 env steps.
+- ``arm``: SO-101 arm, lift the cube, 10 scripted demos, RLPD with relative joint actions and a
+  Q-filtered BC term. Target: >= 90% success.
 - ``wsrl``: car, Cal-QL pretraining on the 5 demo laps, then WSRL (warm-up, online SAC without
   the demos). Target: evaluation return never below 80% of the pretrained policy's in the first
   5,000 steps, and above it at the end.
 
-    .venv/bin/python -m bench.rl_curves car arm wsrl [--seeds 0 1 2] [--jobs 2] [--out DIR]
+    .venv/bin/python -m bench.rl_curves car technical arm wsrl [--seeds 0 1 2] [--jobs 2]
+        [--out DIR]
 
 Plots go to ``<out>/<experiment>.png``; a summary (JSON) to ``<out>/summary.json``.
 """
@@ -37,16 +40,31 @@ AGENT = ["policy_config.n_critics=10", "policy_config.critic_subset=2", "policy_
          "policy_config.batch_size=128", "policy_config.critic_hidden=[128,128]",
          "policy_config.actor.hidden=[128,128]", "threads=1"]
 CAR = ["env=robolearn/SimCar-v0", "max_episode_steps=400", "log_every=500"]
+# The technical track (hairpins, 14.7 s scripted lap): the oval's dense progress reward lets SAC
+# from scratch lap in ~3,000 steps, which leaves little for demos to shorten.
+TECHNICAL = ["env=robolearn/SimCarTechnical-v0", "max_episode_steps=500", "log_every=500"]
+# Arm: the five arm joints act as offsets of at most 0.15 rad per step from where they are (the
+# gripper stays absolute), and the actor gets a Q-filtered BC term on the demo half of each batch
+# (see policies.rl.actor / SACConfig.bc_weight): plain RLPD with absolute joint targets lifted
+# nothing in 10,000 steps. Demos finish in 36-62 steps, so episodes are cut at 150 (env: 250).
+ARM_ACTIONS = ["policy_config.actor.relative_actions=[shoulder_pan,shoulder_lift,elbow_flex,"
+               "wrist_flex,wrist_roll]", "policy_config.actor.relative_step=0.15"]
 EXPERIMENTS: dict[str, dict[str, Any]] = {
     "car": {"demos": ("robolearn/SimCar-v0", 5, 280), "runs": {
         "rlpd": ["policy=rlpd", *CAR, *AGENT, "env_steps=8000", "eval_every=1000",
                  "eval_episodes=3", "policy_config.random_steps=1000", "DATA"],
         "sac": ["policy=sac", *CAR, *AGENT, "env_steps=8000", "eval_every=1000",
                 "eval_episodes=3", "policy_config.random_steps=1000"]}},
+    "technical": {"demos": ("robolearn/SimCarTechnical-v0", 5, 300), "runs": {
+        "rlpd": ["policy=rlpd", *TECHNICAL, *AGENT, "env_steps=10000", "eval_every=1000",
+                 "eval_episodes=3", "policy_config.random_steps=1000", "DATA"],
+        "sac": ["policy=sac", *TECHNICAL, *AGENT, "env_steps=10000", "eval_every=1000",
+                "eval_episodes=3", "policy_config.random_steps=1000"]}},
     "arm": {"demos": ("robolearn/SimArmLift-v0", 10, None), "runs": {
         "rlpd": ["policy=rlpd", "env=robolearn/SimArmLift-v0", *AGENT, "env_steps=10000",
-                 "eval_every=1000", "eval_episodes=10", "log_every=500",
-                 "policy_config.random_steps=1000", "DATA"]}},
+                 "eval_every=1000", "eval_episodes=10", "log_every=500", "max_episode_steps=150",
+                 "policy_config.random_steps=1000", *ARM_ACTIONS, "policy_config.bc_weight=0.5",
+                 "DATA"]}},
     "wsrl": {"demos": ("robolearn/SimCar-v0", 5, 280), "runs": {
         "wsrl": ["policy=wsrl", *CAR, *AGENT, "env_steps=6000", "eval_every=500",
                  "eval_episodes=3", "policy_config.offline_steps=2000",
@@ -75,6 +93,10 @@ def run_one(args: list[str], out: Path) -> Path:
 
 def _budget(args: list[str]) -> int:
     return int(next(a for a in args if a.startswith("env_steps=")).split("=")[1])
+
+
+def _max_steps(args: list[str]) -> int:
+    return int(next(a for a in args if a.startswith("max_episode_steps=")).split("=")[1])
 
 
 def _unfinished(out: Path, args: list[str]) -> bool:
@@ -118,7 +140,7 @@ def plot(name: str, curves: dict[str, list[list[dict[str, Any]]]], out: Path,
     import matplotlib.pyplot as plt
 
     keys = [("eval_return", "return"), ("eval_success", "success")]
-    if name in ("car", "wsrl"):
+    if name in ("car", "technical", "wsrl"):
         keys.append(("eval_lap_time", "first-lap time (s)"))
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6))
     for ax, (key, label) in zip(axes, keys, strict=True):
@@ -153,7 +175,7 @@ def first_reaching(rows: list[dict[str, Any]], lap_time: float) -> int | None:
 def summarise(name: str, curves: dict[str, list[list[dict[str, Any]]]],
               ref: dict[str, float]) -> dict[str, Any]:
     s: dict[str, Any] = {"reference": ref}
-    if name == "car":
+    if name in ("car", "technical"):
         for method, runs in curves.items():
             s[method] = {"steps_to_scripted_lap_time": [first_reaching(r, ref["lap_time"])
                                                         for r in runs],
@@ -196,8 +218,9 @@ def main() -> None:
         curves = {m: [[r for r in _rows(dirs[(m, s)], "eval") if r["env_step"] <= _budget(
             jobs[(m, s)])] for s in args.seeds] for m in exp["runs"]}
         ref: dict[str, float] = {}
-        if name in ("car", "wsrl"):
-            ref["lap_time"] = scripted_lap_time("robolearn/SimCar-v0", 400, 3)
+        if name in ("car", "technical", "wsrl"):
+            env_id, steps = exp["demos"][0], _max_steps(next(iter(exp["runs"].values())))
+            ref["lap_time"] = scripted_lap_time(env_id, steps, 3)
         if name == "wsrl":
             ref["pretrained_return"] = float(np.mean([r[0]["eval_return"]
                                                       for r in curves["wsrl"]]))

@@ -176,6 +176,8 @@ class Runner:
         if n_off == 0:
             return on
         off = self.offline.sample(a.utd * n_off, g)  # type: ignore[union-attr]
+        off["offline"] = torch.ones(a.utd * n_off, device=self.device)
+        on["offline"] = torch.zeros(a.utd * (a.batch_size - n_off), device=self.device)
         return {k: torch.cat([off[k].unflatten(0, (a.utd, n_off)),
                               on[k].unflatten(0, (a.utd, a.batch_size - n_off))], 1).flatten(0, 1)
                 for k in on}

@@ -297,3 +297,43 @@ def test_relative_actions_must_name_actions_with_a_state_origin() -> None:
         _arm_like(relative_actions=["pan"], relative_step=0.0)
     with pytest.raises(InvalidValue, match="relative_state.*observation.goal"):
         _arm_like(relative_actions=["pan"], relative_state="observation.goal")
+
+
+@pytest.mark.parametrize("q_filter", [False, True])
+def test_bc_term_follows_offline_actions_unless_the_critics_rate_them_lower(
+        q_filter: bool) -> None:
+    """Bandit ``r = -|a - a*(s)|^2``: online rows are noisy around ``a*``, offline rows are a bad
+    demonstrator's ``-a*``. Unfiltered, a heavy BC term drags the actor to the bad demos; the Q
+    filter drops those rows once the critics know better, and the actor finds ``a*``."""
+    torch.manual_seed(0)
+    cfg = agent_class("sac").config_class(n_critics=2, utd=1, batch_size=128, device="cpu",
+                                          critic_hidden=[64, 64], lr=1e-3, bc_weight=5.0,
+                                          bc_q_filter=q_filter)
+    cfg.actor.hidden = [64, 64]
+    st = stats()
+    st["action"] = {k: np.full(2, -1.0 if k == "min" else 0.0 if k == "mean" else 1.0,
+                               np.float32) for k in ("min", "max", "mean", "std")}
+    agent = agent_class("sac")(cfg, features(), st)
+    rng = np.random.default_rng(0)
+    n = 4000
+    s = rng.uniform(-0.8, 0.8, (n, OBS)).astype(np.float32)
+    best = np.stack([s[:, 0], -s[:, 1]], 1)
+    offline = rng.random(n) < 0.5
+    a = np.where(offline[:, None], -best, np.clip(best + rng.normal(0, 0.4, best.shape), -1, 1))
+    a = a.astype(np.float32)
+    r = -np.square(a - best).sum(1).astype(np.float32)
+    data = {"obs/observation.state": s, "next_obs/observation.state": s, "action": a,
+            "reward": r, "done": np.ones(n, np.float32)}
+    idx = torch.as_tensor(rng.integers(0, n, (600, cfg.batch_size)))
+    for rows in idx:
+        batch = {k: torch.as_tensor(v)[rows] for k, v in data.items()}
+        info = agent.update({**batch, "offline": torch.as_tensor(offline[rows.numpy()],
+                                                                 dtype=torch.float32)})
+    with torch.no_grad():
+        test_s = torch.as_tensor(s[:256])
+        act = torch.tanh(agent.actor.dist(agent.actor.encode({"observation.state": test_s}))[0])
+    err = float((act - torch.as_tensor(best[:256])).norm(dim=1).mean())
+    if q_filter:
+        assert err < 0.35 and float(info["bc_rows"]) < 0.5, (err, info["bc_rows"])
+    else:
+        assert err > 0.6 and float(info["bc_rows"]) == 1.0, err

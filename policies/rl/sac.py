@@ -54,6 +54,8 @@ class SACConfig:
     init_temperature: float = 1.0  # initial entropy temperature alpha
     target_entropy: float | None = None  # None: -|A| / 2 (RLPD)
     backup_entropy: bool = True  # subtract alpha * log pi in the critic target
+    bc_weight: float = 0.0  # actor: + weight * squared error to offline actions (0: pure RL)
+    bc_q_filter: bool = True  # ... only where the critics rate the offline action higher
     drq_pad: int = 4  # pixels of random shift for camera frames (0: no augmentation)
     random_steps: int = 5000  # online steps with uniform random actions before learning
     offline_steps: int = 0  # gradient steps on the offline store before going online
@@ -76,7 +78,7 @@ class SACConfig:
             raise InvalidValue("offline_ratio", f"must be in [0, 1), got {self.offline_ratio}")
         if not 0 < self.gamma < 1 or not 0 < self.tau <= 1 or self.lr <= 0:
             raise InvalidValue("gamma", "need 0 < gamma < 1, 0 < tau <= 1 and lr > 0")
-        for name in ("random_steps", "offline_steps", "warmup_steps", "drq_pad"):
+        for name in ("random_steps", "offline_steps", "warmup_steps", "drq_pad", "bc_weight"):
             if getattr(self, name) < 0:
                 raise InvalidValue(name, f"must be >= 0, got {getattr(self, name)}")
         if self.init_temperature <= 0:
@@ -230,6 +232,9 @@ class SAC(nn.Module):
         q = self.critic(torch.cat([feat, action], -1)).mean(0)  # the ensemble mean (RLPD)
         self.critic.requires_grad_(True)
         actor_loss = (self.alpha.detach() * logp - q).mean()
+        info: dict[str, Tensor] = {}
+        if self.config.bc_weight > 0 and "offline" in mb:
+            actor_loss = actor_loss + self.bc_term(mb, feat, q.detach(), info)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
@@ -238,7 +243,24 @@ class SAC(nn.Module):
         alpha_loss.backward()
         self.alpha_opt.step()
         return {"actor_loss": actor_loss.detach(), "alpha": self.alpha.detach(),
-                "entropy": -logp.detach().mean()}
+                "entropy": -logp.detach().mean(), **info}
+
+    def bc_term(self, mb: Batch, feat: Tensor, q_pi: Tensor, info: dict[str, Tensor]) -> Tensor:
+        """``bc_weight`` x squared error between ``tanh(mean)`` and the offline rows' actions,
+        scaled by the critics' magnitude (TD3+BC) so the weight does not depend on the reward's
+        scale; with ``bc_q_filter``, only rows whose offline action the critics value above
+        the actor's (Nair et al. 2018), so the actor may outgrow the demonstrations."""
+        keep = mb["offline"]
+        with torch.no_grad():
+            if self.config.bc_q_filter:
+                q_demo = self.critic(torch.cat([feat, mb["action"]], -1)).mean(0)
+                keep = keep * (q_demo > q_pi).float()
+            scale = q_pi.abs().mean().clamp(min=1.0)
+        err = (torch.tanh(self.actor.dist(feat)[0]) - mb["action"]).pow(2).sum(-1)
+        info["bc_rows"] = keep.sum() / mb["offline"].sum().clamp(min=1.0)
+        info["bc_error"] = (err.detach() * mb["offline"]).sum() / mb["offline"].sum().clamp(
+            min=1.0)
+        return self.config.bc_weight * scale * (err * keep).sum() / keep.numel()
 
     # ------------------------------------------------------------------ checkpoints
     def optim_state(self) -> dict[str, Any]:
