@@ -57,6 +57,9 @@ class RLTrainConfig:
     env: str = "robolearn/SimCar-v0"  # registered environment to practise in
     dataset: str | None = None  # offline episode store (demos); needed by rlpd/iql/calql/wsrl
     dataset_episodes: int | None = None  # use only the first N episodes of the dataset
+    obs_norm: str = "identity"  # low-dim observations: identity | dataset (the dataset's mean
+    # and std, each std floored at obs_std_floor; bound them with policy_config.actor.obs_clip)
+    obs_std_floor: float = 1e-2  # raw units; a feature constant in the demos stays finite
     output: str = "outputs/rl"  # run directory: checkpoints/, online.zarr, tb/, metrics.jsonl
     policy: str = "rlpd"  # RL learner: sac | rlpd | iql | calql | wsrl
     env_steps: int = 50_000  # online environment steps (warm-up included)
@@ -79,6 +82,13 @@ class RLTrainConfig:
         if self.env not in ENVS:
             raise InvalidValue("env", f"unknown environment {self.env!r}; known: "
                                       f"{', '.join(ENVS)}")
+        if self.obs_norm not in ("identity", "dataset"):
+            raise InvalidValue("obs_norm", f"must be 'identity' or 'dataset', got "
+                                           f"{self.obs_norm!r}")
+        if self.obs_norm == "dataset" and not self.dataset:
+            raise InvalidValue("obs_norm", "'dataset' needs dataset=STORE")
+        if self.obs_std_floor <= 0:
+            raise InvalidValue("obs_std_floor", f"must be > 0, got {self.obs_std_floor}")
         for name in ("env_steps", "eval_every", "eval_episodes", "log_every", "save_every",
                      "buffer_size"):
             if getattr(self, name) < 1:
@@ -124,6 +134,8 @@ class Runner:
         self.env_kwargs.update(self.env_overrides)
         self.env = make_env(**self.env_kwargs)
         self.features, stats = rl_features(self.env)
+        if cfg.obs_norm == "dataset":
+            stats.update(self._dataset_stats())
         # the run's seed seeds the agent too (initialisation, sampling noise): runs with
         # different seeds differ in everything; policy_config.seed still varies it on its own
         agent_cfg = dataclasses.replace(self.acfg, seed=cfg.seed * 7919 + self.acfg.seed)
@@ -143,6 +155,24 @@ class Runner:
         self.episodes_recorded = 0
 
     # ------------------------------------------------------------------ data
+    def _dataset_stats(self) -> dict[str, dict[str, np.ndarray]]:
+        """``obs_norm=dataset``: mean and (floored) std of the dataset's low-dim observations.
+        Why: identity leaves centimetre-scale features (the arm's gripper-to-cube vector) next to
+        radian-scale joints; the critics' first layer then has to learn the scales first."""
+        from policies.normalize import compute_stats
+
+        keys = [k for k in self.features if k.startswith("observation.")
+                and not self.features[k].image]
+        with EpisodeStore.open(self.cfg.dataset, "r") as store:
+            missing = [k for k in keys if k not in store.features]
+            if missing:
+                raise StoreError(f"dataset {self.cfg.dataset}: lacks {missing}, which "
+                                 f"{self.cfg.env} observes")
+            stats = compute_stats(store, keys)
+        return {k: {"mean": st["mean"].astype(np.float32),
+                    "std": np.maximum(st["std"], self.cfg.obs_std_floor).astype(np.float32)}
+                for k, st in stats.items()}
+
     def _load_offline(self) -> ReplayBuffer:
         cfg = self.cfg
         with EpisodeStore.open(cfg.dataset, "r") as store:

@@ -179,3 +179,23 @@ def test_relative_joint_actions_reach_the_arm_as_bounded_steps(
     assert main(bad) == 2
     assert "policy_config.actor.relative_actions: 'elbow' is not an action" in (
         capsys.readouterr().err)
+
+
+def test_observations_normalized_with_the_datasets_statistics(car_demos: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]
+                                                               ) -> None:
+    from policies.base import Policy
+    from policies.normalize import compute_stats
+
+    out = tmp_path / "norm"
+    assert train(out, "env_steps=30", "obs_norm=dataset", "obs_std_floor=0.1",
+                 dataset=car_demos) == 0
+    actor = Policy.load(out / "checkpoints" / "last" / "policy")
+    with EpisodeStore.open(car_demos) as store:
+        want = compute_stats(store, ["observation.state"])["observation.state"]
+    got = actor.stats["observation.state"]
+    assert np.allclose(got["mean"], want["mean"], atol=1e-5)
+    assert np.allclose(got["std"], np.maximum(want["std"], 0.1), atol=1e-5)
+    assert (want["std"] < 0.1).any()  # the floor mattered for some entry
+    assert train(tmp_path / "x", "env_steps=30", "obs_norm=dataset", policy="sac") == 2
+    assert "obs_norm: 'dataset' needs dataset=STORE" in capsys.readouterr().err
