@@ -8,14 +8,16 @@ the methods compared in one experiment share every choice but the one under test
   batches) against the same agent without demos (SAC from scratch). Target: RLPD reaches the
   scripted driver's lap time (measured here, on the same evaluation seeds) in at most 1/2.5 of
   the environment steps SAC needs.
-- ``technical``: the same comparison on the technical track (hairpins), 10,000 env steps.
-- ``arm``: SO-101 arm, lift the cube, 10 scripted demos, RLPD with relative joint actions and a
-  Q-filtered BC term. Target: >= 90% success.
+- ``technical``: the same comparison on the technical track (hairpins), 10,000 env steps;
+  ``technical_early``: again with no uniform random steps (both methods), 8,000 env steps.
+- ``arm``: SO-101 arm, lift the cube, 10 scripted demos, RLPD with relative joint actions and
+  observations normalized with the demos' statistics. Target: >= 90% success.
 - ``wsrl``: car, Cal-QL pretraining on the 5 demo laps, then WSRL (warm-up, online SAC without
   the demos). Target: evaluation return never below 80% of the pretrained policy's in the first
   5,000 steps, and above it at the end.
 
-    .venv/bin/python -m bench.rl_curves car technical arm wsrl [--seeds 0 1 2] [--jobs 2]
+    .venv/bin/python -m bench.rl_curves car technical technical_early arm wsrl
+        [--seeds 0 1 2] [--jobs 2]
         [--out DIR]
 
 Plots go to ``<out>/<experiment>.png``; a summary (JSON) to ``<out>/summary.json``.
@@ -43,12 +45,15 @@ CAR = ["env=robolearn/SimCar-v0", "max_episode_steps=400", "log_every=500"]
 # The technical track (hairpins, 14.7 s scripted lap): the oval's dense progress reward lets SAC
 # from scratch lap in ~3,000 steps, which leaves little for demos to shorten.
 TECHNICAL = ["env=robolearn/SimCarTechnical-v0", "max_episode_steps=500", "log_every=500"]
-# Arm: the five arm joints act as offsets of at most 0.15 rad per step from where they are (the
-# gripper stays absolute), and the actor gets a Q-filtered BC term on the demo half of each batch
-# (see policies.rl.actor / SACConfig.bc_weight): plain RLPD with absolute joint targets lifted
-# nothing in 10,000 steps. Demos finish in 36-62 steps, so episodes are cut at 150 (env: 250).
-ARM_ACTIONS = ["policy_config.actor.relative_actions=[shoulder_pan,shoulder_lift,elbow_flex,"
-               "wrist_flex,wrist_roll]", "policy_config.actor.relative_step=0.15"]
+# Arm (chosen by single-seed trials, README "Offline-to-online RL"): the five arm joints act as
+# offsets of at most 0.15 rad per step from where they are (the gripper stays absolute),
+# observations are normalized with the demos' statistics (bounded at 5 std), and the entropy
+# temperature starts at 0.01 (the arm's per-step rewards are < 1: at 1.0 the entropy bonus
+# outweighs them). Plain RLPD with absolute joint targets and raw observations lifted nothing
+# in 10,000 steps. Demos finish in 36-62 steps, so episodes are cut at 150 (env: 250).
+ARM = ["policy_config.actor.relative_actions=[shoulder_pan,shoulder_lift,elbow_flex,wrist_flex,"
+       "wrist_roll]", "policy_config.actor.relative_step=0.15", "obs_norm=dataset",
+       "policy_config.actor.obs_clip=5", "policy_config.init_temperature=0.01"]
 EXPERIMENTS: dict[str, dict[str, Any]] = {
     "car": {"demos": ("robolearn/SimCar-v0", 5, 280), "runs": {
         "rlpd": ["policy=rlpd", *CAR, *AGENT, "env_steps=8000", "eval_every=1000",
@@ -60,11 +65,17 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
                  "eval_episodes=3", "policy_config.random_steps=1000", "DATA"],
         "sac": ["policy=sac", *TECHNICAL, *AGENT, "env_steps=10000", "eval_every=1000",
                 "eval_episodes=3", "policy_config.random_steps=1000"]}},
+    # the same without the 1,000 uniform random steps (for both), evaluated every 500 steps: the
+    # demos fill RLPD's batches from the first step, SAC explores with its own policy's noise
+    "technical_early": {"demos": ("robolearn/SimCarTechnical-v0", 5, 300), "runs": {
+        "rlpd": ["policy=rlpd", *TECHNICAL, *AGENT, "env_steps=8000", "eval_every=500",
+                 "eval_episodes=3", "policy_config.random_steps=0", "DATA"],
+        "sac": ["policy=sac", *TECHNICAL, *AGENT, "env_steps=8000", "eval_every=500",
+                "eval_episodes=3", "policy_config.random_steps=0"]}},
     "arm": {"demos": ("robolearn/SimArmLift-v0", 10, None), "runs": {
-        "rlpd": ["policy=rlpd", "env=robolearn/SimArmLift-v0", *AGENT, "env_steps=10000",
+        "rlpd": ["policy=rlpd", "env=robolearn/SimArmLift-v0", *AGENT, "env_steps=25000",
                  "eval_every=1000", "eval_episodes=10", "log_every=500", "max_episode_steps=150",
-                 "policy_config.random_steps=1000", *ARM_ACTIONS, "policy_config.bc_weight=0.5",
-                 "DATA"]}},
+                 "policy_config.random_steps=1000", *ARM, "DATA"]}},
     "wsrl": {"demos": ("robolearn/SimCar-v0", 5, 280), "runs": {
         "wsrl": ["policy=wsrl", *CAR, *AGENT, "env_steps=6000", "eval_every=500",
                  "eval_episodes=3", "policy_config.offline_steps=2000",
@@ -140,7 +151,7 @@ def plot(name: str, curves: dict[str, list[list[dict[str, Any]]]], out: Path,
     import matplotlib.pyplot as plt
 
     keys = [("eval_return", "return"), ("eval_success", "success")]
-    if name in ("car", "technical", "wsrl"):
+    if name in ("car", "technical", "technical_early", "wsrl"):
         keys.append(("eval_lap_time", "first-lap time (s)"))
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6))
     for ax, (key, label) in zip(axes, keys, strict=True):
@@ -165,6 +176,14 @@ def plot(name: str, curves: dict[str, list[list[dict[str, Any]]]], out: Path,
     plt.close(fig)
 
 
+def final_success(run: Path, episodes: int, max_steps: int) -> float:
+    """Success rate of ``run``'s last checkpoint over ``episodes`` seeded episodes."""
+    subprocess.run([sys.executable, "-m", "robolearn.cli", "eval", str(run),
+                    f"episodes={episodes}", "videos=0", f"max_steps={max_steps}", "-q"],
+                   check=True, capture_output=True)
+    return float(json.loads((run / "eval" / "eval.json").read_text())["success_rate"])
+
+
 def first_reaching(rows: list[dict[str, Any]], lap_time: float) -> int | None:
     for r in rows:
         if r.get("eval_lap_fraction") == 1.0 and r.get("eval_lap_time", 1e9) <= lap_time:
@@ -175,7 +194,7 @@ def first_reaching(rows: list[dict[str, Any]], lap_time: float) -> int | None:
 def summarise(name: str, curves: dict[str, list[list[dict[str, Any]]]],
               ref: dict[str, float]) -> dict[str, Any]:
     s: dict[str, Any] = {"reference": ref}
-    if name in ("car", "technical"):
+    if name in ("car", "technical", "technical_early"):
         for method, runs in curves.items():
             s[method] = {"steps_to_scripted_lap_time": [first_reaching(r, ref["lap_time"])
                                                         for r in runs],
@@ -218,15 +237,20 @@ def main() -> None:
         curves = {m: [[r for r in _rows(dirs[(m, s)], "eval") if r["env_step"] <= _budget(
             jobs[(m, s)])] for s in args.seeds] for m in exp["runs"]}
         ref: dict[str, float] = {}
-        if name in ("car", "technical", "wsrl"):
+        if name in ("car", "technical", "technical_early", "wsrl"):
             env_id, steps = exp["demos"][0], _max_steps(next(iter(exp["runs"].values())))
             ref["lap_time"] = scripted_lap_time(env_id, steps, 3)
         if name == "wsrl":
             ref["pretrained_return"] = float(np.mean([r[0]["eval_return"]
                                                       for r in curves["wsrl"]]))
         plot(name, curves, args.out, ref)
-        summary[name] = {**summarise(name, curves, ref), "seeds": args.seeds,
-                         "wall_s": time.time() - t0}
+        ran = time.time() - t0  # runs finished before are reused: keep their wall time
+        wall = summary.get(name, {}).get("wall_s", 0.0) + ran if ran > 60 else \
+            summary.get(name, {}).get("wall_s", ran)
+        summary[name] = {**summarise(name, curves, ref), "seeds": args.seeds, "wall_s": wall}
+        if name == "arm":  # the final policies on 50 seeded episodes (eval curves use 10)
+            summary[name]["rlpd"]["final_success_50"] = [
+                final_success(dirs[("rlpd", seed)], 50, 150) for seed in args.seeds]
         summary_path.write_text(json.dumps(summary, indent=1))
         print(f"== {name} ==\n{json.dumps(summary[name], indent=1)}", flush=True)
 
