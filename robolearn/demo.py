@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from data.sampling import WindowSampler, WindowSpec, split_episodes
 from robolearn.config import InvalidValue
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import ControlLoop, LoopConfig
+from robolearn.train import start_output
 from robolearn.vector import collect_scripted
 from robolearn.video import record_rollout
 
@@ -107,9 +107,7 @@ def _record_forever(path: str, cfg: QuickstartConfig) -> None:
 
 def run(cfg: QuickstartConfig) -> int:
     out = Path(cfg.output)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    start_output(out, wipe=True)
     path = out / "demos.zarr"
     t0 = time.perf_counter()
     store = collect_scripted(ENV_ID, str(path), cfg.episodes, cfg.num_envs, seed=cfg.seed,

@@ -30,7 +30,6 @@ import dataclasses
 import json
 import logging
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from robolearn.config import ConfigError, InvalidValue, to_yaml
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import create_store
 from robolearn.safety import SafetyFilter
-from robolearn.train import restore_rng_state, rng_state, save_checkpoint
+from robolearn.train import restore_rng_state, rng_state, save_checkpoint, start_output
 
 log = logging.getLogger("robolearn.rl")
 
@@ -93,6 +92,16 @@ class RLTrainConfig:
                      "buffer_size"):
             if getattr(self, name) < 1:
                 raise InvalidValue(name, f"must be >= 1, got {getattr(self, name)}")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> ``{"a.b.c": leaf}``."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}"))
+    return out
 
 
 def rl_features(env: RobotEnv) -> tuple[dict[str, Feature], dict[str, dict[str, np.ndarray]]]:
@@ -227,6 +236,7 @@ class Runner:
         path = self.out / "checkpoints" / "last" / "training_state.pt"
         if not (self.cfg.resume and path.exists()):
             return False
+        self._check_resumable()
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.agent.load_state_dict(state["agent"])
         self.agent.load_optim_state(state["optim"])
@@ -238,6 +248,28 @@ class Runner:
         log.info("resumed %s at env step %d (offline step %d)", self.out, self.env_step,
                  self.offline_step)
         return True
+
+    # on resume, budgets, evaluation, logging and the device may change; anything else would
+    # mix two experiments in one run
+    RESUMABLE_CHANGES = ("env_steps", "stop_at", "eval_every", "eval_episodes", "log_every",
+                         "save_every", "threads", "resume", "output", "policy_config.device",
+                         "policy_config.actor.device")
+
+    def _check_resumable(self) -> None:
+        from omegaconf import OmegaConf
+
+        saved = self.out / "config.yaml"
+        if not saved.is_file():
+            return
+        old = _flatten(OmegaConf.to_container(OmegaConf.load(saved)))
+        new = _flatten(OmegaConf.to_container(OmegaConf.create(to_yaml(self.cfg))))
+        changed = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted({*old, *new})
+                   if old.get(k) != new.get(k) and k not in self.RESUMABLE_CHANGES]
+        if changed:
+            raise ConfigError(f"output {self.out}: resuming a run whose config.yaml differs in "
+                              f"{', '.join(changed)}; only budgets, evaluation, logging and the "
+                              "device may change on resume. Choose another output, or "
+                              "resume=false to start this one over")
 
     def open_store(self) -> EpisodeStore | None:
         """The online store, trimmed to the episodes the checkpoint knows about."""
@@ -258,9 +290,7 @@ class Runner:
     def run(self) -> int:
         cfg, a = self.cfg, self.acfg
         resumed = self.try_resume()
-        if not resumed and self.out.exists() and any(self.out.iterdir()):
-            shutil.rmtree(self.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        start_output(self.out, wipe=not resumed)
         (self.out / "config.yaml").write_text(to_yaml(cfg))
         (self.out / "dataset.json").write_text(json.dumps(  # robolearn eval reads the env here
             {"env_id": cfg.env, "env_overrides": self.env_overrides, "dataset": cfg.dataset},

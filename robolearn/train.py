@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Sampler
 from data import EpisodeStore, StoreError
 from data.sampling import split_episodes
 from data.torch_dataset import BatchDataset, EpisodeDataset
-from robolearn.config import MISSING, InvalidValue, to_yaml
+from robolearn.config import MISSING, ConfigError, InvalidValue, to_yaml
 from robolearn.progress import console
 
 log = logging.getLogger("robolearn.train")
@@ -202,9 +202,7 @@ def run(cfg: Any) -> int:
         restore_rng_state(state["rng"])
         step = int(state["step"])
         log.info("resumed %s at step %d", out, step)
-    elif out.exists() and any(out.iterdir()) and not cfg.resume:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    start_output(out, wipe=step == 0 and not cfg.resume)  # a fresh run replaces an old one
     (out / "config.yaml").write_text(to_yaml(cfg))
     (out / "dataset.json").write_text(json.dumps(source_meta, indent=1, default=str))
     if step >= cfg.steps:
@@ -291,6 +289,33 @@ def _save(ckpt_dir: Path, step: int, policy: Any, ema: Any, opt: Any, sched: Any
                     {"model": policy.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "ema": ema.state_dict() if ema else None,
                      "step": step, "rng": rng_state()})
+
+
+OUTPUT_MARKER = ".robolearn-output"  # in every output directory robolearn creates
+
+
+def start_output(out: Path, *, wipe: bool) -> None:
+    """Create the output directory ``out``; with ``wipe``, first delete what an earlier robolearn
+    run left there. A non-empty directory robolearn did not create (no marker, e.g. a mistyped
+    ``output=~/data``) is never deleted: that is a :class:`ConfigError` naming it."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output: {out} exists and is not a directory")
+    if wipe and out.exists() and any(out.iterdir()):
+        if not _robolearn_output(out):
+            raise ConfigError(f"output: {out} is not empty and was not created by robolearn "
+                              f"(no {OUTPUT_MARKER}); refusing to delete it, choose another "
+                              "output")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / OUTPUT_MARKER).touch()
+
+
+def _robolearn_output(out: Path) -> bool:
+    if (out / OUTPUT_MARKER).exists():
+        return True
+    # run directories written before the marker existed
+    return any((out / n).is_file() for n in ("config.yaml", "report.json")) and any(
+        (out / n).exists() for n in ("checkpoints", "metrics.jsonl", "report.json", "demos.zarr"))
 
 
 def save_checkpoint(ckpt_dir: Path, step: int, policy: Any, state: dict[str, Any]) -> None:

@@ -16,8 +16,29 @@ SCHEMAS = {"quickstart.yaml": QuickstartConfig, "control_loop.yaml": LoopConfig}
 TRAIN_RECIPES = {"arm_lift_mlp.yaml": ("mlp", 3000), "arm_lift_diffusion.yaml": ("diffusion", 6000)}
 
 
+RL_RECIPES = {"arm_lift_rlpd.yaml": ("rlpd", 25000)}
+
+
 def test_every_config_file_has_a_schema() -> None:
-    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted([*SCHEMAS, *TRAIN_RECIPES])
+    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(
+        [*SCHEMAS, *TRAIN_RECIPES, *RL_RECIPES])
+
+
+@pytest.mark.parametrize("name", sorted(RL_RECIPES))
+def test_rl_recipe_loads_and_builds_its_agent(name: str, tmp_path: Path) -> None:
+    from robolearn.cli import main
+    from robolearn.rl_train import RLTrainConfig, Runner
+    from robolearn.train import schema_for
+
+    path = CONFIGS / name
+    demos = tmp_path / "demos.zarr"
+    assert main(["collect", str(demos), "env=robolearn/SimArmLift-v0", "episodes=1"]) == 0
+    overrides = [f"dataset={demos}", f"output={tmp_path / 'run'}"]
+    cfg = load_config(schema_for(str(path), overrides), path, overrides)
+    assert isinstance(cfg, RLTrainConfig)
+    assert (cfg.policy, cfg.env_steps) == RL_RECIPES[name]
+    runner = Runner(cfg)  # the env, the demo statistics and the actor's offsets all fit
+    assert bool(runner.agent.actor.rel_mask.any())
 
 
 @pytest.mark.parametrize("name", sorted(TRAIN_RECIPES))

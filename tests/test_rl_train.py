@@ -199,3 +199,23 @@ def test_observations_normalized_with_the_datasets_statistics(car_demos: Path, t
     assert (want["std"] < 0.1).any()  # the floor mattered for some entry
     assert train(tmp_path / "x", "env_steps=30", "obs_norm=dataset", policy="sac") == 2
     assert "obs_norm: 'dataset' needs dataset=STORE" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_changed_experiment_and_nothing_deletes_foreign_files(
+        car_demos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert train(out, "env_steps=30", dataset=car_demos) == 0
+    # the learning rate changed: resuming would mix two experiments
+    assert train(out, "env_steps=60", "policy_config.lr=1e-3", dataset=car_demos) == 2
+    err = capsys.readouterr().err
+    assert "policy_config.lr (0.0003 -> 0.001)" in err and "resume=false" in err
+    assert train(out, "env_steps=60", dataset=car_demos) == 0  # a longer budget may change
+    with EpisodeStore.open(out / "online.zarr") as store:
+        assert len(store) == 2
+    # a directory robolearn did not create is never wiped to make room for a run
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    assert train(foreign, "env_steps=30", dataset=car_demos) == 2
+    assert "refusing to delete it" in capsys.readouterr().err
+    assert (foreign / "thesis.tex").read_text() == "years of work"
