@@ -92,27 +92,22 @@ def demos(out: Path, env: str, episodes: int, max_steps: int | None) -> Path:
     return path
 
 
-def run_one(args: list[str], out: Path) -> Path:
-    if _unfinished(out, args):  # its evaluations reach the budget: done
-        log = out.with_suffix(".log")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as f:
-            subprocess.run([sys.executable, "-m", "robolearn.cli", "train", *args,
-                            f"output={out}", "-q"], check=True, stdout=f, stderr=f)
-    return out
-
-
-def _budget(args: list[str]) -> int:
-    return int(next(a for a in args if a.startswith("env_steps=")).split("=")[1])
-
-
-def _max_steps(args: list[str]) -> int:
-    return int(next(a for a in args if a.startswith("max_episode_steps=")).split("=")[1])
-
-
-def _unfinished(out: Path, args: list[str]) -> bool:
+def run_one(args: list[str], out: Path) -> bool:
+    """Train (or resume) one run unless its evaluations already reach the budget; whether it
+    ran."""
     rows = _rows(out, "eval")
-    return not rows or rows[-1]["env_step"] < _budget(args)
+    if rows and rows[-1]["env_step"] >= _arg(args, "env_steps"):
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".log"), "w") as f:
+        subprocess.run([sys.executable, "-m", "robolearn.cli", "train", *args,
+                        f"output={out}", "-q"], check=True, stdout=f, stderr=f)
+    return True
+
+
+def _arg(args: list[str], key: str) -> int:
+    """The integer value of ``key=`` in a run's arguments."""
+    return int(next(a for a in args if a.startswith(f"{key}=")).split("=")[1])
 
 
 def _rows(out: Path, kind: str) -> list[dict[str, Any]]:
@@ -151,7 +146,7 @@ def plot(name: str, curves: dict[str, list[list[dict[str, Any]]]], out: Path,
     import matplotlib.pyplot as plt
 
     keys = [("eval_return", "return"), ("eval_success", "success")]
-    if name in ("car", "technical", "technical_early", "wsrl"):
+    if "lap_time" in ref:
         keys.append(("eval_lap_time", "first-lap time (s)"))
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6))
     for ax, (key, label) in zip(axes, keys, strict=True):
@@ -194,7 +189,7 @@ def first_reaching(rows: list[dict[str, Any]], lap_time: float) -> int | None:
 def summarise(name: str, curves: dict[str, list[list[dict[str, Any]]]],
               ref: dict[str, float]) -> dict[str, Any]:
     s: dict[str, Any] = {"reference": ref}
-    if name in ("car", "technical", "technical_early"):
+    if "sac" in curves:  # RLPD against SAC from scratch on the car
         for method, runs in curves.items():
             s[method] = {"steps_to_scripted_lap_time": [first_reaching(r, ref["lap_time"])
                                                         for r in runs],
@@ -223,34 +218,37 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for name in args.names:
         exp = EXPERIMENTS[name]
         data = demos(args.out, *exp["demos"])
         jobs = {(m, seed): [a if a != "DATA" else f"dataset={data}" for a in run_args]
                 + [f"seed={seed}"] for m, run_args in exp["runs"].items() for seed in args.seeds}
         t0 = time.time()
+        dirs = {k: args.out / name / f"{k[0]}_s{k[1]}" for k in jobs}
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = {k: pool.submit(run_one, v, args.out / name / f"{k[0]}_s{k[1]}")
-                       for k, v in jobs.items()}
-            dirs = {k: f.result() for k, f in futures.items()}
-        curves = {m: [[r for r in _rows(dirs[(m, s)], "eval") if r["env_step"] <= _budget(
-            jobs[(m, s)])] for s in args.seeds] for m in exp["runs"]}
+            ran = any(list(pool.map(run_one, [jobs[k] for k in dirs], dirs.values())))
+        elapsed = time.time() - t0
+        curves = {m: [[r for r in _rows(dirs[(m, s)], "eval") if r["env_step"] <= _arg(
+            jobs[(m, s)], "env_steps")] for s in args.seeds] for m in exp["runs"]}
         ref: dict[str, float] = {}
-        if name in ("car", "technical", "technical_early", "wsrl"):
-            env_id, steps = exp["demos"][0], _max_steps(next(iter(exp["runs"].values())))
-            ref["lap_time"] = scripted_lap_time(env_id, steps, 3)
+        if "SimCar" in exp["demos"][0]:  # lap times against the scripted driver's
+            steps = _arg(next(iter(exp["runs"].values())), "max_episode_steps")
+            ref["lap_time"] = scripted_lap_time(exp["demos"][0], steps, 3)
         if name == "wsrl":
             ref["pretrained_return"] = float(np.mean([r[0]["eval_return"]
                                                       for r in curves["wsrl"]]))
         plot(name, curves, args.out, ref)
-        ran = time.time() - t0  # runs finished before are reused: keep their wall time
-        wall = summary.get(name, {}).get("wall_s", 0.0) + ran if ran > 60 else \
-            summary.get(name, {}).get("wall_s", ran)
+        # read just before writing: another invocation may have added its experiment meanwhile
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        # runs finished before are reused (or resumed): their wall time adds up
+        before = summary.get(name, {}).get("wall_s", 0.0)
+        wall = before + elapsed if ran else before
         summary[name] = {**summarise(name, curves, ref), "seeds": args.seeds, "wall_s": wall}
         if name == "arm":  # the final policies on 50 seeded episodes (eval curves use 10)
             summary[name]["rlpd"]["final_success_50"] = [
-                final_success(dirs[("rlpd", seed)], 50, 150) for seed in args.seeds]
+                final_success(dirs[("rlpd", seed)], 50,
+                              _arg(jobs[("rlpd", seed)], "max_episode_steps"))
+                for seed in args.seeds]
         summary_path.write_text(json.dumps(summary, indent=1))
         print(f"== {name} ==\n{json.dumps(summary[name], indent=1)}", flush=True)
 

@@ -31,6 +31,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,19 +165,32 @@ class Runner:
         self.episodes_recorded = 0
 
     # ------------------------------------------------------------------ data
+    @contextlib.contextmanager
+    def _open_dataset(self) -> Iterator[EpisodeStore]:
+        """The ``dataset`` store, read-only, once it is known to hold every feature the env
+        observes and acts with, in the env's shapes (else a StoreError naming them)."""
+        cfg, keys = self.cfg, list(self.features)
+        with EpisodeStore.open(cfg.dataset, "r") as store:
+            missing = [k for k in keys if k not in store.features]
+            if missing:
+                raise StoreError(f"dataset {cfg.dataset}: lacks {missing}, which {cfg.env} "
+                                 f"observes (the store has {sorted(store.features)})")
+            wrong = [f"{k} {store.features[k].shape} (env: {self.features[k].shape})"
+                     for k in keys if store.features[k].shape != self.features[k].shape]
+            if wrong:
+                raise StoreError(f"dataset {cfg.dataset}: shapes differ from {cfg.env}'s: "
+                                 f"{', '.join(wrong)} (recorded with another robot version?)")
+            yield store
+
     def _dataset_stats(self) -> dict[str, dict[str, np.ndarray]]:
         """``obs_norm=dataset``: mean and (floored) std of the dataset's low-dim observations.
         Why: identity leaves centimetre-scale features (the arm's gripper-to-cube vector) next to
         radian-scale joints; the critics' first layer then has to learn the scales first."""
         from policies.normalize import compute_stats
 
-        keys = [k for k in self.features if k.startswith("observation.")
-                and not self.features[k].image]
-        with EpisodeStore.open(self.cfg.dataset, "r") as store:
-            missing = [k for k in keys if k not in store.features]
-            if missing:
-                raise StoreError(f"dataset {self.cfg.dataset}: lacks {missing}, which "
-                                 f"{self.cfg.env} observes")
+        keys = [k for k, f in self.features.items() if k.startswith("observation.")
+                and not f.image]
+        with self._open_dataset() as store:
             stats = compute_stats(store, keys)
         return {k: {"mean": st["mean"].astype(np.float32),
                     "std": np.maximum(st["std"], self.cfg.obs_std_floor).astype(np.float32)}
@@ -184,17 +198,7 @@ class Runner:
 
     def _load_offline(self) -> ReplayBuffer:
         cfg = self.cfg
-        with EpisodeStore.open(cfg.dataset, "r") as store:
-            missing = [k for k in [*self.obs_keys, "action"] if k not in store.features]
-            if missing:
-                raise StoreError(f"dataset {cfg.dataset}: lacks {missing}, which {cfg.env} "
-                                 f"observes (the store has {sorted(store.features)})")
-            wrong = [f"{k} {store.features[k].shape} (env: {self.features[k].shape})"
-                     for k in [*self.obs_keys, "action"]
-                     if store.features[k].shape != self.features[k].shape]
-            if wrong:
-                raise StoreError(f"dataset {cfg.dataset}: shapes differ from {cfg.env}'s: "
-                                 f"{', '.join(wrong)} (recorded with another robot version?)")
+        with self._open_dataset() as store:
             n = len(store) if cfg.dataset_episodes is None else min(cfg.dataset_episodes,
                                                                     len(store))
             data = load_transitions(store, self.obs_keys, self.acfg.gamma,

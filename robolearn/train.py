@@ -202,7 +202,7 @@ def run(cfg: Any) -> int:
         restore_rng_state(state["rng"])
         step = int(state["step"])
         log.info("resumed %s at step %d", out, step)
-    start_output(out, wipe=step == 0 and not cfg.resume)  # a fresh run replaces an old one
+    start_output(out, wipe=not cfg.resume)  # a fresh run replaces an old one
     (out / "config.yaml").write_text(to_yaml(cfg))
     (out / "dataset.json").write_text(json.dumps(source_meta, indent=1, default=str))
     if step >= cfg.steps:

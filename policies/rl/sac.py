@@ -146,7 +146,7 @@ class SAC(nn.Module):
     @torch.no_grad()
     def explore(self, obs: Mapping[str, Any]) -> Tensor:
         """One stochastic action in robot units for one observation (numpy or tensors)."""
-        batch = {k: torch.as_tensor(obs[k]).unsqueeze(0).to(self.device) for k in self.obs_keys}
+        batch = self._one(obs)
         action, _ = self.actor.sample(self.actor.encode(self._images_chw(batch)),
                                       self.generator)
         return self.actor.unnormalize_action(action, batch)[0]
@@ -155,9 +155,12 @@ class SAC(nn.Module):
     def robot_action(self, action: Any, obs: Mapping[str, Any]) -> Tensor:
         """A network-unit action ``(A,)`` in [-1, 1] (e.g. uniform random) -> robot units,
         relative entries taken from ``obs``."""
-        batch = {k: torch.as_tensor(obs[k]).unsqueeze(0).to(self.device) for k in self.obs_keys}
         net = torch.as_tensor(action, dtype=torch.float32, device=self.device).unsqueeze(0)
-        return self.actor.unnormalize_action(net, batch)[0]
+        return self.actor.unnormalize_action(net, self._one(obs))[0]
+
+    def _one(self, obs: Mapping[str, Any]) -> Batch:
+        """One observation (numpy or tensors) -> a batch of one on the device."""
+        return {k: torch.as_tensor(obs[k]).unsqueeze(0).to(self.device) for k in self.obs_keys}
 
     def _images_chw(self, obs: Batch) -> Batch:
         """Camera frames ``(..., H, W, C)`` (robots and the replay) -> ``(..., C, H, W)``."""
@@ -257,9 +260,9 @@ class SAC(nn.Module):
                 keep = keep * (q_demo > q_pi).float()
             scale = q_pi.abs().mean().clamp(min=1.0)
         err = (torch.tanh(self.actor.dist(feat)[0]) - mb["action"]).pow(2).sum(-1)
-        info["bc_rows"] = keep.sum() / mb["offline"].sum().clamp(min=1.0)
-        info["bc_error"] = (err.detach() * mb["offline"]).sum() / mb["offline"].sum().clamp(
-            min=1.0)
+        n_offline = mb["offline"].sum().clamp(min=1.0)
+        info["bc_rows"] = keep.sum() / n_offline
+        info["bc_error"] = (err.detach() * mb["offline"]).sum() / n_offline
         return self.config.bc_weight * scale * (err * keep).sum() / keep.numel()
 
     # ------------------------------------------------------------------ checkpoints
