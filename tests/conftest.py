@@ -75,3 +75,12 @@ def make_store(tmp_path: Path) -> StoreFactory:
         return record_store(tmp_path / name, lengths, **kwargs)
 
     return make
+
+
+def shard_file(store: EpisodeStore, row: int) -> Path:
+    """The camera shard file holding ``row``."""
+    return store.path / "data" / CAM / "c" / str(row // store.shard_len) / "0" / "0" / "0"
+
+
+def episode_arrays(store: EpisodeStore, index: int) -> dict[str, np.ndarray]:
+    return dict(store.episode(index).data)
