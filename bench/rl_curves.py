@@ -9,14 +9,15 @@ the methods compared in one experiment share every choice but the one under test
   scripted driver's lap time (measured here, on the same evaluation seeds) in at most 1/2.5 of
   the environment steps SAC needs.
 - ``technical``: the same comparison on the technical track (hairpins), 10,000 env steps;
-  ``technical_early``: again with no uniform random steps (both methods), 8,000 env steps.
+  ``technical_early``: again with no uniform random steps (both methods), 8,000 env steps;
+  ``technical_utd8``: that comparison at UTD 8 (both methods), 6,000 env steps, eval every 250.
 - ``arm``: SO-101 arm, lift the cube, 10 scripted demos, RLPD with relative joint actions and
   observations normalized with the demos' statistics. Target: >= 90% success.
 - ``wsrl``: car, Cal-QL pretraining on the 5 demo laps, then WSRL (warm-up, online SAC without
   the demos). Target: evaluation return never below 80% of the pretrained policy's in the first
-  5,000 steps, and above it at the end.
+  5,000 steps, and above it at the end. ``wsrl_eval5``: the same runs, 5 evaluation episodes.
 
-    .venv/bin/python -m bench.rl_curves car technical technical_early arm wsrl
+    .venv/bin/python -m bench.rl_curves car technical technical_early technical_utd8 arm wsrl
         [--seeds 0 1 2] [--jobs 2]
         [--out DIR]
 
@@ -41,6 +42,7 @@ import numpy as np
 AGENT = ["policy_config.n_critics=10", "policy_config.critic_subset=2", "policy_config.utd=4",
          "policy_config.batch_size=128", "policy_config.critic_hidden=[128,128]",
          "policy_config.actor.hidden=[128,128]", "threads=1"]
+AGENT8 = [a if a != "policy_config.utd=4" else "policy_config.utd=8" for a in AGENT]
 CAR = ["env=robolearn/SimCar-v0", "max_episode_steps=400", "log_every=500"]
 # The technical track (hairpins, 14.7 s scripted lap): the oval's dense progress reward lets SAC
 # from scratch lap in ~3,000 steps, which leaves little for demos to shorten.
@@ -72,6 +74,13 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
                  "eval_episodes=3", "policy_config.random_steps=0", "DATA"],
         "sac": ["policy=sac", *TECHNICAL, *AGENT, "env_steps=8000", "eval_every=500",
                 "eval_episodes=3", "policy_config.random_steps=0"]}},
+    # the same at twice the update-to-data ratio (UTD 8; RLPD's paper uses 20), evaluated every
+    # 250 steps; 6,000 env steps (SAC reached the lap time by 4,500 at UTD 4)
+    "technical_utd8": {"demos": ("robolearn/SimCarTechnical-v0", 5, 300), "runs": {
+        "rlpd": ["policy=rlpd", *TECHNICAL, *AGENT8, "env_steps=6000", "eval_every=250",
+                 "eval_episodes=3", "policy_config.random_steps=0", "DATA"],
+        "sac": ["policy=sac", *TECHNICAL, *AGENT8, "env_steps=6000", "eval_every=250",
+                "eval_episodes=3", "policy_config.random_steps=0"]}},
     "arm": {"demos": ("robolearn/SimArmLift-v0", 10, None), "runs": {
         "rlpd": ["policy=rlpd", "env=robolearn/SimArmLift-v0", *AGENT, "env_steps=25000",
                  "eval_every=1000", "eval_episodes=10", "log_every=500", "max_episode_steps=150",
@@ -81,6 +90,10 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
                  "eval_episodes=3", "policy_config.offline_steps=2000",
                  "policy_config.warmup_steps=1000", "policy_config.cql_actions=4", "DATA"]}},
 }
+# the same WSRL runs measured on 5 evaluation episodes (episode seeds 100000..100004, the first
+# three are wsrl's; evaluation touches no training state, so training is the same)
+EXPERIMENTS["wsrl_eval5"] = {"demos": EXPERIMENTS["wsrl"]["demos"], "runs": {"wsrl": [
+    a if a != "eval_episodes=3" else "eval_episodes=5" for a in EXPERIMENTS["wsrl"]["runs"]["wsrl"]]}}
 
 
 def demos(out: Path, env: str, episodes: int, max_steps: int | None) -> Path:
@@ -197,7 +210,7 @@ def summarise(name: str, curves: dict[str, list[list[dict[str, Any]]]],
     if name == "arm":
         s["rlpd"] = {"final_success": [r[-1]["eval_success"] for r in curves["rlpd"]],
                      "best_success": [max(x["eval_success"] for x in r) for r in curves["rlpd"]]}
-    if name == "wsrl":
+    if "wsrl" in curves:
         per = []
         for rows in curves["wsrl"]:
             pre = rows[0]["eval_return"]  # evaluated after pretraining, before any online step
@@ -234,7 +247,7 @@ def main() -> None:
         if "SimCar" in exp["demos"][0]:  # lap times against the scripted driver's
             steps = _arg(next(iter(exp["runs"].values())), "max_episode_steps")
             ref["lap_time"] = scripted_lap_time(exp["demos"][0], steps, 3)
-        if name == "wsrl":
+        if "wsrl" in exp["runs"]:
             ref["pretrained_return"] = float(np.mean([r[0]["eval_return"]
                                                       for r in curves["wsrl"]]))
         plot(name, curves, args.out, ref)
