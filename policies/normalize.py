@@ -32,10 +32,14 @@ NORM_MODES = ("mean_std", "min_max", "identity")
 
 
 def compute_stats(store: EpisodeStore, keys: Iterable[str], *,
-                  image_frames_per_episode: int = 16) -> Stats:
-    """Per-key mean, std, min and max over every episode of ``store`` (see module doc)."""
+                  image_frames_per_episode: int = 16,
+                  episodes: Iterable[int] | None = None) -> Stats:
+    """Per-key mean, std, min and max over every episode of ``store``, or over the episode
+    indices ``episodes`` (see module doc)."""
     out: Stats = {}
     infos = store.infos()
+    if episodes is not None:
+        infos = [infos[i] for i in episodes]
     if not infos:
         raise ValueError(f"{store.name}: no episodes to compute statistics from")
     for key in keys:

@@ -190,17 +190,21 @@ class Runner:
 
         keys = [k for k, f in self.features.items() if k.startswith("observation.")
                 and not f.image]
-        with self._open_dataset() as store:
-            stats = compute_stats(store, keys)
+        with self._open_dataset() as store:  # the episodes the learner uses, no others
+            stats = compute_stats(store, keys, episodes=range(self._n_episodes(store)))
         return {k: {"mean": st["mean"].astype(np.float32),
                     "std": np.maximum(st["std"], self.cfg.obs_std_floor).astype(np.float32)}
                 for k, st in stats.items()}
 
+    def _n_episodes(self, store: EpisodeStore) -> int:
+        """How many of the dataset's episodes (its first) the run learns from."""
+        n = self.cfg.dataset_episodes
+        return len(store) if n is None else min(n, len(store))
+
     def _load_offline(self) -> ReplayBuffer:
         cfg = self.cfg
         with self._open_dataset() as store:
-            n = len(store) if cfg.dataset_episodes is None else min(cfg.dataset_episodes,
-                                                                    len(store))
+            n = self._n_episodes(store)
             data = load_transitions(store, self.obs_keys, self.acfg.gamma,
                                     self.env.task.success_terminates(), range(n),
                                     absorbing_success=cfg.absorbing_success)

@@ -197,6 +197,15 @@ def test_observations_normalized_with_the_datasets_statistics(car_demos: Path, t
     assert np.allclose(got["mean"], want["mean"], atol=1e-5)
     assert np.allclose(got["std"], np.maximum(want["std"], 0.1), atol=1e-5)
     assert (want["std"] < 0.1).any()  # the floor mattered for some entry
+    # dataset_episodes=N: statistics of those N episodes only (what the learner sees)
+    assert train(tmp_path / "one", "env_steps=30", "obs_norm=dataset", "dataset_episodes=1",
+                 dataset=car_demos) == 0
+    actor = Policy.load(tmp_path / "one" / "checkpoints" / "last" / "policy")
+    with EpisodeStore.open(car_demos) as store:
+        assert len(store) > 1
+        one = compute_stats(store, ["observation.state"], episodes=[0])["observation.state"]
+    assert np.allclose(actor.stats["observation.state"]["mean"], one["mean"], atol=1e-5)
+    assert not np.allclose(one["mean"], want["mean"], atol=1e-3)
     assert train(tmp_path / "x", "env_steps=30", "obs_norm=dataset", policy="sac") == 2
     assert "obs_norm: 'dataset' needs dataset=STORE" in capsys.readouterr().err
 
