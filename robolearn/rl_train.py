@@ -427,7 +427,7 @@ class Runner:
         self.safety.reset(last=self.env.robot.hold_action())
         return obs
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, Any]:
         from robolearn.evaluate import evaluate
 
         if self.eval_env is None:
@@ -435,15 +435,17 @@ class Runner:
         # the actor acts deterministically (tanh of its mean); select_action restores train mode
         report = evaluate(self.agent.actor, self.eval_env, self.cfg.eval_episodes, 100_000,
                           progress=False)
-        m = {"env_step": self.env_step, "eval_return": report["mean_return"],
-             "eval_success": report["success_rate"]}
+        m: dict[str, Any] = {"env_step": self.env_step, "eval_return": report["mean_return"],
+                             "eval_success": report["success_rate"]}
         laps = [r["task"].get("lap_times", []) for r in report["results"]]
         if any(laps):
             m["eval_lap_time"] = float(np.mean([t[0] for t in laps if t]))  # first lap, s
             m["eval_lap_fraction"] = float(np.mean([bool(t) for t in laps]))
             m["eval_collisions"] = float(np.mean([r["task"].get("collisions", 0)
                                                   for r in report["results"]]))
-        self.log(m, self.env_step, "eval")
+        self.log({**m, "eval_returns": [r["return"] for r in report["results"]],
+                  "eval_successes": [r["success"] for r in report["results"]]},
+                 self.env_step, "eval")  # per episode too: which one failed, audits
         log.info("step %d: eval return %.1f, success %.0f%%%s", self.env_step,
                  m["eval_return"], 100 * m["eval_success"],
                  f", lap {m['eval_lap_time']:.2f} s" if "eval_lap_time" in m else "")

@@ -3,6 +3,7 @@ demo store, the online store, evaluation, exact resume, a SIGKILLed trainer, and
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -43,7 +44,7 @@ def train(out: Path, *extra: str, policy: str = "rlpd", dataset: Path | None = N
 def test_rlpd_run_records_online_experience_and_evaluates(car_demos: Path,
                                                            tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert train(out, "env_steps=90", dataset=car_demos) == 0
+    assert train(out, "env_steps=90", "eval_episodes=2", dataset=car_demos) == 0
     with EpisodeStore.open(out / "online.zarr") as store:
         assert len(store) == 3  # 90 steps of 30-step episodes
         assert all(i.sources == {"autonomous": 30} for i in store.infos())
@@ -51,7 +52,11 @@ def test_rlpd_run_records_online_experience_and_evaluates(car_demos: Path,
         assert np.isfinite(actions).all() and np.abs(actions).max() <= 1.0
         assert store.verify() == []
     rows = [line for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert any('"kind": "eval"' in r for r in rows) and any('"critic_loss"' in r for r in rows)
+    assert any('"critic_loss"' in r for r in rows)
+    evals = [json.loads(r) for r in rows if '"kind": "eval"' in r]
+    assert evals and all(len(e["eval_returns"]) == 2 and len(e["eval_successes"]) == 2
+                         and np.isclose(np.mean(e["eval_returns"]), e["eval_return"])
+                         for e in evals)  # per episode as well as the mean
     # the checkpoint's actor is a regular policy: robolearn eval runs it
     assert main(["eval", str(out), "episodes=2", "videos=0", "max_steps=30"]) == 0
     assert (out / "eval" / "eval.json").exists()
