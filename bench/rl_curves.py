@@ -102,7 +102,8 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
 # WSRL again, measured on 5 evaluation episodes (episode seeds 100000..100004; the first three
 # are the ones wsrl uses): 3 episodes make "never below 80%" a minimum over noisy estimates
 EXPERIMENTS["wsrl_eval5"] = {"demos": EXPERIMENTS["wsrl"]["demos"], "runs": {"wsrl": [
-    a if a != "eval_episodes=3" else "eval_episodes=5" for a in EXPERIMENTS["wsrl"]["runs"]["wsrl"]]}}
+    a if a != "eval_episodes=3" else "eval_episodes=5"
+    for a in EXPERIMENTS["wsrl"]["runs"]["wsrl"]]}}
 
 
 def demos(out: Path, env: str, episodes: int, max_steps: int | None) -> Path:

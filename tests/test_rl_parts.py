@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.rl_update import OpCounter
 from data import EpisodeStore
 from data.schema import Feature
 from policies.rl import RL_ALGOS, agent_class
@@ -71,6 +72,24 @@ def test_batched_ensemble_matches_a_loop_of_separate_critics() -> None:
     grad = batched.net[0].weight.grad
     assert grad is not None and grad[2].abs().sum() > 0
     assert grad[[0, 1, 3, 4]].abs().sum() == 0
+
+
+def ops_of_a_critic_step(critic: torch.nn.Module, x: torch.Tensor) -> int:
+    counter = OpCounter()  # the update benchmark's counter
+    with counter:
+        critic(x).pow(2).mean().backward()
+    return counter.n
+
+
+def test_the_ensemble_is_one_batched_operation_per_layer_whatever_its_size() -> None:
+    """The issue asks for the ensemble as one batched operation, not a loop over critics: the
+    operators a forward and backward pass dispatches do not grow with the number of critics
+    (a loop's grow linearly)."""
+    x = torch.randn(32, 7)
+    batched = [ops_of_a_critic_step(EnsembleMLP(n, 7, [16, 16]), x) for n in (2, 10)]
+    loop = [ops_of_a_critic_step(LoopEnsembleMLP(n, 7, [16, 16]), x) for n in (2, 10)]
+    assert batched[0] == batched[1]
+    assert loop[1] > 4 * loop[0] and loop[0] > batched[1]
 
 
 def test_squashed_gaussian_log_prob_matches_the_samples_density() -> None:
