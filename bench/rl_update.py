@@ -85,6 +85,7 @@ def _sb3_model(device: str, batch: int) -> Any:
     """An SB3 SAC with a filled replay buffer, set up as ``learn()`` does, warmed up."""
     import gymnasium as gym
     from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.logger import Logger
 
     class Dummy(gym.Env):  # type: ignore[type-arg]
         observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS,), np.float32)
@@ -103,7 +104,8 @@ def _sb3_model(device: str, batch: int) -> Any:
         model.replay_buffer.add(rng.normal(size=(1, OBS)), rng.normal(size=(1, OBS)),
                                 rng.uniform(-1, 1, (1, ACT)), rng.normal(size=1),
                                 np.zeros(1), [{}])
-    model._setup_learn(total_timesteps=1)  # logger and schedules, as learn() does
+    model.set_logger(Logger(None, []))  # learn()'s default logger makes a folder in /tmp
+    model._setup_learn(total_timesteps=1)  # schedules and counters, as learn() does
     model.train(gradient_steps=2, batch_size=batch)
     return model
 
