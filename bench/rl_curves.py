@@ -23,7 +23,8 @@ the methods compared in one experiment share every choice but the one under test
         [--seeds 0 1 2] [--jobs 2]
         [--out DIR]
 
-Plots go to ``<out>/<experiment>.png``; a summary (JSON) to ``<out>/summary.json``.
+Plots go to ``<out>/<experiment>.png``; a summary (JSON) to ``<out>/summary.json``. Seeds other
+than the default ``0 1 2`` are reported as ``<experiment>_seeds_<seeds>`` beside those.
 """
 
 from __future__ import annotations
@@ -260,20 +261,22 @@ def main() -> None:
         if "wsrl" in exp["runs"]:
             ref["pretrained_return"] = float(np.mean([r[0]["eval_return"]
                                                       for r in curves["wsrl"]]))
-        plot(name, curves, args.out, ref)
+        # other seeds than the default three are reported beside them, not over them
+        key = name if args.seeds == [0, 1, 2] else f"{name}_seeds_{'_'.join(map(str, args.seeds))}"
+        plot(key, curves, args.out, ref)
         # read just before writing: another invocation may have added its experiment meanwhile
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         # runs finished before are reused (or resumed): their wall time adds up
-        before = summary.get(name, {}).get("wall_s", 0.0)
+        before = summary.get(key, {}).get("wall_s", 0.0)
         wall = before + elapsed if ran else before
-        summary[name] = {**summarise(name, curves, ref), "seeds": args.seeds, "wall_s": wall}
+        summary[key] = {**summarise(name, curves, ref), "seeds": args.seeds, "wall_s": wall}
         if name == "arm":  # the final policies on 50 seeded episodes (eval curves use 10)
-            summary[name]["rlpd"]["final_success_50"] = [
+            summary[key]["rlpd"]["final_success_50"] = [
                 final_success(dirs[("rlpd", seed)], 50,
                               _arg(jobs[("rlpd", seed)], "max_episode_steps"))
                 for seed in args.seeds]
         summary_path.write_text(json.dumps(summary, indent=1))
-        print(f"== {name} ==\n{json.dumps(summary[name], indent=1)}", flush=True)
+        print(f"== {key} ==\n{json.dumps(summary[key], indent=1)}", flush=True)
 
 
 if __name__ == "__main__":
