@@ -60,42 +60,35 @@ TECHNICAL = ["env=robolearn/SimCarTechnical-v0", "max_episode_steps=500", "log_e
 ARM = ["policy_config.actor.relative_actions=[shoulder_pan,shoulder_lift,elbow_flex,wrist_flex,"
        "wrist_roll]", "policy_config.actor.relative_step=0.15", "obs_norm=dataset",
        "policy_config.actor.obs_clip=5", "policy_config.init_temperature=0.01"]
+
+
+def rlpd_vs_sac(demos: tuple[str, int, int], env: list[str], agent: list[str], steps: int,
+                eval_every: int, random_steps: int) -> dict[str, Any]:
+    """RLPD and SAC from scratch with every setting shared but the demos."""
+    common = [*env, *agent, f"env_steps={steps}", f"eval_every={eval_every}", "eval_episodes=3",
+              f"policy_config.random_steps={random_steps}"]
+    return {"demos": demos, "runs": {"rlpd": ["policy=rlpd", *common, "DATA"],
+                                     "sac": ["policy=sac", *common]}}
+
+
+OVAL_DEMOS = ("robolearn/SimCar-v0", 5, 280)
+TECHNICAL_DEMOS = ("robolearn/SimCarTechnical-v0", 5, 300)
 EXPERIMENTS: dict[str, dict[str, Any]] = {
-    "car": {"demos": ("robolearn/SimCar-v0", 5, 280), "runs": {
-        "rlpd": ["policy=rlpd", *CAR, *AGENT, "env_steps=8000", "eval_every=1000",
-                 "eval_episodes=3", "policy_config.random_steps=1000", "DATA"],
-        "sac": ["policy=sac", *CAR, *AGENT, "env_steps=8000", "eval_every=1000",
-                "eval_episodes=3", "policy_config.random_steps=1000"]}},
-    "technical": {"demos": ("robolearn/SimCarTechnical-v0", 5, 300), "runs": {
-        "rlpd": ["policy=rlpd", *TECHNICAL, *AGENT, "env_steps=10000", "eval_every=1000",
-                 "eval_episodes=3", "policy_config.random_steps=1000", "DATA"],
-        "sac": ["policy=sac", *TECHNICAL, *AGENT, "env_steps=10000", "eval_every=1000",
-                "eval_episodes=3", "policy_config.random_steps=1000"]}},
+    "car": rlpd_vs_sac(OVAL_DEMOS, CAR, AGENT, 8000, 1000, 1000),
+    "technical": rlpd_vs_sac(TECHNICAL_DEMOS, TECHNICAL, AGENT, 10000, 1000, 1000),
     # the same without the 1,000 uniform random steps (for both), evaluated every 500 steps: the
     # demos fill RLPD's batches from the first step, SAC explores with its own policy's noise
-    "technical_early": {"demos": ("robolearn/SimCarTechnical-v0", 5, 300), "runs": {
-        "rlpd": ["policy=rlpd", *TECHNICAL, *AGENT, "env_steps=8000", "eval_every=500",
-                 "eval_episodes=3", "policy_config.random_steps=0", "DATA"],
-        "sac": ["policy=sac", *TECHNICAL, *AGENT, "env_steps=8000", "eval_every=500",
-                "eval_episodes=3", "policy_config.random_steps=0"]}},
+    "technical_early": rlpd_vs_sac(TECHNICAL_DEMOS, TECHNICAL, AGENT, 8000, 500, 0),
     # the same at twice the update-to-data ratio (UTD 8; RLPD's paper uses 20), evaluated every
     # 250 steps; 6,000 env steps (SAC reached the lap time by 4,500 at UTD 4)
-    "technical_utd8": {"demos": ("robolearn/SimCarTechnical-v0", 5, 300), "runs": {
-        "rlpd": ["policy=rlpd", *TECHNICAL, *AGENT8, "env_steps=6000", "eval_every=250",
-                 "eval_episodes=3", "policy_config.random_steps=0", "DATA"],
-        "sac": ["policy=sac", *TECHNICAL, *AGENT8, "env_steps=6000", "eval_every=250",
-                "eval_episodes=3", "policy_config.random_steps=0"]}},
-    # and at RLPD's own UTD 20 (both methods), 4,000 env steps (a run then takes ~15 minutes)
-    "technical_utd20": {"demos": ("robolearn/SimCarTechnical-v0", 5, 300), "runs": {
-        "rlpd": ["policy=rlpd", *TECHNICAL, *AGENT20, "env_steps=4000", "eval_every=250",
-                 "eval_episodes=3", "policy_config.random_steps=0", "DATA"],
-        "sac": ["policy=sac", *TECHNICAL, *AGENT20, "env_steps=4000", "eval_every=250",
-                "eval_episodes=3", "policy_config.random_steps=0"]}},
+    "technical_utd8": rlpd_vs_sac(TECHNICAL_DEMOS, TECHNICAL, AGENT8, 6000, 250, 0),
+    # and at RLPD's own UTD 20 (both methods), 4,000 env steps (a run then takes ~13 minutes)
+    "technical_utd20": rlpd_vs_sac(TECHNICAL_DEMOS, TECHNICAL, AGENT20, 4000, 250, 0),
     "arm": {"demos": ("robolearn/SimArmLift-v0", 10, None), "runs": {
         "rlpd": ["policy=rlpd", "env=robolearn/SimArmLift-v0", *AGENT, "env_steps=25000",
                  "eval_every=1000", "eval_episodes=10", "log_every=500", "max_episode_steps=150",
                  "policy_config.random_steps=1000", *ARM, "DATA"]}},
-    "wsrl": {"demos": ("robolearn/SimCar-v0", 5, 280), "runs": {
+    "wsrl": {"demos": OVAL_DEMOS, "runs": {
         "wsrl": ["policy=wsrl", *CAR, *AGENT, "env_steps=6000", "eval_every=500",
                  "eval_episodes=3", "policy_config.offline_steps=2000",
                  "policy_config.warmup_steps=1000", "policy_config.cql_actions=4", "DATA"]}},
