@@ -45,8 +45,15 @@ import numpy as np
 AGENT = ["policy_config.n_critics=10", "policy_config.critic_subset=2", "policy_config.utd=4",
          "policy_config.batch_size=128", "policy_config.critic_hidden=[128,128]",
          "policy_config.actor.hidden=[128,128]", "threads=1"]
-AGENT8, AGENT20 = ([a if a != "policy_config.utd=4" else f"policy_config.utd={utd}"
-                    for a in AGENT] for utd in (8, 20))
+
+
+def with_value(args: list[str], key: str, value: Any) -> list[str]:
+    """``args`` with ``key=``'s value replaced."""
+    assert any(a.startswith(f"{key}=") for a in args), key
+    return [f"{key}={value}" if a.startswith(f"{key}=") else a for a in args]
+
+
+AGENT8, AGENT20 = (with_value(AGENT, "policy_config.utd", utd) for utd in (8, 20))
 CAR = ["env=robolearn/SimCar-v0", "max_episode_steps=400", "log_every=500"]
 # The technical track (hairpins, 14.7 s scripted lap): the oval's dense progress reward lets SAC
 # from scratch lap in ~3,000 steps, which leaves little for demos to shorten.
@@ -95,9 +102,8 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
 }
 # WSRL again, measured on 5 evaluation episodes (episode seeds 100000..100004; the first three
 # are the ones wsrl uses): 3 episodes make "never below 80%" a minimum over noisy estimates
-EXPERIMENTS["wsrl_eval5"] = {"demos": EXPERIMENTS["wsrl"]["demos"], "runs": {"wsrl": [
-    a if a != "eval_episodes=3" else "eval_episodes=5"
-    for a in EXPERIMENTS["wsrl"]["runs"]["wsrl"]]}}
+EXPERIMENTS["wsrl_eval5"] = {"demos": OVAL_DEMOS, "runs": {
+    "wsrl": with_value(EXPERIMENTS["wsrl"]["runs"]["wsrl"], "eval_episodes", 5)}}
 
 
 def demos(out: Path, env: str, episodes: int, max_steps: int | None) -> Path:
@@ -189,11 +195,17 @@ def plot(name: str, curves: dict[str, list[list[dict[str, Any]]]], out: Path,
 
 
 def final_success(run: Path, episodes: int, max_steps: int) -> float:
-    """Success rate of ``run``'s last checkpoint over ``episodes`` seeded episodes."""
-    subprocess.run([sys.executable, "-m", "robolearn.cli", "eval", str(run),
-                    f"episodes={episodes}", "videos=0", f"max_steps={max_steps}", "-q"],
-                   check=True, capture_output=True)
-    return float(json.loads((run / "eval" / "eval.json").read_text())["success_rate"])
+    """Success rate of ``run``'s last checkpoint over ``episodes`` seeded episodes (an earlier
+    evaluation of that checkpoint with as many episodes is reused)."""
+    path = run / "eval" / "eval.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    if report.get("episodes") != episodes or path.stat().st_mtime < (
+            run / "checkpoints" / "last").resolve().stat().st_mtime:
+        subprocess.run([sys.executable, "-m", "robolearn.cli", "eval", str(run),
+                        f"episodes={episodes}", "videos=0", f"max_steps={max_steps}", "-q"],
+                       check=True, capture_output=True)
+        report = json.loads(path.read_text())
+    return float(report["success_rate"])
 
 
 def first_reaching(rows: list[dict[str, Any]], lap_time: float) -> int | None:
