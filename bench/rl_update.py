@@ -124,6 +124,56 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+# Operators after which the host must wait for the device: a scalar read (``.item()``,
+# ``float(t)``, ``if t:``) or an output whose size depends on the values (``nonzero``, boolean
+# masks, ``unique``). On a GPU each one stalls the Python thread until every queued kernel has
+# run. Device-to-host copies (``.cpu()``) are invisible on a CPU-only machine; on CUDA
+# ``torch.cuda.set_sync_debug_mode`` catches those too.
+SYNCING_OPS = frozenset({
+    "aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::equal",
+    "aten::nonzero", "aten::masked_select", "aten::_unique", "aten::_unique2",
+    "aten::unique_dim", "aten::unique_consecutive", "aten::repeat_interleave",
+    "aten::masked_scatter", "aten::_assert_async",
+})
+
+
+def _bool_index(args: Any) -> bool:
+    """A boolean mask among ``index``/``index_put`` indices (nonzero under the hood)."""
+    idx = args[1] if len(args) > 1 else ()
+    return any(isinstance(t, torch.Tensor) and t.dtype == torch.bool
+               for t in (idx if isinstance(idx, (list, tuple)) else ()))
+
+
+class HostSyncDetector(TorchDispatchMode):
+    """Records every dispatched operator that would make the host wait for a GPU
+    (:data:`SYNCING_OPS`, boolean-mask indexing): ``found`` lists their names in order.
+
+    ``host_scalars``: tensors that live on the host whatever the device, whose reads are not a
+    sync: the optimisers' step counters (:func:`optimizer_steps`; torch's Adam keeps them on the
+    CPU unless ``capturable``) are read once per parameter group and step."""
+
+    def __init__(self, host_scalars: Any = ()) -> None:
+        super().__init__()
+        self.found: list[str] = []
+        self._host = {t.data_ptr() for t in host_scalars}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
+                           kwargs: Any = None) -> Any:
+        name = func._schema.name
+        if name in SYNCING_OPS or (name in ("aten::index", "aten::index_put", "aten::index_put_",
+                                            "aten::_index_put_impl_") and _bool_index(args)):
+            if not (name == "aten::_local_scalar_dense" and args[0].data_ptr() in self._host):
+                self.found.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def optimizer_steps(obj: Any) -> list[torch.Tensor]:
+    """The step-counter tensors of every optimiser among ``obj``'s attributes (created by
+    their first step)."""
+    return [st["step"] for opt in vars(obj).values() if isinstance(opt, torch.optim.Optimizer)
+            for st in opt.state.values() if isinstance(st.get("step"), torch.Tensor)]
+
+
 def ops_per_grad_step(name: str, batch: int, utd: int) -> float:
     """Aten operators per critic gradient step of one update (counted on CPU)."""
     counter = OpCounter()
@@ -170,6 +220,18 @@ def main() -> None:
           f"batched {ops['batched']:.0f}, loop {ops['loop']:.0f} "
           f"({ops['loop'] / ops['batched']:.2f}x), SB3 {ops['sb3']:.0f} "
           f"({ops['sb3'] / ops['batched']:.2f}x)")
+    agent, buf = make_agent("batched", "cpu", batch, utd)
+    agent.update(buf.sample(utd * batch, agent.generator))
+    with HostSyncDetector(optimizer_steps(agent)) as detector:
+        agent.update(buf.sample(utd * batch, agent.generator))
+    model = _sb3_model("cpu", batch)
+    steps = [*optimizer_steps(model.actor), *optimizer_steps(model.critic), *optimizer_steps(model)]
+    with HostSyncDetector(steps) as sb3_sync:
+        model.train(gradient_steps=utd, batch_size=batch)
+    print(f"operators that make the host wait for a GPU, per update of {utd} critic steps: "
+          f"robolearn {len(detector.found)}, SB3 {len(sb3_sync.found)} "
+          f"({len(sb3_sync.found) / utd:.1f} per gradient step: .item() of its losses, "
+          f"torch.distributions' argument checks)")
     print(f"batched vs loop: {ours / loop:.2f}x (target >= 3x); gradient steps/s vs SB3: "
           f"{ours / sb3:.2f}x (target >= 1x) while updating 5x the critics "
           f"(critic networks updated/s: {ours * 10 / (sb3 * 2):.2f}x SB3's)")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.rl_update import OpCounter
+from bench.rl_update import HostSyncDetector, OpCounter, optimizer_steps
 from data import EpisodeStore
 from data.schema import Feature
 from policies.rl import RL_ALGOS, agent_class
@@ -220,6 +220,55 @@ def test_every_learner_updates_its_critic_and_actor(name: str, camera: bool) -> 
                               if k.startswith("obs/")})
     assert action.shape == (ACT,) and torch.isfinite(action).all()
     assert (action.abs() <= torch.tensor([1.0, 2.0])).all()  # the robot's bounds
+
+
+@pytest.mark.parametrize("name", sorted(RL_ALGOS))
+@pytest.mark.parametrize("camera", [False, True])
+def test_an_update_never_makes_the_host_wait_for_the_device(name: str, camera: bool) -> None:
+    """The issue: replay on the device, no per-step host syncs. No operator of an update, offline
+    or online, with DrQ and the BC term, reads a value back to the host (``.item()``, a tensor
+    in an ``if``) or produces a value-dependent shape (boolean masks, ``nonzero``): on a GPU each
+    would stall the loop until the queued kernels finish."""
+    cls = agent_class(name)
+    cfg = cls.config_class(n_critics=4, critic_subset=2, utd=2, batch_size=8,
+                           critic_hidden=[16, 16], device="cpu")
+    cfg.actor.hidden = [16, 16]
+    if hasattr(cfg, "bc_weight"):
+        cfg.bc_weight = 0.5  # the Q-filtered BC term runs too
+    agent = cls(cfg, features(camera), stats(camera))
+    buf = ReplayBuffer(features(camera), 64)
+    rng = np.random.default_rng(0)
+    n = 64
+    data = {"obs/observation.state": rng.normal(size=(n, OBS)).astype(np.float32),
+            "next_obs/observation.state": rng.normal(size=(n, OBS)).astype(np.float32),
+            "action": rng.uniform(-1, 1, (n, ACT)).astype(np.float32) * [1, 2],
+            "reward": rng.normal(size=n).astype(np.float32),
+            "done": (rng.random(n) < 0.1).astype(np.float32),
+            "mc_return": rng.normal(size=n).astype(np.float32)}
+    if camera:
+        for p in ("obs/", "next_obs/"):
+            data[p + "observation.images.front"] = rng.integers(0, 255, (n, 16, 16, 3), np.uint8)
+    buf.extend(data)
+
+    def batch() -> dict[str, torch.Tensor]:
+        mb = buf.sample(cfg.utd * cfg.batch_size, agent.generator)
+        return {**mb, "offline": (torch.arange(len(mb["reward"])) % 2).float()}
+
+    for offline in (True, False):
+        agent.update(batch(), offline=offline)  # creates the optimisers' step counters
+        detector = HostSyncDetector(optimizer_steps(agent))
+        with detector:
+            mb = batch()
+            info = agent.update(mb, offline=offline)
+        assert detector.found == [], (offline, detector.found)
+    assert all(isinstance(v, torch.Tensor) for v in info.values())  # metrics stay on device
+    # the detector sees what it must: a scalar read, a boolean mask, an optimiser's counter
+    with HostSyncDetector() as detector:
+        float(info["critic_loss"])
+        _ = mb["reward"][mb["reward"] > 0]
+        agent.update(batch())
+    assert detector.found[:2] == ["aten::_local_scalar_dense", "aten::index"]
+    assert "aten::_local_scalar_dense" in detector.found[2:]
 
 
 def test_config_checks_name_the_field() -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -121,6 +122,45 @@ def test_a_nan_actor_never_reaches_the_robot(car_demos: Path, tmp_path: Path) ->
         ep = store.episode(0)
         assert np.isfinite(ep["action"]).all()
         assert (ep["source"] == int(Source.AUTONOMOUS)).all()
+
+
+@pytest.mark.parametrize("policy", ["rlpd", "calql"])
+def test_practice_updates_never_make_the_host_wait_for_the_device(
+        policy: str, car_demos: Path, tmp_path: Path) -> None:
+    """Through the real runner: every symmetric batch (offline + online replay on the device) and
+    every update, offline pretraining included, runs without an operator that would make the
+    host wait for a GPU (``tests/test_rl_parts.py`` says which)."""
+    from bench.rl_update import HostSyncDetector, optimizer_steps
+    from robolearn.config import load_config
+    from robolearn.rl_train import Runner
+    from robolearn.train import schema_for
+
+    over = [f"output={tmp_path / policy}", "env_steps=60", "max_episode_steps=30",
+            f"policy={policy}", f"dataset={car_demos}", "eval_every=1000",
+            "policy_config.offline_steps=20", "policy_config.keep_offline=true",
+            "policy_config.offline_ratio=0.5", "policy_config.bc_weight=0.5", *TINY]
+    cfg = load_config(schema_for(None, over), None, over)
+    runner = Runner(cfg)
+    found: list[str] = []
+    calls = {"batch": 0, "update": 0}
+
+    def guarded(name: str, fn: Any, owner: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            if name == "update" and calls[name] == 1:
+                return fn(*args, **kwargs)  # the first creates the optimisers' step counters
+            with HostSyncDetector(optimizer_steps(owner)) as detector:
+                out = fn(*args, **kwargs)
+            found.extend(detector.found)
+            return out
+        return call
+
+    runner.batch = guarded("batch", runner.batch, runner)  # type: ignore[method-assign]
+    runner.agent.update = guarded("update", runner.agent.update,  # type: ignore[method-assign]
+                                  runner.agent)
+    assert runner.run() == 0
+    assert calls["batch"] > 10 and calls["update"] > 20 + 10  # offline and online updates ran
+    assert found == []
 
 
 def test_rl_config_errors_name_the_key(capsys: pytest.CaptureFixture[str],
