@@ -149,6 +149,21 @@ def test_replay_adds_overwrites_oldest_samples_and_round_trips() -> None:
         ReplayBuffer(features(), capacity=2).load_state_dict(buf.state_dict())
 
 
+def test_a_checkpointed_replay_weighs_what_it_holds_not_its_capacity(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    sizes = []
+    for capacity in (100, 100_000):
+        buf = ReplayBuffer(features(camera=True), capacity=capacity)
+        for _ in range(10):
+            obs = {"observation.state": rng.normal(size=OBS).astype(np.float32),
+                   "observation.images.front": rng.integers(0, 255, (16, 16, 3), np.uint8)}
+            buf.add(obs, rng.normal(size=ACT).astype(np.float32), 1.0, obs, done=False)
+        torch.save(buf.state_dict(), tmp_path / f"{capacity}.pt")
+        sizes.append((tmp_path / f"{capacity}.pt").stat().st_size)
+    # 10 transitions with two 16x16 frames each (the archive names its records after the file)
+    assert sizes[0] < 40_000 and abs(sizes[1] - sizes[0]) < 1_000
+
+
 def _store(path: Path) -> Path:
     """Two real episodes: #0 terminated in success after 4 steps, #1 truncated after 5."""
     store = EpisodeStore.create(path, {

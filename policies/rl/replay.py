@@ -83,7 +83,9 @@ class ReplayBuffer:
         return {k: v[idx] for k, v in self.data.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"data": {k: v[: self.size].cpu() for k, v in self.data.items()},
+        # a copy, not a view: torch.save writes a view's whole storage, here the preallocated
+        # capacity (a 25,000-transition checkpoint of a 1,000,000 buffer weighed 240 MB)
+        return {"data": {k: v[: self.size].to("cpu", copy=True) for k, v in self.data.items()},
                 "size": self.size, "pos": self.pos}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
