@@ -155,7 +155,10 @@ class Runner:
             raise ConfigError(f"policy_config.actor.{e.field}: {e.message}") from None
         self.device = self.agent.device
         self.obs_keys = self.agent.obs_keys
-        self.online = ReplayBuffer(self.features, cfg.buffer_size, self.device)
+        # preallocated: no larger than the run can fill (1,000,000 64x64 camera transitions
+        # would be 25 GB before the first step)
+        self.online = ReplayBuffer(self.features, min(cfg.buffer_size, cfg.env_steps),
+                                   self.device)
         self.offline = self._load_offline() if self.acfg.uses_offline_data else None
         low, high = self.env.robot.action_bounds
         self.safety = SafetyFilter(low, high)
@@ -248,6 +251,9 @@ class Runner:
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.agent.load_state_dict(state["agent"])
         self.agent.load_optim_state(state["optim"])
+        if state["online"]["size"] > self.online.capacity:  # resumed with a smaller budget
+            self.online = ReplayBuffer(self.features, min(self.cfg.buffer_size,
+                                                          state["online"]["size"]), self.device)
         self.online.load_state_dict(state["online"])
         restore_rng_state(state["rng"])
         self.rng.bit_generator.state = state["runner_rng"]

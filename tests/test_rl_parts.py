@@ -147,6 +147,18 @@ def test_replay_adds_overwrites_oldest_samples_and_round_trips() -> None:
     assert (other.size, other.pos) == (buf.size, buf.pos)
     with pytest.raises(ValueError, match="capacity"):
         ReplayBuffer(features(), capacity=2).load_state_dict(buf.state_dict())
+    # into a larger buffer (a run resumed with a larger budget): the next transition appends
+    # after those held, oldest first, whether the smaller ring had wrapped (4) or not (8)
+    frame = {"observation.state": np.zeros(OBS, np.float32),
+             "observation.images.front": np.zeros((16, 16, 3), np.uint8)}
+    for cap, held_first in ((4, [2.0, 3.0, 4.0, 5.0]), (8, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0])):
+        src = ReplayBuffer(features(camera=True), capacity=cap)
+        for i in range(6):
+            src.add(frame, np.zeros(ACT, np.float32), float(i), frame, done=False)
+        wide = ReplayBuffer(features(camera=True), capacity=cap + 2)
+        wide.load_state_dict(src.state_dict())
+        wide.add(frame, np.zeros(ACT, np.float32), 6.0, frame, done=False)
+        assert wide.data["reward"][: len(wide)].tolist() == [*held_first, 6.0]
 
 
 def test_a_checkpointed_replay_weighs_what_it_holds_not_its_capacity(tmp_path: Path) -> None:
