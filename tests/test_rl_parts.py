@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -210,15 +211,17 @@ def test_transitions_from_a_store_align_next_states_dones_and_returns(tmp_path: 
     assert with_abs["reward"][[0, 1, 2, 4]].tolist() == [1, 1, 1, 1]
 
 
-@pytest.mark.parametrize("name", sorted(RL_ALGOS))
-@pytest.mark.parametrize("camera", [False, True])
-def test_every_learner_updates_its_critic_and_actor(name: str, camera: bool) -> None:
+def small_learner(name: str, camera: bool, **config: Any) -> tuple[Any, ReplayBuffer]:
+    """A tiny ``name`` learner (4 critics, UTD 2, batch 8) and a 64-transition random replay."""
     cls = agent_class(name)
     cfg = cls.config_class(n_critics=4, critic_subset=2, utd=2, batch_size=8,
                            critic_hidden=[16, 16], device="cpu")
     cfg.actor.hidden = [16, 16]
     if hasattr(cfg, "cql_actions"):
         cfg.cql_actions = 3
+    for k, v in config.items():
+        if hasattr(cfg, k):
+            setattr(cfg, k, v)
     agent = cls(cfg, features(camera), stats(camera))
     buf = ReplayBuffer(features(camera), 64)
     rng = np.random.default_rng(0)
@@ -233,6 +236,14 @@ def test_every_learner_updates_its_critic_and_actor(name: str, camera: bool) -> 
         for p in ("obs/", "next_obs/"):
             data[p + "observation.images.front"] = rng.integers(0, 255, (n, 16, 16, 3), np.uint8)
     buf.extend(data)
+    return agent, buf
+
+
+@pytest.mark.parametrize("name", sorted(RL_ALGOS))
+@pytest.mark.parametrize("camera", [False, True])
+def test_every_learner_updates_its_critic_and_actor(name: str, camera: bool) -> None:
+    agent, buf = small_learner(name, camera)
+    cfg = agent.config
     before = copy.deepcopy(agent.state_dict())
     info = agent.update(buf.sample(cfg.utd * cfg.batch_size, agent.generator), offline=True)
     assert info and all(torch.isfinite(v).all() for v in info.values())
@@ -256,26 +267,8 @@ def test_an_update_never_makes_the_host_wait_for_the_device(name: str, camera: b
     or online, with DrQ and the BC term, reads a value back to the host (``.item()``, a tensor
     in an ``if``) or produces a value-dependent shape (boolean masks, ``nonzero``): on a GPU each
     would stall the loop until the queued kernels finish."""
-    cls = agent_class(name)
-    cfg = cls.config_class(n_critics=4, critic_subset=2, utd=2, batch_size=8,
-                           critic_hidden=[16, 16], device="cpu")
-    cfg.actor.hidden = [16, 16]
-    if hasattr(cfg, "bc_weight"):
-        cfg.bc_weight = 0.5  # the Q-filtered BC term runs too
-    agent = cls(cfg, features(camera), stats(camera))
-    buf = ReplayBuffer(features(camera), 64)
-    rng = np.random.default_rng(0)
-    n = 64
-    data = {"obs/observation.state": rng.normal(size=(n, OBS)).astype(np.float32),
-            "next_obs/observation.state": rng.normal(size=(n, OBS)).astype(np.float32),
-            "action": rng.uniform(-1, 1, (n, ACT)).astype(np.float32) * [1, 2],
-            "reward": rng.normal(size=n).astype(np.float32),
-            "done": (rng.random(n) < 0.1).astype(np.float32),
-            "mc_return": rng.normal(size=n).astype(np.float32)}
-    if camera:
-        for p in ("obs/", "next_obs/"):
-            data[p + "observation.images.front"] = rng.integers(0, 255, (n, 16, 16, 3), np.uint8)
-    buf.extend(data)
+    agent, buf = small_learner(name, camera, bc_weight=0.5)  # the Q-filtered BC term too
+    cfg = agent.config
 
     def batch() -> dict[str, torch.Tensor]:
         mb = buf.sample(cfg.utd * cfg.batch_size, agent.generator)
