@@ -92,7 +92,8 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     "technical_utd8": rlpd_vs_sac(TECHNICAL_DEMOS, TECHNICAL, AGENT8, 6000, 250, 0),
     # and at RLPD's own UTD 20 (both methods), 4,000 env steps (a run then takes ~13 minutes)
     "technical_utd20": rlpd_vs_sac(TECHNICAL_DEMOS, TECHNICAL, AGENT20, 4000, 250, 0),
-    "arm": {"demos": ("robolearn/SimArmLift-v0", 10, None), "runs": {
+    # final_episodes: the final policies are also evaluated on that many seeded episodes
+    "arm": {"demos": ("robolearn/SimArmLift-v0", 10, None), "final_episodes": 50, "runs": {
         "rlpd": ["policy=rlpd", "env=robolearn/SimArmLift-v0", *AGENT, "env_steps=25000",
                  "eval_every=1000", "eval_episodes=10", "log_every=500", "max_episode_steps=150",
                  "policy_config.random_steps=1000", *ARM, "DATA"]}},
@@ -105,7 +106,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
 # it): at 25,000 two of six seeds were still climbing (60-70% and rising). Same recipe
 # otherwise; continuing a 25,000-step run here (a copy of its folder) resumes it exactly, the
 # one difference from a fresh run being the episode that the 25,000 budget cut short.
-EXPERIMENTS["arm_35k"] = {"demos": EXPERIMENTS["arm"]["demos"], "runs": {
+EXPERIMENTS["arm_35k"] = {**EXPERIMENTS["arm"], "runs": {
     "rlpd": with_value(EXPERIMENTS["arm"]["runs"]["rlpd"], "env_steps", 35000)}}
 # WSRL again, measured on 5 evaluation episodes (episode seeds 100000..100004; the first three
 # are the ones wsrl uses): 3 episodes make "never below 80%" a minimum over noisy estimates
@@ -229,18 +230,19 @@ def first_reaching(rows: list[dict[str, Any]], lap_time: float) -> int | None:
     return None
 
 
-def summarise(name: str, curves: dict[str, list[list[dict[str, Any]]]],
-              ref: dict[str, float], warmup: int = 0) -> dict[str, Any]:
+def summarise(exp: dict[str, Any], curves: dict[str, list[list[dict[str, Any]]]],
+              ref: dict[str, float]) -> dict[str, Any]:
     s: dict[str, Any] = {"reference": ref}
     if "sac" in curves:  # RLPD against SAC from scratch on the car
         for method, runs in curves.items():
             s[method] = {"steps_to_scripted_lap_time": [first_reaching(r, ref["lap_time"])
                                                         for r in runs],
                          "final_lap_time": [r[-1].get("eval_lap_time") for r in runs]}
-    if name.startswith("arm"):
+    if "final_episodes" in exp:  # a success task (the arm)
         s["rlpd"] = {"final_success": [r[-1]["eval_success"] for r in curves["rlpd"]],
                      "best_success": [max(x["eval_success"] for x in r) for r in curves["rlpd"]]}
     if "wsrl" in curves:
+        warmup = _arg(exp["runs"]["wsrl"], "policy_config.warmup_steps")
         per = []
         for rows in curves["wsrl"]:
             pre = rows[0]["eval_return"]  # evaluated after pretraining, before any online step
@@ -293,12 +295,11 @@ def main() -> None:
         # runs finished before are reused (or resumed): their wall time adds up
         before = summary.get(key, {}).get("wall_s", 0.0)
         wall = before + elapsed if ran else before
-        warmup = _arg(exp["runs"]["wsrl"], "policy_config.warmup_steps") \
-            if "wsrl" in exp["runs"] else 0
-        summary[key] = {**summarise(name, curves, ref, warmup), "seeds": args.seeds, "wall_s": wall}
-        if name.startswith("arm"):  # the final policies on 50 seeded episodes (eval curves use 10)
-            summary[key]["rlpd"]["final_success_50"] = [
-                final_success(dirs[("rlpd", seed)], 50,
+        summary[key] = {**summarise(exp, curves, ref), "seeds": args.seeds, "wall_s": wall}
+        if "final_episodes" in exp:  # the final policies on more episodes than the curves'
+            n = exp["final_episodes"]
+            summary[key]["rlpd"][f"final_success_{n}"] = [
+                final_success(dirs[("rlpd", seed)], n,
                               _arg(jobs[("rlpd", seed)], "max_episode_steps"))
                 for seed in args.seeds]
         summary_path.write_text(json.dumps(summary, indent=1))

@@ -167,10 +167,11 @@ class HostSyncDetector(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def optimizer_steps(obj: Any) -> list[torch.Tensor]:
-    """The step-counter tensors of every optimiser among ``obj``'s attributes (created by
+def optimizer_steps(*objs: Any) -> list[torch.Tensor]:
+    """The step-counter tensors of every optimiser among ``objs``' attributes (created by
     their first step)."""
-    return [st["step"] for opt in vars(obj).values() if isinstance(opt, torch.optim.Optimizer)
+    return [st["step"] for obj in objs for opt in vars(obj).values()
+            if isinstance(opt, torch.optim.Optimizer)
             for st in opt.state.values() if isinstance(st.get("step"), torch.Tensor)]
 
 
@@ -225,8 +226,7 @@ def main() -> None:
     with HostSyncDetector(optimizer_steps(agent)) as detector:
         agent.update(buf.sample(utd * batch, agent.generator))
     model = _sb3_model("cpu", batch)
-    steps = [*optimizer_steps(model.actor), *optimizer_steps(model.critic), *optimizer_steps(model)]
-    with HostSyncDetector(steps) as sb3_sync:
+    with HostSyncDetector(optimizer_steps(model.actor, model.critic, model)) as sb3_sync:
         model.train(gradient_steps=utd, batch_size=batch)
     print(f"operators that make the host wait for a GPU, per update of {utd} critic steps: "
           f"robolearn {len(detector.found)}, SB3 {len(sb3_sync.found)} "

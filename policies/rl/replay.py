@@ -93,15 +93,13 @@ class ReplayBuffer:
         if size > self.capacity:
             raise ValueError(f"checkpoint replay holds {size} transitions, more than this "
                              f"buffer's capacity {self.capacity}")
-        pos = int(state["pos"])
-        shift = 0
-        if size < self.capacity and 0 < pos < size:  # a full ring into a larger buffer:
-            shift, pos = -pos, size  # oldest first, the next transition appends after them
-        elif size < self.capacity:
-            pos = size  # never wrapped (or exactly full at the old capacity): append
+        pos, shift = int(state["pos"]), 0
+        if size < self.capacity:  # into a larger buffer (a run continued with a larger budget):
+            # oldest first (a no-op unless the ring had wrapped), the next transition after them
+            shift, pos = -pos, size
         for k, v in self.data.items():
             v[:size] = state["data"][k].to(self.device).roll(shift, 0)
-        self.size, self.pos = size, pos % self.capacity
+        self.size, self.pos = size, pos
 
 
 def episode_terminated(info: Any, success_terminates: bool) -> bool:
