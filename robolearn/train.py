@@ -180,7 +180,9 @@ def run(cfg: Any) -> int:
         keys = [k for k in obs if cfg.observations is None or k in cfg.observations] + ["action"]
         features = {k: store.features[k] for k in keys}
         train_eps, val_eps = split_episodes(store, cfg.val_fraction, seed=cfg.seed)
-        stats = compute_stats(store, keys)
+        # normalization from the training episodes only: the validation loss must not see
+        # statistics of the episodes it validates on
+        stats = compute_stats(store, keys, episodes=train_eps)
         source_meta = {"dataset": str(Path(cfg.dataset).resolve()), **store.metadata}
     policy = make_policy(cfg.policy, features, stats, config=cfg.policy_config)
     device = policy.device

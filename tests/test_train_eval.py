@@ -46,6 +46,27 @@ def test_resume_after_interruption_gives_the_same_weights(reach_store: Path,
     assert any(not np.array_equal(c[k], v) for k, v in _weights(tmp_path / "short").items())
 
 
+def test_normalization_comes_from_the_training_episodes_only(reach_store: Path,
+                                                            tmp_path: Path) -> None:
+    import json
+
+    from data.sampling import split_episodes
+    from data.store import EpisodeStore
+    from policies.normalize import compute_stats
+
+    assert _train(reach_store, tmp_path / "run", 1, "val_fraction=0.34", "seed=1") == 0
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "last" / "policy" /
+                        "policy.json").read_text())["stats"]
+    with EpisodeStore.open(reach_store, "r") as store:
+        train, val = split_episodes(store, 0.34, seed=1)
+        assert len(val) == 2
+        keys = list(saved)
+        want, every = compute_stats(store, keys, episodes=train), compute_stats(store, keys)
+    for k in keys:
+        np.testing.assert_allclose(saved[k]["mean"], want[k]["mean"], rtol=1e-6, err_msg=k)
+    assert any(not np.allclose(want[k]["mean"], every[k]["mean"]) for k in keys)
+
+
 def test_a_fresh_run_replaces_only_robolearn_outputs(reach_store: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
