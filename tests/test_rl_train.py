@@ -61,6 +61,12 @@ def test_rlpd_run_records_online_experience_and_evaluates(car_demos: Path,
     # the checkpoint's actor is a regular policy: robolearn eval runs it
     assert main(["eval", str(out), "episodes=2", "videos=0", "max_steps=30"]) == 0
     assert (out / "eval" / "eval.json").exists()
+    # and the experience is data: another learner pretrains on this run's online store
+    reuse = tmp_path / "reuse"
+    assert train(reuse, "env_steps=30", "policy_config.offline_steps=4", "log_every=2",
+                 policy="iql", dataset=out / "online.zarr") == 0
+    assert json.loads((reuse / "dataset.json").read_text())["dataset"] == str(out / "online.zarr")
+    assert '"kind": "offline"' in (reuse / "metrics.jsonl").read_text()
 
 
 def test_resume_is_exact(car_demos: Path, tmp_path: Path) -> None:
