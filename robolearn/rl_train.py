@@ -42,7 +42,7 @@ import torch
 import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from data import EpisodeStore, Source, StoreError
 from data.schema import Feature
-from policies.rl.replay import ReplayBuffer, absorbing_reward, load_transitions
+from policies.rl.replay import ReplayBuffer, learner_reward, load_transitions
 from robolearn.config import ConfigError, InvalidValue, to_yaml
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import create_store
@@ -352,6 +352,7 @@ class Runner:
         cfg, a = self.cfg, self.acfg
         stop = min(cfg.env_steps, cfg.stop_at or cfg.env_steps)
         start_learning = max(a.random_steps, a.warmup_steps)
+        success_ends = self.env.task.success_terminates()
         last_save, info = self.env_step, {}
         t0, s0 = time.perf_counter(), self.env_step
         with contextlib.ExitStack() as stack, \
@@ -377,8 +378,8 @@ class Runner:
                 safe = self.safety(action)
                 nxt, reward, term, trunc, step_info = self.env.step(safe)
                 sent = np.asarray(step_info["action_sent"], np.float32)
-                learn_r = absorbing_reward(reward, a.gamma) if (
-                    term and step_info["success"] and cfg.absorbing_success) else reward
+                learn_r = learner_reward(reward, term, step_info, success_ends, a.gamma,
+                                         cfg.absorbing_success)
                 self.online.add(obs, sent, learn_r, nxt, term)
                 if rec is not None:
                     rec.add({**obs, "action": sent, "next.reward": np.float32(reward)})

@@ -23,7 +23,13 @@ from policies.rl.networks import (
     tanh_gaussian_log_prob,
     tanh_gaussian_sample,
 )
-from policies.rl.replay import NO_MC, ReplayBuffer, absorbing_reward, load_transitions
+from policies.rl.replay import (
+    NO_MC,
+    ReplayBuffer,
+    absorbing_reward,
+    learner_reward,
+    load_transitions,
+)
 
 OBS, ACT = 5, 2
 
@@ -209,6 +215,21 @@ def test_transitions_from_a_store_align_next_states_dones_and_returns(tmp_path: 
     # success as an absorbing state: the terminal reward becomes r / (1 - gamma)
     assert with_abs["reward"][3] == absorbing_reward(1.0, 0.5) == 2.0
     assert with_abs["reward"][[0, 1, 2, 4]].tolist() == [1, 1, 1, 1]
+    # where success does not end episodes (the car), a terminated successful episode ended in a
+    # failure (a flip after a lap): its last reward stays the env's
+    with EpisodeStore.open(tmp_path / "s.zarr") as store:
+        sticky = load_transitions(store, ["observation.state"], gamma=0.5,
+                                  success_terminates=False)
+    assert sticky["done"][3] == 1.0 and sticky["reward"][3] == 1.0
+
+
+def test_only_a_success_that_ends_the_episode_is_absorbing() -> None:
+    ok, flip = {"success": True, "failure": False}, {"success": True, "failure": True}
+    assert learner_reward(1.0, True, ok, True, 0.9) == absorbing_reward(1.0, 0.9)
+    assert learner_reward(1.0, True, ok, True, 0.9, absorbing_success=False) == 1.0
+    assert learner_reward(1.0, False, ok, True, 0.9) == 1.0  # success, not terminal
+    assert learner_reward(1.0, True, ok, False, 0.9) == 1.0  # sticky success: a failure ended it
+    assert learner_reward(1.0, True, flip, True, 0.9) == 1.0  # failed while succeeding
 
 
 def small_learner(name: str, camera: bool, **config: Any) -> tuple[Any, ReplayBuffer]:

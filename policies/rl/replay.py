@@ -117,6 +117,19 @@ def absorbing_reward(reward: float, gamma: float) -> float:
     return reward / (1.0 - gamma)
 
 
+def learner_reward(reward: float, terminated: bool, step_info: dict[str, Any],
+                   success_terminates: bool, gamma: float, absorbing_success: bool = True
+                   ) -> float:
+    """The reward the learner sees for one env step: :func:`absorbing_reward` when success is
+    what ended the episode, the env's reward otherwise. Success alone is not enough: where it
+    does not end episodes (the car: success is sticky once a lap is done), a termination is a
+    failure (a flip), and paying it ``r / (1 - gamma)`` would reward flipping after a lap."""
+    if (absorbing_success and terminated and success_terminates and step_info["success"]
+            and not step_info.get("failure", False)):
+        return absorbing_reward(reward, gamma)
+    return reward
+
+
 def load_transitions(store: EpisodeStore, obs_keys: Sequence[str], gamma: float,
                      success_terminates: bool, episodes: Sequence[int] | None = None,
                      reward_key: str = "next.reward", absorbing_success: bool = True
@@ -141,7 +154,8 @@ def load_transitions(store: EpisodeStore, obs_keys: Sequence[str], gamma: float,
         dones = np.zeros(keep, np.float32)
         if done:
             dones[-1] = 1.0
-            if absorbing_success and ep.info.success:
+            # success ended it only where success ends episodes (else it was a failure)
+            if absorbing_success and ep.info.success and success_terminates:
                 reward[n - 1] = absorbing_reward(float(reward[n - 1]), gamma)
         mc = np.zeros(n, np.float32)
         acc = 0.0
