@@ -248,7 +248,9 @@ class Runner:
         if not (self.cfg.resume and path.exists()):
             return False
         self._check_resumable()
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        # onto the CPU: random states must stay CPU byte tensors (Generator.set_state refuses
+        # CUDA ones); the weights, optimisers and replay move to the device as they load
+        state = torch.load(path, map_location="cpu", weights_only=False)
         self.agent.load_state_dict(state["agent"])
         self.agent.load_optim_state(state["optim"])
         if state["online"]["size"] > self.online.capacity:  # resumed with a smaller budget

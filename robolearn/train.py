@@ -195,7 +195,9 @@ def run(cfg: Any) -> int:
     step = 0
     last = ckpt_dir / "last"
     if cfg.resume and (last / "training_state.pt").exists():
-        state = torch.load(last / "training_state.pt", map_location=device, weights_only=False)
+        # onto the CPU: the random states must stay CPU byte tensors (set_rng_state refuses
+        # CUDA ones); load_state_dict moves weights and optimiser state to the device
+        state = torch.load(last / "training_state.pt", map_location="cpu", weights_only=False)
         policy.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
