@@ -352,6 +352,10 @@ class Runner:
         from robolearn.progress import console
 
         cfg, a = self.cfg, self.acfg
+        if self.env_step >= cfg.env_steps:  # a finished run invoked again: change nothing (a
+            # later, larger budget must continue it as if this call had never happened)
+            log.info("%s: already practised for %d env steps", self.out, self.env_step)
+            return
         stop = min(cfg.env_steps, cfg.stop_at or cfg.env_steps)
         start_learning = max(a.random_steps, a.warmup_steps)
         success_ends = self.env.task.success_terminates()

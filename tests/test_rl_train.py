@@ -87,8 +87,10 @@ def test_resume_is_exact(car_demos: Path, tmp_path: Path) -> None:
         for i in range(3):
             np.testing.assert_array_equal(s1.episode(i)["action"], s2.episode(i)["action"])
     # a finished run continued with a larger budget (its replay, sized to the first budget and
-    # full, grows): the same as the straight run
+    # full, grows): the same as the straight run, also when the finished run was invoked again
+    # in between (that must change nothing)
     extended = tmp_path / "extended"
+    assert train(extended, "env_steps=60", dataset=car_demos) == 0
     assert train(extended, "env_steps=60", dataset=car_demos) == 0
     assert train(extended, "env_steps=90", dataset=car_demos) == 0
     c = load_file(extended / "checkpoints" / "last" / "policy" / "model.safetensors")
