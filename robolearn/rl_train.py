@@ -42,7 +42,7 @@ import torch
 import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from data import EpisodeStore, Source, StoreError
 from data.schema import Feature
-from policies.rl.replay import ReplayBuffer, learner_reward, load_transitions
+from policies.rl.replay import ReplayBuffer, discounted_returns, learner_reward, load_transitions
 from robolearn.config import ConfigError, InvalidValue, to_yaml
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import create_store
@@ -373,6 +373,7 @@ class Runner:
             task = bar.add_task("rl", total=cfg.env_steps, completed=self.env_step,
                                 policy=cfg.policy, status="")
             ep_ret, obs = 0.0, self._reset()
+            ep_first, ep_rewards = self.online.pos, []  # for its Monte-Carlo returns (Cal-QL)
             while self.env_step < cfg.env_steps:
                 if self.env_step < a.random_steps:
                     # uniform in the learner's units: over the bounds, or over the largest
@@ -387,6 +388,7 @@ class Runner:
                 learn_r = learner_reward(reward, term, step_info, success_ends, a.gamma,
                                          cfg.absorbing_success)
                 self.online.add(obs, sent, learn_r, nxt, term)
+                ep_rewards.append(learn_r)
                 if rec is not None:
                     rec.add({**obs, "action": sent, "next.reward": np.float32(reward)})
                 ep_ret += float(reward)
@@ -405,6 +407,7 @@ class Runner:
                 if not (term or trunc) and self.env.robot.needs_recovery():
                     obs = self.env.recover()  # FastRLAP: back off, then practise on
                 if term or trunc:
+                    self.online.set_returns(ep_first, discounted_returns(ep_rewards, a.gamma))
                     if rec is not None:
                         rec.end_episode(success=bool(step_info["success"]),
                                         terminated=bool(term), ret=ep_ret,
@@ -422,8 +425,10 @@ class Runner:
                     if done_now:
                         break
                     ep_ret, obs = 0.0, self._reset()
+                    ep_first, ep_rewards = self.online.pos, []
                 bar.update(task, completed=self.env_step)
             else:  # the budget ended mid-episode: commit its steps (the replay has them too)
+                self.online.set_returns(ep_first, discounted_returns(ep_rewards, a.gamma))
                 if rec is not None and rec.num_steps:
                     rec.end_episode(success=bool(step_info["success"]), terminated=False,
                                     ret=ep_ret, seed=self._seed(self.episode),

@@ -27,6 +27,7 @@ from policies.rl.replay import (
     NO_MC,
     ReplayBuffer,
     absorbing_reward,
+    discounted_returns,
     learner_reward,
     load_transitions,
 )
@@ -166,6 +167,26 @@ def test_replay_adds_overwrites_oldest_samples_and_round_trips() -> None:
         wide.load_state_dict(src.state_dict())
         wide.add(frame, np.zeros(ACT, np.float32), 6.0, frame, done=False)
         assert wide.data["reward"][: len(wide)].tolist() == [*held_first, 6.0]
+
+
+def test_episode_returns_land_on_the_episodes_rows_across_the_ring() -> None:
+    frame = {"observation.state": np.zeros(OBS, np.float32)}
+    buf = ReplayBuffer(features(), capacity=5)
+    for _ in range(3):  # an earlier episode
+        buf.add(frame, np.zeros(ACT, np.float32), 0.0, frame, done=False)
+    first = buf.pos
+    for i in range(4):  # this one wraps: rows 3, 4, 0, 1
+        buf.add(frame, np.zeros(ACT, np.float32), 1.0, frame, done=i == 3)
+    buf.set_returns(first, discounted_returns([1.0] * 4, 0.5))
+    mc = buf.data["mc_return"].tolist()
+    assert mc[3:] + mc[:2] == [1.875, 1.75, 1.5, 1.0] and mc[2] == NO_MC
+    # an episode longer than the ring overwrote its own start: its last 5 rows get theirs
+    first = buf.pos
+    for _ in range(7):
+        buf.add(frame, np.zeros(ACT, np.float32), 1.0, frame, done=False)
+    returns = discounted_returns([1.0] * 7, 0.5)
+    buf.set_returns(first, returns)
+    assert sorted(buf.data["mc_return"].tolist()) == sorted(returns[2:].tolist())
 
 
 def test_a_checkpointed_replay_weighs_what_it_holds_not_its_capacity(tmp_path: Path) -> None:

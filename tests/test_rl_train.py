@@ -177,6 +177,17 @@ def test_practice_updates_never_make_the_host_wait_for_the_device(
     assert runner.run() == 0
     assert calls["batch"] > 10 and calls["update"] > 20 + 10  # offline and online updates ran
     assert found == []
+    # each finished episode's online transitions carry their Monte-Carlo return (Cal-QL's clip
+    # holds online too): two 30-step episodes
+    from policies.rl.replay import discounted_returns
+
+    data = {k: v[: len(runner.online)].numpy() for k, v in runner.online.data.items()}
+    assert len(data["reward"]) == 60
+    for first in (0, 30):
+        np.testing.assert_allclose(
+            data["mc_return"][first:first + 30],
+            discounted_returns(data["reward"][first:first + 30], cfg.policy_config.gamma),
+            rtol=1e-5)
 
 
 def test_rl_config_errors_name_the_key(capsys: pytest.CaptureFixture[str],

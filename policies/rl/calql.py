@@ -4,8 +4,9 @@ Cal-QL is SAC whose critic loss adds CQL's conservative term: push down a soft m
 random, current-policy and next-state-policy actions, push up Q of the data's actions. Its one
 change to CQL: the Q-values of policy actions are clipped from below by the Monte-Carlo return
 of the state (``mc_return`` in the replay), so the pretrained Q is calibrated and does not
-collapse when fine-tuning starts. Online transitions carry no Monte-Carlo return (``NO_MC``),
-which disables the clip for them.
+collapse when fine-tuning starts. Online transitions get theirs when their episode ends (the
+runner writes each finished episode's return-to-go, as Cal-QL's own online loop does), so the
+clip keeps holding during fine-tuning; until then they carry ``NO_MC``, which disables it.
 
 WSRL pretrains with Cal-QL, then rolls out the frozen pretrained policy for ``warmup_steps``
 (no updates) to seed the online buffer, then fine-tunes with plain SAC on online data only.

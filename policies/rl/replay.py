@@ -76,6 +76,15 @@ class ReplayBuffer:
             self.pos = int((self.pos + stop - start) % self.capacity)
             self.size = min(self.size + stop - start, self.capacity)
 
+    def set_returns(self, first: int, returns: np.ndarray) -> None:
+        """Write the Monte-Carlo returns of the ``len(returns)`` transitions added from ring
+        position ``first`` on (one finished episode; those already overwritten are skipped)."""
+        n = len(returns)
+        keep = min(n, self.capacity)  # an episode longer than the ring overwrote its own start
+        rows = (first + (n - keep) + torch.arange(keep)) % self.capacity
+        self.data["mc_return"][rows.to(self.device)] = torch.as_tensor(
+            np.asarray(returns[n - keep:], np.float32)).to(self.device)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
@@ -115,6 +124,17 @@ def absorbing_reward(reward: float, gamma: float) -> float:
     agent paid shaping terms per step learns to hover short of success (a lifted-but-not-
     quite cube pays more over 200 steps than the one-off success term)."""
     return reward / (1.0 - gamma)
+
+
+def discounted_returns(rewards: Sequence[float] | np.ndarray, gamma: float) -> np.ndarray:
+    """Return-to-go of each step of one episode: ``sum_k gamma^k r_{t+k}`` to its end (to the
+    cut, for a truncated episode: Cal-QL's Monte-Carlo lower bound, offline and online alike)."""
+    mc = np.zeros(len(rewards), np.float32)
+    acc = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        acc = float(rewards[t]) + gamma * acc
+        mc[t] = acc
+    return mc
 
 
 def learner_reward(reward: float, terminated: bool, step_info: dict[str, Any],
@@ -157,11 +177,7 @@ def load_transitions(store: EpisodeStore, obs_keys: Sequence[str], gamma: float,
             # success ended it only where success ends episodes (else it was a failure)
             if absorbing_success and ep.info.success and success_terminates:
                 reward[n - 1] = absorbing_reward(float(reward[n - 1]), gamma)
-        mc = np.zeros(n, np.float32)
-        acc = 0.0
-        for t in range(n - 1, -1, -1):
-            acc = float(reward[t]) + gamma * acc
-            mc[t] = acc
+        mc = discounted_returns(reward, gamma)
         row = {"action": ep["action"][:keep].astype(np.float32), "reward": reward[:keep],
                "done": dones, "mc_return": mc[:keep]}
         for k in obs_keys:
