@@ -372,7 +372,7 @@ class Runner:
                                                          source=Source.AUTONOMOUS))
             task = bar.add_task("rl", total=cfg.env_steps, completed=self.env_step,
                                 policy=cfg.policy, status="")
-            ep_ret, obs = 0.0, self._reset()
+            ep_ret, seg_ret, obs = 0.0, 0.0, self._reset()
             ep_first, ep_rewards = self.online.pos, []  # for its Monte-Carlo returns (Cal-QL)
             while self.env_step < cfg.env_steps:
                 if self.env_step < a.random_steps:
@@ -392,6 +392,7 @@ class Runner:
                 if rec is not None:
                     rec.add({**obs, "action": sent, "next.reward": np.float32(reward)})
                 ep_ret += float(reward)
+                seg_ret += float(reward)
                 self.env_step += 1
                 if self.env_step > start_learning and len(self.online) >= a.batch_size:
                     info = self.agent.update(self.batch())
@@ -406,11 +407,21 @@ class Runner:
                 obs = nxt
                 if not (term or trunc) and self.env.robot.needs_recovery():
                     obs = self.env.recover()  # FastRLAP: back off, then practise on
+                    if rec is not None and rec.num_steps:
+                        # the store's stretch ends here (truncated: its last step keeps no next
+                        # state) and the next starts after the manoeuvre; one stored episode
+                        # running on would make its reader pair this step with the recovered
+                        # observation, a transition that never happened (the replay has `nxt`)
+                        rec.end_episode(success=bool(step_info["success"]), terminated=False,
+                                        ret=seg_ret, seed=self._seed(self.episode),
+                                        tags=("recovery",))
+                        self.episodes_recorded += 1
+                    seg_ret = 0.0
                 if term or trunc:
                     self.online.set_returns(ep_first, discounted_returns(ep_rewards, a.gamma))
                     if rec is not None:
                         rec.end_episode(success=bool(step_info["success"]),
-                                        terminated=bool(term), ret=ep_ret,
+                                        terminated=bool(term), ret=seg_ret,
                                         seed=self._seed(self.episode))
                         self.episodes_recorded += 1
                     self.log({"env_step": self.env_step, "episode": self.episode,
@@ -424,14 +435,14 @@ class Runner:
                         last_save = self.env_step
                     if done_now:
                         break
-                    ep_ret, obs = 0.0, self._reset()
+                    ep_ret, seg_ret, obs = 0.0, 0.0, self._reset()
                     ep_first, ep_rewards = self.online.pos, []
                 bar.update(task, completed=self.env_step)
             else:  # the budget ended mid-episode: commit its steps (the replay has them too)
                 self.online.set_returns(ep_first, discounted_returns(ep_rewards, a.gamma))
                 if rec is not None and rec.num_steps:
                     rec.end_episode(success=bool(step_info["success"]), terminated=False,
-                                    ret=ep_ret, seed=self._seed(self.episode),
+                                    ret=seg_ret, seed=self._seed(self.episode),
                                     tags=("budget_end",))
                     self.episodes_recorded += 1
                 self.episode += 1

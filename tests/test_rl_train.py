@@ -190,6 +190,38 @@ def test_practice_updates_never_make_the_host_wait_for_the_device(
             rtol=1e-5)
 
 
+def test_a_recovery_ends_the_stored_stretch_so_no_transition_spans_it(
+        car_demos: Path, tmp_path: Path) -> None:
+    """A stuck car's recovery manoeuvre (real physics: it reverses) happens between two steps of
+    one learner episode. The online store ends its stretch there, so transitions rebuilt from
+    the store are exactly the replay's, none pairing a step with the recovered observation."""
+    from policies.rl.replay import load_transitions
+    from robolearn.config import load_config
+    from robolearn.rl_train import Runner
+    from robolearn.train import schema_for
+
+    over = [f"output={tmp_path / 'run'}", "policy=rlpd", "env_steps=60", "max_episode_steps=30",
+            f"dataset={car_demos}", "eval_every=1000", *TINY]
+    cfg = load_config(schema_for(None, over), None, over)
+    runner = Runner(cfg)
+    runner.env.robot.needs_recovery = lambda: runner.env_step in (10, 45)  # type: ignore
+    assert runner.run() == 0
+    replay = {k: v[: len(runner.online)].numpy() for k, v in runner.online.data.items()}
+    key = "observation.state"
+    # the manoeuvre moved the car: the step before it does not lead to the step after it
+    assert not np.allclose(replay[f"next_obs/{key}"][9], replay[f"obs/{key}"][10])
+    with EpisodeStore.open(tmp_path / "run" / "online.zarr") as store:
+        assert [i.length for i in store.infos()] == [10, 20, 15, 15]
+        assert [("recovery" in i.tags) for i in store.infos()] \
+            == [True, False, True, False]
+        rebuilt = load_transitions(store, [key], cfg.policy_config.gamma, False)
+    # every stretch is truncated: its last step has no next state in the store
+    rows = [r for r in range(60) if r not in (9, 29, 44, 59)]
+    np.testing.assert_array_equal(rebuilt[f"obs/{key}"], replay[f"obs/{key}"][rows])
+    np.testing.assert_array_equal(rebuilt[f"next_obs/{key}"], replay[f"next_obs/{key}"][rows])
+    np.testing.assert_array_equal(rebuilt["action"], replay["action"][rows])
+
+
 def test_rl_config_errors_name_the_key(capsys: pytest.CaptureFixture[str],
                                        tmp_path: Path) -> None:
     assert main(["train", "policy=rlpd", f"output={tmp_path}", "policy_config.n_critcs=3"]) == 2
