@@ -252,7 +252,10 @@ class SAC(nn.Module):
         """``bc_weight`` x squared error between ``tanh(mean)`` and the offline rows' actions,
         scaled by the critics' magnitude (TD3+BC) so the weight does not depend on the reward's
         scale; with ``bc_q_filter``, only rows whose offline action the critics value above
-        the actor's (Nair et al. 2018), so the actor may outgrow the demonstrations."""
+        the actor's (Nair et al. 2018), so the actor may outgrow the demonstrations. Summed over
+        the kept rows and divided by the whole batch, as the actor loss is: with
+        ``offline_ratio`` 0.5 the demo rows' mean error weighs ``bc_weight / 2`` (the arm
+        trials in the README used this convention)."""
         keep = mb["offline"]
         with torch.no_grad():
             if self.config.bc_q_filter:
