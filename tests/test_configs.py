@@ -22,7 +22,7 @@ TRAIN_RECIPES = {"arm_lift_mlp.yaml": ("mlp", 3000), "arm_lift_diffusion.yaml": 
 # RL recipes: each is the recipe of a bench.rl_curves experiment (file -> (experiment, learner))
 RL_RECIPES = {"arm_lift_rlpd.yaml": ("arm_35k", "rlpd"),
               "car_technical_rlpd.yaml": ("technical_utd20", "rlpd"),
-              "car_wsrl.yaml": ("wsrl_warmup5k", "wsrl")}
+              "car_wsrl.yaml": ("wsrl_no_entropy_backup", "wsrl")}
 # the baselines the bench compares against: a recipe file with the learner swapped
 RL_BASELINES = {("car_technical_rlpd.yaml", "sac"): ("technical_utd20", "sac")}
 

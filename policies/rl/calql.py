@@ -34,6 +34,10 @@ class CalQLConfig(SACConfig):
     offline_steps: int = 100_000  # pretraining gradient steps
     offline_ratio: float = 0.5  # online: half of each batch from the offline store
     random_steps: int = 0  # the pretrained policy explores from the first online step
+    # no entropy bonus in the critic's target: the Cal-QL reference code (JaxCQL's
+    # ConservativeSAC) and WSRL's (SERL-based) both back up the plain TD target; RLPD's SAC keeps
+    # it. The target entropy stays -|A|/2 (SERL's and RLPD's; JaxCQL uses -|A|)
+    backup_entropy: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
