@@ -22,6 +22,7 @@ from robolearn.config import MISSING, InvalidValue
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import ControlLoop, LoopConfig
 from robolearn.progress import track
+from robolearn.safety import SafetyConfig
 from robolearn.video import write_mp4
 
 log = logging.getLogger("robolearn.eval")
@@ -86,10 +87,11 @@ def env_for(cfg: EvalConfig, run: Path) -> RobotEnv:
 
 def evaluate(policy: Any, env: RobotEnv, episodes: int, seed: int, videos: int = 0,
              video_dir: Path | None = None, camera: str | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, safety: SafetyConfig | None = None) -> dict[str, Any]:
     """Run ``policy.select_action`` for ``episodes`` seeded episodes through the control loop
-    (safety filter included); returns the summary and per-episode results."""
-    loop = ControlLoop(env, LoopConfig(realtime=False))
+    (safety filter included: ``safety``, default limits if None); returns the summary and
+    per-episode results."""
+    loop = ControlLoop(env, LoopConfig(realtime=False, safety=safety or SafetyConfig()))
     results, video_paths = [], []
     for i in track(range(episodes), "evaluating", enabled=progress):
         frames: list[np.ndarray] = []

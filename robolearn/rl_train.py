@@ -46,7 +46,7 @@ from policies.rl.replay import ReplayBuffer, discounted_returns, learner_reward,
 from robolearn.config import ConfigError, InvalidValue, to_yaml
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import create_store
-from robolearn.safety import SafetyFilter
+from robolearn.safety import SafetyConfig, SafetyFilter
 from robolearn.train import restore_rng_state, rng_state, save_checkpoint, start_output
 
 log = logging.getLogger("robolearn.rl")
@@ -77,6 +77,11 @@ class RLTrainConfig:
     stop_at: int | None = None  # stop with a checkpoint at the first episode end after this step
     seed: int = 0  # seeds the agent, random actions and episode resets
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    # the filter every practice and evaluation action goes through: bounds, a rate limit
+    # (max_delta; FastRLAP uses 0.2 on a real car's [-1, 1] actions), what a NaN does ("hold"
+    # the last safe action or "stop" the robot). The runner steps the robot synchronously (a
+    # simulated robot waits between steps), so watchdog_s is the control loop's, not used here.
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
         if self.env not in ENVS:
@@ -161,7 +166,7 @@ class Runner:
                                    self.device)
         self.offline = self._load_offline() if self.acfg.uses_offline_data else None
         low, high = self.env.robot.action_bounds
-        self.safety = SafetyFilter(low, high)
+        self.safety = SafetyFilter(low, high, cfg.safety)
         self.eval_env: RobotEnv | None = None  # built at the first evaluation
         self.rng = np.random.default_rng(cfg.seed)  # uniform random actions
         self.env_step = self.episode = self.offline_step = self.updates = 0
@@ -279,6 +284,11 @@ class Runner:
             return
         old = _flatten(OmegaConf.to_container(OmegaConf.load(saved)))
         new = _flatten(OmegaConf.to_container(OmegaConf.create(to_yaml(self.cfg))))
+        # a run saved before the runner took a safety config ran with its defaults (other
+        # missing keys are not filled: a default that changed since would pass unnoticed)
+        defaults = _flatten(OmegaConf.to_container(OmegaConf.structured(RLTrainConfig)))
+        old = {**{k: v for k, v in defaults.items() if k not in old and k.startswith("safety.")},
+               **old}
         changed = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted({*old, *new})
                    if old.get(k) != new.get(k) and k not in self.RESUMABLE_CHANGES]
         if changed:
@@ -383,6 +393,8 @@ class Runner:
                 else:
                     action = self.agent.explore(obs).cpu().numpy()
                 safe = self.safety(action)
+                if self.safety.stop_requested:  # a non-finite action with on_nonfinite=stop
+                    self.env.robot.stop()
                 nxt, reward, term, trunc, step_info = self.env.step(safe)
                 sent = np.asarray(step_info["action_sent"], np.float32)
                 learn_r = learner_reward(reward, term, step_info, success_ends, a.gamma,
@@ -463,7 +475,7 @@ class Runner:
             self.eval_env = make_env(**self.env_kwargs)
         # the actor acts deterministically (tanh of its mean); select_action restores train mode
         report = evaluate(self.agent.actor, self.eval_env, self.cfg.eval_episodes, 100_000,
-                          progress=False)
+                          progress=False, safety=self.cfg.safety)
         m: dict[str, Any] = {"env_step": self.env_step, "eval_return": report["mean_return"],
                              "eval_success": report["success_rate"]}
         laps = [r["task"].get("lap_times", []) for r in report["results"]]

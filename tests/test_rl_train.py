@@ -156,6 +156,59 @@ def test_a_nan_actor_never_reaches_the_robot(car_demos: Path, tmp_path: Path) ->
         assert (ep["source"] == int(Source.AUTONOMOUS)).all()
 
 
+@pytest.mark.parametrize("on_nonfinite", ["hold", "stop"])
+def test_the_runner_applies_its_safety_config(on_nonfinite: str, tmp_path: Path) -> None:
+    """``safety`` reaches practice: a rate limit on random actions, and a NaN actor that holds
+    the last safe action or stops the robot, as configured."""
+    from robolearn.config import load_config
+    from robolearn.rl_train import Runner
+    from robolearn.train import schema_for
+
+    limited = tmp_path / "limited"
+    assert main(["train", "policy=sac", "env=robolearn/SimCar-v0", f"output={limited}",
+                 "max_episode_steps=30", "env_steps=60", "eval_every=1000",
+                 "safety.max_delta=0.1", *TINY]) == 0
+    with EpisodeStore.open(limited / "online.zarr") as store:
+        for i in range(len(store)):  # uniform random actions, each step at most 0.1 from the last
+            assert np.abs(np.diff(store.episode(i)["action"], axis=0)).max() <= 0.1 + 1e-6
+
+    over = [f"output={tmp_path / on_nonfinite}", "env_steps=30", "max_episode_steps=30",
+            "policy=sac", "policy_config.random_steps=0", "eval_every=1000",
+            f"safety.on_nonfinite={on_nonfinite}", *TINY[:5]]
+    runner = Runner(load_config(schema_for(None, over), None, over))
+    with torch.no_grad():
+        for p in runner.agent.actor.head.parameters():
+            p.fill_(float("nan"))
+    stops = 0
+    robot_stop = runner.env.robot.stop
+
+    def counted_stop() -> None:
+        nonlocal stops
+        stops += 1
+        robot_stop()
+
+    runner.env.robot.stop = counted_stop  # type: ignore[method-assign]
+    assert runner.run() == 0
+    assert runner.safety.stats.nonfinite == 30
+    assert stops == (30 if on_nonfinite == "stop" else 0)
+
+
+def test_a_run_from_before_the_safety_config_resumes(car_demos: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    out = tmp_path / "old"
+    assert train(out, "env_steps=30", dataset=car_demos) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["safety"]  # as written before the runner had it
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    # a changed limit still refuses to resume (config error, exit 2), the defaults resume
+    assert train(out, "env_steps=60", "safety.max_delta=0.2", dataset=car_demos) == 2
+    assert "safety.max_delta (None -> 0.2)" in capsys.readouterr().err
+    assert train(out, "env_steps=60", dataset=car_demos) == 0
+    assert "resumed" in capsys.readouterr().err.replace("\n", " ")
+
+
 @pytest.mark.parametrize("policy", ["rlpd", "calql"])
 def test_practice_updates_never_make_the_host_wait_for_the_device(
         policy: str, car_demos: Path, tmp_path: Path) -> None:
