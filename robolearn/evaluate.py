@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,9 @@ class EvalConfig:
     camera: str | None = None  # camera for the videos; None: the robot's default view
     output: str | None = None  # report directory; None: <run or checkpoint>/eval
     device: str = "auto"  # torch device for the policy
+    # the filter between the policy and the robot (bounds, safety.max_delta, safety.on_nonfinite):
+    # evaluate under the limits the robot will be deployed with
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -106,6 +109,8 @@ def evaluate(policy: Any, env: RobotEnv, episodes: int, seed: int, videos: int =
                              record=False, observer=observer)
         results.append({"seed": seed + i, "success": r.success, "return": r.ret,
                         "steps": r.steps, "nonfinite_actions": r.safety.nonfinite,
+                        "clipped_actions": r.safety.clipped,
+                        "rate_limited_actions": r.safety.rate_limited,
                         "reward_terms": r.reward_terms, "task": env.task.info()})
         if frames and video_dir is not None:
             path = video_dir / f"episode_{i:03d}_{'success' if r.success else 'failure'}.mp4"
@@ -133,7 +138,8 @@ def run(cfg: EvalConfig) -> int:
     out = Path(cfg.output) if cfg.output else run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     try:
-        report = evaluate(policy, env, cfg.episodes, cfg.seed, cfg.videos, out, cfg.camera)
+        report = evaluate(policy, env, cfg.episodes, cfg.seed, cfg.videos, out, cfg.camera,
+                          safety=cfg.safety)
     finally:
         env.close()
     report["checkpoint"] = str(policy_dir)

@@ -58,13 +58,14 @@ class SafetyFilter:
         self.cfg = cfg or SafetyConfig()
         self.neutral = (np.clip(np.zeros_like(self.low), self.low, self.high)
                         if neutral is None else np.asarray(neutral, dtype=np.float64))
-        self.stats = SafetyStats()
         self.reset()
 
     def reset(self, last: np.ndarray | None = None) -> None:
-        """Start of an episode: rate limits count from ``last`` (default: neutral action)."""
+        """Start of an episode: rate limits count from ``last`` (default: neutral action), and
+        ``stats`` count this episode (a new object: the last episode's result keeps its own)."""
         self.last = self.neutral.copy() if last is None else np.asarray(last, np.float64).copy()
         self.stop_requested = False
+        self.stats = SafetyStats()
 
     def __call__(self, action: np.ndarray) -> np.ndarray:
         a = np.asarray(action, dtype=np.float64).reshape(self.low.shape)

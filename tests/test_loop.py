@@ -116,6 +116,10 @@ def test_loop_never_sends_nan_and_holds_rate(arm_env: RobotEnv) -> None:
     assert all(np.all(np.isfinite(a)) for a in sent)
     assert result.safety.nonfinite > 0
     assert elapsed >= 19 / 50  # the loop never runs faster than its rate
+    first = result.safety.nonfinite
+    again = loop.run_episode(bad_policy, seed=1)  # each episode counts its own steps
+    assert result.safety.nonfinite == first and result.safety.steps == 20
+    assert again.safety.steps == 20 and 0 < again.safety.nonfinite <= 20
     assert set(result.timing) >= {"mean_late_ms", "p99_late_ms", "overruns"}
 
 

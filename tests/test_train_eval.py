@@ -108,8 +108,14 @@ def test_eval_reports_success_with_interval_and_video(reach_store: Path, tmp_pat
     assert lo <= report["success_rate"] <= hi
     assert [r["seed"] for r in report["results"]] == [100_000, 100_001, 100_002]
     assert all(r["steps"] <= 20 and r["nonfinite_actions"] == 0 for r in report["results"])
+    assert all(r["rate_limited_actions"] == 0 for r in report["results"])  # no limit by default
     assert len(report["videos"]) == 1 and Path(report["videos"][0]).stat().st_size > 1000
     assert "success" in capsys.readouterr().out
+    # the deployment's limits apply in evaluation, and each episode reports its own counts
+    assert main(["eval", str(run), "episodes=2", "videos=0", "max_steps=20", "-q",
+                 "safety.max_delta=0.001", f"output={tmp_path / 'limited'}"]) == 0
+    limited = json.loads((tmp_path / "limited" / "eval.json").read_text())["results"]
+    assert all(0 < r["rate_limited_actions"] <= r["steps"] for r in limited)
 
 
 def test_wilson_interval() -> None:
