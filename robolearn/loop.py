@@ -121,8 +121,11 @@ class ControlLoop:
         if observer is not None:
             observer(self.env)
         self.safety.reset(last=self.env.robot.hold_action())
-        if policy is not None and hasattr(policy, "reset"):
-            policy.reset()
+        # a policy object, or its bound method (``policy.select_action``): either way its
+        # history, queued chunk and sampling noise start afresh with the episode
+        owner = getattr(policy, "__self__", policy)
+        if owner is not None and hasattr(owner, "reset"):
+            owner.reset()
         rec = self.recorder if record else None
         period = 1.0 / self.fps
         timing = Timing(period_ms=1000 * period)

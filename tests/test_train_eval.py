@@ -116,6 +116,14 @@ def test_eval_reports_success_with_interval_and_video(reach_store: Path, tmp_pat
                  "safety.max_delta=0.001", f"output={tmp_path / 'limited'}"]) == 0
     limited = json.loads((tmp_path / "limited" / "eval.json").read_text())["results"]
     assert all(0 < r["rate_limited_actions"] <= r["steps"] for r in limited)
+    # episodes are independent: the second of a run (seed 100001) is that seed run alone (an
+    # 8-of-16 chunk left queued at an episode's end must not start the next one)
+    assert main(["eval", str(run), "episodes=1", "seed=100001", "videos=0", "max_steps=20",
+                 "-q", f"output={tmp_path / 'alone'}"]) == 0
+    alone = json.loads((tmp_path / "alone" / "eval.json").read_text())["results"][0]
+    second = report["results"][1]
+    assert (alone["seed"], alone["steps"], alone["return"]) == (
+        second["seed"], second["steps"], second["return"])
 
 
 def test_wilson_interval() -> None:
