@@ -98,7 +98,8 @@ class ControlLoop:
         self.cfg = cfg or LoopConfig()
         self.recorder = recorder
         low, high = env.robot.action_bounds
-        self.safety = SafetyFilter(low, high, self.cfg.safety)
+        self.safety = SafetyFilter(low, high, self.cfg.safety,
+                                   stop_action=env.robot.hold_action)
         self.fps = self.cfg.fps or env.robot.fps
 
     def run_episode(self, policy: Policy | None = None, teleop: Teleop | None = None, *,

@@ -166,7 +166,8 @@ class Runner:
                                    self.device)
         self.offline = self._load_offline() if self.acfg.uses_offline_data else None
         low, high = self.env.robot.action_bounds
-        self.safety = SafetyFilter(low, high, cfg.safety)
+        self.safety = SafetyFilter(low, high, cfg.safety,
+                                   stop_action=self.env.robot.hold_action)
         self.eval_env: RobotEnv | None = None  # built at the first evaluation
         self.rng = np.random.default_rng(cfg.seed)  # uniform random actions
         self.env_step = self.episode = self.offline_step = self.updates = 0
@@ -419,6 +420,9 @@ class Runner:
                 obs = nxt
                 if not (term or trunc) and self.env.robot.needs_recovery():
                     obs = self.env.recover()  # FastRLAP: back off, then practise on
+                    # the rate limit counts from where the manoeuvre left the robot, not from
+                    # the command before it (the car may be reversing now)
+                    self.safety.last = np.asarray(self.env.robot.hold_action(), np.float64)
                     if rec is not None and rec.num_steps:
                         # the store's stretch ends here (truncated: its last step keeps no next
                         # state) and the next starts after the manoeuvre; one stored episode

@@ -50,12 +50,17 @@ class SafetyFilter:
     """Makes any action safe to send: finite, within bounds, within a rate limit."""
 
     def __init__(self, low: np.ndarray, high: np.ndarray, cfg: SafetyConfig | None = None,
-                 neutral: np.ndarray | None = None) -> None:
+                 neutral: np.ndarray | None = None,
+                 stop_action: Callable[[], np.ndarray] | None = None) -> None:
+        """``stop_action()``: what stops the robot where it is, asked at the moment of a stop
+        (``Robot.hold_action``: a car's zero throttle, an arm's current joint positions; an
+        arm sent all zeros would swing to its zero pose). Default: the ``neutral`` action."""
         self.low = np.asarray(low, dtype=np.float64)
         self.high = np.asarray(high, dtype=np.float64)
         if self.low.shape != self.high.shape or np.any(self.low > self.high):
             raise ValueError(f"safety filter: bad action bounds {self.low} .. {self.high}")
         self.cfg = cfg or SafetyConfig()
+        self.stop_action = stop_action
         self.neutral = (np.clip(np.zeros_like(self.low), self.low, self.high)
                         if neutral is None else np.asarray(neutral, dtype=np.float64))
         self.reset()
@@ -74,9 +79,11 @@ class SafetyFilter:
         if not np.all(np.isfinite(a)):
             self.stats.nonfinite += 1
             self._event(f"non-finite action {a.tolist()} replaced ({self.cfg.on_nonfinite})")
-            if self.cfg.on_nonfinite == "stop":
+            if self.cfg.on_nonfinite == "stop":  # at once: a stop is not rate-limited
                 self.stop_requested = True
-                a = self.neutral.copy()
+                stop = self.neutral if self.stop_action is None else self.stop_action()
+                self.last = np.clip(np.asarray(stop, np.float64), self.low, self.high)
+                return self.last.copy()
             else:
                 a = self.last.copy()
         if self.cfg.clip:

@@ -37,6 +37,15 @@ def test_filter_stop_mode_sends_neutral_and_requests_stop() -> None:
     assert f.stop_requested
     np.testing.assert_allclose(out, [0.0, 0.0])  # the neutral action, inside the bounds
     assert np.all(np.isfinite(out))
+    # with the robot's own stop action (an arm: hold where it is), sent at once: a rate limit
+    # does not slow a stop down
+    pose = np.array([1.2, -0.4])
+    g = SafetyFilter(np.array([0.0, -1.0]), np.array([2.0, 1.0]),
+                     SafetyConfig(on_nonfinite="stop", max_delta=0.1), stop_action=pose.copy)
+    g.reset(last=np.array([0.1, 0.9]))
+    np.testing.assert_allclose(g(np.array([np.nan, 0.0])), pose)
+    assert g.stop_requested
+    np.testing.assert_allclose(g(np.array([1.2, -0.3])), [1.2, -0.3])  # rate limit from there
 
 
 def test_safety_config_errors_name_the_key() -> None:
@@ -126,3 +135,31 @@ def test_loop_never_sends_nan_and_holds_rate(arm_env: RobotEnv) -> None:
 def test_loop_needs_something_to_run(arm_env: RobotEnv) -> None:
     with pytest.raises(ValueError, match="policy, a teleop device"):
         ControlLoop(arm_env).run_episode()
+
+
+def test_a_nan_stop_holds_the_arm_where_it_is(arm_env: RobotEnv) -> None:
+    """on_nonfinite=stop sends the arm its current joint positions (its hold action), not the
+    all-zero action that would swing it to its zero pose."""
+    sent: list[np.ndarray] = []
+    act = arm_env.robot.act
+
+    def spy(a: np.ndarray) -> np.ndarray:
+        sent.append(np.array(a))
+        return act(a)
+
+    arm_env.robot.act = spy  # type: ignore[method-assign]
+    held: list[np.ndarray] = []
+    hold = arm_env.robot.hold_action
+
+    def recorded_hold() -> np.ndarray:
+        held.append(hold())
+        return held[-1]
+
+    arm_env.robot.hold_action = recorded_hold  # type: ignore[method-assign]
+    loop = ControlLoop(arm_env, LoopConfig(realtime=False, max_steps=5,
+                                           safety=SafetyConfig(on_nonfinite="stop")))
+    result = loop.run_episode(lambda obs: np.full(6, np.nan), seed=0, record=False)
+    assert result.safety.nonfinite == 5
+    stops = sent[-5:]
+    np.testing.assert_allclose(stops, held[-5:])
+    assert np.abs(stops[0]).max() > 0.1  # a real pose, not the zero action

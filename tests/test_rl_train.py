@@ -291,6 +291,25 @@ def test_a_recovery_ends_the_stored_stretch_so_no_transition_spans_it(
     np.testing.assert_array_equal(rebuilt["action"], replay["action"][rows])
 
 
+def test_the_rate_limit_counts_from_where_a_recovery_left_the_car(tmp_path: Path) -> None:
+    from robolearn.config import load_config
+    from robolearn.rl_train import Runner
+    from robolearn.train import schema_for
+
+    over = [f"output={tmp_path / 'run'}", "policy=sac", "env_steps=30", "max_episode_steps=30",
+            "eval_every=1000", "safety.max_delta=0.1", *TINY[:5],
+            "policy_config.random_steps=30"]
+    runner = Runner(load_config(schema_for(None, over), None, over))
+    runner.env.robot.needs_recovery = lambda: runner.env_step == 20  # type: ignore
+    assert runner.run() == 0
+    # throttle (the car's steering is re-centred too, but the sim car's own slew limit, which
+    # the stored sent action shows, holds it near the manoeuvre's random angle for a few steps)
+    with EpisodeStore.open(tmp_path / "run" / "online.zarr") as store:
+        before, after = store.episode(0)["action"][:, 1], store.episode(1)["action"][:, 1]
+    assert len(before) == 20 and abs(before[-1]) > 0.1  # random throttle drifted from rest
+    assert abs(after[0]) <= 0.1 + 1e-6  # within max_delta of rest, not of the old command
+
+
 def test_rl_config_errors_name_the_key(capsys: pytest.CaptureFixture[str],
                                        tmp_path: Path) -> None:
     assert main(["train", "policy=rlpd", f"output={tmp_path}", "policy_config.n_critcs=3"]) == 2
