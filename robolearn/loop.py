@@ -169,8 +169,11 @@ class ControlLoop:
                                timing.summary(), self.safety.stats)
         keep, label = review(result) if review is not None else (True, None)
         if rec is not None and keep:
-            rec.end_episode(success=success if label is None else label, ret=ret, seed=seed,
-                            **episode_metadata)
+            # terminated (the task ended it: success, or a failure such as a dropped cube) vs
+            # cut by the step limit: an offline RL reader bootstraps only past the latter
+            rec.end_episode(success=success if label is None else label,
+                            **{"ret": ret, "seed": seed, "terminated": bool(terminated),
+                               **episode_metadata})
         elif rec is not None:
             rec.discard_episode()
         return result

@@ -66,7 +66,8 @@ def collect_scripted(env_id: str, store_path: str, episodes: int, num_envs: int 
                         for o, a, r in buffers[i]:
                             rec.add({**o, "action": a, "next.reward": np.float32(r)})
                         final = info.get("final_info", info)  # SAME_STEP: info is reset's
-                        rec.end_episode(success=bool(final["success"][i]), env_index=i)
+                        rec.end_episode(success=bool(final["success"][i]), env_index=i,
+                                        terminated=bool(term[i]))  # vs cut by the step limit
                         done += 1
                         bar(1)
                     if term[i] or trunc[i]:

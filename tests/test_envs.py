@@ -90,8 +90,12 @@ def test_collect_scripted_in_parallel_processes(tmp_path: Path) -> None:
         assert store.verify() == []
         assert store.select(source="scripted") == [0, 1, 2, 3]
         assert store.metadata["env_id"] == "robolearn/SimArmReach-v0"
+        assert all(i.metadata["terminated"] is True for i in store.infos())  # success ends it
     finally:
         store.close()
+    with collect_scripted("robolearn/SimArmReach-v0", str(tmp_path / "cut"), episodes=2,
+                          num_envs=2, progress=False, max_steps=3) as cut:  # the step limit
+        assert [(i.length, i.metadata["terminated"]) for i in cut.infos()] == [(3, False)] * 2
 
 
 def test_unknown_names_list_the_known_ones() -> None:

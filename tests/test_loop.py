@@ -95,6 +95,12 @@ def test_loop_records_policy_steps_and_human_takeover(arm_env: RobotEnv, tmp_pat
     assert ep.info.sources == result.sources
     assert list(ep["source"][10:20]) == [3] * 10  # Source.INTERVENTION
     assert result.success and ep.info.success
+    assert result.terminated and ep.info.metadata["terminated"] is True  # success ends a lift
+    with store.recorder(task="lift") as rec:  # cut by the step limit: not terminated
+        loop.recorder = rec
+        loop.cfg.max_steps = 5
+        cut = loop.run_episode(expert, seed=4)
+    assert not cut.terminated and store.episode(1).info.metadata["terminated"] is False
     # the recorded action is the one the robot received, within its bounds
     low, high = arm_env.robot.action_bounds
     assert np.all(ep["action"] >= low - 1e-6) and np.all(ep["action"] <= high + 1e-6)
