@@ -367,6 +367,10 @@ class Runner:
             # later, larger budget must continue it as if this call had never happened)
             log.info("%s: already practised for %d env steps", self.out, self.env_step)
             return
+        if cfg.stop_at is not None and self.env_step >= cfg.stop_at:  # likewise
+            log.info("%s: already stopped at env step %d (stop_at=%d)", self.out,
+                     self.env_step, cfg.stop_at)
+            return
         stop = min(cfg.env_steps, cfg.stop_at or cfg.env_steps)
         start_learning = max(a.random_steps, a.warmup_steps)
         success_ends = self.env.task.success_terminates()

@@ -75,6 +75,9 @@ def test_resume_is_exact(car_demos: Path, tmp_path: Path) -> None:
     assert train(split, "env_steps=90", "stop_at=45", dataset=car_demos) == 0
     # stopped at the first episode end after step 45, with a checkpoint
     assert (split / "checkpoints" / "step_00000060").is_dir()
+    # invoked again with the same stop: nothing happens (it used to run one more episode)
+    assert train(split, "env_steps=90", "stop_at=45", dataset=car_demos) == 0
+    assert not (split / "checkpoints" / "step_00000090").exists()
     assert train(split, "env_steps=90", dataset=car_demos) == 0
     a = load_file(straight / "checkpoints" / "last" / "policy" / "model.safetensors")
     b = load_file(split / "checkpoints" / "last" / "policy" / "model.safetensors")
