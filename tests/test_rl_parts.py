@@ -467,3 +467,18 @@ def test_bc_term_follows_offline_actions_unless_the_critics_rate_them_lower(
         assert err < 0.35 and float(info["bc_rows"]) < 0.5, (err, info["bc_rows"])
     else:
         assert err > 0.6 and float(info["bc_rows"]) == 1.0, err
+
+
+def test_resuming_on_another_kind_of_device_reseeds_with_a_warning() -> None:
+    """A checkpoint written on a GPU holds a CUDA generator's state (16 bytes, not a CPU one's
+    5,056): resumed on a CPU the run goes on, reseeded and saying so, instead of crashing."""
+    agent, buf = small_learner("rlpd", camera=False)
+    state = agent.optim_state()
+    same = small_learner("rlpd", camera=False)[0]
+    same.load_optim_state(state)  # same kind of device: the sequence continues exactly
+    assert torch.equal(same.generator.get_state(), agent.generator.get_state())
+    cuda_like = {**state, "generator": torch.zeros(16, dtype=torch.uint8)}
+    with pytest.warns(UserWarning, match="reseeded, so this resume is not bit-exact"):
+        same.load_optim_state(cuda_like)
+    assert all(torch.isfinite(v).all() for v in same.update(buf.sample(8, None)).values()
+               if isinstance(v, torch.Tensor))

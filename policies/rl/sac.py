@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -277,7 +278,15 @@ class SAC(nn.Module):
         self.actor_opt.load_state_dict(state["actor"])
         self.critic_opt.load_state_dict(state["critic"])
         self.alpha_opt.load_state_dict(state["alpha"])
-        self.generator.set_state(state["generator"])
+        saved = state["generator"]
+        if saved.numel() == self.generator.get_state().numel():
+            self.generator.set_state(saved)
+        else:  # saved on another kind of device (a CUDA generator's state is not a CPU one's):
+            # the run goes on, but its sampling noise cannot continue the saved sequence
+            warnings.warn(f"{type(self).__name__}: the checkpoint's random generator comes "
+                          f"from another kind of device than {self.generator.device}; it is "
+                          "reseeded, so this resume is not bit-exact", stacklevel=2)
+            self.generator.manual_seed(self.config.seed + 1)
 
 
 class RLPD(SAC):
