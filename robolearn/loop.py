@@ -134,7 +134,13 @@ class ControlLoop:
         terms_sum: dict[str, float] = {}
         sources: dict[str, int] = {}
         limit = self.cfg.max_steps
-        with Watchdog(self.cfg.safety.watchdog_s, self.env.robot.stop) as dog:
+        # the watchdog guards a robot that moves while the loop waits: any that keeps real
+        # time, and a real robot always. A simulated robot stepped as fast as it goes (an
+        # evaluation) waits for its next step, and a stop from the watchdog's thread in the
+        # middle of a slow step (a diffusion policy's denoising on a busy CPU) would change
+        # the episode, nondeterministically
+        guard = self.cfg.realtime or not self.env.robot.simulated
+        with Watchdog(self.cfg.safety.watchdog_s, self.env.robot.stop, enabled=guard) as dog:
             next_t = time.perf_counter()
             while limit is None or steps < limit:
                 if self.cfg.realtime:

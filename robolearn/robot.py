@@ -34,6 +34,9 @@ class Robot(ABC):
 
     name: str = "robot"  # registry name, e.g. "sim_car"
     fps: float = 20.0  # control rate the robot expects, Hz
+    # a simulated robot moves only when stepped (nothing happens while the loop waits); a real
+    # one keeps executing its last command, which is what the control loop's watchdog is for
+    simulated: bool = False
 
     def __init__(self) -> None:
         self._connected = False

@@ -107,7 +107,11 @@ class SafetyFilter:
 class Watchdog:
     """A daemon thread that calls ``on_timeout`` once per silence longer than ``timeout_s``."""
 
-    def __init__(self, timeout_s: float, on_timeout: Callable[[], None]) -> None:
+    def __init__(self, timeout_s: float, on_timeout: Callable[[], None],
+                 enabled: bool = True) -> None:
+        """``enabled=False``: feeds and closes like a watchdog but never runs a thread (for a
+        robot that cannot move while nobody commands it)."""
+        self.enabled = enabled
         self.timeout_s = timeout_s
         self.on_timeout = on_timeout
         self.trips = 0
@@ -118,7 +122,8 @@ class Watchdog:
 
     def start(self) -> Watchdog:
         self._last = time.monotonic()
-        self._thread.start()
+        if self.enabled:
+            self._thread.start()
         return self
 
     def feed(self) -> None:

@@ -110,6 +110,8 @@ def _element_names(key: str, n: int) -> list[str]:
 class RobosuiteRobot(Robot):
     """A robosuite environment driven one control step per :meth:`act`."""
 
+    simulated = True
+
     name = "robosuite"
 
     def __init__(self, **kwargs: Any) -> None:

@@ -169,3 +169,31 @@ def test_a_nan_stop_holds_the_arm_where_it_is(arm_env: RobotEnv) -> None:
     stops = sent[-5:]
     np.testing.assert_allclose(stops, held[-5:])
     assert np.abs(stops[0]).max() > 0.1  # a real pose, not the zero action
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+def test_the_watchdog_guards_a_robot_that_moves_while_the_loop_waits(
+        arm_env: RobotEnv, realtime: bool) -> None:
+    """A slow policy (0.15 s a step, watchdog 0.05 s): a loop keeping real time stops the robot
+    during the silence; a simulated robot stepped as fast as it goes cannot move while it
+    waits, so no stop comes from another thread in the middle of its episode."""
+    stops = 0
+    stop = arm_env.robot.stop
+
+    def counted() -> None:
+        nonlocal stops
+        stops += 1
+        stop()
+
+    arm_env.robot.stop = counted  # type: ignore[method-assign]
+    expert = make_expert(arm_env)
+
+    def slow(obs: dict[str, np.ndarray]) -> np.ndarray:
+        time.sleep(0.15)
+        return expert(obs)
+
+    loop = ControlLoop(arm_env, LoopConfig(realtime=realtime, fps=50, max_steps=3,
+                                           safety=SafetyConfig(watchdog_s=0.05)))
+    loop.run_episode(slow, seed=0, record=False)
+    during = stops - 1  # the loop stops the robot once at the episode's end
+    assert (during >= 2) if realtime else (during == 0)

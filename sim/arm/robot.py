@@ -62,6 +62,7 @@ class SimArmConfig:
 
 
 class SimArm(Robot):
+    simulated = True
     name = "sim_arm"
 
     def __init__(self, **kwargs: Any) -> None:

@@ -113,6 +113,8 @@ def _headless_gl() -> None:
 class SimCar(Robot):
     """The simulated car; ``model``/``data`` are the MuJoCo model and data."""
 
+    simulated = True
+
     name = "sim_car"
 
     def __init__(self, **kwargs: Any) -> None:
