@@ -97,8 +97,8 @@ class ACTPolicy(Policy):
     def predict_chunk(self, batch: Mapping[str, Tensor]) -> Tensor:
         return self.normalizer.unnormalize("action", self._forward(batch))
 
-    def reset(self) -> None:
-        super().reset()
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
         self._chunks.clear()
 
     def _next_action(self, window: dict[str, Tensor]) -> Tensor:

@@ -130,12 +130,16 @@ class Policy(nn.Module):
                 if isinstance(v, Tensor)}
 
     # ------------------------------------------------------------------ control
-    def reset(self) -> None:
-        """Forget history, queued actions and sampling noise: call at each episode start."""
+    def reset(self, seed: int | None = None) -> None:
+        """Forget history, queued actions and sampling noise: call at each episode start.
+        ``seed`` (the episode's) seeds the sampling noise with the policy's own seed, so each
+        episode draws its own noise and the same episode seed always draws the same: episodes
+        are reproducible one by one, and no two share a noise sequence."""
         self._history.clear()
         self._queue.clear()
         self._last_action = None
-        self._generator = torch.Generator(self.device).manual_seed(self.config.seed)
+        noise_seed = self.config.seed if seed is None else self.config.seed * 1_000_003 + seed
+        self._generator = torch.Generator(self.device).manual_seed(noise_seed % 2**63)
 
     def _obs_tensor(self, key: str, value: Any) -> Tensor:
         feat = self.features[key]

@@ -9,6 +9,7 @@ the policy and is marked ``intervention``) -> safety filter -> ``env.step`` -> r
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -124,9 +125,13 @@ class ControlLoop:
         self.safety.reset(last=self.env.robot.hold_action())
         # a policy object, or its bound method (``policy.select_action``): either way its
         # history, queued chunk and sampling noise start afresh with the episode
+        # (a learned policy also takes the episode's seed for its sampling noise)
         owner = getattr(policy, "__self__", policy)
         if owner is not None and hasattr(owner, "reset"):
-            owner.reset()
+            if "seed" in inspect.signature(owner.reset).parameters:
+                owner.reset(seed=seed)
+            else:
+                owner.reset()
         rec = self.recorder if record else None
         period = 1.0 / self.fps
         timing = Timing(period_ms=1000 * period)
