@@ -197,3 +197,27 @@ def test_the_watchdog_guards_a_robot_that_moves_while_the_loop_waits(
     loop.run_episode(slow, seed=0, record=False)
     during = stops - 1  # the loop stops the robot once at the episode's end
     assert (during >= 2) if realtime else (during == 0)
+
+
+def test_the_loop_starts_a_policy_afresh_with_the_episode_seed(arm_env: RobotEnv) -> None:
+    """Given a policy's bound method (as evaluation does), the loop still resets the policy, and
+    hands it the episode's seed for its sampling noise; a callable without a seed-taking reset
+    (a scripted expert) is reset without one."""
+    expert = make_expert(arm_env)
+
+    class Learned:  # the Policy contract: select_action, reset(seed=...)
+        def __init__(self) -> None:
+            self.seeds: list[int | None] = []
+
+        def reset(self, seed: int | None = None) -> None:
+            self.seeds.append(seed)
+
+        def select_action(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+            return expert(obs)
+
+    learned = Learned()
+    loop = ControlLoop(arm_env, LoopConfig(realtime=False, max_steps=2))
+    for seed in (7, 8):
+        loop.run_episode(learned.select_action, seed=seed, record=False)
+    assert learned.seeds == [7, 8]
+    loop.run_episode(expert, seed=9, record=False)  # the expert's reset() takes no seed
