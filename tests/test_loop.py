@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -107,15 +108,23 @@ def test_loop_records_policy_steps_and_human_takeover(arm_env: RobotEnv, tmp_pat
     np.testing.assert_allclose(ep["next.reward"].sum(), result.ret, rtol=1e-5)
 
 
+def calls(obj: Any, name: str) -> list[Any]:
+    """Wrap ``obj.<name>`` so each call is recorded: its first argument (a copy), or its result
+    when it takes none."""
+    seen: list[Any] = []
+    method = getattr(obj, name)
+
+    def recorded(*args: Any) -> Any:
+        out = method(*args)
+        seen.append(np.array(args[0]) if args else out)
+        return out
+
+    setattr(obj, name, recorded)
+    return seen
+
+
 def test_loop_never_sends_nan_and_holds_rate(arm_env: RobotEnv) -> None:
-    sent: list[np.ndarray] = []
-    act = arm_env.robot.act
-
-    def spy(a: np.ndarray) -> np.ndarray:
-        sent.append(np.array(a))
-        return act(a)
-
-    arm_env.robot.act = spy  # type: ignore[method-assign]
+    sent = calls(arm_env.robot, "act")
     rng = np.random.default_rng(0)
 
     def bad_policy(obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -146,22 +155,7 @@ def test_loop_needs_something_to_run(arm_env: RobotEnv) -> None:
 def test_a_nan_stop_holds_the_arm_where_it_is(arm_env: RobotEnv) -> None:
     """on_nonfinite=stop sends the arm its current joint positions (its hold action), not the
     all-zero action that would swing it to its zero pose."""
-    sent: list[np.ndarray] = []
-    act = arm_env.robot.act
-
-    def spy(a: np.ndarray) -> np.ndarray:
-        sent.append(np.array(a))
-        return act(a)
-
-    arm_env.robot.act = spy  # type: ignore[method-assign]
-    held: list[np.ndarray] = []
-    hold = arm_env.robot.hold_action
-
-    def recorded_hold() -> np.ndarray:
-        held.append(hold())
-        return held[-1]
-
-    arm_env.robot.hold_action = recorded_hold  # type: ignore[method-assign]
+    sent, held = calls(arm_env.robot, "act"), calls(arm_env.robot, "hold_action")
     loop = ControlLoop(arm_env, LoopConfig(realtime=False, max_steps=5,
                                            safety=SafetyConfig(on_nonfinite="stop")))
     result = loop.run_episode(lambda obs: np.full(6, np.nan), seed=0, record=False)
@@ -177,15 +171,7 @@ def test_the_watchdog_guards_a_robot_that_moves_while_the_loop_waits(
     """A slow policy (0.15 s a step, watchdog 0.05 s): a loop keeping real time stops the robot
     during the silence; a simulated robot stepped as fast as it goes cannot move while it
     waits, so no stop comes from another thread in the middle of its episode."""
-    stops = 0
-    stop = arm_env.robot.stop
-
-    def counted() -> None:
-        nonlocal stops
-        stops += 1
-        stop()
-
-    arm_env.robot.stop = counted  # type: ignore[method-assign]
+    stops = calls(arm_env.robot, "stop")
     expert = make_expert(arm_env)
 
     def slow(obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -195,7 +181,7 @@ def test_the_watchdog_guards_a_robot_that_moves_while_the_loop_waits(
     loop = ControlLoop(arm_env, LoopConfig(realtime=realtime, fps=50, max_steps=3,
                                            safety=SafetyConfig(watchdog_s=0.05)))
     loop.run_episode(slow, seed=0, record=False)
-    during = stops - 1  # the loop stops the robot once at the episode's end
+    during = len(stops) - 1  # the loop stops the robot once at the episode's end
     assert (during >= 2) if realtime else (during == 0)
 
 
