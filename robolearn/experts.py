@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class Expert(Protocol):
-    def reset(self) -> None: ...
+    def reset(self, seed: int | None = None) -> None: ...  # the control loop's contract
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray: ...
 
@@ -31,7 +31,7 @@ class StateExpert:
                  reset: Callable[[], None]) -> None:
         self.robot, self.fn, self._reset = env.robot, fn, reset
 
-    def reset(self) -> None:
+    def reset(self, seed: int | None = None) -> None:  # scripted: the seed changes nothing
         self._reset()
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:

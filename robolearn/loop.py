@@ -9,7 +9,6 @@ the policy and is marked ``intervention``) -> safety filter -> ``env.step`` -> r
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +25,8 @@ from robolearn.safety import SafetyConfig, SafetyFilter, SafetyStats, Watchdog
 
 log = logging.getLogger(__name__)
 
+# obs -> action; the loop starts an episode with ``reset(seed=episode seed)`` of the callable,
+# or of the object whose bound method it is, where there is one (learned policies, experts)
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
@@ -124,14 +125,10 @@ class ControlLoop:
             observer(self.env)
         self.safety.reset(last=self.env.robot.hold_action())
         # a policy object, or its bound method (``policy.select_action``): either way its
-        # history, queued chunk and sampling noise start afresh with the episode
-        # (a learned policy also takes the episode's seed for its sampling noise)
+        # history, queued chunk and sampling noise (seeded by the episode's) start afresh
         owner = getattr(policy, "__self__", policy)
         if owner is not None and hasattr(owner, "reset"):
-            if "seed" in inspect.signature(owner.reset).parameters:
-                owner.reset(seed=seed)
-            else:
-                owner.reset()
+            owner.reset(seed=seed)
         rec = self.recorder if record else None
         period = 1.0 / self.fps
         timing = Timing(period_ms=1000 * period)

@@ -187,8 +187,7 @@ def test_the_watchdog_guards_a_robot_that_moves_while_the_loop_waits(
 
 def test_the_loop_starts_a_policy_afresh_with_the_episode_seed(arm_env: RobotEnv) -> None:
     """Given a policy's bound method (as evaluation does), the loop still resets the policy, and
-    hands it the episode's seed for its sampling noise; a callable without a seed-taking reset
-    (a scripted expert) is reset without one."""
+    hands it the episode's seed for its sampling noise; a scripted expert takes the same call."""
     expert = make_expert(arm_env)
 
     class Learned:  # the Policy contract: select_action, reset(seed=...)
@@ -206,4 +205,4 @@ def test_the_loop_starts_a_policy_afresh_with_the_episode_seed(arm_env: RobotEnv
     for seed in (7, 8):
         loop.run_episode(learned.select_action, seed=seed, record=False)
     assert learned.seeds == [7, 8]
-    loop.run_episode(expert, seed=9, record=False)  # the expert's reset() takes no seed
+    loop.run_episode(expert, seed=9, record=False)  # the expert's reset ignores the seed
