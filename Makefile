@@ -4,21 +4,12 @@
 #   make bench        the benchmarks in bench/, printing ratios against their baselines
 SHELL := /bin/bash
 VENV := .venv
-STAMP := $(VENV)/.synced
-# Python 3.12 (zarr 3 and lerobot >= 0.5 need it): first one that runs, pyenv's included.
-PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 /usr/bin/python3.12; do \
-	  $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { command -v $$p || echo $$p; } && break; done)
-UV := $(shell command -v uv 2>/dev/null || echo $$HOME/.local/bin/uv)
-
 .PHONY: setup quickstart test bench lint clean
 
-setup: $(STAMP)
-
-$(STAMP): pyproject.toml uv.lock
-	@test -n "$(PYTHON312)" || { echo "robolearn needs Python 3.12 (python3.12 on PATH or under ~/.pyenv)"; exit 1; }
-	@test -x "$(UV)" || python3 -m pip install --quiet --user 'uv>=0.5,<1'
-	$(UV) sync --frozen --all-extras --python "$(PYTHON312)"
-	@touch $@
+# System packages (apt-get as root, else the one command to run), uv, Python 3.12 and the locked
+# .venv: tools/setup.sh does each only when it is missing or out of date.
+setup:
+	@bash tools/setup.sh
 
 quickstart: setup
 	$(VENV)/bin/robolearn quickstart

@@ -24,6 +24,7 @@ import numpy as np
 
 from data.schema import Feature
 from robolearn.robot import Robot
+from sim import require_rendering
 from sim.arm.layout import LayoutConfig, sample_layout
 from sim.arm.model import BIN_INNER_HALF, CUBE_HALF, HOME, JOINTS, TABLE_X, TABLE_Y, build_mjcf
 
@@ -243,6 +244,7 @@ class SimArm(Robot):
     def _render(self, camera: str, height: int, width: int) -> np.ndarray:
         renderer = self._renderers.get((height, width))
         if renderer is None:
+            require_rendering("sim_arm")
             renderer = self._renderers[(height, width)] = mujoco.Renderer(self.model, height, width)
         renderer.update_scene(self.data, camera)
         return renderer.render()

@@ -20,6 +20,7 @@ import numpy as np
 
 from data.schema import Feature
 from robolearn.robot import Robot
+from sim import require_rendering
 from sim.car.model import ACTUATORS, build_mjcf
 from sim.car.tracks import Track
 
@@ -335,6 +336,7 @@ class SimCar(Robot):
     def _render(self, camera: str, size: tuple[int, int]) -> np.ndarray:
         r = self._renderers.get(size)
         if r is None:
+            require_rendering("sim_car")
             _headless_gl()
             vis = self.model.vis.global_
             full = vis.offwidth, vis.offheight
