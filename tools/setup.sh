@@ -45,9 +45,9 @@ if [ ! -x "$UV" ]; then
       say "python3 has no pip; run once: sudo apt-get install -y python3-pip"; exit 1
     fi
   fi
-  python3 -m pip install --quiet --user 'uv>=0.5,<1' 2>/dev/null \
-    || python3 -m pip install --quiet --user --break-system-packages 'uv>=0.5,<1'
-  UV="$HOME/.local/bin/uv"
+  python3 -m pip install --quiet --user --force-reinstall 'uv>=0.5,<1' 2>/dev/null \
+    || python3 -m pip install --quiet --user --force-reinstall --break-system-packages 'uv>=0.5,<1'
+  UV="$(python3 -c 'import uv; print(uv.find_uv_bin())')"  # wherever pip put its binary
 fi
 
 PY=""
