@@ -41,7 +41,7 @@ from robolearn.progress import console
 if TYPE_CHECKING:
     from rich.live import Live
 
-    from hardware.teleop import Teleop
+    from hardware.teleop import Teleop, TeleopDevice
 
 log = logging.getLogger("robolearn.collect")
 
@@ -159,7 +159,7 @@ def _signed(x: float) -> str:
 WORDS = {"rerecord": "re-record", "takeover": "take over"}
 
 
-def prompt_keys(device: Any, mode: str) -> str:
+def prompt_keys(device: TeleopDevice, mode: str) -> str:
     """The keys of ``mode``, as a prompt line: ``[k]eep  [s]uccess ... enter: start``."""
     from hardware.teleop.base import MODE_EVENTS
 
