@@ -2,10 +2,19 @@
 
 ``source=scripted`` drives the robot with its scripted expert (``num_envs`` > 1: in parallel
 worker processes); ``source=teleop`` hands it to a teleop device (``teleop=keyboard|gamepad|
-spacemouse``) at the robot's real rate. After each teleop episode the device's event keys decide:
-keep (k), discard (d), re-record (r), keep as success (s) or failure (f), quit (q). The same
-keys end an episode early. Ctrl-C never loses a committed episode: the steps of the episode in
-flight are kept as an incomplete episode tagged ``interrupted``.
+spacemouse``) at the robot's real rate, one episode at a time in three steps, each with its own
+keys (the device's key table is printed at the start and on ``?``/``h``):
+
+1. ready: nothing moves and nothing is recorded until the start key (keyboard: Enter);
+2. driving: every step is recorded, a status line shows the robot (car: speed, steering,
+   throttle, laps; arm: joints) until the end key (keyboard: Enter) or the step limit;
+3. review: keep it (the task's verdict), keep it as a success or a failure, discard it, or
+   re-record the same start (keyboard: k s f d r); no key for ``review_timeout_s``: kept.
+
+Ctrl-C never loses a committed episode: the steps of the episode in flight are kept as an
+incomplete episode tagged ``interrupted``. The device is opened before the store: a device
+that is missing fails with one line and leaves nothing behind, and a store this run created
+but recorded no episode into is removed again.
 
 An existing store with the same schema is appended to; otherwise a new one is created.
 """
@@ -13,10 +22,14 @@ An existing store with the same schema is appended to; otherwise a new one is cr
 from __future__ import annotations
 
 import logging
+import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from data import EpisodeStore, Source, StoreError
@@ -25,8 +38,12 @@ from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import ControlLoop, EpisodeResult, LoopConfig, create_store, step_features
 from robolearn.progress import console
 
+if TYPE_CHECKING:
+    from rich.live import Live
+
+    from hardware.teleop import Teleop, TeleopDevice
+
 log = logging.getLogger("robolearn.collect")
-REVIEW_EVENTS = ("keep", "discard", "rerecord", "success", "failure", "quit")
 
 
 @dataclass
@@ -94,13 +111,13 @@ def run(cfg: CollectConfig) -> int:
         return 0
     env = _env(cfg)
     try:
-        store = _open_store(cfg, env)
-        with store, store.recorder(task=env.task.description or env.task.name) as rec:
-            if cfg.source == "scripted":
+        if cfg.source == "scripted":
+            store = _open_store(cfg, env)
+            with store, store.recorder(task=env.task.description or env.task.name) as rec:
                 _scripted(cfg, env, rec)
-            else:
-                _teleop(cfg, env, rec)
-            console.print(f"{cfg.output}: {len(store)} episodes, {store.num_frames} steps")
+                console.print(f"{cfg.output}: {len(store)} episodes, {store.num_frames} steps")
+        else:
+            _teleop(cfg, env)
     finally:
         env.close()
     return 0
@@ -115,40 +132,182 @@ def _scripted(cfg: CollectConfig, env: RobotEnv, rec: Any) -> None:
                          source=Source.SCRIPTED)
 
 
-def _teleop(cfg: CollectConfig, env: RobotEnv, rec: Any) -> None:
+def _teleop(cfg: CollectConfig, env: RobotEnv) -> None:
     from hardware.teleop import make_teleop
 
     teleop = make_teleop(cfg.teleop, env.robot, **cfg.teleop_config)
-    loop = ControlLoop(env, LoopConfig(realtime=True), rec)
-    pending: list[str] = []
+    with teleop:  # opened before the store: a missing device leaves nothing behind
+        fresh = not Path(cfg.output).exists()
+        store = _open_store(cfg, env)
+        try:
+            with store, store.recorder(task=env.task.description or env.task.name) as rec:
+                TeleopSession(cfg, env, teleop, rec).run()
+        finally:
+            removed = fresh and len(store) == 0  # created by this run, and nothing recorded
+            if removed:
+                shutil.rmtree(store.path)
+                console.print(f"{cfg.output}: no episode recorded; removed the empty store")
+        if not removed:
+            console.print(f"{cfg.output}: {len(store)} episodes, {store.num_frames} steps")
 
-    def stop_when() -> bool:
-        pending.extend(teleop.poll_events())
-        return any(e in REVIEW_EVENTS for e in pending)
 
-    def review(result: EpisodeResult) -> tuple[bool, bool | None]:
-        console.print(f"episode over: {result.steps} steps, task success={result.success}. "
-                      "[k]eep, [d]iscard, [r]e-record, [s]uccess, [f]ailure, [q]uit")
-        deadline = time.monotonic() + cfg.review_timeout_s
-        while not any(e in REVIEW_EVENTS for e in pending) and time.monotonic() < deadline:
-            pending.extend(teleop.device.read().events)
+def _signed(x: float) -> str:
+    return f"{round(x, 2) + 0.0:+.2f}"  # no "-0.00"
+
+
+# the word a prompt shows for an event ("[r]e-record")
+WORDS = {"rerecord": "re-record", "takeover": "take over"}
+
+
+def prompt_keys(device: TeleopDevice, mode: str) -> str:
+    """The keys of ``mode``, as a prompt line: ``[k]eep  [s]uccess ... enter: start``."""
+    from hardware.teleop.base import MODE_EVENTS
+
+    table = device.event_map(mode)
+    parts = []
+    for event in MODE_EVENTS[mode]:
+        keys = [key for key, e in table.items() if e == event]
+        word = WORDS.get(event, event)
+        first = next((k for k in keys if len(k) == 1 and word.startswith(k.lower())), None)
+        if first is not None:
+            parts.append(f"[{first}]{word[1:]}")
+        elif keys:
+            parts.append(f"{'/'.join(keys)}: {word}")
+    return "  ".join(parts)
+
+
+class TeleopSession:
+    """One human, one device: ready -> driving -> review for each episode (module doc)."""
+
+    def __init__(self, cfg: CollectConfig, env: RobotEnv, teleop: Teleop, rec: Any) -> None:
+        from hardware.teleop import robot_kind
+
+        self.cfg, self.env, self.teleop = cfg, env, teleop
+        self.kind = robot_kind(env.robot)
+        self.joints = tuple(env.robot.action_feature.names or ())
+        state = env.features.get("observation.state")
+        self.state_names = tuple(state.names or ()) if state is not None else ()
+        self.loop = ControlLoop(env, LoopConfig(realtime=True), rec)
+        self.kept = 0
+        self.decision = "keep"  # of the last review
+        self.live: Live | None = None
+        self.obs: dict[str, np.ndarray] = {}
+        self.steps, self.ended_by_key, self._shown = 0, False, 0.0
+
+    def run(self) -> None:
+        self.show_keys()
+        seed = self.cfg.seed
+        while self.kept < self.cfg.episodes:
+            ready = (f"episode {self.kept + 1} of {self.cfg.episodes} (seed {seed}): "
+                     f"{prompt_keys(self.teleop.device, 'ready')}")
+            if self.wait("ready", ready) != "start":
+                return  # quit
+            self.drive(seed)
+            self.kept += self.decision not in ("discard", "rerecord")
+            seed += self.decision != "rerecord"  # re-record: the same start again
+
+    def show_keys(self) -> None:
+        from rich.table import Table
+
+        from hardware.teleop.keys import key_table
+
+        device = self.teleop.device
+        table = Table("input", "driving", "before an episode", "after an episode",
+                      title=f"teleop={device.name} keys ({self.kind})", title_justify="left")
+        for row in key_table(device, self.kind, self.joints):
+            table.add_row(*row)
+        console.print(table, markup=False, highlight=False)
+
+    def wait(self, mode: str, prompt: str, timeout: float | None = None) -> str | None:
+        """Switch the device to ``mode`` and return its first event other than help (which
+        shows the keys); None after ``timeout`` s."""
+        self.teleop.set_mode(mode)
+        console.print(prompt, markup=False, highlight=False)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            for event in self.teleop.device.read().events:
+                if event != "help":
+                    return event
+                self.show_keys()
+                console.print(prompt, markup=False, highlight=False)
             time.sleep(0.02)
-        decision = next((e for e in pending if e in REVIEW_EVENTS), "keep")
-        pending.clear()
-        review.decision = decision  # type: ignore[attr-defined]
+        return None
+
+    def drive(self, seed: int) -> None:
+        from rich.live import Live
+
+        self.teleop.set_mode("drive")
+        self.teleop.reset()
+        self.steps, self.ended_by_key, self.obs = 0, False, {}
+        with Live(console=console, transient=True, refresh_per_second=4) as self.live:
+            self.loop.run_episode(None, self, seed=seed, source=Source.TELEOP,
+                                  stop_when=self.stop_when, review=self.review)
+        self.live = None
+
+    def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The control loop's teleop: the device's action, noting the observation for the
+        status line."""
+        self.obs = obs
+        return self.teleop.get_action(obs)
+
+    def stop_when(self) -> bool:
+        self.steps += 1
+        for event in self.teleop.poll_events():
+            if event == "help":
+                self.show_keys()
+            self.ended_by_key |= event == "end"
+        now = time.monotonic()
+        if self.live is not None and now - self._shown >= 0.2:
+            self._shown = now
+            self.live.update(self.status(), refresh=True)
+        return self.ended_by_key
+
+    def status(self) -> Any:
+        from rich.text import Text
+
+        head = [f"REC episode {self.kept + 1}/{self.cfg.episodes}",
+                f"{self.steps / self.env.robot.fps:5.1f} s",
+                prompt_keys(self.teleop.device, "drive")]
+        if self.teleop.takeover:
+            head.append("TAKEOVER")
+        return Text(f"{'  '.join(head)}\n{'  '.join(self.readout())}", no_wrap=True,
+                    overflow="ellipsis")
+
+    def readout(self) -> list[str]:
+        """What the robot does now: car speed, steering, throttle; arm joints and gripper;
+        the task's counters (laps, checkpoints...)."""
+        state = self.obs.get("observation.state")
+        out = []
+        if state is not None and self.state_names:
+            v = dict(zip(self.state_names, np.asarray(state, np.float64).tolist(), strict=False))
+            if self.kind == "car":
+                if "vx" in v and "vy" in v:
+                    out.append(f"speed {math.hypot(v['vx'], v['vy']):.2f} m/s")
+                out += [f"{k} {_signed(v[k])}" for k in ("steering", "throttle") if k in v]
+            else:
+                joints = [j for j in self.joints if f"{j}.pos" in v and j != "gripper"]
+                out.append("joints " + " ".join(_signed(v[f"{j}.pos"]) for j in joints))
+                if "gripper.pos" in v:
+                    out.append(f"gripper {_signed(v['gripper.pos'])}")
+        out += [f"{k.replace('_', ' ')} {x}" for k, x in self.env.task.info().items()
+                if isinstance(x, int) and not isinstance(x, bool)]
+        return out
+
+    def review(self, result: EpisodeResult) -> tuple[bool, bool | None]:
+        """After an episode: the human's decision (review keys), keep after the timeout."""
+        if self.live is not None:
+            self.live.stop()
+        why = ("you ended it" if self.ended_by_key
+               else "the task ended it" if result.terminated else "step limit")
+        prompt = (f"episode over ({why}): {result.steps} steps, "
+                  f"{result.steps / self.env.robot.fps:.1f} s, task success: "
+                  f"{'yes' if result.success else 'no'}\n"
+                  f"{prompt_keys(self.teleop.device, 'review')}")
+        decision = self.wait("review", prompt, self.cfg.review_timeout_s)
+        if decision is None:
+            console.print(f"no decision in {self.cfg.review_timeout_s:g} s: kept")
+            decision = "keep"
+        self.decision = decision
         if decision in ("discard", "rerecord"):
             return False, None
         return True, {"success": True, "failure": False}.get(decision)
-
-    kept, seed = 0, cfg.seed
-    with teleop:
-        while kept < cfg.episodes:
-            teleop.reset()
-            pending.clear()
-            loop.run_episode(None, teleop, seed=seed, source=Source.TELEOP,
-                             stop_when=stop_when, review=review)
-            decision = getattr(review, "decision", "keep")
-            kept += decision not in ("discard", "rerecord")
-            seed += decision != "rerecord"  # re-record: the same start again
-            if decision == "quit":
-                break

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import select
 import socket
 import termios
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,18 +22,23 @@ from hardware.teleop import (
     ArmMapperConfig,
     CarMapper,
     CarMapperConfig,
+    DeviceError,
     DeviceState,
     Teleop,
     TeleopConfig,
+    device_for,
     make_teleop,
 )
 from hardware.teleop.base import deadzone
-from hardware.teleop.gamepad import BUTTONS, normalise
+from hardware.teleop.gamepad import BUTTONS, GamepadConfig, normalise
 from hardware.teleop.keyboard import KeyboardConfig, KeyboardDevice, parse_keys
+from hardware.teleop.keys import keys_markdown
 from hardware.teleop.spacemouse import SpaceMouseConfig, SpaceMouseDevice, parse_report
-from robolearn.config import InvalidValue
+from robolearn.config import ConfigError, InvalidValue
 from robolearn.robot import make_robot
 from sim.arm.model import ARM_JOINTS, HOME, JOINTS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class FakeClock:
@@ -86,8 +93,42 @@ def test_every_device_maps_onto_car_and_arm(name: str, car, arm) -> None:  # typ
 
 
 def test_unknown_device_lists_known_ones(car) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(KeyError, match="gamepad, keyboard, spacemouse"):
+    with pytest.raises(ConfigError, match="^teleop: .*gamepad, keyboard, spacemouse"):
         make_teleop("joystick", car)
+
+
+@pytest.mark.parametrize("name", sorted(TELEOPS))
+def test_every_device_has_keys_to_start_end_and_decide(name: str) -> None:
+    """Before an episode a key starts it (nothing is recorded until then) and one quits; after
+    it keys keep and discard. A key ends the episode while driving, except on the SpaceMouse
+    driving an arm, whose two buttons hold the gripper (its episodes run to the step limit)."""
+    for kind in ("car", "arm"):
+        device = device_for(name, kind)
+        assert {"start", "quit"} <= set(device.event_map("ready").values())
+        assert {"keep", "discard"} <= set(device.event_map("review").values())
+        if (name, kind) != ("spacemouse", "arm"):
+            assert "end" in device.event_map("drive").values()
+
+
+def test_readme_lists_the_keys_of_the_code() -> None:
+    """README "### Teleop keys" holds the tables generated from the devices' key maps
+    (``python -m hardware.teleop.keys`` prints them): a changed key changes the README."""
+    readme = (ROOT / "README.md").read_text()
+    assert "\n### Teleop keys\n" in readme, "README.md lacks the section '### Teleop keys'"
+    section = re.split(r"\n#{1,3} ", readme.split("\n### Teleop keys\n", 1)[1], maxsplit=1)[0]
+    assert keys_markdown(JOINTS).strip() in section, \
+        "README's teleop key tables differ from the code's: paste python -m hardware.teleop.keys"
+
+
+def test_teleop_config_errors_name_their_key(car) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=r"^teleop_config\.ttyy: .*known: layout, tty"):
+        make_teleop("keyboard", car, ttyy="/dev/pts/1")
+    with pytest.raises(ConfigError, match=r"^teleop_config\.review_events: .*'fly'"):
+        make_teleop("gamepad", car, review_events={"a": "fly"})
+    with pytest.raises(ConfigError, match=r"^teleop_config\.mapper\.deadzon: "):
+        make_teleop("keyboard", car, mapper={"deadzon": 0.1})
+    with pytest.raises(ConfigError, match=r"^teleop_config\.hold_s: must be >= 0"):
+        make_teleop("keyboard", car, hold_s=-1.0)
 
 
 def test_mapper_overrides_and_validation(car) -> None:  # type: ignore[no-untyped-def]
@@ -95,15 +136,22 @@ def test_mapper_overrides_and_validation(car) -> None:  # type: ignore[no-untype
     assert t.mapper.cfg.deadzone == 0.3 and t.cfg.hold_s == 0.2
     with pytest.raises(InvalidValue, match="deadzone"):
         CarMapperConfig(deadzone=1.0)
-    with pytest.raises(InvalidValue, match="also drive an axis"):
-        KeyboardConfig(layout="car", events={"w": "keep"})
+    with pytest.raises(InvalidValue, match="also drive the robot"):
+        KeyboardConfig(layout="car", events={"w": "end"})
+    with pytest.raises(InvalidValue, match="do not exist in drive mode"):
+        KeyboardConfig(layout="car", events={"k": "keep"})
+    with pytest.raises(InvalidValue, match="also drive the robot"):
+        GamepadConfig(events={"rb": "end"})  # the car's deadman
+    with pytest.raises(InvalidValue, match="gripper"):
+        SpaceMouseConfig(layout="arm", events={"btn0": "end"})
     with pytest.raises(InvalidValue, match="hold_s"):
         TeleopConfig(hold_s=-1)
 
 
 # --------------------------------------------------------------------------- keyboard (pty)
 def test_parse_keys_escape_sequences() -> None:
-    assert parse_keys("w\x1b[A\x1bOD ") == (["w", "up", "left", " "], "")
+    assert parse_keys("w\x1b[A\x1bOD \r\n") == (["w", "up", "left", "space", "enter",
+                                                    "enter"], "")
     assert parse_keys("a\x1b[") == (["a"], "\x1b[")  # split sequence: finish on the next read
     assert parse_keys("\x1bx") == (["esc", "x"], "")
 
@@ -139,11 +187,18 @@ def test_keyboard_car_through_pty(pty_pair: tuple[int, str], car) -> None:  # ty
         assert teleop.get_action(obs) is None
         typed(master, teleop, b"C")
         np.testing.assert_allclose(teleop.get_action(obs), [-1.0, 0.0])
-        typed(master, teleop, b"kSDrfq")  # events; car layout: S / D are success / discard
+        typed(master, teleop, b"kq\r h?")  # driving: only enter, space, h and ? send events
         teleop.get_action(obs)
-        assert teleop.poll_events() == ["keep", "success", "discard", "rerecord", "failure",
-                                        "quit"]
+        assert teleop.poll_events() == ["end", "takeover", "help", "help"]
         assert teleop.poll_events() == []
+        teleop.set_mode("review")  # s and d decide once driving is over, in either case
+        clock.t = 21.0
+        typed(master, teleop, b"kSDrfq\r")
+        assert teleop.device.read().events == ("keep", "success", "discard", "rerecord",
+                                               "failure")
+        teleop.set_mode("ready")
+        typed(master, teleop, b"wQ\r")
+        assert teleop.device.read().events == ("quit", "start")
     assert termios.tcgetattr(master) == before
     slave = os.open(path, os.O_RDWR | os.O_NOCTTY)
     try:
@@ -182,15 +237,15 @@ def test_keyboard_arm_through_pty(pty_pair: tuple[int, str], arm) -> None:  # ty
         a3 = teleop.get_action(arm_obs(q1))
         assert a3[JOINTS.index("wrist_flex")] == pytest.approx(high[3], abs=1e-6)
         np.testing.assert_allclose(np.delete(a3, 3), np.delete(q1, 3), atol=1e-6)
-        # takeover (space) holds the action with no input; s / k are events in the arm layout
-        typed(master, teleop, b" sk")
+        # takeover (space) holds the action with no input; ? shows the keys (h drives here)
+        typed(master, teleop, b" ?")
         clock.t = 20.0
         held = teleop.get_action(arm_obs(q0))
         assert held is not None and teleop.takeover
         np.testing.assert_allclose(held, a3, atol=1e-6)
         typed(master, teleop, b" ")
         assert teleop.get_action(arm_obs(q0)) is None and not teleop.takeover
-        assert teleop.poll_events() == ["takeover", "success", "keep", "takeover"]
+        assert teleop.poll_events() == ["takeover", "help", "takeover"]
 
 
 def test_keyboard_restores_terminal_on_exception(pty_pair: tuple[int, str]) -> None:
@@ -207,10 +262,37 @@ def test_keyboard_restores_terminal_on_exception(pty_pair: tuple[int, str]) -> N
         os.close(slave)
 
 
+def test_keyboard_keys_held_while_driving_do_not_decide(pty_pair: tuple[int, str]) -> None:
+    """A terminal repeats a held key: braking with s, then ending with enter, must not keep
+    the episode as a success. After driving, a driving key counts once none has come for
+    settle_s; other keys count at once."""
+    master, path = pty_pair
+    clock = FakeClock()
+    device = KeyboardDevice(KeyboardConfig(layout="car", tty=path), clock=clock)
+    with device:
+        os.write(master, b"ss\r")
+        assert select.select([device.fd], [], [], 2.0)[0]
+        assert device.read().events == ("end",)
+        device.set_mode("review")  # at t = 0: settles until 0.4
+        for t in (0.2, 0.5):  # s still repeating: each byte moves the end of the settling
+            clock.t = t
+            os.write(master, b"s")
+            assert select.select([device.fd], [], [], 2.0)[0]
+            assert device.read().events == ()
+        clock.t = 0.6
+        os.write(master, b"f")  # not a driving key: counts at once
+        assert select.select([device.fd], [], [], 2.0)[0]
+        assert device.read().events == ("failure",)
+        clock.t = 1.0
+        os.write(master, b"s")  # released for 0.5 s: now s means success
+        assert select.select([device.fd], [], [], 2.0)[0]
+        assert device.read().events == ("success",)
+
+
 def test_keyboard_refuses_a_non_terminal() -> None:
     r, w = os.pipe()
     try:
-        with pytest.raises(RuntimeError, match="terminal"):
+        with pytest.raises(DeviceError, match="not a terminal"):
             KeyboardDevice(fd=r).connect()
     finally:
         os.close(r)
@@ -308,7 +390,7 @@ def test_spacemouse_report_parser() -> None:
 
 def test_spacemouse_device_over_packet_socket(arm) -> None:  # type: ignore[no-untyped-def]
     ours, dev = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    cfg = SpaceMouseConfig(events={"btn0": "takeover"})
+    cfg = SpaceMouseConfig(layout="car", events={"btn2": "takeover"})
     try:
         with SpaceMouseDevice(cfg, fd=dev.fileno()) as device:
             for report in (COMPACT_TRANSLATION, COMPACT_ROTATION, COMPACT_BUTTONS):
@@ -317,9 +399,13 @@ def test_spacemouse_device_over_packet_socket(arm) -> None:  # type: ignore[no-u
             assert state.axes["x"] == 1.0 and state.axes["y"] == pytest.approx(200 / 350)
             assert state.axes["yaw"] == pytest.approx(-100 / 350)
             assert state.buttons == {"btn1"} and state.events == ()
-            ours.send(bytes.fromhex("03 01 00"))
+            ours.send(bytes.fromhex("03 06 00"))
             assert device.read().events == ("takeover",)
             assert device.read().events == (), "one event per press"
+            device.set_mode("review")
+            ours.send(bytes.fromhex("03 00 00"))
+            ours.send(bytes.fromhex("03 01 00"))  # left button after an episode: discard
+            assert device.read().events == ("discard",)
             ours.send(WIRELESS)
             assert device.read().axes["z"] == -1.0  # clipped
     finally:
@@ -370,10 +456,17 @@ def test_gamepad_through_sdl_virtual_controller(car) -> None:  # type: ignore[no
             sdl.SDL_JoystickSetVirtualAxis(joy, 1, -16384)  # half up (SDL: y down positive)
             assert teleop.get_action({}) is None, "deadman (rb) not held"
             sdl.SDL_JoystickSetVirtualButton(joy, BUTTONS.index("rb"), 1)
-            sdl.SDL_JoystickSetVirtualButton(joy, BUTTONS.index("y"), 1)
+            sdl.SDL_JoystickSetVirtualButton(joy, BUTTONS.index("start"), 1)
+            sdl.SDL_JoystickSetVirtualButton(joy, BUTTONS.index("y"), 1)  # nothing while driving
             a = teleop.get_action({})
             np.testing.assert_allclose(a, [1.0, (16384 / 32767 - 0.1) / 0.9], rtol=1e-4)
             teleop.get_action({})
-            assert teleop.poll_events() == ["success"], "one event per press"
+            assert teleop.poll_events() == ["end"], "one event per press"
+            teleop.set_mode("review")
+            assert teleop.device.read().events == (), "a button held from driving: no event"
+            sdl.SDL_JoystickSetVirtualButton(joy, BUTTONS.index("y"), 0)
+            teleop.device.read()
+            sdl.SDL_JoystickSetVirtualButton(joy, BUTTONS.index("y"), 1)
+            assert teleop.device.read().events == ("success",)
     finally:
         sdl.SDL_JoystickDetachVirtual(index)

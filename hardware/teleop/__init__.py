@@ -11,21 +11,24 @@ import dataclasses
 from typing import Any
 
 from hardware.teleop.base import (
+    MODES,
     ArmMapper,
     ArmMapperConfig,
     CarMapper,
     CarMapperConfig,
+    DeviceError,
     DeviceState,
     Mapper,
     Teleop,
     TeleopConfig,
     TeleopDevice,
 )
+from robolearn.config import ConfigError, InvalidValue
 from robolearn.robot import Robot, resolve
 
-__all__ = ["TELEOPS", "ArmMapper", "ArmMapperConfig", "CarMapper", "CarMapperConfig",
-           "DeviceState", "Mapper", "Teleop", "TeleopConfig", "TeleopDevice", "make_teleop",
-           "robot_kind"]
+__all__ = ["MODES", "TELEOPS", "ArmMapper", "ArmMapperConfig", "CarMapper", "CarMapperConfig",
+           "DeviceError", "DeviceState", "Mapper", "Teleop", "TeleopConfig", "TeleopDevice",
+           "device_for", "make_teleop", "robot_kind"]
 
 # name -> "module:Class". Adding a device touches its own file plus one line here.
 TELEOPS: dict[str, str] = {
@@ -62,10 +65,41 @@ def make_mapper(device: TeleopDevice, robot: Robot, **overrides: Any) -> Mapper:
                      state_index=[list(state).index(f"{j}.pos") for j in joints])
 
 
+def device_for(name: str, kind: str, **cfg: Any) -> TeleopDevice:
+    """Device ``name`` (not yet connected) set up for a ``"car"`` or ``"arm"`` robot, with
+    ``cfg`` overriding its config's fields. A bad name or field raises :class:`ConfigError`
+    naming ``teleop`` or ``teleop_config.<field>``."""
+    try:
+        cls = resolve(TELEOPS, name, "teleop")
+    except KeyError as exc:
+        raise ConfigError(f"teleop: {exc.args[0]}") from None
+    known = [f.name for f in dataclasses.fields(type(cls.config_for(kind)))]
+    unknown = sorted(set(cfg) - set(known))
+    if unknown:
+        raise ConfigError(f"teleop_config.{unknown[0]}: not a setting of teleop={name}; known: "
+                          f"{', '.join(dict.fromkeys([*known, 'hold_s', 'mapper']))}")
+    try:
+        return cls(cls.config_for(kind, **cfg))  # type: ignore[no-any-return]
+    except InvalidValue as exc:
+        raise ConfigError(f"teleop_config.{exc.field}: {exc.message}") from None
+
+
 def make_teleop(name: str, robot: Robot, *, hold_s: float = 0.5,
                 mapper: dict[str, Any] | None = None, **cfg: Any) -> Teleop:
     """Device ``name`` configured with ``cfg`` (its config's fields), mapped onto ``robot``;
-    ``mapper`` overrides fields of the mapper config (e.g. ``{"deadzone": 0.2}``)."""
-    cls = resolve(TELEOPS, name, "teleop")
-    device = cls(cls.config_for(robot_kind(robot), **cfg))
-    return Teleop(device, make_mapper(device, robot, **(mapper or {})), TeleopConfig(hold_s))
+    ``mapper`` overrides fields of the mapper config (e.g. ``{"deadzone": 0.2}``). Nothing is
+    opened yet: ``with teleop:`` connects the device (:class:`DeviceError` when it cannot)."""
+    kind = robot_kind(robot)
+    device = device_for(name, kind, **cfg)
+    known = [f.name for f in dataclasses.fields(CarMapperConfig if kind == "car"
+                                                  else ArmMapperConfig)]
+    unknown = sorted(set(mapper or {}) - set(known))
+    if unknown:
+        raise ConfigError(f"teleop_config.mapper.{unknown[0]}: not a setting of the {kind} "
+                          f"mapper; known: {', '.join(known)}")
+    try:
+        return Teleop(device, make_mapper(device, robot, **(mapper or {})),
+                      TeleopConfig(hold_s))
+    except InvalidValue as exc:
+        key = "hold_s" if exc.field == "hold_s" else f"mapper.{exc.field}"
+        raise ConfigError(f"teleop_config.{key}: {exc.message}") from None

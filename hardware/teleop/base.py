@@ -1,8 +1,11 @@
 """Teleoperation: a human input device behind one small interface, and mappers to robot actions.
 
 A :class:`TeleopDevice` (keyboard, gamepad, SpaceMouse...) only reports what the human does, as a
-:class:`DeviceState`: named axes normalised to [-1, 1], the buttons held, and one-shot events
-("keep", "discard", "rerecord", "success", "failure", "quit", "takeover"). A mapper turns that
+:class:`DeviceState`: named axes normalised to [-1, 1], the buttons held, and one-shot events.
+Which events its keys or buttons send depends on the device's mode (:data:`MODE_EVENTS`):
+``ready`` before an episode (start, quit), ``drive`` while recording (end, takeover) and
+``review`` after an episode (keep, success, failure, discard, rerecord); the driving keys
+act only in ``drive``, so a key may drive and, in another mode, decide. A mapper turns that
 state into a robot action: :class:`CarMapper` for [steering, throttle] robots, :class:`ArmMapper`
 for joint-position robots (each axis moves one joint target at a rate in rad/s). :class:`Teleop`
 joins the two and implements the control loop's ``Teleop`` protocol: ``get_action(obs)`` returns
@@ -16,15 +19,41 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from robolearn.config import InvalidValue
+from robolearn.config import ConfigError, InvalidValue
 
-EVENTS = ("keep", "discard", "rerecord", "success", "failure", "quit", "takeover")
+# mode -> the events a device may send in it
+MODE_EVENTS: dict[str, tuple[str, ...]] = {
+    "ready": ("start", "quit", "help"),  # before an episode: nothing moves, nothing is recorded
+    "drive": ("end", "takeover", "help"),  # recording: the driving keys move the robot
+    "review": ("keep", "success", "failure", "discard", "rerecord", "help"),  # after an episode
+}
+MODES = tuple(MODE_EVENTS)
+EVENT_TEXT = {  # what each event does, as key tables and prompts say it
+    "start": "start recording", "quit": "quit", "help": "show the keys",
+    "end": "end the episode", "takeover": "take over / hand back (toggle)",
+    "keep": "keep (the task's verdict)", "success": "keep as a success",
+    "failure": "keep as a failure", "discard": "discard", "rerecord": "re-record (same start)",
+}
+
+
+class DeviceError(ConfigError):
+    """The configured teleop device cannot be used (not connected, no permission, no
+    terminal); the message names the device and what to do."""
+
+
+def check_events(key: str, events: Mapping[str, str], mode: str) -> None:
+    """Raise :class:`InvalidValue` on ``key`` if ``events`` (input -> event) sends an event
+    that ``mode`` does not have."""
+    bad = sorted(set(events.values()) - set(MODE_EVENTS[mode]))
+    if bad:
+        raise InvalidValue(key, f"event(s) {bad} do not exist in {mode} mode; "
+                                f"known there: {', '.join(MODE_EVENTS[mode])}")
 
 
 @dataclass(frozen=True)
@@ -43,9 +72,15 @@ class DeviceState:
 
 
 class TeleopDevice(ABC):
-    """A human input device. ``with device:`` connects and always disconnects."""
+    """A human input device. ``with device:`` connects and always disconnects.
+
+    ``mode`` (:data:`MODES`) selects which of the device's event maps turns presses into
+    events; :meth:`set_mode` switches it."""
 
     name: str = "device"  # registry name, e.g. "keyboard"
+    mode: str = "drive"
+    # device axis -> (what the human moves, (direction that reads +1, direction that reads -1))
+    axis_labels: ClassVar[Mapping[str, tuple[str, tuple[str, str] | None]]] = {}
 
     @classmethod
     @abstractmethod
@@ -64,6 +99,48 @@ class TeleopDevice(ABC):
     @abstractmethod
     def read(self) -> DeviceState:
         """Poll without blocking: the current axes and buttons, and the events since last read."""
+
+    @abstractmethod
+    def event_map(self, mode: str) -> Mapping[str, str]:
+        """Input (key or button name) -> the event it sends in ``mode``."""
+
+    def set_mode(self, mode: str) -> None:
+        """Send ``mode``'s events from now on (devices drop inputs still held from before)."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+        self.mode = mode
+
+    def motion(self, kind: str, joints: Sequence[str]) -> dict[str, str]:
+        """Input -> what it moves while driving a ``"car"`` or ``"arm"`` robot with these
+        joints, from the default mappings (for key tables)."""
+        rows: dict[str, str] = {}
+        if kind == "car":
+            car = self.car_mapping()
+            for axis, target in ((car.steer_axis, "steering"), (car.throttle_axis, "throttle")):
+                label, text = self.describe_axis(axis, target)
+                rows[label] = text
+            enable = car.enable_button
+        else:
+            arm = self.arm_mapping(joints)
+            for joint, axis in arm.axes.items():
+                label, text = self.describe_axis(axis, joint)
+                rows[label] = text
+            if arm.gripper_joint is not None:
+                for button, text in ((arm.gripper_open, "open"), (arm.gripper_close, "close")):
+                    if button is not None:
+                        rows[button] = f"{arm.gripper_joint} {text}"
+            enable = arm.enable_button
+        if enable is not None:
+            rows[enable] = "hold to drive (deadman)"
+        return rows
+
+    def describe_axis(self, axis: str, target: str) -> tuple[str, str]:
+        """(what the human moves, what it does) for device axis ``axis`` ("-" inverts)."""
+        name, inverted = axis.lstrip("-"), axis.startswith("-")
+        label, directions = self.axis_labels.get(name, (name, None))
+        if directions is None:
+            return label, f"{target}, inverted" if inverted else target
+        return label, f"{target} ({directions[inverted]} +)"
 
     @abstractmethod
     def car_mapping(self) -> CarMapperConfig:
@@ -237,7 +314,8 @@ class Teleop:
     Returns the mapped action while the human gives input and for ``hold_s`` after it; the
     "takeover" event toggles a takeover in which the action is returned even without input
     (the human holds the robot still). Otherwise returns None. Events are kept for
-    :meth:`poll_events` (the recorder's keep / discard / success... decisions).
+    :meth:`poll_events` (``end`` an episode, ``help``). Call it with the device in ``drive``
+    mode (:meth:`set_mode`).
     """
 
     def __init__(self, device: TeleopDevice, mapper: Mapper, cfg: TeleopConfig | None = None,
@@ -270,6 +348,12 @@ class Teleop:
         """Events since the previous call, oldest first."""
         events, self._events = self._events, []
         return events
+
+    def set_mode(self, mode: str) -> None:
+        """The device's mode (:data:`MODES`); leaving ``drive`` ends any intervention."""
+        self.device.set_mode(mode)
+        if mode != "drive":
+            self.reset()
 
     def reset(self) -> None:
         """New episode: no intervention held, no takeover, no pending events."""

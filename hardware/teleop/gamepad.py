@@ -9,23 +9,28 @@ Axes: ``lx``, ``ly``, ``rx``, ``ry`` in [-1, 1] (right and up positive), ``lt``,
 
 Car: left stick x steers, left stick y throttles, only while ``rb`` is held (deadman).
 Arm: lx shoulder_pan, ly shoulder_lift, ry elbow_flex, rx wrist_flex, trig wrist_roll,
-rb / lb open / close the gripper. Events on press: start keep, back discard, x re-record,
-y success, a failure, guide quit, b takeover (toggle).
+rb / lb open / close the gripper. Events on press (:data:`DRIVE_EVENTS`, :data:`READY_EVENTS`,
+:data:`REVIEW_EVENTS`): before an episode start starts recording and back quits; while
+driving start ends the episode and b toggles a takeover; after it a keeps, y keeps as a
+success, x as a failure, b discards, back re-records. The guide button is left alone (desktops
+and Steam take it).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from hardware.teleop.base import (
-    EVENTS,
     ArmMapperConfig,
     CarMapperConfig,
+    DeviceError,
     DeviceState,
     TeleopDevice,
+    check_events,
 )
 from robolearn.config import InvalidValue
 
@@ -35,31 +40,41 @@ BUTTONS = ("a", "b", "x", "y", "back", "guide", "start", "ls", "rs", "lb", "rb",
 
 ARM_AXES = {"shoulder_pan": "-lx", "shoulder_lift": "ly", "elbow_flex": "ry",
             "wrist_flex": "-rx", "wrist_roll": "trig"}
+GRIPPER_BUTTONS = ("rb", "lb")  # open, close
 
 
-def _default_events() -> dict[str, str]:
-    return {"start": "keep", "back": "discard", "x": "rerecord", "y": "success",
-            "a": "failure", "guide": "quit", "b": "takeover"}
+DRIVE_EVENTS = {"start": "end", "b": "takeover"}
+READY_EVENTS = {"start": "start", "back": "quit"}
+REVIEW_EVENTS = {"a": "keep", "y": "success", "x": "failure", "b": "discard", "back": "rerecord"}
 
 
 @dataclass
 class GamepadConfig:
     index: int = 0  # which connected game controller (0: the first)
-    events: dict[str, str] = field(default_factory=_default_events)  # button -> event on press
+    events: dict[str, str] = field(default_factory=lambda: dict(DRIVE_EVENTS))  # button ->
+    #   event on press while driving: start ends the episode, b toggles a takeover
+    ready_events: dict[str, str] = field(default_factory=lambda: dict(READY_EVENTS))  # button
+    #   -> event before an episode: start starts recording, back quits
+    review_events: dict[str, str] = field(default_factory=lambda: dict(REVIEW_EVENTS))  # button
+    #   -> event after an episode: a keep, y success, x failure, b discard, back re-record
     car_enable_button: str | None = "rb"  # deadman for driving a car; None: drive on any input
 
     def __post_init__(self) -> None:
         if self.index < 0:
             raise InvalidValue("index", f"must be >= 0, got {self.index}")
-        for button, event in self.events.items():
-            if button not in BUTTONS:
-                raise InvalidValue("events", f"unknown button {button!r}; known: "
+        for key, mode in (("events", "drive"), ("ready_events", "ready"),
+                          ("review_events", "review")):
+            unknown = sorted(set(getattr(self, key)) - set(BUTTONS))
+            if unknown:
+                raise InvalidValue(key, f"unknown button(s) {unknown}; known: "
                                    f"{', '.join(BUTTONS)}")
-            if event not in EVENTS:
-                raise InvalidValue("events", f"unknown event {event!r}; known: "
-                                   f"{', '.join(EVENTS)}")
+            check_events(key, getattr(self, key), mode)
         if self.car_enable_button is not None and self.car_enable_button not in BUTTONS:
             raise InvalidValue("car_enable_button", f"unknown button {self.car_enable_button!r}")
+        driving = sorted(set(self.events) & {self.car_enable_button, *GRIPPER_BUTTONS})
+        if driving:
+            raise InvalidValue("events", f"button(s) {driving} also drive the robot "
+                                         "(deadman or gripper)")
 
 
 def normalise(raw_axes: Sequence[int], pressed: Sequence[bool]) -> tuple[dict[str, float],
@@ -79,6 +94,11 @@ class GamepadDevice(TeleopDevice):
     """SDL game controller ``cfg.index`` via ``pygame._sdl2.controller``."""
 
     name = "gamepad"
+    axis_labels: ClassVar[Mapping[str, tuple[str, tuple[str, str] | None]]] = {
+        "lx": ("left stick x", ("right", "left")), "ly": ("left stick y", ("up", "down")),
+        "rx": ("right stick x", ("right", "left")), "ry": ("right stick y", ("up", "down")),
+        "trig": ("triggers", ("rt", "lt")), "lt": ("lt", ("pressed", "released")),
+        "rt": ("rt", ("pressed", "released"))}
 
     @classmethod
     def config_for(cls, kind: str, **cfg: Any) -> GamepadConfig:
@@ -86,6 +106,8 @@ class GamepadDevice(TeleopDevice):
 
     def __init__(self, cfg: GamepadConfig | None = None) -> None:
         self.cfg = cfg or GamepadConfig()
+        self.maps = {"drive": self.cfg.events, "ready": self.cfg.ready_events,
+                     "review": self.cfg.review_events}
         self._pg: Any = None
         self._pad: Any = None
         self._held: frozenset[str] = frozenset()
@@ -98,19 +120,26 @@ class GamepadDevice(TeleopDevice):
         os.environ.setdefault("SDL_JOYSTICK_ALLOW_BACKGROUND_EVENTS", "1")
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
         try:
-            import pygame
-            from pygame._sdl2 import controller
+            with warnings.catch_warnings():  # pygame 2.6 imports the deprecated pkg_resources
+                warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
+                import pygame
+                from pygame._sdl2 import controller
         except ImportError as exc:
-            raise RuntimeError("gamepad teleop needs pygame (pip install 'pygame>=2.6')") from exc
+            raise DeviceError("teleop=gamepad needs pygame, which is not installed: "
+                              "pip install 'pygame>=2.6'") from exc
         pygame.display.init()  # the event pump (dummy video driver: no window)
         pygame.joystick.init()
         controller.init()
         pygame.event.pump()
-        n = pygame.joystick.get_count()
-        if self.cfg.index >= n or not controller.is_controller(self.cfg.index):
-            raise RuntimeError(f"gamepad: no game controller at index {self.cfg.index} "
-                               f"({n} joystick(s) connected)")
-        self._pg, self._pad = pygame, controller.Controller(self.cfg.index)
+        n, i = pygame.joystick.get_count(), self.cfg.index
+        if i >= n:
+            raise DeviceError(f"teleop=gamepad: no game controller found at index {i} ({n} "
+                              "connected): plug one in (Linux: your user needs read access to "
+                              "/dev/input/event*), or choose another teleop_config.index")
+        if not controller.is_controller(i):
+            raise DeviceError(f"teleop=gamepad: joystick {i} is not a game controller SDL "
+                              "knows: add its mapping to SDL_GAMECONTROLLERCONFIG")
+        self._pg, self._pad = pygame, controller.Controller(i)
         self._held = frozenset()
 
     def disconnect(self) -> None:
@@ -119,14 +148,20 @@ class GamepadDevice(TeleopDevice):
         self._pad.quit()
         self._pad = None
 
+    def event_map(self, mode: str) -> Mapping[str, str]:
+        return self.maps[mode]
+
     def read(self) -> DeviceState:
+        """Axes and buttons now; an event for each mapped button pressed since the last read
+        (a button already held when the mode changed sends nothing)."""
         assert self._pad is not None, "gamepad: not connected (use `with device:`)"
         self._pg.event.pump()
         raw = [self._pad.get_axis(i) for i in range(len(AXES))]
         pressed = [bool(self._pad.get_button(i)) for i in range(len(BUTTONS))]
         axes, held = normalise(raw, pressed)
-        events = tuple(self.cfg.events[b] for b in BUTTONS
-                       if b in held and b not in self._held and b in self.cfg.events)
+        table = self.maps[self.mode]
+        events = tuple(table[b] for b in BUTTONS
+                       if b in held and b not in self._held and b in table)
         self._held = held
         return DeviceState(axes, held, events)
 
@@ -137,4 +172,5 @@ class GamepadDevice(TeleopDevice):
     def arm_mapping(self, joints: Sequence[str]) -> ArmMapperConfig:
         return ArmMapperConfig(axes={j: a for j, a in ARM_AXES.items() if j in joints},
                                gripper_joint="gripper" if "gripper" in joints else None,
-                               gripper_open="rb", gripper_close="lb", deadzone=0.1)
+                               gripper_open=GRIPPER_BUTTONS[0],
+                               gripper_close=GRIPPER_BUTTONS[1], deadzone=0.1)
