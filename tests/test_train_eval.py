@@ -67,22 +67,6 @@ def test_normalization_comes_from_the_training_episodes_only(reach_store: Path,
     assert any(not np.allclose(want[k]["mean"], every[k]["mean"]) for k in keys)
 
 
-def test_a_fresh_run_replaces_only_robolearn_outputs(reach_store: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    run = tmp_path / "run"
-    assert _train(reach_store, run, 3) == 0
-    (run / "stale.txt").write_text("from the last run")
-    assert _train(reach_store, run, 3, "resume=false") == 0  # starts over in its own output
-    assert not (run / "stale.txt").exists() and (run / "checkpoints" / "last").exists()
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "notes.md").write_text("keep me")
-    assert _train(reach_store, mine, 3, "resume=false") == 2
-    assert f"output: {mine} is not empty and was not created by robolearn" in (
-        capsys.readouterr().err)
-    assert sorted(p.name for p in mine.iterdir()) == ["notes.md"]
-
-
 def test_train_config_errors_fail_before_work(reach_store: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     assert _train(reach_store, tmp_path / "x", 5, "policy_config.hidden_dimm=3") == 2
