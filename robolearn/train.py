@@ -345,15 +345,20 @@ def _resume(state: dict[str, Any], path: Path, policy: Any, opt: Any, sched: Any
 
 @torch.no_grad()
 def _val_loss(policy: Any, ds: EpisodeDataset, cfg: Any, batches: int = 4) -> float:
+    """Loss on the same validation windows, with the same noise (diffusion), every time: the
+    numbers compare across steps and rank the checkpoints. Training's random streams are left
+    as they were (a validation at a stop_at checkpoint must not change the resumed run)."""
     was = policy.training
     policy.eval()
     rng = torch.Generator().manual_seed(cfg.seed)
     losses = []
-    for _ in range(batches):
-        idx = torch.randint(0, len(ds), (cfg.batch_size,), generator=rng).tolist()
-        batch = ds.get_batch(idx)
-        loss, _ = policy.compute_loss(policy.to_device(batch))
-        losses.append(float(loss))
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        for _ in range(batches):
+            idx = torch.randint(0, len(ds), (cfg.batch_size,), generator=rng).tolist()
+            batch = ds.get_batch(idx)
+            loss, _ = policy.compute_loss(policy.to_device(batch))
+            losses.append(float(loss))
     policy.train(was)
     return float(np.mean(losses))
 

@@ -46,6 +46,34 @@ def test_resume_after_interruption_gives_the_same_weights(reach_store: Path,
     assert any(not np.array_equal(c[k], v) for k, v in _weights(tmp_path / "short").items())
 
 
+def test_the_validation_loss_leaves_trainings_random_streams_alone(reach_store: Path) -> None:
+    """Checkpoints are ranked by a validation loss taken at every save, also at a stop_at
+    save that an uninterrupted run never takes: diffusion's loss draws noise, and drawing it
+    from training's generator would make the resumed run differ from the straight one."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from data.store import EpisodeStore
+    from data.torch_dataset import EpisodeDataset
+    from policies import make_policy
+    from policies.normalize import compute_stats
+    from robolearn.train import _val_loss
+
+    with EpisodeStore.open(reach_store) as store:
+        keys = [k for k in store.features if k.startswith("observation.")] + ["action"]
+        features = {k: store.features[k] for k in keys}
+        stats = compute_stats(store, keys)
+    policy = make_policy("diffusion", features, stats, down_dims=[16, 32], device="cpu")
+    ds = EpisodeDataset(reach_store, policy.window_spec(), [0, 1])
+    cfg = SimpleNamespace(seed=0, batch_size=8)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = _val_loss(policy, ds, cfg)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert _val_loss(policy, ds, cfg) == first  # same windows, same noise: losses compare
+
+
 def test_normalization_comes_from_the_training_episodes_only(reach_store: Path,
                                                             tmp_path: Path) -> None:
     import json
