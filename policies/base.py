@@ -24,16 +24,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from data.sampling import WindowSpec
 from data.schema import Feature
+from policies.checksums import CheckpointError, verify, write_sums
 from policies.encoders import EncoderConfig, ObsEncoder
 from policies.normalize import NORM_MODES, Normalizer, Stats
-from robolearn.config import InvalidValue, load_config, to_yaml
+from robolearn.config import ConfigError, InvalidValue, load_config, to_yaml
 
 WEIGHTS, CONFIG, META = "model.safetensors", "config.yaml", "policy.json"
+FILES = (WEIGHTS, CONFIG, META)  # a saved policy; SHA256SUMS records their checksums
 
 
 @dataclass
@@ -103,7 +106,6 @@ class Policy(nn.Module):
         self.encoder = ObsEncoder(self.features, config.encoder)
         self._history: deque[dict[str, Tensor]] = deque(maxlen=config.obs_horizon)
         self._queue: deque[Tensor] = deque()
-        self._last_action: np.ndarray | None = None
         self._generator: torch.Generator | None = None
 
     # ------------------------------------------------------------------ training
@@ -137,7 +139,6 @@ class Policy(nn.Module):
         are reproducible one by one, and no two share a noise sequence."""
         self._history.clear()
         self._queue.clear()
-        self._last_action = None
         noise_seed = self.config.seed if seed is None else self.config.seed * 1_000_003 + seed
         self._generator = torch.Generator(self.device).manual_seed(noise_seed % 2**63)
 
@@ -159,7 +160,12 @@ class Policy(nn.Module):
     @torch.no_grad()
     def select_action(self, obs: Mapping[str, Any]) -> np.ndarray:
         """One control step: ``obs`` holds one value per observation key (camera frames
-        ``(H, W, C)`` or ``(C, H, W)`` uint8); returns float32 ``(A,)``, always finite."""
+        ``(H, W, C)`` or ``(C, H, W)`` uint8); returns float32 ``(A,)``.
+
+        A non-finite output is returned as it is, never replaced: the safety filter between
+        every policy and the robot (:class:`robolearn.safety.SafetyFilter`) holds or stops the
+        robot and counts it, so an evaluation reports a broken network instead of hiding it.
+        The rest of a chunk that held one is dropped: the next step plans again."""
         if self._generator is None:
             self.reset()
         was_training = self.training
@@ -174,17 +180,14 @@ class Policy(nn.Module):
             action = self._next_action(window).float().cpu().numpy().astype(np.float32)
         finally:
             self.train(was_training)
-        if not np.isfinite(action).all():  # never send NaN: hold the last action, re-plan
+        if not np.isfinite(action).all():
             self._queue.clear()
-            action = (self._last_action if self._last_action is not None
-                      else self.stats["action"]["mean"].astype(np.float32))
-        assert np.isfinite(action).all(), "policy produced a non-finite action"
-        self._last_action = action
         return action.copy()
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, directory: str | Path) -> Path:
-        """Weights (safetensors), config (YAML), features and stats (JSON) in ``directory``."""
+        """Weights (safetensors), config (YAML), features and stats (JSON) in ``directory``,
+        with their SHA-256 checksums (``SHA256SUMS``, verified by :meth:`load`)."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         save_model(self, str(path / WEIGHTS))
@@ -193,20 +196,36 @@ class Policy(nn.Module):
                 "features": {k: f.to_json() for k, f in self.features.items()},
                 "stats": {k: {s: v.tolist() for s, v in d.items()} for k, d in self.stats.items()}}
         (path / META).write_text(json.dumps(meta, indent=1))
+        write_sums(path, FILES)
         return path
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> Policy:
-        """A policy saved by :meth:`save`; ``device`` overrides the saved config's."""
+        """A policy saved by :meth:`save`; ``device`` overrides the saved config's. A missing,
+        damaged or unreadable file is a :class:`CheckpointError` naming it."""
         from policies import make_policy, policy_class
 
         path = Path(directory)
-        meta = json.loads((path / META).read_text())
-        config = load_config(policy_class(meta["policy"]).config_class, path / CONFIG,
-                             [f"device={device}"] if device else [])
-        features = {k: Feature.from_spec(k, v) for k, v in meta["features"].items()}
-        stats = {k: {s: np.asarray(v, np.float32) for s, v in d.items()}
-                 for k, d in meta["stats"].items()}
-        policy = make_policy(meta["policy"], features, stats, config=config)
-        load_model(policy, str(path / WEIGHTS), strict=True, device=str(policy.device))
+        verify(path, FILES)
+        try:
+            meta = json.loads((path / META).read_text())
+            name = meta["policy"]
+            config_class = policy_class(name).config_class
+            features = {k: Feature.from_spec(k, v) for k, v in meta["features"].items()}
+            stats = {k: {s: np.asarray(v, np.float32) for s, v in d.items()}
+                     for k, d in meta["stats"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{path / META}: not a policy description "
+                                  f"({type(exc).__name__}: {exc})") from None
+        try:
+            config = load_config(config_class, path / CONFIG,
+                                 [f"device={device}"] if device else [])
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from None
+        policy = make_policy(name, features, stats, config=config)
+        try:
+            load_model(policy, str(path / WEIGHTS), strict=True, device=str(policy.device))
+        except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path / WEIGHTS}: cannot load the weights of this {name} "
+                                  f"policy ({str(exc).splitlines()[0]})") from None
         return policy.eval()

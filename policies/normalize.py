@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from data.schema import Feature
-from data.store import EpisodeStore
+from data.schema import Feature, StoreError
+from data.store import EpisodeInfo, EpisodeStore
 
 Stats = dict[str, dict[str, np.ndarray]]
 EPS = 1e-6
@@ -35,7 +35,8 @@ def compute_stats(store: EpisodeStore, keys: Iterable[str], *,
                   image_frames_per_episode: int = 16,
                   episodes: Iterable[int] | None = None) -> Stats:
     """Per-key mean, std, min and max over every episode of ``store``, or over the episode
-    indices ``episodes`` (see module doc)."""
+    indices ``episodes`` (see module doc). A NaN or infinite value is a :class:`StoreError`
+    naming its episode, key and step: statistics of it would make every weight NaN."""
     out: Stats = {}
     infos = store.infos()
     if episodes is not None:
@@ -55,6 +56,7 @@ def compute_stats(store: EpisodeStore, keys: Iterable[str], *,
                 x = frames.reshape(-1, frames.shape[-1]).astype(np.float64) / 255.0  # (N, C)
             else:
                 x = store.read(key, info.start, info.start + info.length, info)
+                _check_finite(store, info, key, x)
                 x = x.astype(np.float64).reshape(len(x), *feat.shape)
             s, sq = x.sum(0), np.square(x).sum(0)
             total = s if total is None else total + s
@@ -68,6 +70,30 @@ def compute_stats(store: EpisodeStore, keys: Iterable[str], *,
         out[key] = {"mean": mean.astype(np.float32), "std": std.astype(np.float32),
                     "min": lo.astype(np.float32), "max": hi.astype(np.float32)}
     return out
+
+
+def check_finite(store: EpisodeStore, keys: Iterable[str], episodes: Iterable[int]) -> None:
+    """Raise a :class:`StoreError` naming the first NaN or infinite value of the low-dim
+    ``keys`` in ``episodes`` (its episode, key and step); camera frames are integers."""
+    infos = store.infos()
+    low_dim = [k for k in keys if not store.features[k].image]
+    for i in episodes:
+        info = infos[i]
+        for key in low_dim:
+            _check_finite(store, info, key, store.read(key, info.start,
+                                                       info.start + info.length, info))
+
+
+def _check_finite(store: EpisodeStore, info: EpisodeInfo, key: str, x: np.ndarray) -> None:
+    if not np.issubdtype(x.dtype, np.floating):
+        return
+    bad = ~np.isfinite(x.reshape(len(x), -1))
+    if bad.any():
+        step = int(bad.any(axis=1).argmax())
+        value = x.reshape(len(x), -1)[step][bad[step]][0]
+        raise StoreError(f"{store.name}: episode {info.index} (id {info.id}), {key}, step "
+                         f"{step}: {value} is not a finite number; training on it would make "
+                         "every weight NaN (delete the episode or fix the recording)")
 
 
 def _buffer_name(key: str, what: str) -> str:

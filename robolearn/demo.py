@@ -34,7 +34,7 @@ from data.sampling import WindowSampler, WindowSpec, split_episodes
 from robolearn.config import InvalidValue
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import ControlLoop, LoopConfig
-from robolearn.train import start_output
+from robolearn.rundir import start_output
 from robolearn.vector import collect_scripted
 from robolearn.video import record_rollout
 
@@ -107,7 +107,8 @@ def _record_forever(path: str, cfg: QuickstartConfig) -> None:
 
 def run(cfg: QuickstartConfig) -> int:
     out = Path(cfg.output)
-    start_output(out, wipe=True)
+    start_output(out, wipe=True, entries=("demos.zarr", "expert_lift.mp4", "bc", "report.json",
+                                          "learning_curve.png"))  # what it writes there
     path = out / "demos.zarr"
     t0 = time.perf_counter()
     store = collect_scripted(ENV_ID, str(path), cfg.episodes, cfg.num_envs, seed=cfg.seed,

@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 
 import sim  # noqa: F401  (headless GL backend before mujoco loads)
-from robolearn.config import MISSING, InvalidValue
+from policies.checksums import CheckpointError
+from robolearn.config import MISSING, ConfigError, InvalidValue
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import ControlLoop, LoopConfig
 from robolearn.progress import track
+from robolearn.rundir import start_output
 from robolearn.safety import SafetyConfig
 from robolearn.video import write_mp4
 
@@ -48,6 +50,9 @@ class EvalConfig:
             raise InvalidValue("episodes", f"must be >= 1, got {self.episodes}")
         if self.videos < 0:
             raise InvalidValue("videos", f"must be >= 0, got {self.videos}")
+        if self.env is not None and self.env not in ENVS:
+            raise InvalidValue("env", f"unknown environment {self.env!r}; known: "
+                                      f"{', '.join(ENVS)}")
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -60,6 +65,10 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+# what eval writes in its output directory (a new evaluation there deletes these, nothing else)
+EVAL_ENTRIES = ("eval.json", "episode_*.mp4")
+
+
 def resolve_checkpoint(path: Path) -> tuple[Path, Path]:
     """(policy directory, run directory) for a policy dir or a training run dir."""
     if (path / "policy.json").exists():
@@ -67,22 +76,51 @@ def resolve_checkpoint(path: Path) -> tuple[Path, Path]:
         return path, run
     if (path / "checkpoints" / "last" / "policy" / "policy.json").exists():
         return path / "checkpoints" / "last" / "policy", path
-    raise FileNotFoundError(f"{path}: neither a saved policy (policy.json) nor a training run "
-                            "(checkpoints/last/policy)")
+    if not path.exists():
+        raise ConfigError(f"checkpoint: {path} does not exist")
+    if (path / "zarr.json").exists():
+        raise ConfigError(f"checkpoint: {path} is an episode store, not a trained policy "
+                          f"(train one first: robolearn train dataset={path})")
+    raise ConfigError(f"checkpoint: {path} is neither a saved policy (policy.json) nor a "
+                      "training run (checkpoints/last/policy)")
+
+
+def _run_metadata(run: Path) -> dict[str, Any]:
+    """What the run recorded about its training data (``dataset.json``), or {}."""
+    path = run / "dataset.json"
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return meta
 
 
 def env_for(cfg: EvalConfig, run: Path) -> RobotEnv:
-    meta: dict[str, Any] = {}
-    if (run / "dataset.json").exists():
-        meta = json.loads((run / "dataset.json").read_text())
-    env_id = cfg.env or meta.get("env_id")
+    """The env to evaluate in: ``cfg.env``, else the one the training data came from (with the
+    data's overrides: camera settings as trained). An env of another robot than the data's is
+    refused."""
+    meta = _run_metadata(run)
+    data_env = meta.get("env_id")
+    env_id = cfg.env or data_env
     if env_id is None:
-        raise ValueError(f"{run}: the training data does not say which env it came from; "
-                         "pass env=robolearn/<Name>-v0")
+        raise ConfigError(f"env: the training data of {run} does not say which env it came "
+                          "from (no env_id in its dataset.json); pass env=robolearn/<Name>-v0")
     if env_id not in ENVS:
-        raise KeyError(f"env: unknown environment {env_id!r}; known: {', '.join(ENVS)}")
-    kwargs = {**ENVS[env_id], **meta.get("env_overrides", {})} if cfg.env in (None, env_id) \
-        else dict(ENVS[env_id])
+        raise ConfigError(f"env: unknown environment {env_id!r} (from {run / 'dataset.json'}); "
+                          f"known: {', '.join(ENVS)}")
+    data_robot = ENVS[data_env]["robot"] if data_env in ENVS else meta.get("robot_type")
+    robot = ENVS[env_id]["robot"]
+    if data_robot is not None and robot != data_robot:
+        same = [e for e, kw in ENVS.items() if kw["robot"] == data_robot]
+        raise ConfigError(f"env: {env_id} drives robot {robot!r}, but {run} was trained on "
+                          f"{data_robot!r} data; evaluate it in one of {', '.join(same) or '?'}")
+    kwargs = dict(ENVS[env_id])
+    if env_id == data_env:
+        kwargs.update(meta.get("env_overrides", {}))
     if cfg.max_steps is not None:
         kwargs["max_steps"] = cfg.max_steps
     return make_env(**kwargs)
@@ -95,7 +133,8 @@ def evaluate(policy: Any, env: RobotEnv, episodes: int, seed: int, videos: int =
     (safety filter included: ``safety``, default limits if None); returns the summary and
     per-episode results."""
     loop = ControlLoop(env, LoopConfig(realtime=False, safety=safety or SafetyConfig()))
-    results, video_paths = [], []
+    results: list[dict[str, Any]] = []
+    video_paths: list[str] = []
     for i in track(range(episodes), "evaluating", enabled=progress):
         frames: list[np.ndarray] = []
 
@@ -121,6 +160,8 @@ def evaluate(policy: Any, env: RobotEnv, episodes: int, seed: int, videos: int =
     return {"episodes": episodes, "success_rate": n_ok / episodes, "ci95": [lo, hi],
             "mean_return": float(np.mean([r["return"] for r in results])),
             "mean_steps": float(np.mean([r["steps"] for r in results])),
+            # NaN/inf actions of the policy, which the safety filter held or stopped
+            "nonfinite_actions": sum(r["nonfinite_actions"] for r in results),
             "videos": video_paths, "results": results}
 
 
@@ -131,12 +172,16 @@ def run(cfg: EvalConfig) -> int:
     policy = Policy.load(policy_dir, device=None if cfg.device == "auto" else cfg.device)
     env = env_for(cfg, run_dir)
     missing = [k for k in policy.obs_keys if k not in env.features]
-    if missing:
-        env.close()
-        raise ValueError(f"the policy observes {missing}, which env {cfg.env or 'of the data'} "
-                         f"does not provide (it gives {sorted(env.features)})")
     out = Path(cfg.output) if cfg.output else run_dir / "eval"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if missing:
+            raise ConfigError(f"env: the policy observes {missing}, which "
+                              f"{cfg.env or 'the env of its data'} does not provide (it gives "
+                              f"{sorted(env.features)})")
+        start_output(out, wipe=True, entries=EVAL_ENTRIES)
+    except ConfigError:
+        env.close()
+        raise
     try:
         report = evaluate(policy, env, cfg.episodes, cfg.seed, cfg.videos, out, cfg.camera,
                           safety=cfg.safety)
@@ -145,7 +190,13 @@ def run(cfg: EvalConfig) -> int:
     report["checkpoint"] = str(policy_dir)
     (out / "eval.json").write_text(json.dumps(report, indent=1))
     lo, hi = report["ci95"]
+    nonfinite = report["nonfinite_actions"]
+    if nonfinite:
+        log.warning("the policy produced %d non-finite action(s); the safety filter replaced "
+                    "them (safety.on_nonfinite=%s): see nonfinite_actions per episode in %s",
+                    nonfinite, cfg.safety.on_nonfinite, out / "eval.json")
     print(f"success {100 * report['success_rate']:.1f}% (95% CI {100 * lo:.0f}-{100 * hi:.0f}%) "
-          f"over {cfg.episodes} episodes, mean return {report['mean_return']:.2f}; "
+          f"over {cfg.episodes} episodes, mean return {report['mean_return']:.2f}"
+          f"{f', {nonfinite} non-finite actions' if nonfinite else ''}; "
           f"report {out / 'eval.json'}")
     return 0

@@ -46,8 +46,22 @@ from policies.rl.replay import ReplayBuffer, discounted_returns, learner_reward,
 from robolearn.config import ConfigError, InvalidValue, to_yaml
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import create_store
+from robolearn.rundir import (
+    RUN_ENTRIES,
+    check_output,
+    check_resumable,
+    load_training_state,
+    restore,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+    start_output,
+    truncate_metrics,
+)
 from robolearn.safety import SafetyConfig, SafetyFilter
-from robolearn.train import restore_rng_state, rng_state, save_checkpoint, start_output
+
+# what the runner writes in its output directory (a fresh start deletes these, nothing else)
+RL_ENTRIES = (*RUN_ENTRIES, "online.zarr")
 
 log = logging.getLogger("robolearn.rl")
 
@@ -69,6 +83,7 @@ class RLTrainConfig:
     eval_episodes: int = 5  # seeded episodes per evaluation
     log_every: int = 1000  # env steps (or offline gradient steps) between logged metrics
     save_every: int = 10_000  # env steps between checkpoints (taken at the next episode end)
+    keep_last: int = 3  # newest checkpoints kept (each holds the replay); 0 keeps every one
     buffer_size: int = 1_000_000  # online replay capacity, transitions
     absorbing_success: bool = True  # success that ends an episode pays r / (1 - gamma) (see
     # policies.rl.replay.absorbing_reward); the stores keep the env's own rewards
@@ -98,16 +113,9 @@ class RLTrainConfig:
                      "buffer_size"):
             if getattr(self, name) < 1:
                 raise InvalidValue(name, f"must be >= 1, got {getattr(self, name)}")
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> ``{"a.b.c": leaf}``."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flatten(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}"))
-    return out
+        if self.keep_last < 0:
+            raise InvalidValue("keep_last", f"must be >= 0 (0 keeps every checkpoint), got "
+                                            f"{self.keep_last}")
 
 
 def rl_features(env: RobotEnv) -> tuple[dict[str, Feature], dict[str, dict[str, np.ndarray]]]:
@@ -247,26 +255,31 @@ class Runner:
                               "offline_step": self.offline_step, "updates": self.updates,
                               "episodes_recorded": self.episodes_recorded}}
         save_checkpoint(self.out / "checkpoints", self.env_step + self.offline_step,
-                        self.agent.actor, state)
+                        self.agent.actor, state, keep_last=self.cfg.keep_last)
 
     def try_resume(self) -> bool:
-        path = self.out / "checkpoints" / "last" / "training_state.pt"
-        if not (self.cfg.resume and path.exists()):
+        last = self.out / "checkpoints" / "last"
+        if not (self.cfg.resume and (last.is_symlink() or last.exists())):
             return False
         self._check_resumable()
         # onto the CPU: random states must stay CPU byte tensors (Generator.set_state refuses
         # CUDA ones); the weights, optimisers and replay move to the device as they load
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        self.agent.load_state_dict(state["agent"])
-        self.agent.load_optim_state(state["optim"])
-        if state["online"]["size"] > self.online.capacity:  # resumed with a smaller budget
-            self.online = ReplayBuffer(self.features, min(self.cfg.buffer_size,
-                                                          state["online"]["size"]), self.device)
-        self.online.load_state_dict(state["online"])
-        restore_rng_state(state["rng"])
-        self.rng.bit_generator.state = state["runner_rng"]
-        for k, v in state["counters"].items():
-            setattr(self, k, int(v))
+        state = load_training_state(last)
+
+        def load() -> None:
+            self.agent.load_state_dict(state["agent"])
+            self.agent.load_optim_state(state["optim"])
+            if state["online"]["size"] > self.online.capacity:  # resumed with a smaller budget
+                self.online = ReplayBuffer(self.features, min(self.cfg.buffer_size,
+                                                              state["online"]["size"]),
+                                           self.device)
+            self.online.load_state_dict(state["online"])
+            restore_rng_state(state["rng"])
+            self.rng.bit_generator.state = state["runner_rng"]
+            for k, v in state["counters"].items():
+                setattr(self, k, int(v))
+
+        restore("training state", last / "training_state.pt", load)
         log.info("resumed %s at env step %d (offline step %d)", self.out, self.env_step,
                  self.offline_step)
         return True
@@ -274,29 +287,25 @@ class Runner:
     # on resume, budgets, evaluation, logging and the device may change; anything else would
     # mix two experiments in one run
     RESUMABLE_CHANGES = ("env_steps", "stop_at", "eval_every", "eval_episodes", "log_every",
-                         "save_every", "threads", "resume", "output", "policy_config.device",
-                         "policy_config.actor.device")
+                         "save_every", "keep_last", "threads", "resume", "output",
+                         "policy_config.device", "policy_config.actor.device")
 
     def _check_resumable(self) -> None:
-        from omegaconf import OmegaConf
-
-        saved = self.out / "config.yaml"
-        if not saved.is_file():
-            return
-        old = _flatten(OmegaConf.to_container(OmegaConf.load(saved)))
-        new = _flatten(OmegaConf.to_container(OmegaConf.create(to_yaml(self.cfg))))
         # a run saved before the runner took a safety config ran with its defaults (other
         # missing keys are not filled: a default that changed since would pass unnoticed)
-        defaults = _flatten(OmegaConf.to_container(OmegaConf.structured(RLTrainConfig)))
-        old = {**{k: v for k, v in defaults.items() if k not in old and k.startswith("safety.")},
-               **old}
-        changed = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted({*old, *new})
-                   if old.get(k) != new.get(k) and k not in self.RESUMABLE_CHANGES]
-        if changed:
-            raise ConfigError(f"output {self.out}: resuming a run whose config.yaml differs in "
-                              f"{', '.join(changed)}; only budgets, evaluation, logging and the "
-                              "device may change on resume. Choose another output, or "
-                              "resume=false to start this one over")
+        safety = {f"safety.{f.name}": getattr(SafetyConfig(), f.name)
+                  for f in dataclasses.fields(SafetyConfig)}
+        check_resumable(self.out, self.cfg, self.RESUMABLE_CHANGES,
+                        "budgets, evaluation, logging, checkpointing and the device", safety)
+
+    def _logged_before_checkpoint(self, row: dict[str, Any]) -> bool:
+        """Whether a ``metrics.jsonl`` row was logged before the checkpoint this run resumed
+        from (the rest are logged again)."""
+        if row.get("kind") == "offline":
+            return int(row.get("offline_step", 0)) <= self.offline_step
+        if row.get("kind") == "eval" and row.get("env_step") == 0:
+            return self.env_step > 0  # the pretrained policy's, run after its checkpoint
+        return int(row.get("env_step", 0)) <= self.env_step
 
     def open_store(self) -> EpisodeStore | None:
         """The online store, trimmed to the episodes the checkpoint knows about."""
@@ -316,8 +325,10 @@ class Runner:
     # ------------------------------------------------------------------ the run
     def run(self) -> int:
         cfg, a = self.cfg, self.acfg
+        check_output(self.out, wipe=False, entries=RL_ENTRIES)  # before reading anything there
         resumed = self.try_resume()
-        start_output(self.out, wipe=not resumed)
+        start_output(self.out, wipe=not resumed, entries=RL_ENTRIES)
+        truncate_metrics(self.out / "metrics.jsonl", self._logged_before_checkpoint)
         (self.out / "config.yaml").write_text(to_yaml(cfg))
         (self.out / "dataset.json").write_text(json.dumps(  # robolearn eval reads the env here
             {"env_id": cfg.env, "env_overrides": self.env_overrides, "dataset": cfg.dataset},

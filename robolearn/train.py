@@ -12,12 +12,11 @@ interrupted at step k and resumed gives the same weights as one that never stopp
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
-import random
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import DataLoader, Sampler
 
 from data import EpisodeStore, StoreError
@@ -34,6 +35,19 @@ from data.sampling import split_episodes
 from data.torch_dataset import BatchDataset, EpisodeDataset
 from robolearn.config import MISSING, ConfigError, InvalidValue, to_yaml
 from robolearn.progress import console
+from robolearn.rundir import (
+    RUN_ENTRIES,
+    STATE,
+    check_output,
+    check_resumable,
+    load_training_state,
+    restore,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+    start_output,
+    truncate_metrics,
+)
 
 log = logging.getLogger("robolearn.train")
 
@@ -64,6 +78,8 @@ class TrainConfig:
     val_fraction: float = 0.1  # episodes held out for the validation loss
     log_every: int = 100  # steps between logged metrics (and validation loss)
     save_every: int = 1000  # steps between checkpoints (the last step always saves)
+    keep_last: int = 3  # newest checkpoints kept, plus the best by validation loss
+    # (checkpoints/best) and the one resume loads; 0 keeps every one
     ema_decay: float = 0.995  # EMA of the weights kept for acting; 0 turns it off
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     resume: bool = True  # continue from <output>/checkpoints/last if it exists
@@ -77,6 +93,11 @@ class TrainConfig:
         for name in ("steps", "batch_size", "log_every", "save_every"):
             if getattr(self, name) < 1:
                 raise InvalidValue(name, f"must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.val_fraction < 1:
+            raise InvalidValue("val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        if self.keep_last < 0:
+            raise InvalidValue("keep_last", f"must be >= 0 (0 keeps every checkpoint), got "
+                                            f"{self.keep_last}")
         if not 0 <= self.ema_decay < 1:
             raise InvalidValue("ema_decay", f"must be in [0, 1), got {self.ema_decay}")
 
@@ -86,9 +107,7 @@ def schema_for(path: str | None, overrides: list[str]) -> type:
     (read from the file and overrides first), so every policy field is checked up front."""
     from policies import POLICIES, policy_config_class
 
-    probe: Any = OmegaConf.merge(OmegaConf.load(path) if path and Path(path).is_file() else {},
-                            OmegaConf.from_dotlist([o for o in overrides if "=" in o]))
-    name = str(probe.get("policy", "mlp"))
+    name = _chosen_policy(path, overrides)
     from policies.rl import RL_ALGOS
 
     if name in RL_ALGOS:  # an RL learner: the online/offline runner's schema
@@ -108,6 +127,26 @@ def schema_for(path: str | None, overrides: list[str]) -> type:
     return dataclasses.make_dataclass(
         f"TrainConfig_{name}", [("policy_config", cls, field(default_factory=cls))],
         bases=(TrainConfig,))
+
+
+def _chosen_policy(path: str | None, overrides: list[str]) -> str:
+    """``policy`` as the file and the overrides set it, read before the schema is known. What
+    cannot be read (bad YAML, a list at the top, a malformed override) is skipped here:
+    ``load_config`` then reports it in one line naming the file, line or override."""
+    name: Any = "mlp"
+    try:
+        loaded = OmegaConf.load(path) if path and Path(path).is_file() else None
+        if isinstance(loaded, DictConfig):
+            name = loaded.get("policy", name)
+    except (yaml.YAMLError, OmegaConfBaseException, OSError, UnicodeDecodeError):
+        pass
+    for item in overrides:
+        if item.partition("=")[0].strip() == "policy":
+            try:
+                name = OmegaConf.from_dotlist([item]).get("policy", name)
+            except (OmegaConfBaseException, ValueError):
+                pass
+    return str(name)
 
 
 class StepSampler(Sampler[list[int]]):
@@ -142,22 +181,21 @@ def _lr_lambda(cfg: TrainConfig) -> Any:
     return f
 
 
-def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+# on resume the budget, logging, checkpointing and the device may change; anything else would
+# mix two experiments in one run
+RESUMABLE_CHANGES = ("steps", "stop_at", "log_every", "save_every", "keep_last", "num_workers",
+                     "threads", "resume", "output", "policy_config.device")
 
 
-def restore_rng_state(s: dict[str, Any]) -> None:
-    torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
-    if torch.cuda.is_available() and s["cuda"]:
-        torch.cuda.set_rng_state_all(s["cuda"])
+class NonFiniteLoss(ConfigError):
+    """The loss or gradient became NaN or infinite on finite data: the run's settings make
+    training diverge. Raised before the update, so no weight is NaN."""
 
 
 def run(cfg: Any) -> int:
-    """Train; returns 0. ``cfg`` is a ``schema_for(...)`` instance (has ``policy_config``)."""
+    """Train; returns 0. ``cfg`` is a ``schema_for(...)`` instance (has ``policy_config``).
+    Every input is checked (output directory, data, checkpoint, config) before anything is
+    written."""
     from robolearn.rl_train import RLTrainConfig
 
     if isinstance(cfg, RLTrainConfig):
@@ -165,10 +203,11 @@ def run(cfg: Any) -> int:
 
         return rl_train.run(cfg)
     from policies import make_policy
-    from policies.normalize import compute_stats
+    from policies.normalize import check_finite, compute_stats
 
     out = Path(cfg.output)
     ckpt_dir = out / "checkpoints"
+    check_output(out, wipe=not cfg.resume, entries=RUN_ENTRIES)
     torch.manual_seed(cfg.seed)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -180,9 +219,13 @@ def run(cfg: Any) -> int:
         keys = [k for k in obs if cfg.observations is None or k in cfg.observations] + ["action"]
         features = {k: store.features[k] for k in keys}
         train_eps, val_eps = split_episodes(store, cfg.val_fraction, seed=cfg.seed)
+        if not train_eps:
+            raise ConfigError(f"val_fraction: {cfg.val_fraction} leaves none of the "
+                              f"{len(store)} episode(s) of {cfg.dataset} to train on")
         # normalization from the training episodes only: the validation loss must not see
-        # statistics of the episodes it validates on
+        # statistics of the episodes it validates on (compute_stats also refuses NaN in them)
         stats = compute_stats(store, keys, episodes=train_eps)
+        check_finite(store, keys, val_eps)
         source_meta = {"dataset": str(Path(cfg.dataset).resolve()), **store.metadata}
     policy = make_policy(cfg.policy, features, stats, config=cfg.policy_config)
     device = policy.device
@@ -194,28 +237,27 @@ def run(cfg: Any) -> int:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     step = 0
     last = ckpt_dir / "last"
-    if cfg.resume and (last / "training_state.pt").exists():
-        # onto the CPU: the random states must stay CPU byte tensors (set_rng_state refuses
-        # CUDA ones); load_state_dict moves weights and optimiser state to the device
-        state = torch.load(last / "training_state.pt", map_location="cpu", weights_only=False)
-        policy.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        restore_rng_state(state["rng"])
-        step = int(state["step"])
+    if cfg.resume and (last.is_symlink() or last.exists()):
+        check_resumable(out, cfg, RESUMABLE_CHANGES,
+                        "the step budget, logging, checkpointing and the device")
+        step = _resume(load_training_state(last), last / STATE, policy, opt, sched, ema)
         log.info("resumed %s at step %d", out, step)
-    start_output(out, wipe=not cfg.resume)  # a fresh run replaces an old one
+
+    spec = policy.window_spec()
+    train_ds = EpisodeDataset(cfg.dataset, spec, train_eps)
+    if len(train_ds) < cfg.batch_size:
+        raise ConfigError(f"batch_size: {cfg.batch_size} is more than the {len(train_ds)} "
+                          f"windows of the {len(train_eps)} training episode(s) of "
+                          f"{cfg.dataset}; lower it or record more data")
+    val_ds = EpisodeDataset(cfg.dataset, spec, val_eps) if val_eps else None
+    start_output(out, wipe=not cfg.resume, entries=RUN_ENTRIES)  # a fresh run replaces an old one
     (out / "config.yaml").write_text(to_yaml(cfg))
     (out / "dataset.json").write_text(json.dumps(source_meta, indent=1, default=str))
+    truncate_metrics(out / "metrics.jsonl", lambda row: int(row.get("step", 0)) <= step)
     if step >= cfg.steps:
         log.info("%s: already trained for %d steps", out, step)
         return 0
 
-    spec = policy.window_spec()
-    train_ds = EpisodeDataset(cfg.dataset, spec, train_eps)
-    val_ds = EpisodeDataset(cfg.dataset, spec, val_eps) if val_eps else None
     stop = min(cfg.steps, cfg.stop_at or cfg.steps)
     loader = DataLoader(BatchDataset(train_ds), batch_size=None,
                         sampler=StepSampler(len(train_ds), cfg.batch_size, cfg.seed, step, stop),
@@ -223,8 +265,6 @@ def run(cfg: Any) -> int:
     amp = cfg.amp and device.type == "cuda"
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out / "tb"))
-    metrics_file = open(out / "metrics.jsonl", "a")
     t0, samples = time.perf_counter(), 0
     policy.train()
     from rich.progress import (
@@ -235,9 +275,12 @@ def run(cfg: Any) -> int:
         TimeRemainingColumn,
     )
 
-    with Progress(TextColumn("training {task.fields[policy]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
-                  console=console, transient=True) as bar:
+    # purge_step: TensorBoard drops the events a resumed run logged after its checkpoint
+    with contextlib.closing(SummaryWriter(str(out / "tb"), purge_step=step or None)) as writer, \
+            open(out / "metrics.jsonl", "a") as metrics_file, \
+            Progress(TextColumn("training {task.fields[policy]}"), BarColumn(),
+                     MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+                     TimeRemainingColumn(), console=console, transient=True) as bar:
         task = bar.add_task("train", total=cfg.steps, completed=step, policy=cfg.policy, loss=0.0)
         for batch in loader:
             batch = policy.to_device(batch)
@@ -246,95 +289,84 @@ def run(cfg: Any) -> int:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.optim.grad_clip)
+            loss_value, norm_value = torch.stack([loss.detach().float(),
+                                                  grad_norm.float()]).tolist()
+            if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+                raise NonFiniteLoss(f"step {step + 1}: the training loss is {loss_value} "
+                                    f"(gradient norm {norm_value}) on finite data; stopped "
+                                    "before this update, the weights stay finite. Try a lower "
+                                    "optim.lr or a longer optim.warmup_steps")
             opt.step()
             sched.step()
             if ema is not None:
                 ema.update_parameters(policy)
             step += 1
             samples += cfg.batch_size
-            bar.update(task, completed=step, loss=float(loss.detach()))
+            bar.update(task, completed=step, loss=loss_value)
+            acting = ema.module if ema is not None else policy
+            val_loss = None
             if step % cfg.log_every == 0 or step == cfg.steps:
-                m = {"step": step, "loss": float(loss.detach()), "grad_norm": float(grad_norm),
+                m = {"step": step, "loss": loss_value, "grad_norm": norm_value,
                      "lr": sched.get_last_lr()[0],
                      "samples_per_s": samples / (time.perf_counter() - t0), **info}
                 if val_ds is not None:
-                    m["val_loss"] = _val_loss(ema.module if ema is not None else policy,
-                                              val_ds, cfg)
+                    m["val_loss"] = val_loss = _val_loss(acting, val_ds, cfg)
                 for k, v in m.items():
                     if k != "step":
                         writer.add_scalar(k, v, step)
                 metrics_file.write(json.dumps(m) + "\n")
                 metrics_file.flush()
             if step % cfg.save_every == 0 or step in (cfg.steps, stop):
-                _save(ckpt_dir, step, policy, ema, opt, sched)
-    writer.close()
-    metrics_file.close()
+                if val_ds is not None and val_loss is None:  # ranks the checkpoints
+                    val_loss = _val_loss(acting, val_ds, cfg)
+                _save(ckpt_dir, step, policy, ema, opt, sched, cfg.keep_last, val_loss)
     log.info("trained %s for %d steps: %s", cfg.policy, step, ckpt_dir / "last" / "policy")
     return 0
 
 
+def _resume(state: dict[str, Any], path: Path, policy: Any, opt: Any, sched: Any,
+            ema: Any) -> int:
+    """Load a training state into this run's objects; returns its step."""
+    step = 0
+
+    def load() -> None:
+        nonlocal step
+        policy.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        restore_rng_state(state["rng"])
+        step = int(state["step"])
+
+    restore("training state", path, load)
+    return step
+
+
 @torch.no_grad()
 def _val_loss(policy: Any, ds: EpisodeDataset, cfg: Any, batches: int = 4) -> float:
+    """Loss on the same validation windows, with the same noise (diffusion), every time: the
+    numbers compare across steps and rank the checkpoints. Training's random streams are left
+    as they were (a validation at a stop_at checkpoint must not change the resumed run)."""
     was = policy.training
     policy.eval()
     rng = torch.Generator().manual_seed(cfg.seed)
     losses = []
-    for _ in range(batches):
-        idx = torch.randint(0, len(ds), (cfg.batch_size,), generator=rng).tolist()
-        batch = ds.get_batch(idx)
-        loss, _ = policy.compute_loss(policy.to_device(batch))
-        losses.append(float(loss))
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        for _ in range(batches):
+            idx = torch.randint(0, len(ds), (cfg.batch_size,), generator=rng).tolist()
+            batch = ds.get_batch(idx)
+            loss, _ = policy.compute_loss(policy.to_device(batch))
+            losses.append(float(loss))
     policy.train(was)
     return float(np.mean(losses))
 
 
-def _save(ckpt_dir: Path, step: int, policy: Any, ema: Any, opt: Any, sched: Any) -> None:
+def _save(ckpt_dir: Path, step: int, policy: Any, ema: Any, opt: Any, sched: Any,
+          keep_last: int, val_loss: float | None) -> None:
     save_checkpoint(ckpt_dir, step, ema.module if ema is not None else policy,
                     {"model": policy.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "ema": ema.state_dict() if ema else None,
-                     "step": step, "rng": rng_state()})
-
-
-OUTPUT_MARKER = ".robolearn-output"  # in every output directory robolearn creates
-
-
-def start_output(out: Path, *, wipe: bool) -> None:
-    """Create the output directory ``out``; with ``wipe``, first delete what an earlier robolearn
-    run left there. A non-empty directory robolearn did not create (no marker, e.g. a mistyped
-    ``output=~/data``) is never deleted: that is a :class:`ConfigError` naming it."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output: {out} exists and is not a directory")
-    if wipe and out.exists() and any(out.iterdir()):
-        if not _robolearn_output(out):
-            raise ConfigError(f"output: {out} is not empty and was not created by robolearn "
-                              f"(no {OUTPUT_MARKER}); refusing to delete it, choose another "
-                              "output")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / OUTPUT_MARKER).touch()
-
-
-def _robolearn_output(out: Path) -> bool:
-    if (out / OUTPUT_MARKER).exists():
-        return True
-    # run directories written before the marker existed
-    return any((out / n).is_file() for n in ("config.yaml", "report.json")) and any(
-        (out / n).exists() for n in ("checkpoints", "metrics.jsonl", "report.json", "demos.zarr"))
-
-
-def save_checkpoint(ckpt_dir: Path, step: int, policy: Any, state: dict[str, Any]) -> None:
-    """``checkpoints/step_N/{policy/, training_state.pt}``, then ``last`` -> it, atomically.
-    ``policy`` is what acting loads (``robolearn eval``); ``state`` is what resuming needs."""
-    tmp = ckpt_dir / f".step_{step:08d}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    policy.save(tmp / "policy")
-    torch.save(state, tmp / "training_state.pt")
-    final = ckpt_dir / f"step_{step:08d}"
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    link = ckpt_dir / ".last.tmp"
-    link.unlink(missing_ok=True)
-    link.symlink_to(final.name)
-    link.replace(ckpt_dir / "last")  # the switch is one rename: a crash leaves old or new
+                     "step": step, "rng": rng_state()},
+                    keep_last=keep_last, val_loss=val_loss)

@@ -164,20 +164,22 @@ def test_loss_ignores_padded_actions(name: str, store_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
-def test_nonfinite_output_falls_back(name: str, store_path: Path) -> None:
+def test_nonfinite_output_reaches_the_safety_filter(name: str, store_path: Path) -> None:
+    """A network that outputs NaN returns NaN: the safety filter between every policy and the
+    robot holds or stops the robot and counts it (select_action used to replace it with the
+    last or the mean action, so evaluations reported 0 non-finite actions)."""
     policy = build(name, store_path, camera=False, n_action_steps=1)  # re-plan every step
     with EpisodeStore.open(store_path) as store:
         ep = store.episode(0)
     policy.reset()
     obs = {"observation.state": ep["observation.state"][0]}
-    good = policy.select_action(obs)
+    assert np.isfinite(policy.select_action(obs)).all()
     with torch.no_grad():  # a network that blows up: every output NaN from now on
         for p in policy.parameters():
             p.fill_(float("nan"))
-    for _ in range(3):  # hold the last action
-        np.testing.assert_array_equal(policy.select_action(obs), good)
-    policy.reset()  # no last action: the dataset's mean action
-    np.testing.assert_array_equal(policy.select_action(obs), policy.stats["action"]["mean"])
+    for _ in range(3):
+        action = policy.select_action(obs)
+        assert action.shape == (policy.action_dim,) and not np.isfinite(action).any()
 
 
 def test_each_episode_draws_its_own_sampling_noise(store_path: Path) -> None:

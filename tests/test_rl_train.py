@@ -138,6 +138,12 @@ def test_a_sigkilled_trainer_resumes_and_its_store_stays_intact(car_demos: Path,
         assert store.verify() == []
         assert len(store) == budget // 30
         assert all(i.length == 30 and i.complete for i in store.infos())
+    # the rows logged after the checkpoint were dropped, then logged again: each once
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    episodes = [r["episode"] for r in rows if r["kind"] == "episode"]
+    assert episodes == list(range(budget // 30))
+    steps = [r["env_step"] for r in rows if r["kind"] == "train"]
+    assert steps == sorted(set(steps))
 
 
 def test_a_nan_actor_never_reaches_the_robot(car_demos: Path, tmp_path: Path) -> None:
@@ -421,5 +427,5 @@ def test_resume_refuses_a_changed_experiment_and_nothing_deletes_foreign_files(
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("years of work")
     assert train(foreign, "env_steps=30", dataset=car_demos) == 2
-    assert "refusing to delete it" in capsys.readouterr().err
+    assert "not created by robolearn" in capsys.readouterr().err
     assert (foreign / "thesis.tex").read_text() == "years of work"
