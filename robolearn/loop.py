@@ -113,6 +113,7 @@ class ControlLoop:
         self.safety = SafetyFilter(low, high, self.cfg.safety,
                                    stop_action=env.robot.hold_action)
         self.fps = self.cfg.fps or env.robot.fps
+        self._watchdog_stops = 0  # robot stops by the watchdog, counted from its thread
 
     def run_episode(self, policy: Policy | None = None, teleop: Teleop | None = None, *,
                     seed: int | None = None, source: Source | str | None = None,
@@ -152,8 +153,9 @@ class ControlLoop:
         # middle of a slow step (a diffusion policy's denoising on a busy CPU) would change
         # the episode, nondeterministically
         guard = self.cfg.realtime or not self.env.robot.simulated
+        stops_seen = self._watchdog_stops
         try:
-            with Watchdog(self.cfg.safety.watchdog_s, self.env.robot.stop, enabled=guard) as dog:
+            with Watchdog(self.cfg.safety.watchdog_s, self._watchdog_stop, enabled=guard) as dog:
                 next_t = time.perf_counter()
                 while limit is None or steps < limit:
                     if self.cfg.realtime:
@@ -163,6 +165,11 @@ class ControlLoop:
                         timing.late_ms.append(1000 * max(0.0, time.perf_counter() - next_t))
                         next_t = max(next_t + period, time.perf_counter() - period)
                     action, src = self._choose(obs, policy, teleop, base)
+                    if self._watchdog_stops != stops_seen:
+                        # the watchdog stopped the robot while the loop waited: the rate limit
+                        # counts from where the stop left it, not from the command before it
+                        stops_seen = self._watchdog_stops
+                        self.safety.rebase(self.env.robot.hold_action())
                     safe = self.safety(action)
                     if self.safety.stop_requested:
                         self.env.robot.stop()
@@ -203,6 +210,12 @@ class ControlLoop:
         elif rec is not None:
             rec.discard_episode()
         return result
+
+    def _watchdog_stop(self) -> None:
+        """The watchdog's action, from its thread: stop the robot, then count the stop (the
+        loop re-bases its rate limit on the next step it sees a new count)."""
+        self.env.robot.stop()
+        self._watchdog_stops += 1
 
     def _halt(self, exc: BaseException, rec: Any | None, **metadata: Any) -> str:
         """After ``exc`` ended an episode: stop the robot first, then commit the steps recorded

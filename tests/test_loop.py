@@ -262,3 +262,25 @@ def test_an_episode_ended_by_an_error_stops_the_robot_and_keeps_its_steps(
         caught.value).__name__)
     assert len(store) == 2 and store.episode(1).info.length == 2
 
+
+def test_after_a_watchdog_stop_the_rate_limit_counts_from_the_stop(car_env: RobotEnv) -> None:
+    """Throttle 0.5, then the policy stalls past the watchdog (the car is stopped), then asks
+    for 0.6: with max_delta=0.1 the car gets 0.1 after the stop, not 0.6 in one step."""
+    sent, stops = calls(car_env.robot, "act"), calls(car_env.robot, "stop")
+
+    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+        policy.t += 1  # type: ignore[attr-defined]
+        if policy.t == 8:  # type: ignore[attr-defined]
+            time.sleep(0.5)
+            return np.array([0.3, 0.6])
+        return np.array([0.3, 0.5])
+
+    policy.t = 0  # type: ignore[attr-defined]
+    loop = ControlLoop(car_env, LoopConfig(fps=50, max_steps=9, safety=SafetyConfig(
+        max_delta=0.1, watchdog_s=0.2)))
+    loop.run_episode(policy, seed=0, record=False)
+    assert len(stops) >= 2  # the watchdog's stop, and the loop's at the end of the episode
+    throttle = [round(float(a[1]), 6) for a in sent]
+    assert throttle == [0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5, 0.1, 0.2]
+    # a stop holds the steering where it is: it goes on from there
+    assert [round(float(a[0]), 6) for a in sent] == [0.1, 0.2, 0.3] + [0.3] * 6
