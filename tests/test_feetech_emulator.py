@@ -335,3 +335,28 @@ def test_bus_cycles_take_at_least_their_wire_time(emu: FeetechBus, bus: Any) -> 
         bus.sync_write("Goal_Position", goals, normalize=False)
     elapsed = time.perf_counter() - t0  # the last write returns before its bytes are out
     assert elapsed >= 20 * (14 + 6 * 8 + 8 + 6 * 3) * 10e-6 - (8 + 6 * 3) * 10e-6
+
+
+# --------------------------------------------------------------------------- the SO-101 plant
+def test_goals_drive_the_simulated_so101() -> None:
+    """Servo 2 (shoulder_lift) with torque on is driven to 0.5 rad in the simulation and
+    reports where the simulated joint is; servo 1 (shoulder_pan) with torque off is not."""
+    from hardware.emulators.so101_plant import SO101Plant, angle_to_steps
+    from sim.arm.model import HOME
+
+    plant = SO101Plant()
+    with make_bus(6, plant) as emu:
+        port = Port(emu.port)
+        goal = round(angle_to_steps(2, 0.5))
+        port.ask(frame(2, 0x03, 40, 1))
+        port.ask(frame(2, 0x03, 42, goal & 0xFF, goal >> 8))
+        pan = round(angle_to_steps(1, 0.8))
+        port.ask(frame(1, 0x03, 42, pan & 0xFF, pan >> 8))
+        time.sleep(1.0)
+        angles = plant.joint_angles()
+        reply = port.ask(frame(2, 0x02, 56, 2))
+        port.close()
+    assert abs(angles[1] - 0.5) < 0.05
+    present = int.from_bytes(reply[5:7], "little")
+    assert abs(present - angle_to_steps(2, angles[1])) <= 1
+    assert abs(angles[0] - HOME[0]) < 0.01  # shoulder_pan, torque off: its goal moves nothing

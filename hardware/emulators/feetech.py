@@ -341,10 +341,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="line speed assumed where the port's cannot be read (bit/s)")
     ap.add_argument("--no-timing", action="store_true",
                     help="answer at once instead of at the bytes' wire time")
+    ap.add_argument("--plant", choices=("ideal", "so101"), default="ideal",
+                    help="what the servos move: ideal joints, or the simulated SO-101 of "
+                         "sim/arm (6 servos)")
     args = ap.parse_args(argv)
     if not 1 <= args.servos <= MAX_ID:
         ap.error(f"--servos must be in 1..{MAX_ID}, got {args.servos}")
-    bus = make_bus(args.servos, baud=args.baud, timing=not args.no_timing)
+    plant: Plant | None = None
+    if args.plant == "so101":
+        if args.servos != 6:
+            ap.error(f"--plant so101 has 6 joints: use --servos 6, not {args.servos}")
+        from hardware.emulators.so101_plant import SO101Plant
+
+        plant = SO101Plant()
+    bus = make_bus(args.servos, plant, baud=args.baud, timing=not args.no_timing)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
