@@ -5,6 +5,10 @@ the policy and is marked ``intervention``) -> safety filter -> ``env.step`` -> r
 (the observation the action was chosen from, the action actually sent, its source, the reward)
 -> sleep until the next period. The watchdog stops the robot if a step stalls past
 ``safety.watchdog_s``. Timing jitter (how late each step started) is reported per episode.
+
+However an episode ends (done, Ctrl-C, the policy raising or returning an action of the wrong
+shape, the robot's link failing), the robot is stopped first and the steps recorded so far are
+committed; an error then goes on up, naming the step and what was done.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ log = logging.getLogger(__name__)
 # obs -> action; the loop starts an episode with ``reset(seed=episode seed)`` of the callable,
 # or of the object whose bound method it is, where there is one (learned policies, experts)
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+class ActionError(RuntimeError):
+    """The policy or teleop device gave no usable action: it raised, or its action does not
+    have the robot's action shape. :meth:`ControlLoop.run_episode` raises it once the robot is
+    stopped and the steps recorded so far are committed; the message says all of that."""
 
 
 class Teleop(Protocol):
@@ -103,6 +113,7 @@ class ControlLoop:
         self.safety = SafetyFilter(low, high, self.cfg.safety,
                                    stop_action=env.robot.hold_action)
         self.fps = self.cfg.fps or env.robot.fps
+        self._watchdog_stops = 0  # robot stops by the watchdog, counted from its thread
 
     def run_episode(self, policy: Policy | None = None, teleop: Teleop | None = None, *,
                     seed: int | None = None, source: Source | str | None = None,
@@ -142,36 +153,50 @@ class ControlLoop:
         # middle of a slow step (a diffusion policy's denoising on a busy CPU) would change
         # the episode, nondeterministically
         guard = self.cfg.realtime or not self.env.robot.simulated
-        with Watchdog(self.cfg.safety.watchdog_s, self.env.robot.stop, enabled=guard) as dog:
-            next_t = time.perf_counter()
-            while limit is None or steps < limit:
-                if self.cfg.realtime:
-                    now = time.perf_counter()
-                    if next_t > now:
-                        time.sleep(next_t - now)
-                    timing.late_ms.append(1000 * max(0.0, time.perf_counter() - next_t))
-                    next_t = max(next_t + period, time.perf_counter() - period)
-                action, src = self._choose(obs, policy, teleop, base)
-                safe = self.safety(action)
-                if self.safety.stop_requested:
-                    self.env.robot.stop()
-                new_obs, reward, terminated, truncated, info = self.env.step(safe)
-                if observer is not None:
-                    observer(self.env)
-                sent = np.asarray(info.get("action_sent", safe), dtype=np.float32)
-                if rec is not None:
-                    rec.add({**obs, "action": sent, "next.reward": np.float32(reward)},
-                            source=src)
-                sources[src.name.lower()] = sources.get(src.name.lower(), 0) + 1
-                for k, v in info.get("reward_terms", {}).items():
-                    terms_sum[k] = terms_sum.get(k, 0.0) + float(v)
-                ret += float(reward)
-                steps += 1
-                success = success or bool(info.get("success", False))
-                obs = new_obs
-                dog.feed()
-                if terminated or truncated or (stop_when is not None and stop_when()):
-                    break
+        stops_seen = self._watchdog_stops
+        try:
+            with Watchdog(self.cfg.safety.watchdog_s, self._watchdog_stop, enabled=guard) as dog:
+                next_t = time.perf_counter()
+                while limit is None or steps < limit:
+                    if self.cfg.realtime:
+                        now = time.perf_counter()
+                        if next_t > now:
+                            time.sleep(next_t - now)
+                        timing.late_ms.append(1000 * max(0.0, time.perf_counter() - next_t))
+                        next_t = max(next_t + period, time.perf_counter() - period)
+                    action, src = self._choose(obs, policy, teleop, base)
+                    if self._watchdog_stops != stops_seen:
+                        # the watchdog stopped the robot while the loop waited: the rate limit
+                        # counts from where the stop left it, not from the command before it
+                        stops_seen = self._watchdog_stops
+                        self.safety.rebase(self.env.robot.hold_action())
+                    safe = self.safety(action)
+                    if self.safety.stop_requested:
+                        self.env.robot.stop()
+                    new_obs, reward, terminated, truncated, info = self.env.step(safe)
+                    if observer is not None:
+                        observer(self.env)
+                    sent = np.asarray(info.get("action_sent", safe), dtype=np.float32)
+                    if rec is not None:
+                        rec.add({**obs, "action": sent, "next.reward": np.float32(reward)},
+                                source=src)
+                    sources[src.name.lower()] = sources.get(src.name.lower(), 0) + 1
+                    for k, v in info.get("reward_terms", {}).items():
+                        terms_sum[k] = terms_sum.get(k, 0.0) + float(v)
+                    ret += float(reward)
+                    steps += 1
+                    success = success or bool(info.get("success", False))
+                    obs = new_obs
+                    dog.feed()
+                    if terminated or truncated or (stop_when is not None and stop_when()):
+                        break
+        except BaseException as exc:  # Ctrl-C included: stop, keep the steps, then go on up
+            done = self._halt(exc, rec, ret=ret, seed=seed, **episode_metadata)
+            where = f"step {steps}" + ("" if seed is None else f" of the episode of seed {seed}")
+            if isinstance(exc, ActionError):
+                raise ActionError(f"{where}: {exc}; {done}") from exc.__cause__
+            exc.add_note(f"robolearn control loop, {where}: {done}")
+            raise
         self.env.robot.stop()
         result = EpisodeResult(steps, ret, success, bool(terminated), terms_sum, sources,
                                timing.summary(), self.safety.stats)
@@ -186,13 +211,58 @@ class ControlLoop:
             rec.discard_episode()
         return result
 
+    def _watchdog_stop(self) -> None:
+        """The watchdog's action, from its thread: stop the robot, then count the stop (the
+        loop re-bases its rate limit on the next step it sees a new count)."""
+        self.env.robot.stop()
+        self._watchdog_stops += 1
+
+    def _halt(self, exc: BaseException, rec: Any | None, **metadata: Any) -> str:
+        """After ``exc`` ended an episode: stop the robot first, then commit the steps recorded
+        so far (tagged ``interrupted``, success unknown). Returns what was done."""
+        robot = self.env.robot
+        try:
+            robot.stop()
+            done = f"{robot.name} stopped"
+        except Exception as err:  # the link itself may be what failed; the first error wins
+            done = f"stopping {robot.name} failed too ({type(err).__name__}: {err})"
+        if rec is not None and rec.num_steps:
+            error = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+            # the recorder's own path for an interrupted episode (its ``with`` block left by
+            # an exception), taken here so a caller that goes on to the next episode keeps it
+            info = rec.end_episode(None, tags=("interrupted",), _complete=False, error=error,
+                                   **metadata)
+            done += f"; the {info.length} steps recorded kept as interrupted episode {info.index}"
+        return done
+
     def _choose(self, obs: dict[str, np.ndarray], policy: Policy | None,
                 teleop: Teleop | None, base: Source) -> tuple[np.ndarray, Source]:
         if teleop is not None:
-            human = teleop.get_action(obs)
+            human = _ask("teleop device", teleop.get_action, obs)
             if human is not None:
-                return np.asarray(human), Source.INTERVENTION if policy is not None \
-                    else Source.TELEOP
+                return self._shaped("teleop device", human), Source.INTERVENTION \
+                    if policy is not None else Source.TELEOP
         if policy is None:  # teleop only and the human is idle: repeat the last command
             return self.safety.last.copy(), base
-        return np.asarray(policy(obs)), base
+        return self._shaped("policy", _ask("policy", policy, obs)), base
+
+    def _shaped(self, who: str, raw: Any) -> np.ndarray:
+        """``raw`` as the robot's action, ``(A,)``; anything else is an :class:`ActionError`."""
+        shape = self.safety.low.shape
+        try:
+            action = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ActionError(f"the {who}'s action is not an array of numbers ({exc})") from exc
+        if action.shape != shape:
+            raise ActionError(f"the {who}'s action has shape {action.shape}; "
+                              f"{self.env.robot.name} takes actions of shape {shape}")
+        return action
+
+
+def _ask(who: str, fn: Callable[[dict[str, np.ndarray]], Any], obs: dict[str, np.ndarray]
+         ) -> Any:
+    """``fn(obs)``; an exception of the policy or device becomes an :class:`ActionError`."""
+    try:
+        return fn(obs)
+    except Exception as exc:
+        raise ActionError(f"the {who} raised {type(exc).__name__}: {exc}") from exc

@@ -72,6 +72,12 @@ class SafetyFilter:
         self.stop_requested = False
         self.stats = SafetyStats()
 
+    def rebase(self, action: np.ndarray) -> None:
+        """Something other than this filter moved the robot (the watchdog stopped it): the
+        next change per step counts from ``action``, the command that holds it where it is."""
+        a = np.asarray(action, dtype=np.float64).reshape(self.low.shape)
+        self.last = np.clip(a, self.low, self.high)
+
     def __call__(self, action: np.ndarray) -> np.ndarray:
         a = np.asarray(action, dtype=np.float64).reshape(self.low.shape)
         self.stats.steps += 1

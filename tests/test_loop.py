@@ -14,7 +14,7 @@ from data import EpisodeStore
 from robolearn.config import ConfigError, load_config
 from robolearn.env import RobotEnv, make_env
 from robolearn.experts import make_expert
-from robolearn.loop import ControlLoop, LoopConfig, step_features
+from robolearn.loop import ActionError, ControlLoop, LoopConfig, step_features
 from robolearn.safety import SafetyConfig, SafetyFilter, Watchdog
 
 
@@ -206,3 +206,81 @@ def test_the_loop_starts_a_policy_afresh_with_the_episode_seed(arm_env: RobotEnv
         loop.run_episode(learned.select_action, seed=seed, record=False)
     assert learned.seeds == [7, 8]
     loop.run_episode(expert, seed=9, record=False)  # the expert's reset ignores the seed
+
+
+@pytest.fixture
+def car_env() -> RobotEnv:
+    # the car's own change-per-step limit off: what reaches it is what the loop's filter let by
+    env = make_env(robot="sim_car", task="car_laps", max_steps=50,
+                   robot_kwargs={"max_action_delta": 0})
+    yield env
+    env.close()
+
+
+class Fails(Exception):
+    pass
+
+
+@pytest.mark.parametrize("failure, error, message", [
+    (Fails("no GPU"), ActionError, r"step 4 of the episode of seed 3: the policy raised Fails: "
+     r"no GPU; sim_car stopped; the 4 steps recorded kept as interrupted episode 0"),
+    (np.zeros(3), ActionError, r"step 4 of the episode of seed 3: the policy's action has shape "
+     r"\(3,\); sim_car takes actions of shape \(2,\); sim_car stopped; the 4 steps"),
+    (KeyboardInterrupt(), KeyboardInterrupt, None),  # Ctrl-C goes on up as it is
+])
+def test_an_episode_ended_by_an_error_stops_the_robot_and_keeps_its_steps(
+        car_env: RobotEnv, tmp_path: Path, failure: Any, error: type[BaseException],
+        message: str | None) -> None:
+    """The policy raises, or returns an action of the wrong shape, at step 4: the car's throttle
+    is off at once (it stayed at 0.5 before), the 4 steps are committed by the loop itself (a
+    caller that goes on recording keeps them), and the error names the step and the shapes."""
+    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+        policy.t += 1  # type: ignore[attr-defined]
+        if policy.t <= 4:  # type: ignore[attr-defined]
+            return np.array([0.0, 0.5])
+        if isinstance(failure, BaseException):
+            raise failure
+        return failure
+
+    store = EpisodeStore.create(tmp_path / "s", {k: f.to_json() for k, f in
+                                                 step_features(car_env).items()}, fps=20)
+    loop = ControlLoop(car_env, LoopConfig(realtime=False))
+    with store.recorder(task="laps") as rec:
+        loop.recorder = rec
+        policy.t = 0  # type: ignore[attr-defined]
+        with pytest.raises(error, match=message) as caught:
+            loop.run_episode(policy, seed=3)
+        assert car_env.robot.data.ctrl[2:4].tolist() == [0.0, 0.0]  # wheel speed targets
+        loop.cfg.max_steps = 2
+        loop.run_episode(lambda obs: np.array([0.0, 0.1]), seed=4)  # the caller goes on
+    if error is KeyboardInterrupt:
+        assert "sim_car stopped; the 4 steps recorded kept" in str(caught.value.__notes__)
+    kept = store.episode(0).info
+    assert (kept.length, kept.complete, kept.success, kept.tags) == (4, False, None,
+                                                                    ("interrupted",))
+    assert kept.metadata["seed"] == 3 and kept.metadata["error"].startswith(type(
+        caught.value).__name__)
+    assert len(store) == 2 and store.episode(1).info.length == 2
+
+
+def test_after_a_watchdog_stop_the_rate_limit_counts_from_the_stop(car_env: RobotEnv) -> None:
+    """Throttle 0.5, then the policy stalls past the watchdog (the car is stopped), then asks
+    for 0.6: with max_delta=0.1 the car gets 0.1 after the stop, not 0.6 in one step."""
+    sent, stops = calls(car_env.robot, "act"), calls(car_env.robot, "stop")
+
+    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+        policy.t += 1  # type: ignore[attr-defined]
+        if policy.t == 8:  # type: ignore[attr-defined]
+            time.sleep(0.5)
+            return np.array([0.3, 0.6])
+        return np.array([0.3, 0.5])
+
+    policy.t = 0  # type: ignore[attr-defined]
+    loop = ControlLoop(car_env, LoopConfig(fps=50, max_steps=9, safety=SafetyConfig(
+        max_delta=0.1, watchdog_s=0.2)))
+    loop.run_episode(policy, seed=0, record=False)
+    assert len(stops) >= 2  # the watchdog's stop, and the loop's at the end of the episode
+    throttle = [round(float(a[1]), 6) for a in sent]
+    assert throttle == [0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5, 0.1, 0.2]
+    # a stop holds the steering where it is: it goes on from there
+    assert [round(float(a[0]), 6) for a in sent] == [0.1, 0.2, 0.3] + [0.3] * 6

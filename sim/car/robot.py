@@ -256,6 +256,10 @@ class SimCar(Robot):
         self._throttle = 0.0
         self._apply(self._steer, 0.0)
 
+    def hold_action(self) -> np.ndarray:
+        """What :meth:`stop` leaves applied: no throttle, the steering where it is."""
+        return np.array((self._steer, 0.0))
+
     def needs_recovery(self) -> bool:
         return bool(self.state()["stuck"])
 

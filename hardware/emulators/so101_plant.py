@@ -1,0 +1,117 @@
+"""The simulated SO-101 of ``sim/arm`` as the plant behind emulated STS3215 servos.
+
+Goal positions drive the simulated arm's position actuators; present positions, velocities and
+loads come from the simulation, which runs on the wall clock (advanced to "now" whenever a
+servo is read or commanded). With torque off a joint's actuator exerts nothing: the arm sags
+under gravity, as a real one does.
+
+Servo ids and encoder steps (4096 a turn; the simulated joint's zero angle sits at 2048, so
+lerobot's half-turn homing of an arm posed at zero gives offsets near 0):
+
+=====  ==============  ==================  =========  ==================================
+ id     joint           steps at 0 rad      sign       joint range -> steps
+=====  ==============  ==================  =========  ==================================
+ 1      shoulder_pan    2048                +1         +-110 deg -> 796 .. 3300
+ 2      shoulder_lift   2048                +1         +-100 deg -> 910 .. 3186
+ 3      elbow_flex      2048                +1         +-100 deg -> 910 .. 3186
+ 4      wrist_flex      2048                +1         +-95 deg  -> 967 .. 3129
+ 5      wrist_roll      2048                +1         +-160 deg -> 228 .. 3868
+ 6      gripper         2048                +1         0 .. 100 deg (closed .. open)
+                                                       -> 2048 .. 3186
+=====  ==============  ==================  =========  ==================================
+
+``steps = zero + sign * angle_rad * 4096 / (2 pi)``; a target outside the joint's range is held
+at the range's end (the actuator's control range), as the arm's hard stops would.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import mujoco
+import numpy as np
+
+from hardware.emulators.plants import Sensed
+from sim.arm.model import HOME, JOINTS, build_mjcf
+
+STEPS_PER_RAD = 4096 / (2 * math.pi)
+# servo id -> (simulated joint, encoder steps at the joint's zero angle, direction)
+SERVO_JOINTS: dict[int, tuple[str, float, int]] = {
+    i + 1: (joint, 2048.0, 1) for i, joint in enumerate(JOINTS)}
+
+
+def steps_to_angle(servo_id: int, steps: float) -> float:
+    _, zero, sign = SERVO_JOINTS[servo_id]
+    return sign * (steps - zero) / STEPS_PER_RAD
+
+
+def angle_to_steps(servo_id: int, angle: float) -> float:
+    _, zero, sign = SERVO_JOINTS[servo_id]
+    return zero + sign * angle * STEPS_PER_RAD
+
+
+class SO101Plant:
+    """The SO-101 scene of ``sim/arm``, its joints moved by the servos' goals."""
+
+    def __init__(self, timestep: float = 0.002, home: tuple[float, ...] = HOME,
+                 max_catch_up_s: float = 0.25) -> None:
+        """``max_catch_up_s``: the most simulated time one call advances (after a long pause
+        the simulation skips ahead rather than stall the bus)."""
+        self.model = mujoco.MjModel.from_xml_string(build_mjcf(timestep))
+        self.data = mujoco.MjData(self.model)
+        m, d = self.model, self.data
+        self._joint = {i: m.joint(j).id for i, (j, _, _) in SERVO_JOINTS.items()}
+        self._act = {i: m.actuator(j).id for i, (j, _, _) in SERVO_JOINTS.items()}
+        self._gain = m.actuator_gainprm[:, 0].copy()
+        self._bias = m.actuator_biasprm[:, 1:3].copy()
+        for i, angle in zip(SERVO_JOINTS, home, strict=True):
+            d.qpos[m.jnt_qposadr[self._joint[i]]] = angle
+            d.ctrl[self._act[i]] = angle
+        mujoco.mj_forward(m, d)
+        self.max_catch_up_s = max_catch_up_s
+        self._t = time.monotonic()
+        self._lock = threading.Lock()
+        for i in SERVO_JOINTS:  # servos power up with torque off
+            self._free(i, True)
+
+    def drive(self, servo_id: int, target: float | None) -> None:
+        with self._lock:
+            self._advance()
+            self._free(servo_id, target is None)
+            if target is not None:
+                self.data.ctrl[self._act[servo_id]] = steps_to_angle(servo_id, target)
+
+    def sense(self, servo_id: int) -> Sensed:
+        with self._lock:
+            self._advance()
+            m, d, j = self.model, self.data, self._joint[servo_id]
+            a = self._act[servo_id]
+            _, _, sign = SERVO_JOINTS[servo_id]
+            limit = float(m.actuator_forcerange[a, 1]) or 1.0
+            return Sensed(angle_to_steps(servo_id, float(d.qpos[m.jnt_qposadr[j]])),
+                          sign * float(d.qvel[m.jnt_dofadr[j]]) * STEPS_PER_RAD,
+                          sign * float(d.actuator_force[a]) / limit)
+
+    def joint_angles(self) -> np.ndarray:
+        """The six joint angles now, radians, in servo-id order."""
+        with self._lock:
+            self._advance()
+            m = self.model
+            return np.array([self.data.qpos[m.jnt_qposadr[self._joint[i]]]
+                             for i in SERVO_JOINTS])
+
+    def _free(self, servo_id: int, free: bool) -> None:
+        a, m = self._act[servo_id], self.model
+        m.actuator_gainprm[a, 0] = 0.0 if free else self._gain[a]
+        m.actuator_biasprm[a, 1:3] = 0.0 if free else self._bias[a]
+
+    def _advance(self) -> None:
+        now = time.monotonic()
+        n = int((now - self._t) / self.model.opt.timestep)
+        if n <= 0:
+            return
+        self._t += n * self.model.opt.timestep
+        n = min(n, int(self.max_catch_up_s / self.model.opt.timestep))
+        mujoco.mj_step(self.model, self.data, nstep=n)
