@@ -36,7 +36,7 @@ class Command:
 COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("quickstart", "robolearn.demo:QuickstartConfig", "robolearn.demo:run",
             help="record scripted demos into an episode store, crash-test it, sample windows"),
-    Command("collect", "robolearn.collect:CollectConfig", "robolearn.collect:run", ("output",),
+    Command("collect", "robolearn.collect:schema_for", "robolearn.collect:run", ("output",),
             "record demonstrations (scripted expert or a teleop device) into an episode store"),
     Command("train", "robolearn.train:schema_for", "robolearn.train:run", (),
             "train a registered policy on an episode store (resumes where it stopped)"),

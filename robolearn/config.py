@@ -7,7 +7,8 @@ unknown keys (with the closest known key), wrong types, missing required values 
 and values that a dataclass's ``__post_init__`` rejects.
 
 Validation in ``__post_init__`` raises :class:`InvalidValue` with the field name; the loader adds
-the path of the node that holds it.
+the path of the node that holds it. A component's own config that raises a plain ``ValueError``
+in its ``__post_init__`` (the robots' configs in ``sim/``) is reported with its node's path too.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def load_config[T](schema: type[T], path: str | Path | None = None,
     except InvalidValue as exc:
         node = _find_node_path(cfg, exc)
         raise ConfigError(f"{node}{exc.field}: {exc.message}") from None
+    except ValueError as exc:  # a component's own config (a robot's) validating itself
+        if not _raised_in_post_init(exc):
+            raise
+        node = _find_node_path(cfg, exc).rstrip(".")
+        raise ConfigError(f"{node or 'config'}: {exc}") from None
     except OmegaConfBaseException as exc:
         raise ConfigError(_describe(exc, "config")) from None
     assert isinstance(obj, schema)
@@ -150,7 +156,11 @@ def _post_init_owner(exc: BaseException) -> Any:
     return owner
 
 
-def _find_node_path(cfg: DictConfig, exc: InvalidValue) -> str:
+def _raised_in_post_init(exc: BaseException) -> bool:
+    return dataclasses.is_dataclass(_post_init_owner(exc))
+
+
+def _find_node_path(cfg: DictConfig, exc: ValueError) -> str:
     """Path prefix ("a.b.") of the config node whose dataclass raised ``exc``."""
     owner = _post_init_owner(exc)
     if owner is None:

@@ -44,7 +44,15 @@ from data import EpisodeStore, Source, StoreError
 from data.schema import Feature
 from policies.rl.replay import ReplayBuffer, discounted_returns, learner_reward, load_transitions
 from robolearn.config import ConfigError, InvalidValue, to_yaml
-from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.env import (
+    ENVS,
+    RobotEnv,
+    make_env,
+    robot_config,
+    robot_defaults,
+    robot_kwargs,
+    unknown_env,
+)
 from robolearn.loop import create_store
 from robolearn.safety import SafetyConfig, SafetyFilter
 from robolearn.train import restore_rng_state, rng_state, save_checkpoint, start_output
@@ -64,7 +72,7 @@ class RLTrainConfig:
     policy: str = "rlpd"  # RL learner: sac | rlpd | iql | calql | wsrl
     env_steps: int = 50_000  # online environment steps (warm-up included)
     max_episode_steps: int | None = None  # per training episode; None: the env's own limit
-    robot: dict[str, Any] = field(default_factory=dict)  # robot overrides (camera=true, ...)
+    robot: Any = None  # settings of the env's robot (camera=true...); None: the env's own
     eval_every: int = 5000  # env steps between evaluations of the deterministic policy
     eval_episodes: int = 5  # seeded episodes per evaluation
     log_every: int = 1000  # env steps (or offline gradient steps) between logged metrics
@@ -85,8 +93,8 @@ class RLTrainConfig:
 
     def __post_init__(self) -> None:
         if self.env not in ENVS:
-            raise InvalidValue("env", f"unknown environment {self.env!r}; known: "
-                                      f"{', '.join(ENVS)}")
+            raise InvalidValue("env", unknown_env(self.env))
+        self.robot = robot_config(self.env, self.robot)
         if self.obs_norm not in ("identity", "dataset"):
             raise InvalidValue("obs_norm", f"must be 'identity' or 'dataset', got "
                                            f"{self.obs_norm!r}")
@@ -141,9 +149,9 @@ class Runner:
         self.out = Path(cfg.output)
         self.env_kwargs = dict(ENVS[cfg.env])
         self.env_overrides: dict[str, Any] = {}
-        if cfg.robot:
-            self.env_overrides["robot_kwargs"] = {**self.env_kwargs.get("robot_kwargs", {}),
-                                                  **cfg.robot}
+        kwargs = robot_kwargs(cfg.env, cfg.robot)
+        if kwargs != self.env_kwargs.get("robot_kwargs", {}):
+            self.env_overrides["robot_kwargs"] = kwargs
         if cfg.max_episode_steps:
             self.env_overrides["max_steps"] = cfg.max_episode_steps
         self.env_kwargs.update(self.env_overrides)
@@ -285,11 +293,15 @@ class Runner:
             return
         old = _flatten(OmegaConf.to_container(OmegaConf.load(saved)))
         new = _flatten(OmegaConf.to_container(OmegaConf.create(to_yaml(self.cfg))))
-        # a run saved before the runner took a safety config ran with its defaults (other
-        # missing keys are not filled: a default that changed since would pass unnoticed)
+        # a run saved before the runner took a safety config ran with its defaults, and one saved
+        # before robot configs were typed (robot: a dict of overrides) with its env's robot
+        # defaults (other missing keys are not filled: a default that changed since would pass
+        # unnoticed)
         defaults = _flatten(OmegaConf.to_container(OmegaConf.structured(RLTrainConfig)))
-        old = {**{k: v for k, v in defaults.items() if k not in old and k.startswith("safety.")},
-               **old}
+        robot = OmegaConf.to_container(OmegaConf.create(to_yaml(robot_defaults(self.cfg.env))))
+        defaults.update(_flatten({"robot": robot}))
+        old = {**{k: v for k, v in defaults.items()
+                  if k not in old and k.startswith(("safety.", "robot."))}, **old}
         changed = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted({*old, *new})
                    if old.get(k) != new.get(k) and k not in self.RESUMABLE_CHANGES]
         if changed:

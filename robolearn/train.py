@@ -92,12 +92,13 @@ def schema_for(path: str | None, overrides: list[str]) -> type:
     chosen = {"selected_by": {"policy_config": ("policy", name)}}
     if name in RL_ALGOS:  # an RL learner: the online/offline runner's schema
         from policies.rl import agent_class
+        from robolearn.env import with_robot
         from robolearn.rl_train import RLTrainConfig
 
         acls = agent_class(name).config_class
-        return dataclasses.make_dataclass(
+        return with_robot(dataclasses.make_dataclass(
             f"RLTrainConfig_{name}", [("policy_config", acls, field(default_factory=acls))],
-            bases=(RLTrainConfig,), namespace=chosen)
+            bases=(RLTrainConfig,), namespace=chosen), path, overrides)
     if name not in POLICIES:
         from robolearn.config import ConfigError
 

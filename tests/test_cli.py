@@ -216,6 +216,34 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     assert "report:" in proc.stdout
 
 
+@pytest.mark.parametrize("command", [["collect", "{out}"], ["train", "policy=sac",
+                                                          "output={out}"]])
+def test_a_robot_key_typo_fails_before_work_naming_it(command: list[str], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    args = [a.format(out=out) for a in command] + ["env=robolearn/SimCar-v0", "robot.camra=true"]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2
+    assert "unknown key 'robot.camra' (did you mean 'robot.camera'?)" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_collect_records_with_the_typed_robot_settings(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Robot settings reach the robot (two checkpoints in the car's state) and the store's
+    metadata, which ``robolearn eval`` rebuilds the env from: the env's own settings (its
+    track) and the changed ones, as before robot configs were typed."""
+    out = tmp_path / "car.zarr"
+    code, _, err = run_cli(capsys, "collect", str(out), "env=robolearn/SimCarChicane-v0",
+                           "episodes=1", "max_steps=5", "robot.n_checkpoints_obs=2",
+                           "robot.max_speed=4.0", "-q")
+    assert code == 0, err
+    with EpisodeStore.open(out, "r") as store:
+        assert store.features["observation.state"].shape == (9 + 2 * 2,)
+        assert store.metadata["env_overrides"]["robot_kwargs"] == {
+            "track": "chicane", "n_checkpoints_obs": 2, "max_speed": 4.0}
+
+
 @pytest.mark.parametrize("command", ["train", "collect"])
 @pytest.mark.parametrize(("text", "needle"), [("policy: [mlp\nenv: x\n", "not valid YAML"),
                                               ("- 1\n- 2\n", "top level must be a mapping")])

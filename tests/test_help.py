@@ -1,6 +1,6 @@
 """``robolearn <command> --help``: every config key with its type, default and the comment written
 beside its dataclass field, for every registered command (and every policy and robot a command
-can choose), so a new command or policy with a field without a comment fails here."""
+can choose), so a new command, policy or robot with a field without a comment fails here."""
 
 from __future__ import annotations
 
@@ -16,9 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 from policies import POLICIES
 from policies.rl import RL_ALGOS
 from robolearn.cli import COMMANDS, main, schema_of
+from robolearn.env import ENVS
+from robolearn.robot import ROBOTS
 
+# one env per registered robot: the robot.* keys a command gets depend on the env's robot
+ENV_OF_ROBOT = {spec["robot"]: env_id for env_id, spec in reversed(ENVS.items())}
 CHOICES = [(name, []) for name in COMMANDS]
 CHOICES += [("train", [f"policy={p}"]) for p in [*POLICIES, *RL_ALGOS]]
+CHOICES += [("collect", [f"env={ENV_OF_ROBOT[r]}"]) for r in ROBOTS]
 
 
 def squash(text: str) -> str:
@@ -113,8 +118,11 @@ def test_train_help_shows_the_chosen_policys_keys_and_how_to_see_another(
     assert "policy_config.temporal_ensemble_coeff: float | None = 0.01" in act
     assert "policy_config.hidden_dim" not in act and "policy=act" in act
     assert "dataset: str = (required)" in act  # the common keys too
-    assert main(["train", "policy=sac", "--help"]) == 0  # an RL learner's keys
-    assert "policy_config.n_critics" in capsys.readouterr().out
+    # an RL learner's keys, and the robot's of the env it practises in
+    assert main(["train", "policy=sac", "env=robolearn/SimArmLift-v0", "--help"]) == 0
+    sac = capsys.readouterr().out
+    assert "policy_config.n_critics" in sac and "robot.cameras: list[str] = []" in sac
+    assert "robot.track" not in sac
 
 
 def test_help_for_a_bad_choice_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
