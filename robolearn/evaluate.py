@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 import sim  # noqa: F401  (headless GL backend before mujoco loads)
-from robolearn.config import MISSING, InvalidValue
-from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.config import MISSING, ConfigError, InvalidValue
+from robolearn.env import ENVS, RobotEnv, make_env, unknown_env
 from robolearn.loop import ControlLoop, LoopConfig
 from robolearn.progress import track
 from robolearn.safety import SafetyConfig
@@ -48,6 +48,8 @@ class EvalConfig:
             raise InvalidValue("episodes", f"must be >= 1, got {self.episodes}")
         if self.videos < 0:
             raise InvalidValue("videos", f"must be >= 0, got {self.videos}")
+        if self.env is not None and self.env not in ENVS:
+            raise InvalidValue("env", unknown_env(self.env))
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -72,17 +74,32 @@ def resolve_checkpoint(path: Path) -> tuple[Path, Path]:
 
 
 def env_for(cfg: EvalConfig, run: Path) -> RobotEnv:
+    """The env to evaluate in: ``cfg.env``, else the one the training data came from, with the
+    data's robot settings (cameras); refused when its robot is not the one the data's env had."""
     meta: dict[str, Any] = {}
     if (run / "dataset.json").exists():
         meta = json.loads((run / "dataset.json").read_text())
-    env_id = cfg.env or meta.get("env_id")
+    data_env = meta.get("env_id")
+    env_id = cfg.env or data_env
     if env_id is None:
-        raise ValueError(f"{run}: the training data does not say which env it came from; "
-                         "pass env=robolearn/<Name>-v0")
+        raise ConfigError(f"{run}: the training data does not say which env it came from; "
+                          "pass env=robolearn/<Name>-v0")
     if env_id not in ENVS:
-        raise KeyError(f"env: unknown environment {env_id!r}; known: {', '.join(ENVS)}")
-    kwargs = {**ENVS[env_id], **meta.get("env_overrides", {})} if cfg.env in (None, env_id) \
-        else dict(ENVS[env_id])
+        raise ConfigError(f"env: {unknown_env(env_id)} (the env of {run}'s training data)")
+    kwargs = dict(ENVS[env_id])
+    overrides = meta.get("env_overrides", {})
+    if data_env == env_id:
+        kwargs.update(overrides)
+    elif data_env in ENVS:
+        robot, trained = kwargs["robot"], ENVS[data_env]["robot"]
+        if robot != trained:
+            raise ConfigError(f"env: {env_id} drives robot {robot}, but {run} was trained on "
+                              f"{data_env} data, robot {trained}; evaluate it with an env of "
+                              f"robot {trained}")
+        # the same robot in another env (another track): the data's robot settings (cameras)
+        # carry over, except those this env registers itself (its track)
+        kwargs["robot_kwargs"] = {**overrides.get("robot_kwargs", {}),
+                                  **kwargs.get("robot_kwargs", {})}
     if cfg.max_steps is not None:
         kwargs["max_steps"] = cfg.max_steps
     return make_env(**kwargs)
