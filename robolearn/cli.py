@@ -3,7 +3,9 @@
 Every command is a :class:`Command` in :data:`COMMANDS`: a typed config dataclass plus a function
 that runs it. Each takes ``--config FILE`` and ``key=value`` overrides; positional arguments fill
 the config keys the command names (``robolearn data info PATH`` sets ``path``). The whole config
-is loaded and validated before the command starts, so a typo costs nothing.
+is loaded and validated before the command starts, so a typo costs nothing. ``--help`` lists
+every config key with its type, default and meaning, generated from the config dataclasses
+(``robolearn train policy=act --help``: with the keys that choice adds).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from robolearn.config import ConfigError, load_config
+from robolearn.config import ConfigError, MissingValues, load_config
 from robolearn.progress import setup_logging
 
 log = logging.getLogger("robolearn")
@@ -34,7 +36,7 @@ class Command:
 COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("quickstart", "robolearn.demo:QuickstartConfig", "robolearn.demo:run",
             help="record scripted demos into an episode store, crash-test it, sample windows"),
-    Command("collect", "robolearn.collect:CollectConfig", "robolearn.collect:run", ("output",),
+    Command("collect", "robolearn.collect:schema_for", "robolearn.collect:run", ("output",),
             "record demonstrations (scripted expert or a teleop device) into an episode store"),
     Command("train", "robolearn.train:schema_for", "robolearn.train:run", (),
             "train a registered policy on an episode store (resumes where it stopped)"),
@@ -58,8 +60,27 @@ def _load(ref: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"robolearn {version('robolearn')}"
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "robolearn (not installed: version unknown)"
+
+
+def schema_of(cmd: Command, path: str | None = None, overrides: list[str] | None = None) -> type:
+    """The config dataclass of ``cmd`` for this file and these overrides."""
+    schema = _load(cmd.config)
+    if not dataclasses.is_dataclass(schema):  # the schema depends on the config itself
+        schema = schema(path, list(overrides or []))
+    assert isinstance(schema, type)
+    return schema
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robolearn", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
     groups: dict[str, Any] = {}
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS.values():
@@ -72,15 +93,48 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[key] = p.add_subparsers(dest=f"sub{depth}", metavar="SUBCOMMAND",
                                                required=True)
             sub = groups[key]
-        leaf = sub.add_parser(words[-1], help=cmd.help, description=cmd.help)
+        leaf = sub.add_parser(words[-1], help=cmd.help, description=cmd.help, add_help=False,
+                              usage=f"robolearn {cmd.name} [-h] [--config FILE] [-v] [-q] "
+                                    f"{''.join(k.upper() + ' ' for k in cmd.positional)}"
+                                    "[key=value ...]",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        leaf.add_argument("-h", "--help", action="store_true",
+                          help="show this help, with every config key, and exit")
         leaf.add_argument("--config", metavar="FILE", help="YAML config file")
-        leaf.add_argument("-v", "--verbose", action="count", default=0)
-        leaf.add_argument("-q", "--quiet", action="store_true")
+        leaf.add_argument("-v", "--verbose", action="count", default=0,
+                          help="debug log messages")
+        leaf.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
         leaf.add_argument("args", nargs="*", metavar="ARG",
                           help=f"{' '.join(k.upper() for k in cmd.positional)} "
                                "then key=value overrides".strip())
-        leaf.set_defaults(_command=cmd)
+        leaf.set_defaults(_command=cmd, _parser=leaf)
     return parser
+
+
+def _help(cmd: Command, parser: argparse.ArgumentParser, path: str | None,
+          overrides: list[str]) -> int:
+    """Print the command's usage and every config key (for these overrides: ``policy=act``)."""
+    from robolearn.confighelp import describe
+
+    try:
+        keys = describe(schema_of(cmd, path, overrides), cmd.name)
+    except ConfigError as exc:
+        print(f"robolearn {cmd.name}: config error: {exc}", file=sys.stderr)
+        return 2
+    print(parser.format_help().rstrip() + "\n\n" + keys)
+    return 0
+
+
+def _positional_error(cmd: Command, given: list[str], missing: list[str]) -> str:
+    """One line for positional arguments that are missing or too many, naming them."""
+    names = " ".join(k.upper() for k in cmd.positional)
+    takes = f"takes {names}" if names else "takes no positional argument"
+    if missing:
+        return (f"missing positional argument{'s' if len(missing) > 1 else ''} "
+                f"{' '.join(k.upper() for k in missing)} (robolearn {cmd.name} {names})")
+    extra = given[len(cmd.positional):]
+    return (f"too many positional arguments: {' '.join(map(repr, extra))} (robolearn "
+            f"{cmd.name} {takes}; settings are key=value)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,16 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(-1 if args.quiet else args.verbose)
     positional = [a for a in args.args if "=" not in a]
     overrides = [a for a in args.args if "=" in a]
+    if args.help:
+        return _help(cmd, args._parser, args.config, overrides)
     if len(positional) > len(cmd.positional):
-        print(f"robolearn {cmd.name}: unexpected argument(s) {positional[len(cmd.positional):]}"
-              " (overrides are key=value)", file=sys.stderr)
+        print(f"robolearn {cmd.name}: {_positional_error(cmd, positional, [])}", file=sys.stderr)
         return 2
     overrides = [f"{k}={v}" for k, v in zip(cmd.positional, positional, strict=False)] + overrides
     try:
-        schema = _load(cmd.config)
-        if not dataclasses.is_dataclass(schema):  # the schema depends on the config itself
-            schema = schema(args.config, overrides)
-        cfg = load_config(schema, args.config, overrides)
+        cfg: Any = load_config(schema_of(cmd, args.config, overrides), args.config, overrides)
+    except MissingValues as exc:
+        unfilled = [k for k in cmd.positional[len(positional):] if k in exc.keys]
+        msg = _positional_error(cmd, positional, unfilled) if unfilled else f"config error: {exc}"
+        print(f"robolearn {cmd.name}: {msg}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"robolearn {cmd.name}: config error: {exc}", file=sys.stderr)
         return 2

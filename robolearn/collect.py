@@ -34,7 +34,15 @@ import numpy as np
 import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from data import EpisodeStore, Source, StoreError
 from robolearn.config import MISSING, InvalidValue
-from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.env import (
+    ENVS,
+    RobotEnv,
+    make_env,
+    robot_config,
+    robot_kwargs,
+    unknown_env,
+    with_robot,
+)
 from robolearn.loop import ControlLoop, EpisodeResult, LoopConfig, create_store, step_features
 from robolearn.progress import console
 
@@ -54,7 +62,7 @@ class CollectConfig:
     source: str = "scripted"  # who drives: scripted | teleop
     teleop: str = "keyboard"  # device when source=teleop: keyboard | gamepad | spacemouse
     teleop_config: dict[str, Any] = field(default_factory=dict)  # the device's config fields
-    robot: dict[str, Any] = field(default_factory=dict)  # robot config overrides (cameras...)
+    robot: Any = None  # settings of the env's robot (cameras...); None: the env's own
     num_envs: int = 1  # scripted only: environments in parallel worker processes
     review_timeout_s: float = 30.0  # teleop: how long to wait for keep/discard after an episode
     seed: int = 0  # first episode's seed (object placement)
@@ -66,12 +74,17 @@ class CollectConfig:
         if self.episodes < 1:
             raise InvalidValue("episodes", f"must be >= 1, got {self.episodes}")
         if self.env not in ENVS:
-            raise InvalidValue("env", f"unknown environment {self.env!r}; known: "
-                                      f"{', '.join(ENVS)}")
+            raise InvalidValue("env", unknown_env(self.env))
+        self.robot = robot_config(self.env, self.robot)
         if self.max_steps is not None and self.max_steps < 1:
             raise InvalidValue("max_steps", f"must be >= 1 or null, got {self.max_steps}")
         if self.num_envs < 1 or (self.num_envs > 1 and self.source != "scripted"):
             raise InvalidValue("num_envs", "must be 1 for teleop (one human), >= 1 otherwise")
+
+
+def schema_for(path: str | None, overrides: list[str]) -> type[CollectConfig]:
+    """CollectConfig with ``robot`` typed as the config of the chosen env's robot."""
+    return with_robot(CollectConfig, path, overrides)
 
 
 def _env(cfg: CollectConfig) -> RobotEnv:
@@ -80,8 +93,7 @@ def _env(cfg: CollectConfig) -> RobotEnv:
 
 def _overrides(cfg: CollectConfig) -> dict[str, Any]:
     """What differs from the registered env: robot overrides and the episode length."""
-    out: dict[str, Any] = {"robot_kwargs": {**ENVS[cfg.env].get("robot_kwargs", {}),
-                                            **cfg.robot}}
+    out: dict[str, Any] = {"robot_kwargs": robot_kwargs(cfg.env, cfg.robot)}
     if cfg.max_steps is not None:
         out["max_steps"] = cfg.max_steps
     return out

@@ -7,7 +7,8 @@ unknown keys (with the closest known key), wrong types, missing required values 
 and values that a dataclass's ``__post_init__`` rejects.
 
 Validation in ``__post_init__`` raises :class:`InvalidValue` with the field name; the loader adds
-the path of the node that holds it.
+the path of the node that holds it. A component's own config that raises a plain ``ValueError``
+in its ``__post_init__`` (the robots' configs in ``sim/``) is reported with its node's path too.
 """
 
 from __future__ import annotations
@@ -21,10 +22,20 @@ import yaml
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-__all__ = ["MISSING", "ConfigError", "InvalidValue", "load_config", "to_yaml"]
+__all__ = ["MISSING", "ConfigError", "InvalidValue", "MissingValues", "load_config", "probe",
+           "to_yaml"]
+
 
 class ConfigError(Exception):
     """A config that cannot be used; the message names the source and the key path."""
+
+
+class MissingValues(ConfigError):
+    """Required values (``MISSING``) that neither the file nor an override set: ``keys``."""
+
+    def __init__(self, message: str, keys: list[str]) -> None:
+        super().__init__(message)
+        self.keys = keys
 
 
 class InvalidValue(ValueError):
@@ -52,16 +63,43 @@ def load_config[T](schema: type[T], path: str | Path | None = None,
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         where = f" (set them in {path} or as key=value)" if path else " (pass them as key=value)"
-        raise ConfigError(f"missing required value(s): {', '.join(missing)}{where}")
+        raise MissingValues(f"missing required value(s): {', '.join(missing)}{where}", missing)
     try:
         obj = OmegaConf.to_object(cfg)
     except InvalidValue as exc:
         node = _find_node_path(cfg, exc)
         raise ConfigError(f"{node}{exc.field}: {exc.message}") from None
+    except ValueError as exc:  # a component's own config (a robot's) validating itself
+        if not _raised_in_post_init(exc):
+            raise
+        node = _find_node_path(cfg, exc).rstrip(".")
+        raise ConfigError(f"{node or 'config'}: {exc}") from None
     except OmegaConfBaseException as exc:
         raise ConfigError(_describe(exc, "config")) from None
     assert isinstance(obj, schema)
     return obj
+
+
+def probe(path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    """The file and the overrides merged without a schema: what a schema that depends on the
+    config itself (``policy`` selects ``policy_config``) reads its choice from. Anything
+    unreadable here is left out: :func:`load_config` reports it with its place."""
+    merged: Any = OmegaConf.create()
+    if path is not None and Path(path).is_file():
+        try:
+            loaded = OmegaConf.load(path)
+        except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError, OSError):
+            loaded = None
+        if isinstance(loaded, DictConfig):
+            merged = loaded
+    for item in overrides:
+        if "=" in item:
+            try:
+                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+            except (yaml.YAMLError, OmegaConfBaseException):
+                continue
+    assert isinstance(merged, DictConfig)
+    return merged
 
 
 def to_yaml(cfg: Any) -> str:
@@ -108,14 +146,23 @@ def _describe(exc: OmegaConfBaseException, source: str, base: DictConfig | None 
     return f"key '{key}': {str(exc).splitlines()[0]}"
 
 
-def _find_node_path(cfg: DictConfig, exc: InvalidValue) -> str:
-    """Path prefix ("a.b.") of the config node whose dataclass raised ``exc``."""
-    tb = exc.__traceback__
-    owner = None
-    while tb is not None:  # the innermost __post_init__ frame's ``self`` is the node
+def _post_init_owner(exc: BaseException) -> Any:
+    """``self`` of the innermost ``__post_init__`` that ``exc`` passed through, or None."""
+    tb, owner = exc.__traceback__, None
+    while tb is not None:
         if tb.tb_frame.f_code.co_name == "__post_init__":
             owner = tb.tb_frame.f_locals.get("self")
         tb = tb.tb_next
+    return owner
+
+
+def _raised_in_post_init(exc: BaseException) -> bool:
+    return dataclasses.is_dataclass(_post_init_owner(exc))
+
+
+def _find_node_path(cfg: DictConfig, exc: ValueError) -> str:
+    """Path prefix ("a.b.") of the config node whose dataclass raised ``exc``."""
+    owner = _post_init_owner(exc)
     if owner is None:
         return ""
 

@@ -9,6 +9,10 @@ space is the robot's action bounds. ``info`` carries ``reward_terms``, ``success
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -16,7 +20,8 @@ import numpy as np
 from gymnasium import spaces
 
 from data.schema import Feature
-from robolearn.robot import Robot, make_robot
+from robolearn.config import ConfigError, InvalidValue, probe
+from robolearn.robot import Robot, make_robot, robot_config_class
 from robolearn.task import Task, make_task
 
 
@@ -136,3 +141,82 @@ def register_envs() -> None:
         if env_id not in gym.registry:
             gym.register(env_id, entry_point="robolearn.env:make_env", kwargs=kwargs,
                          max_episode_steps=None)
+
+
+# --------------------------------------------------------------------------- typed robot configs
+def unknown_env(env_id: object) -> str:
+    """The message for an env id that is not registered, listing those that are."""
+    close = difflib.get_close_matches(str(env_id), list(ENVS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown environment {env_id!r}{hint}; known: {', '.join(ENVS)}"
+
+
+def robot_defaults(env_id: str) -> Any:
+    """The typed config of ``env_id``'s robot as the env registers it: the robot config class's
+    defaults, updated by the env's ``robot_kwargs`` (the car's track)."""
+    spec = ENVS[env_id]
+    return robot_config_class(spec["robot"])(**spec.get("robot_kwargs", {}))
+
+
+def robot_config(env_id: str, value: Any = None) -> Any:
+    """``value`` as the typed config of ``env_id``'s robot: None gives its defaults, a dict
+    updates them (a run config saved before robot configs were typed); an instance of another
+    robot's config class is refused. Raises :class:`InvalidValue` naming ``robot``."""
+    name = ENVS[env_id]["robot"]
+    cls = robot_config_class(name)
+    if value is None:
+        return robot_defaults(env_id)
+    if isinstance(value, cls):
+        return value
+    if dataclasses.is_dataclass(value):
+        raise InvalidValue("robot", f"{type(value).__name__} is not the config of {env_id}'s "
+                                    f"robot {name} ({cls.__name__})")
+    if not isinstance(value, dict):
+        raise InvalidValue("robot", f"expected the settings of robot {name}, got {value!r}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in value:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean 'robot.{close[0]}'?)" if close else ""
+            raise InvalidValue("robot", f"unknown key 'robot.{key}'{hint} of robot {name}; "
+                                        f"known: {', '.join(known)}")
+    try:
+        return cls(**{**ENVS[env_id].get("robot_kwargs", {}), **value})
+    except ValueError as exc:
+        raise InvalidValue("robot", str(exc)) from None
+
+
+def _plain(value: Any) -> Any:
+    """A config value as JSON data (store metadata): tuples as lists, configs as dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def robot_kwargs(env_id: str, config: Any) -> dict[str, Any]:
+    """``make_env``'s ``robot_kwargs`` for ``config`` (a typed robot config of ``env_id``): the
+    env's own ``robot_kwargs`` plus every field that differs from the env's defaults, as JSON
+    data (recorded in stores as ``env_overrides`` and read back by ``robolearn eval``)."""
+    defaults = robot_defaults(env_id)
+    changed = {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)
+               if _plain(getattr(config, f.name)) != _plain(getattr(defaults, f.name))}
+    return {**ENVS[env_id].get("robot_kwargs", {}), **changed}
+
+
+def with_robot[T](schema: type[T], path: str | Path | None, overrides: list[str]) -> type[T]:
+    """``schema`` (a config with ``env`` and ``robot`` fields) with ``robot`` typed as the
+    config of the chosen env's robot, defaulting to the env's settings, so every ``robot.*`` key
+    is checked at load time. The env is read from the file and the overrides first."""
+    default_env = {f.name: f.default for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
+    env_id = probe(path, overrides).get("env", default_env["env"])
+    if not isinstance(env_id, str) or env_id not in ENVS:
+        raise ConfigError(f"env: {unknown_env(env_id)}")
+    name = ENVS[env_id]["robot"]
+    cls = robot_config_class(name)
+    factory = functools.partial(cls, **ENVS[env_id].get("robot_kwargs", {}))
+    chosen = {**getattr(schema, "selected_by", {}), "robot": ("env", env_id)}
+    return dataclasses.make_dataclass(  # type: ignore[return-value]
+        f"{schema.__name__}_{name}", [("robot", cls, dataclasses.field(default_factory=factory))],
+        bases=(schema,), namespace={"selected_by": chosen})

@@ -20,7 +20,7 @@ import numpy as np
 import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from policies.checksums import CheckpointError
 from robolearn.config import MISSING, ConfigError, InvalidValue
-from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.env import ENVS, RobotEnv, make_env, unknown_env
 from robolearn.loop import ControlLoop, LoopConfig
 from robolearn.progress import track
 from robolearn.rundir import start_output
@@ -51,8 +51,7 @@ class EvalConfig:
         if self.videos < 0:
             raise InvalidValue("videos", f"must be >= 0, got {self.videos}")
         if self.env is not None and self.env not in ENVS:
-            raise InvalidValue("env", f"unknown environment {self.env!r}; known: "
-                                      f"{', '.join(ENVS)}")
+            raise InvalidValue("env", unknown_env(self.env))
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -100,9 +99,8 @@ def _run_metadata(run: Path) -> dict[str, Any]:
 
 
 def env_for(cfg: EvalConfig, run: Path) -> RobotEnv:
-    """The env to evaluate in: ``cfg.env``, else the one the training data came from (with the
-    data's overrides: camera settings as trained). An env of another robot than the data's is
-    refused."""
+    """The env to evaluate in: ``cfg.env``, else the one the training data came from, with the
+    data's robot settings (cameras); refused when its robot is not the one the data's env had."""
     meta = _run_metadata(run)
     data_env = meta.get("env_id")
     env_id = cfg.env or data_env
@@ -110,8 +108,7 @@ def env_for(cfg: EvalConfig, run: Path) -> RobotEnv:
         raise ConfigError(f"env: the training data of {run} does not say which env it came "
                           "from (no env_id in its dataset.json); pass env=robolearn/<Name>-v0")
     if env_id not in ENVS:
-        raise ConfigError(f"env: unknown environment {env_id!r} (from {run / 'dataset.json'}); "
-                          f"known: {', '.join(ENVS)}")
+        raise ConfigError(f"env: {unknown_env(env_id)} (from {run / 'dataset.json'})")
     data_robot = ENVS[data_env]["robot"] if data_env in ENVS else meta.get("robot_type")
     robot = ENVS[env_id]["robot"]
     if data_robot is not None and robot != data_robot:
@@ -119,8 +116,14 @@ def env_for(cfg: EvalConfig, run: Path) -> RobotEnv:
         raise ConfigError(f"env: {env_id} drives robot {robot!r}, but {run} was trained on "
                           f"{data_robot!r} data; evaluate it in one of {', '.join(same) or '?'}")
     kwargs = dict(ENVS[env_id])
-    if env_id == data_env:
-        kwargs.update(meta.get("env_overrides", {}))
+    overrides = meta.get("env_overrides", {})
+    if data_env == env_id:
+        kwargs.update(overrides)
+    elif data_env in ENVS:
+        # the same robot in another env (another track): the data's robot settings (cameras)
+        # carry over, except those this env registers itself (its track)
+        kwargs["robot_kwargs"] = {**overrides.get("robot_kwargs", {}),
+                                  **kwargs.get("robot_kwargs", {})}
     if cfg.max_steps is not None:
         kwargs["max_steps"] = cfg.max_steps
     return make_env(**kwargs)

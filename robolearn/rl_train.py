@@ -44,12 +44,21 @@ from data import EpisodeStore, Source, StoreError
 from data.schema import Feature
 from policies.rl.replay import ReplayBuffer, discounted_returns, learner_reward, load_transitions
 from robolearn.config import ConfigError, InvalidValue, to_yaml
-from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.env import (
+    ENVS,
+    RobotEnv,
+    make_env,
+    robot_config,
+    robot_defaults,
+    robot_kwargs,
+    unknown_env,
+)
 from robolearn.loop import create_store
 from robolearn.rundir import (
     RUN_ENTRIES,
     check_output,
     check_resumable,
+    flatten,
     load_training_state,
     restore,
     restore_rng_state,
@@ -78,7 +87,7 @@ class RLTrainConfig:
     policy: str = "rlpd"  # RL learner: sac | rlpd | iql | calql | wsrl
     env_steps: int = 50_000  # online environment steps (warm-up included)
     max_episode_steps: int | None = None  # per training episode; None: the env's own limit
-    robot: dict[str, Any] = field(default_factory=dict)  # robot overrides (camera=true, ...)
+    robot: Any = None  # settings of the env's robot (camera=true...); None: the env's own
     eval_every: int = 5000  # env steps between evaluations of the deterministic policy
     eval_episodes: int = 5  # seeded episodes per evaluation
     log_every: int = 1000  # env steps (or offline gradient steps) between logged metrics
@@ -100,8 +109,8 @@ class RLTrainConfig:
 
     def __post_init__(self) -> None:
         if self.env not in ENVS:
-            raise InvalidValue("env", f"unknown environment {self.env!r}; known: "
-                                      f"{', '.join(ENVS)}")
+            raise InvalidValue("env", unknown_env(self.env))
+        self.robot = robot_config(self.env, self.robot)
         if self.obs_norm not in ("identity", "dataset"):
             raise InvalidValue("obs_norm", f"must be 'identity' or 'dataset', got "
                                            f"{self.obs_norm!r}")
@@ -149,9 +158,9 @@ class Runner:
         self.out = Path(cfg.output)
         self.env_kwargs = dict(ENVS[cfg.env])
         self.env_overrides: dict[str, Any] = {}
-        if cfg.robot:
-            self.env_overrides["robot_kwargs"] = {**self.env_kwargs.get("robot_kwargs", {}),
-                                                  **cfg.robot}
+        kwargs = robot_kwargs(cfg.env, cfg.robot)
+        if kwargs != self.env_kwargs.get("robot_kwargs", {}):
+            self.env_overrides["robot_kwargs"] = kwargs
         if cfg.max_episode_steps:
             self.env_overrides["max_steps"] = cfg.max_episode_steps
         self.env_kwargs.update(self.env_overrides)
@@ -291,12 +300,19 @@ class Runner:
                          "policy_config.device", "policy_config.actor.device")
 
     def _check_resumable(self) -> None:
-        # a run saved before the runner took a safety config ran with its defaults (other
-        # missing keys are not filled: a default that changed since would pass unnoticed)
-        safety = {f"safety.{f.name}": getattr(SafetyConfig(), f.name)
-                  for f in dataclasses.fields(SafetyConfig)}
+        # a run saved before the runner took a safety config ran with its defaults, and one
+        # saved before robot configs were typed (robot: a dict of overrides) with its env's
+        # robot defaults (other missing keys are not filled: a default that changed since would
+        # pass unnoticed)
+        from omegaconf import OmegaConf
+
+        defaults = {f"safety.{f.name}": getattr(SafetyConfig(), f.name)
+                    for f in dataclasses.fields(SafetyConfig)}
+        robot = OmegaConf.to_container(OmegaConf.create(to_yaml(robot_defaults(self.cfg.env))))
+        assert isinstance(robot, dict)
+        defaults.update({f"robot.{k}": v for k, v in flatten(robot).items()})
         check_resumable(self.out, self.cfg, self.RESUMABLE_CHANGES,
-                        "budgets, evaluation, logging, checkpointing and the device", safety)
+                        "budgets, evaluation, logging, checkpointing and the device", defaults)
 
     def _logged_before_checkpoint(self, row: dict[str, Any]) -> bool:
         """Whether a ``metrics.jsonl`` row was logged before the checkpoint this run resumed

@@ -33,6 +33,9 @@ class Robot(ABC):
     """Base class of every robot, simulated or real."""
 
     name: str = "robot"  # registry name, e.g. "sim_car"
+    # the typed config dataclass whose fields are the constructor's keyword arguments (the
+    # ``robot.*`` keys of collect and train configs); every registered robot has one
+    config_class: type | None = None
     fps: float = 20.0  # control rate the robot expects, Hz
     # a simulated robot moves only when stepped (nothing happens while the loop waits); a real
     # one keeps executing its last command, which is what the control loop's watchdog is for
@@ -126,7 +129,8 @@ class Robot(ABC):
 
 
 # --------------------------------------------------------------------------- the registry
-# name -> "module:Class". Adding a robot touches its own folder plus one line here.
+# name -> "module:Class" (the class names its config: ``config_class``). Adding a robot touches
+# its own folder plus one line here.
 ROBOTS: dict[str, str] = {
     "sim_car": "sim.car.robot:SimCar",
     "sim_arm": "sim.arm.robot:SimArm",
@@ -144,3 +148,12 @@ def resolve(table: dict[str, str], name: str, kind: str) -> Any:
 
 def make_robot(name: str, **kwargs: Any) -> Robot:
     return resolve(ROBOTS, name, "robot")(**kwargs)
+
+
+def robot_config_class(name: str) -> type:
+    """The config dataclass of robot ``name`` (an omegaconf structured schema)."""
+    cls = resolve(ROBOTS, name, "robot")
+    if cls.config_class is None:
+        raise TypeError(f"robot {name!r} ({cls.__name__}) names no config_class")
+    config: type = cls.config_class
+    return config

@@ -234,13 +234,13 @@ def restore(what: str, path: Path, load: Callable[[], Any]) -> None:
 
 
 # ---------------------------------------------------------------------------- resuming
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts -> ``{"a.b.c": leaf}``."""
     if not isinstance(tree, dict):
         return {prefix: tree}
     out: dict[str, Any] = {}
     for k, v in tree.items():
-        out.update(_flatten(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}"))
+        out.update(flatten(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}"))
     return out
 
 
@@ -254,11 +254,11 @@ def check_resumable(out: Path, cfg: Any, resumable: Collection[str], may_change:
     if not saved.is_file():
         return
     try:
-        old = _flatten(OmegaConf.to_container(OmegaConf.load(saved)))
+        old = flatten(OmegaConf.to_container(OmegaConf.load(saved)))
     except (yaml.YAMLError, OmegaConfBaseException) as exc:
         raise CheckpointError(f"{saved}: cannot read the run's config "
                               f"({str(exc).splitlines()[0]})") from None
-    new = _flatten(OmegaConf.to_container(OmegaConf.create(to_yaml(cfg))))
+    new = flatten(OmegaConf.to_container(OmegaConf.create(to_yaml(cfg))))
     old = {**{k: v for k, v in (defaults or {}).items() if k not in old}, **old}
     changed = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in sorted({*old, *new})
                if old.get(k) != new.get(k) and k not in resumable]

@@ -25,9 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import DataLoader, Sampler
 
 from data import EpisodeStore, StoreError
@@ -87,7 +84,7 @@ class TrainConfig:
     seed: int = 0  # seeds data order, initialisation and training noise
     threads: int = 0  # torch CPU threads; 0 keeps torch's default (1 is fastest for small
     # models on a busy 2-core machine: measured 0.8 ms vs 44 ms per MLP step)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)  # AdamW and its LR schedule
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "save_every"):
@@ -106,18 +103,21 @@ def schema_for(path: str | None, overrides: list[str]) -> type:
     """The typed schema of this run: TrainConfig plus ``policy_config`` of the chosen policy
     (read from the file and overrides first), so every policy field is checked up front."""
     from policies import POLICIES, policy_config_class
+    from robolearn.config import probe
 
-    name = _chosen_policy(path, overrides)
+    name = str(probe(path, overrides).get("policy", "mlp"))
     from policies.rl import RL_ALGOS
 
+    chosen = {"selected_by": {"policy_config": ("policy", name)}}
     if name in RL_ALGOS:  # an RL learner: the online/offline runner's schema
         from policies.rl import agent_class
+        from robolearn.env import with_robot
         from robolearn.rl_train import RLTrainConfig
 
         acls = agent_class(name).config_class
-        return dataclasses.make_dataclass(
+        return with_robot(dataclasses.make_dataclass(
             f"RLTrainConfig_{name}", [("policy_config", acls, field(default_factory=acls))],
-            bases=(RLTrainConfig,))
+            bases=(RLTrainConfig,), namespace=chosen), path, overrides)
     if name not in POLICIES:
         from robolearn.config import ConfigError
 
@@ -126,27 +126,7 @@ def schema_for(path: str | None, overrides: list[str]) -> type:
     cls = policy_config_class(name)
     return dataclasses.make_dataclass(
         f"TrainConfig_{name}", [("policy_config", cls, field(default_factory=cls))],
-        bases=(TrainConfig,))
-
-
-def _chosen_policy(path: str | None, overrides: list[str]) -> str:
-    """``policy`` as the file and the overrides set it, read before the schema is known. What
-    cannot be read (bad YAML, a list at the top, a malformed override) is skipped here:
-    ``load_config`` then reports it in one line naming the file, line or override."""
-    name: Any = "mlp"
-    try:
-        loaded = OmegaConf.load(path) if path and Path(path).is_file() else None
-        if isinstance(loaded, DictConfig):
-            name = loaded.get("policy", name)
-    except (yaml.YAMLError, OmegaConfBaseException, OSError, UnicodeDecodeError):
-        pass
-    for item in overrides:
-        if item.partition("=")[0].strip() == "policy":
-            try:
-                name = OmegaConf.from_dotlist([item]).get("policy", name)
-            except (OmegaConfBaseException, ValueError):
-                pass
-    return str(name)
+        bases=(TrainConfig,), namespace=chosen)
 
 
 class StepSampler(Sampler[list[int]]):

@@ -113,6 +113,7 @@ class RobosuiteRobot(Robot):
     simulated = True
 
     name = "robosuite"
+    config_class = RobosuiteConfig
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()

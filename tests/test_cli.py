@@ -148,11 +148,23 @@ def test_bad_overrides_exit_2_naming_the_key(make_store: StoreFactory,
 
 
 def test_missing_positional_and_extra_arguments_exit_2(capsys: pytest.CaptureFixture[str],
+                                                       make_store: StoreFactory,
                                                        tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, "data", "info")
-    assert code == 2 and "path" in err
-    code, _, err = run_cli(capsys, "data", "info", str(tmp_path), "extra")
-    assert code == 2 and "extra" in err
+    assert code == 2
+    assert err == "robolearn data info: missing positional argument PATH (robolearn data info " \
+                  "PATH)\n"
+    code, _, err = run_cli(capsys, "data", "info", str(tmp_path), "extra", "more")
+    assert code == 2
+    assert "too many positional arguments: 'extra' 'more'" in err and "takes PATH" in err
+    code, _, err = run_cli(capsys, "train", "runs/x")  # train takes none
+    assert code == 2 and "too many positional arguments: 'runs/x'" in err
+    assert "takes no positional argument" in err
+    # a positional argument may be given by its key instead; other missing keys stay keys
+    code, out, err = run_cli(capsys, "data", "info", f"path={make_store(lengths=(2,))}")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "train", "policy=mlp")
+    assert code == 2 and "missing required value(s): dataset" in err
 
 
 @pytest.mark.parametrize("command", ["info", "verify", "delete"])
@@ -202,3 +214,46 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     assert Path(bc["learning_curve"]).stat().st_size > 1000
     assert len(bc["videos"]) == 1 and Path(bc["videos"][0]).exists()
     assert "report:" in proc.stdout
+
+
+@pytest.mark.parametrize("command", [["collect", "{out}"], ["train", "policy=sac",
+                                                          "output={out}"]])
+def test_a_robot_key_typo_fails_before_work_naming_it(command: list[str], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    args = [a.format(out=out) for a in command] + ["env=robolearn/SimCar-v0", "robot.camra=true"]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2
+    assert "unknown key 'robot.camra' (did you mean 'robot.camera'?)" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_collect_records_with_the_typed_robot_settings(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Robot settings reach the robot (two checkpoints in the car's state) and the store's
+    metadata, which ``robolearn eval`` rebuilds the env from: the env's own settings (its
+    track) and the changed ones, as before robot configs were typed."""
+    out = tmp_path / "car.zarr"
+    code, _, err = run_cli(capsys, "collect", str(out), "env=robolearn/SimCarChicane-v0",
+                           "episodes=1", "max_steps=5", "robot.n_checkpoints_obs=2",
+                           "robot.max_speed=4.0", "-q")
+    assert code == 0, err
+    with EpisodeStore.open(out, "r") as store:
+        assert store.features["observation.state"].shape == (9 + 2 * 2,)
+        assert store.metadata["env_overrides"]["robot_kwargs"] == {
+            "track": "chicane", "n_checkpoints_obs": 2, "max_speed": 4.0}
+
+
+@pytest.mark.parametrize("command", ["train", "collect"])
+@pytest.mark.parametrize(("text", "needle"), [("policy: [mlp\nenv: x\n", "not valid YAML"),
+                                              ("- 1\n- 2\n", "top level must be a mapping")])
+def test_a_bad_config_file_is_one_line_for_commands_whose_schema_reads_it(
+        command: str, text: str, needle: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """train and collect read ``policy`` / ``env`` from the file to choose their schema; a file
+    that is no YAML mapping is reported with its place, not as a traceback from that reading."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    code, _, err = run_cli(capsys, command, "--config", str(bad), "output=x")
+    assert code == 2
+    assert f"{bad}:" in err and needle in err and len(err.splitlines()) == 1, err

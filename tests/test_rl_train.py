@@ -429,3 +429,23 @@ def test_resume_refuses_a_changed_experiment_and_nothing_deletes_foreign_files(
     assert train(foreign, "env_steps=30", dataset=car_demos) == 2
     assert "not created by robolearn" in capsys.readouterr().err
     assert (foreign / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_run_from_before_typed_robot_configs_resumes(car_demos: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Its config.yaml holds ``robot`` as the dict of overrides it was given: the settings it
+    did not give are the env's, so it resumes; a changed robot setting still refuses."""
+    import yaml
+
+    out = tmp_path / "old"
+    assert train(out, "env_steps=30", "robot.max_speed=4.0", dataset=car_demos) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["robot"]["track"] == "oval" and saved["robot"]["max_speed"] == 4.0
+    saved["robot"] = {"max_speed": 4.0}  # as written before robot configs were typed
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert train(out, "env_steps=60", "robot.max_speed=3.0", dataset=car_demos) == 2
+    assert "robot.max_speed (4.0 -> 3.0)" in capsys.readouterr().err
+    assert train(out, "env_steps=60", "robot.max_speed=4.0", dataset=car_demos) == 0
+    assert "resumed" in capsys.readouterr().err.replace("\n", " ")
+    meta = json.loads((out / "dataset.json").read_text())  # what robolearn eval rebuilds
+    assert meta["env_overrides"]["robot_kwargs"] == {"track": "oval", "max_speed": 4.0}

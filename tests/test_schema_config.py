@@ -248,3 +248,87 @@ def test_invalid_value_from_file_names_full_path(tmp_path: Path) -> None:
     yml = write(tmp_path / "exp.yaml", "data: d\ntrain:\n  optim:\n    lr: -0.5\n")
     with pytest.raises(ConfigError, match=r"^train\.optim\.lr: must be > 0, got -0\.5"):
         load_config(Experiment, yml)
+
+
+# ------------------------------------------------------------------------------ robot configs
+
+
+@pytest.mark.parametrize("env_id", list(__import__("robolearn.env").env.ENVS))
+def test_every_registered_env_gives_its_robots_typed_config(env_id: str) -> None:
+    """One registry line per robot names a config dataclass (a structured schema) and the env's
+    own robot_kwargs (the car's track) are that config's defaults in the env's commands."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from robolearn.collect import CollectConfig, schema_for
+    from robolearn.env import ENVS
+    from robolearn.robot import robot_config_class
+
+    spec = ENVS[env_id]
+    cls = robot_config_class(spec["robot"])
+    assert dataclasses.is_dataclass(cls)
+    OmegaConf.structured(cls)  # usable as an omegaconf schema
+    overrides = ["output=x.zarr", f"env={env_id}"]
+    cfg = load_config(schema_for(None, overrides), None, overrides)
+    assert isinstance(cfg, CollectConfig) and type(cfg.robot) is cls
+    for key, value in spec.get("robot_kwargs", {}).items():
+        assert getattr(cfg.robot, key) == value
+
+
+def test_robot_keys_are_typed_checked_and_default_to_the_envs_settings(tmp_path: Path) -> None:
+    from robolearn.collect import CollectConfig, schema_for
+    from sim.car.robot import SimCarConfig
+
+    def collect(*overrides: str, path: Path | None = None) -> CollectConfig:
+        args = ["output=x.zarr", *overrides]
+        cfg = load_config(schema_for(str(path) if path else None, args), path, args)
+        assert isinstance(cfg, CollectConfig)
+        return cfg
+
+    cfg = collect("env=robolearn/SimCarChicane-v0", "robot.camera=true")
+    assert isinstance(cfg.robot, SimCarConfig)
+    assert (cfg.robot.track, cfg.robot.camera, cfg.robot.fps) == ("chicane", True, 20.0)
+    assert collect("env=robolearn/SimCar-v0", "robot.track=technical").robot.track == "technical"
+    # the env is read from the file as from the overrides
+    yml = write(tmp_path / "c.yaml", "env: robolearn/SimCarTechnical-v0\nrobot:\n  fps: 10\n")
+    assert (collect(path=yml).robot.track, collect(path=yml).robot.fps) == ("technical", 10.0)
+    bad = {"robot.camra=true": "unknown key 'robot.camra' (did you mean 'robot.camera'?)",
+           "robot.camera=sometimes": "'robot.camera'",
+           "robot.fps=-1": "robot: SimCarConfig.fps must be > 0",
+           "robot.cameras=[front]": "did you mean 'robot.camera'?"}
+    for override, needle in bad.items():
+        with pytest.raises(ConfigError) as err:
+            collect("env=robolearn/SimCar-v0", override)
+        assert needle in str(err.value), (override, str(err.value))
+    with pytest.raises(ConfigError) as err:  # the arm's keys are the arm's, nested ones too
+        collect("env=robolearn/SimArmLift-v0", "robot.layout.cube_radius=[0.3,0.1]")
+    assert str(err.value).startswith("robot.layout: LayoutConfig.cube_radius"), str(err.value)
+
+
+def test_robot_settings_saved_as_a_plain_dict_still_load(tmp_path: Path) -> None:
+    """Run configs written before robot configs were typed held ``robot`` as a dict of
+    overrides (often empty); they load into the typed config, as does a new config's YAML."""
+    from robolearn.collect import CollectConfig
+    from robolearn.rl_train import RLTrainConfig
+    from robolearn.train import schema_for
+    from sim.car.robot import SimCarConfig
+
+    old = write(tmp_path / "config.yaml", "env: robolearn/SimCar-v0\npolicy: sac\noutput: o\n"
+                                          "robot:\n  camera: true\n  camera_size: [24, 24]\n")
+    cfg = load_config(schema_for(str(old), []), old)
+    assert isinstance(cfg, RLTrainConfig) and isinstance(cfg.robot, SimCarConfig)
+    assert (cfg.robot.camera, cfg.robot.camera_size, cfg.robot.track) == (True, (24, 24), "oval")
+    new = write(tmp_path / "new.yaml", to_yaml(cfg))
+    again = load_config(schema_for(str(new), []), new)
+    assert again.robot == cfg.robot
+    empty = write(tmp_path / "empty.yaml", "env: robolearn/SimCarChicane-v0\nrobot: {}\n"
+                                           "policy: sac\n")
+    assert load_config(schema_for(str(empty), []), empty).robot.track == "chicane"
+    # the untyped base class (the Python API) types the dict in __post_init__, checking it
+    base = load_config(CollectConfig, None, ["output=x", "env=robolearn/SimCar-v0",
+                                             "robot.camera=true"])
+    assert isinstance(base.robot, SimCarConfig) and base.robot.camera
+    with pytest.raises(ConfigError, match=r"unknown key 'robot\.camra' \(did you mean"):
+        load_config(CollectConfig, None, ["output=x", "env=robolearn/SimCar-v0",
+                                          "robot.camra=true"])

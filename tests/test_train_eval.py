@@ -143,3 +143,30 @@ def test_wilson_interval() -> None:
     lo, hi = wilson(45, 50)
     assert 0.78 < lo < 0.9 < hi < 0.97
     assert wilson(5, 10)[1] - wilson(5, 10)[0] > wilson(50, 100)[1] - wilson(50, 100)[0]
+
+
+def test_eval_in_another_robots_env_or_an_unknown_env_is_one_line(
+        reach_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    run = tmp_path / "run"
+    assert _train(reach_store, run, 2) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "env=robolearn/SimCar-v0", "episodes=1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert "robolearn/SimCar-v0 drives robot sim_car" in err
+    assert "robolearn/SimArmReach-v0 data, robot sim_arm" in err
+    assert main(["eval", str(run), "env=robolearn/SimArmReech-v0", "episodes=1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown environment 'robolearn/SimArmReech-v0' (did you mean " \
+           "'robolearn/SimArmReach-v0'?); known: robolearn/SimCar-v0" in err
+    # a run whose data names no env (or one no longer registered) says what to pass
+    meta = json.loads((run / "dataset.json").read_text())
+    (run / "dataset.json").write_text(json.dumps({**meta, "env_id": None}))
+    assert main(["eval", str(run), "episodes=1", "-q"]) == 2
+    assert "pass env=robolearn/<Name>-v0" in capsys.readouterr().err
+    (run / "dataset.json").write_text(json.dumps({**meta, "env_id": "robolearn/Gone-v0"}))
+    assert main(["eval", str(run), "episodes=1", "-q"]) == 2
+    assert "unknown environment 'robolearn/Gone-v0'" in capsys.readouterr().err
+    assert not (run / "eval").exists()

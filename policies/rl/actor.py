@@ -43,8 +43,8 @@ class ActorConfig(PolicyConfig):
     action_norm: str = "min_max"  # [-1, 1] <-> the action bounds given as min/max statistics
     hidden: list[int] = field(default_factory=lambda: [256, 256])  # MLP widths
     layer_norm: bool = True  # LayerNorm after each hidden layer (WSRL: in actor and critic)
-    log_std_min: float = -5.0  # log std range of the Gaussian before tanh
-    log_std_max: float = 2.0
+    log_std_min: float = -5.0  # lowest log std of the Gaussian before tanh
+    log_std_max: float = 2.0  # highest log std of the Gaussian before tanh
     deterministic: bool = True  # act with tanh(mean); False samples (exploration)
     bc_nll_weight: float = 0.01  # behaviour cloning: weight of the NLL beside the squared error
     relative_actions: list[str] = field(default_factory=list)  # action names output as offsets

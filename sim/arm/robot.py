@@ -65,6 +65,7 @@ class SimArmConfig:
 class SimArm(Robot):
     simulated = True
     name = "sim_arm"
+    config_class = SimArmConfig
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()

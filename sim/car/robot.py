@@ -117,6 +117,7 @@ class SimCar(Robot):
     simulated = True
 
     name = "sim_car"
+    config_class = SimCarConfig
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
