@@ -113,8 +113,9 @@ def env_for(cfg: EvalConfig, run: Path) -> RobotEnv:
     robot = ENVS[env_id]["robot"]
     if data_robot is not None and robot != data_robot:
         same = [e for e, kw in ENVS.items() if kw["robot"] == data_robot]
-        raise ConfigError(f"env: {env_id} drives robot {robot!r}, but {run} was trained on "
-                          f"{data_robot!r} data; evaluate it in one of {', '.join(same) or '?'}")
+        raise ConfigError(f"env: {env_id} drives robot {robot}, but {run} was trained on "
+                          f"{data_env or 'its'} data, robot {data_robot}; evaluate it in one of "
+                          f"{', '.join(same) or '?'}")
     kwargs = dict(ENVS[env_id])
     overrides = meta.get("env_overrides", {})
     if data_env == env_id:

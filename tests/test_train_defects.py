@@ -410,5 +410,5 @@ def test_eval_refuses_another_robots_env(tmp_path: Path,
     run = tmp_path / "run"
     assert _train(car, run, 1, "batch_size=4", "val_fraction=0") == 0
     assert _eval(run, f"env={REACH}") == 2
-    _one_line(capsys, REACH, "'sim_arm'", "'sim_car'", "robolearn/SimCar-v0")
+    _one_line(capsys, REACH, "robot sim_arm", "robot sim_car", "robolearn/SimCar-v0")
     assert not (run / "eval").exists()
