@@ -175,9 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # found once the command has looked at its inputs
         print(f"robolearn {cmd.name}: config error: {exc}", file=sys.stderr)
         return 2
+    except _runtime_errors() as exc:  # evaluated only when something was raised
+        print(f"robolearn {cmd.name}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"robolearn {cmd.name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _runtime_errors() -> tuple[type[BaseException], ...]:
+    """Failures that end a command in one line, exit 1: a policy or device gave no usable action
+    (the robot is stopped and the steps kept; the message says so), or this machine cannot
+    render camera frames (the message names the package). Imported only when needed."""
+    from robolearn.loop import ActionError
+    from sim import RenderingUnavailable
+
+    return (ActionError, RenderingUnavailable)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,12 @@ An existing store with the same schema is appended to; otherwise a new one is cr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,15 +126,34 @@ def run(cfg: CollectConfig) -> int:
     env = _env(cfg)
     try:
         if cfg.source == "scripted":
-            store = _open_store(cfg, env)
-            with store, store.recorder(task=env.task.description or env.task.name) as rec:
+            with _store_of_this_run(cfg, env) as store, \
+                    store.recorder(task=env.task.description or env.task.name) as rec:
                 _scripted(cfg, env, rec)
-                console.print(f"{cfg.output}: {len(store)} episodes, {store.num_frames} steps")
         else:
             _teleop(cfg, env)
     finally:
         env.close()
     return 0
+
+
+@contextlib.contextmanager
+def _store_of_this_run(cfg: CollectConfig, env: RobotEnv) -> Iterator[EpisodeStore]:
+    """The output store, closed at the end; one that this run created and recorded nothing into
+    (an error before the first step, quit at the first prompt) is removed again."""
+    fresh = not Path(cfg.output).exists()
+    store = _open_store(cfg, env)
+    try:
+        with store:
+            yield store
+    except BaseException:
+        if fresh and len(store) == 0:  # the error's own line says what happened
+            shutil.rmtree(store.path)
+        raise
+    if fresh and len(store) == 0:
+        shutil.rmtree(store.path)
+        console.print(f"{cfg.output}: no episode recorded; removed the empty store")
+    else:
+        console.print(f"{cfg.output}: {len(store)} episodes, {store.num_frames} steps")
 
 
 def _scripted(cfg: CollectConfig, env: RobotEnv, rec: Any) -> None:
@@ -149,18 +170,9 @@ def _teleop(cfg: CollectConfig, env: RobotEnv) -> None:
 
     teleop = make_teleop(cfg.teleop, env.robot, **cfg.teleop_config)
     with teleop:  # opened before the store: a missing device leaves nothing behind
-        fresh = not Path(cfg.output).exists()
-        store = _open_store(cfg, env)
-        try:
-            with store, store.recorder(task=env.task.description or env.task.name) as rec:
-                TeleopSession(cfg, env, teleop, rec).run()
-        finally:
-            removed = fresh and len(store) == 0  # created by this run, and nothing recorded
-            if removed:
-                shutil.rmtree(store.path)
-                console.print(f"{cfg.output}: no episode recorded; removed the empty store")
-        if not removed:
-            console.print(f"{cfg.output}: {len(store)} episodes, {store.num_frames} steps")
+        with _store_of_this_run(cfg, env) as store, \
+                store.recorder(task=env.task.description or env.task.name) as rec:
+            TeleopSession(cfg, env, teleop, rec).run()
 
 
 def _signed(x: float) -> str:

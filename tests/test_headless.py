@@ -79,3 +79,18 @@ def test_default_choice_imports_mujoco() -> None:
                 "d = mujoco.MjData(m); mujoco.mj_step(m, d); print('gl', os.environ['MUJOCO_GL'])")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("gl ")
+
+
+def test_collect_with_a_camera_without_gl_is_one_line(tmp_path: Path) -> None:
+    """Through the command line: one line naming the package, exit 1, no traceback."""
+    out = tmp_path / "cam.zarr"
+    proc = subprocess.run(
+        [sys.executable, "-m", "robolearn.cli", "collect", str(out), "episodes=1", "-q",
+         "robot.cameras=[front]"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**{k: v for k, v in os.environ.items() if k != "PYOPENGL_PLATFORM"},
+             "MUJOCO_GL": "disable"})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "libosmesa6" in lines[0], proc.stderr
+    assert not out.exists()  # no empty store left behind
