@@ -92,7 +92,7 @@ def vector_throughput(env_id: str, counts: tuple[int, ...], seconds: float,
 
 
 def experts(episodes: int) -> dict[str, dict[str, float]]:
-    from sim.arm.expert import evaluate
+    from sim.arm.expert_eval import evaluate
     from sim.car.__main__ import driver_success_rate
 
     out: dict[str, dict[str, float]] = {}

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
+from policies.device import pick_device
 from robolearn.robot import resolve
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ def make_policy(name: str, features: Mapping[str, Feature], stats: Stats, *,
     ``overrides`` set config fields (nested ones as dicts: ``encoder={"keypoints": 16}``);
     a bad value raises :class:`robolearn.config.InvalidValue` naming the field.
     """
-    from policies.base import pick_device
-
     cls = policy_class(name)
     if config is None:
         schema = OmegaConf.merge(OmegaConf.structured(cls.config_class), overrides)

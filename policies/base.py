@@ -66,12 +66,6 @@ class PolicyConfig:
             raise InvalidValue("action_norm", f"{self.action_norm!r} not one of {NORM_MODES[:2]}")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def masked_mean(err: Tensor, is_pad: Tensor) -> Tensor:
     """Mean of ``err`` (B, T, A) over the steps that are not padding (``is_pad``: (B, T))."""
     keep = (~is_pad).unsqueeze(-1).to(err.dtype)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from data.schema import Feature
-from policies.base import pick_device
+from policies.device import pick_device
 from policies.normalize import Stats
 from policies.rl.actor import ActorConfig, ActorPolicy
 from policies.rl.networks import EnsembleMLP, LoopEnsembleMLP, random_shift
