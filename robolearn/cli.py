@@ -48,6 +48,10 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             ("output",), "copy (filtered) episodes of several stores into one new store"),
     Command("data delete", "robolearn.data_cmds:DeleteConfig", "robolearn.data_cmds:delete",
             ("path",), "delete episodes by index"),
+    Command("data export", "robolearn.interop_cmds:ExportConfig", "robolearn.interop_cmds:export",
+            ("store", "output"), "write a store as another format's dataset (format=lerobot)"),
+    Command("data import", "robolearn.interop_cmds:ImportConfig", "robolearn.interop_cmds:import_",
+            ("input", "output"), "make a store from a LeRobotDataset (format=lerobot)"),
 ]}
 
 

@@ -1,0 +1,118 @@
+"""``robolearn data export | import``: LeRobot interop. The conversions live in
+:mod:`data.interop`; this module holds their typed configs and the command functions."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from data.interop import ConversionError
+from data.schema import Source
+from robolearn.config import MISSING, ConfigError, InvalidValue
+from robolearn.progress import track
+
+console = Console()
+
+# The name is the registry: format -> ("module:function", the package it needs, how to get it)
+EXPORTERS = {"lerobot": ("data.interop.lerobot:export_lerobot", "lerobot",
+                         "uv sync --extra lerobot")}
+IMPORTERS = {"lerobot": ("data.interop.lerobot:import_lerobot", "lerobot",
+                         "uv sync --extra lerobot")}
+
+
+def _check_format(value: str | None, known: dict[str, Any], key: str = "format") -> None:
+    if value is not None and value not in known:
+        raise InvalidValue(key, f"unknown format {value!r}; known: {', '.join(known)}")
+
+
+def _check_source(value: str) -> None:
+    try:
+        Source.parse(value)
+    except ValueError as exc:
+        raise InvalidValue("source", str(exc)) from None
+
+
+@dataclass
+class ExportConfig:
+    store: str = MISSING  # episode store to export
+    output: str = MISSING  # folder to create (refused if it exists)
+    format: str = "lerobot"  # target format: lerobot (a LeRobotDataset v3.0)
+    repo_id: str | None = None  # LeRobot repo id recorded in the dataset; default local/<output>
+    video: bool = True  # cameras as AV1 MP4 (lerobot's default); false: lossless PNG frames
+
+    def __post_init__(self) -> None:
+        _check_format(self.format, EXPORTERS)
+
+
+@dataclass
+class ImportConfig:
+    input: str = MISSING  # LeRobotDataset folder
+    output: str = MISSING  # episode store to create (refused if it exists)
+    format: str | None = None  # lerobot; default: lerobot for a folder with meta/info.json
+    source: str = "teleop"  # action source of steps whose input does not say
+    skip: list[str] = field(default_factory=list)  # input features to leave out
+    repo_id: str | None = None  # lerobot: repo id to open the dataset under; default local/<name>
+
+    def __post_init__(self) -> None:
+        _check_format(self.format, IMPORTERS)
+        _check_source(self.source)
+
+    def resolved_format(self) -> str:
+        if self.format is not None:
+            return self.format
+        if (Path(self.input) / "meta" / "info.json").is_file():
+            return "lerobot"
+        raise ConfigError(f"format: cannot tell the format of {self.input}; pass "
+                          f"format={' or format='.join(IMPORTERS)}")
+
+
+def _converter(table: dict[str, tuple[str, str, str]], name: str) -> Callable[..., Any]:
+    ref, package, how = table[name]
+    if importlib.util.find_spec(package) is None:  # found, not imported: the converter's module
+        # sets lerobot's environment (offline, quiet) before lerobot is first imported
+        raise ConversionError(f"format {name} needs the '{package}' package, which is not "
+                              f"installed ({how})")
+    module, _, attr = ref.partition(":")
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+    return fn
+
+
+def export(cfg: ExportConfig) -> int:
+    fn = _converter(EXPORTERS, cfg.format)
+    with _quiet_store_log():
+        done = fn(cfg.store, cfg.output, repo_id=cfg.repo_id, video=cfg.video, track=track)
+    console.print(f"{done.path}: {cfg.format} dataset, {done.episodes} episodes, "
+                  f"{done.frames} frames", highlight=False)
+    return 0
+
+
+def import_(cfg: ImportConfig) -> int:
+    fmt = cfg.resolved_format()
+    fn = _converter(IMPORTERS, fmt)
+    with _quiet_store_log():
+        done = fn(cfg.input, cfg.output, source=cfg.source, skip=cfg.skip, repo_id=cfg.repo_id,
+                  track=track)
+    console.print(f"{done.path}: episode store, {done.episodes} episodes, {done.frames} frames "
+                  f"(from {fmt} {cfg.input})", highlight=False)
+    return 0
+
+
+@contextmanager
+def _quiet_store_log() -> Iterator[None]:
+    """The store's "created store" line would name the temporary folder the output is built in;
+    the command's own last line names the output."""
+    logger = logging.getLogger("data.store")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,301 @@
+"""LeRobot interop: real stores, datasets written and read by lerobot itself."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import data.interop.lerobot  # noqa: F401  (first: it keeps lerobot offline and quiet)
+from data import EpisodeStore
+from robolearn.cli import main
+from tests.conftest import smooth_image
+
+CAM = "observation.images.front"
+GREY = "observation.images.depth"
+FEATURES: dict[str, dict[str, Any]] = {
+    "observation.state": {"dtype": "float32", "shape": [3], "names": ["x", "y", "grip"]},
+    CAM: {"dtype": "uint8", "shape": [32, 40, 3]},
+    GREY: {"dtype": "uint8", "shape": [32, 32, 1]},
+    "action": {"dtype": "float32", "shape": [2]},
+    "next.reward": {"dtype": "float32", "shape": []},
+    "observation.contact": {"dtype": "bool", "shape": [2]},
+}
+LENGTHS = (6, 4, 5)
+pytestmark = pytest.mark.filterwarnings("ignore:Cannot enable progress bars")
+VIDEO_TOLERANCE = 8.0  # mean |difference| in grey levels after AV1 (crf 30) of smooth frames
+
+
+def _frame(e: int, t: int) -> dict[str, Any]:
+    return {"observation.state": np.array([e, t, 0.5 * t], np.float32) + 0.125,
+            CAM: smooth_image((32, 40, 3), 17 * e + 5 * t),
+            GREY: smooth_image((32, 32, 1), 40 + 9 * e + 3 * t),
+            "action": np.array([t / 7, -e], np.float32),
+            "next.reward": np.float32(e + t / 4),
+            "observation.contact": np.array([t % 2 == 0, e == 1])}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """Three episodes: success, failure with metadata, and one cut short by an exception (kept
+    as incomplete); sources alternate teleop / intervention."""
+    path = tmp_path / "demos.zarr"
+    with EpisodeStore.create(path, FEATURES, fps=10, robot_type="so101",
+                             tasks=["lift", "stack", "unused"], site="lab") as st:
+        with st.recorder() as rec:
+            for e, n in enumerate(LENGTHS[:2]):
+                rec.start_episode(task=["lift", "stack"][e])
+                for t in range(n):
+                    rec.add(_frame(e, t), source="intervention" if t % 3 == 2 else "teleop")
+                rec.end_episode(success=e == 0, tags=[f"ep{e}"], operator="ana", trial=e)
+        with pytest.raises(KeyboardInterrupt), st.recorder() as rec:
+            for t in range(LENGTHS[2]):
+                rec.add(_frame(2, t), source="policy")
+            raise KeyboardInterrupt
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".partial-" in p.name
+                  or ".creating-" in p.name)
+
+
+def _lerobot(path: Path) -> Any:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    return LeRobotDataset("test/demos", root=path)
+
+
+# --------------------------------------------------------------------------- export to lerobot
+@pytest.mark.parametrize("video", [False, True])
+def test_export_loads_in_lerobot_with_every_frame_equal(store: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        video: bool) -> None:
+    out = tmp_path / "lerobot"
+    code, _, err = run(capsys, "data", "export", str(store), str(out), "format=lerobot",
+                       f"video={str(video).lower()}")
+    assert code == 0, err
+    ds = _lerobot(out)
+    src = EpisodeStore.open(store)
+    assert (ds.num_episodes, ds.num_frames, ds.fps) == (3, sum(LENGTHS), 10)
+    assert ds.meta.robot_type == "so101"
+    feats = ds.features
+    assert feats["observation.state"]["names"] == ["x", "y", "grip"]
+    assert feats[CAM]["dtype"] == ("video" if video else "image")
+    assert tuple(feats[CAM]["shape"]) == (32, 40, 3) and tuple(feats[GREY]["shape"]) == (32, 32, 3)
+    assert tuple(feats["next.reward"]["shape"]) == (1,)
+    ends = np.cumsum(LENGTHS)
+    assert list(ds.meta.episodes["dataset_from_index"]) == [0, *ends[:-1]]
+    assert list(ds.meta.episodes["dataset_to_index"]) == list(ends)
+    assert [list(t) for t in ds.meta.episodes["tasks"]] == [["lift"], ["stack"], [""]]
+    diffs = []
+    for e in range(3):
+        ep = src.episode(e)
+        for t in range(LENGTHS[e]):
+            item = ds[int(ends[e] - LENGTHS[e] + t)]
+            assert item["episode_index"] == e and item["frame_index"] == t
+            assert item["task"] == (ep.info.task or "")
+            assert item["timestamp"].item() == pytest.approx(t / 10)
+            for key in ("observation.state", "action", "observation.contact"):
+                np.testing.assert_array_equal(item[key].numpy(), ep[key][t], err_msg=key)
+            assert item["next.reward"].item() == ep["next.reward"][t]
+            assert item["source"].item() == ep["source"][t]
+            for key in (CAM, GREY):
+                got = np.round(item[key].numpy().transpose(1, 2, 0) * 255)
+                want = np.broadcast_to(ep[key][t], got.shape)  # grey: copied to 3 channels
+                if video:
+                    diffs.append(np.abs(got - want).mean())
+                else:
+                    np.testing.assert_array_equal(got, want, err_msg=key)
+    if video:
+        assert max(diffs) < VIDEO_TOLERANCE, max(diffs)
+    side = json.loads((out / "meta" / "robolearn.json").read_text())
+    assert [e["success"] for e in side["episodes"]] == [True, False, None]
+    assert [e["complete"] for e in side["episodes"]] == [True, True, False]
+    assert side["episodes"][1]["metadata"] == {"operator": "ana", "trial": 1}
+    assert side["store"]["tasks"] == ["lift", "stack", "unused"]
+    assert leftovers(tmp_path) == []
+
+
+def test_round_trip_store_lerobot_store(store: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "data", "export", str(store), str(tmp_path / "le"), "video=false")[0] == 0
+    code, _, err = run(capsys, "data", "import", str(tmp_path / "le"), str(tmp_path / "back"))
+    assert code == 0, err
+    a, b = EpisodeStore.open(store), EpisodeStore.open(tmp_path / "back")
+    assert b.features == a.features and b.fps == a.fps and b.robot_type == a.robot_type
+    assert b.tasks == a.tasks
+    assert b.summary()["metadata"]["site"] == "lab"
+    assert len(b) == len(a)
+    for e in range(len(a)):
+        ea, eb = a.episode(e), b.episode(e)
+        for field in ("length", "success", "complete", "task", "tags", "sources", "metadata"):
+            assert getattr(eb.info, field) == getattr(ea.info, field), (e, field)
+        for key in ea.data:
+            if a.features.get(key) and a.features[key].image:  # JPEG again: within a level
+                assert np.abs(eb[key].astype(int) - ea[key]).max() <= 2, key
+            else:
+                np.testing.assert_array_equal(eb[key], ea[key], err_msg=key)
+                assert eb[key].dtype == ea[key].dtype
+
+
+def test_recorded_times_survive_the_round_trip(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    feats = {"observation.state": {"dtype": "float64", "shape": [1]},
+             "action": {"dtype": "float32", "shape": [1]}}
+    times = [0.0, 0.13, 0.19, 0.31]  # a real-time loop's jitter, not step / fps
+    with EpisodeStore.create(tmp_path / "s", feats, fps=5) as st, st.recorder() as rec:
+        for t, ts in enumerate(times):
+            rec.add({"observation.state": [t], "action": [t]}, timestamp=ts)
+        rec.end_episode(success=True)
+    assert run(capsys, "data", "export", str(tmp_path / "s"), str(tmp_path / "le"))[0] == 0
+    assert "robolearn.timestamp" in _lerobot(tmp_path / "le").features
+    assert run(capsys, "data", "import", str(tmp_path / "le"), str(tmp_path / "b"))[0] == 0
+    back = EpisodeStore.open(tmp_path / "b").episode(0)
+    np.testing.assert_array_equal(back["timestamp"], times)
+
+
+# --------------------------------------------------------------------------- import from lerobot
+def test_import_a_dataset_written_by_lerobot(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    src = tmp_path / "theirs"
+    feats = {"observation.state": {"dtype": "float32", "shape": (2,), "names": ["a", "b"]},
+             "action": {"dtype": "float32", "shape": (2,), "names": None},
+             "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
+             CAM: {"dtype": "video", "shape": (32, 40, 3),
+                   "names": ["height", "width", "channels"]}}
+    ds = LeRobotDataset.create("them/demo", fps=15, features=feats, root=src, robot_type="koch")
+    for e, (n, task) in enumerate([(5, "open"), (3, "close")]):
+        for t in range(n):
+            ds.add_frame({"observation.state": np.array([e, t], np.float32),
+                          "action": np.array([t / 3, 1], np.float32),
+                          "next.reward": np.array([t], np.float32),
+                          CAM: smooth_image((32, 40, 3), 20 * e + 4 * t), "task": task})
+        ds.save_episode(parallel_encoding=False)
+    ds.finalize()
+    code, _, err = run(capsys, "data", "import", str(src), str(tmp_path / "ours"),
+                       "source=scripted")
+    assert code == 0, err
+    theirs = LeRobotDataset("them/demo", root=src)
+    ours = EpisodeStore.open(tmp_path / "ours")
+    assert (len(ours), ours.num_frames, ours.fps, ours.robot_type) == (2, 8, 15.0, "koch")
+    assert ours.tasks == ["open", "close"]
+    assert ours.features["next.reward"].shape == (1,) and ours.features[CAM].image
+    for e in range(2):
+        ep = ours.episode(e)
+        assert (ep.info.task, ep.info.success, ep.info.complete) == (["open", "close"][e], None,
+                                                                     True)
+        assert ep.info.sources == {"scripted": len(ep)}
+        start = int(theirs.meta.episodes[e]["dataset_from_index"])
+        for t in range(len(ep)):
+            item = theirs[start + t]
+            for key in ("observation.state", "action", "next.reward"):
+                np.testing.assert_array_equal(ep[key][t], item[key].numpy().reshape(-1))
+            frame = np.round(item[CAM].numpy().transpose(1, 2, 0) * 255)
+            assert np.abs(ep[CAM][t] - frame).mean() < 2  # lerobot's frame, through JPEG q90
+            assert ep["timestamp"][t] == pytest.approx(t / 15)
+
+
+# --------------------------------------------------------------------------- bad input
+BadCase = Callable[[Path], list[str]]
+
+
+def _narrow_camera(tmp: Path) -> list[str]:
+    feats = {"observation.images.c": {"dtype": "uint8", "shape": [16, 16, 3]},
+             "action": {"dtype": "float32", "shape": [1]}}
+    with EpisodeStore.create(tmp / "narrow", feats, fps=10) as st, st.recorder() as rec:
+        rec.add({"observation.images.c": np.zeros((16, 16, 3), np.uint8), "action": [0.0]})
+        rec.end_episode()
+    return ["data", "export", str(tmp / "narrow"), str(tmp / "out")]
+
+
+def _v21_dataset(tmp: Path) -> list[str]:
+    (tmp / "old" / "meta").mkdir(parents=True)
+    (tmp / "old" / "meta" / "info.json").write_text(json.dumps(
+        {"codebase_version": "v2.1", "fps": 30, "features": {}}))
+    return ["data", "import", str(tmp / "old"), str(tmp / "out"), "format=lerobot"]
+
+
+def _fractional_fps(tmp: Path) -> list[str]:
+    feats = {"action": {"dtype": "float32", "shape": [1]}}
+    with EpisodeStore.create(tmp / "slow", feats, fps=12.5) as st, st.recorder() as rec:
+        rec.add({"action": [0.0]})
+        rec.end_episode()
+    return ["data", "export", str(tmp / "slow"), str(tmp / "out")]
+
+
+def _lerobot_with_text_and_two_tasks(tmp: Path) -> Path:
+    """Written by lerobot: a text feature, and an episode whose frames carry two tasks."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    feats = {"action": {"dtype": "float32", "shape": (1,), "names": None},
+             "note": {"dtype": "string", "shape": (1,), "names": None}}
+    ds = LeRobotDataset.create("them/text", fps=10, features=feats, root=tmp / "text")
+    for t in range(4):
+        ds.add_frame({"action": np.array([t], np.float32), "note": f"n{t}",
+                      "task": "open" if t < 2 else "close"})
+    ds.save_episode()
+    ds.finalize()
+    return tmp / "text"
+
+
+def _text_feature(tmp: Path) -> list[str]:
+    return ["data", "import", str(_lerobot_with_text_and_two_tasks(tmp)), str(tmp / "out")]
+
+
+def _two_tasks(tmp: Path) -> list[str]:
+    return [*_text_feature(tmp), "skip=[note]"]
+
+
+@pytest.mark.parametrize(("make", "code", "words"), [
+    (_narrow_camera, 1, ["16 px wide", "video=false"]),
+    (_fractional_fps, 1, ["12.5 fps", "whole number"]),
+    (_text_feature, 1, ["feature 'note'", "dtype 'string'", "skip=[note]"]),
+    (_two_tasks, 1, ["episode 0: 2 tasks", "one task"]),
+    (_v21_dataset, 1, ["v2.1", "convert"]),
+    (lambda tmp: ["data", "import", str(tmp), str(tmp / "out")], 2, ["cannot tell the format"]),
+    (lambda tmp: ["data", "import", str(tmp / "none"), str(tmp / "out"), "format=lerobot"], 1,
+     ["no such folder"]),
+    (lambda tmp: ["data", "export", str(tmp), str(tmp / "out"), "format=rlds"], 2,
+     ["unknown format 'rlds'", "lerobot"]),
+    (lambda tmp: ["data", "export", str(tmp), str(tmp / "out")], 1,
+     ["not a robolearn episode store"]),
+], ids=["narrow-camera", "fractional-fps", "text-feature", "two-tasks", "lerobot-v2.1",
+        "unknown-input", "missing-input",
+        "unknown-format", "not-a-store"])
+def test_bad_input_one_line_and_no_output(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          make: BadCase, code: int, words: list[str]) -> None:
+    args = make(tmp_path)
+    capsys.readouterr()  # what making the input printed
+    got, out, err = run(capsys, *args)
+    assert got == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_existing_output_is_refused_and_left_alone(store: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for args in (["data", "export", str(store), str(mine)],
+                 ["data", "import", str(tmp_path / "x"), str(mine), "format=lerobot"]):
+        code, _, err = run(capsys, *args)
+        assert code == 1 and "already exists" in err, err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert (mine / "notes.txt").read_text() == "keep me"
