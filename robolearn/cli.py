@@ -51,7 +51,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("data export", "robolearn.interop_cmds:ExportConfig", "robolearn.interop_cmds:export",
             ("store", "output"), "write a store as another format's dataset (format=lerobot)"),
     Command("data import", "robolearn.interop_cmds:ImportConfig", "robolearn.interop_cmds:import_",
-            ("input", "output"), "make a store from a LeRobotDataset (format=lerobot)"),
+            ("input", "output"), "make a store from a LeRobotDataset or a robomimic .hdf5 file"),
 ]}
 
 

@@ -1,4 +1,4 @@
-"""``robolearn data export | import``: LeRobot interop. The conversions live in
+"""``robolearn data export | import``: LeRobot and robomimic interop. The conversions live in
 :mod:`data.interop`; this module holds their typed configs and the command functions."""
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ console = Console()
 EXPORTERS = {"lerobot": ("data.interop.lerobot:export_lerobot", "lerobot",
                          "uv sync --extra lerobot")}
 IMPORTERS = {"lerobot": ("data.interop.lerobot:import_lerobot", "lerobot",
-                         "uv sync --extra lerobot")}
+                         "uv sync --extra lerobot"),
+             "robomimic": ("data.interop.robomimic:import_robomimic", "h5py", "pip install h5py")}
 
 
 def _check_format(value: str | None, known: dict[str, Any], key: str = "format") -> None:
@@ -54,21 +55,28 @@ class ExportConfig:
 
 @dataclass
 class ImportConfig:
-    input: str = MISSING  # LeRobotDataset folder
+    input: str = MISSING  # LeRobotDataset folder, or robomimic .hdf5 file
     output: str = MISSING  # episode store to create (refused if it exists)
-    format: str | None = None  # lerobot; default: lerobot for a folder with meta/info.json
+    format: str | None = None  # lerobot or robomimic; default: robomimic for .hdf5/.h5 files
     source: str = "teleop"  # action source of steps whose input does not say
-    skip: list[str] = field(default_factory=list)  # input features to leave out
+    skip: list[str] = field(default_factory=list)  # input keys to leave out (states, obs/object)
+    fps: float | None = None  # robomimic: steps per second if env_args has no control_freq
+    success: bool | None = None  # robomimic: outcome recorded for every demo (files do not say)
     repo_id: str | None = None  # lerobot: repo id to open the dataset under; default local/<name>
 
     def __post_init__(self) -> None:
         _check_format(self.format, IMPORTERS)
         _check_source(self.source)
+        if self.fps is not None and not self.fps > 0:
+            raise InvalidValue("fps", f"must be > 0, got {self.fps}")
 
     def resolved_format(self) -> str:
         if self.format is not None:
             return self.format
-        if (Path(self.input) / "meta" / "info.json").is_file():
+        path = Path(self.input)
+        if path.suffix.lower() in (".hdf5", ".h5"):
+            return "robomimic"
+        if (path / "meta" / "info.json").is_file():
             return "lerobot"
         raise ConfigError(f"format: cannot tell the format of {self.input}; pass "
                           f"format={' or format='.join(IMPORTERS)}")
@@ -97,9 +105,16 @@ def export(cfg: ExportConfig) -> int:
 def import_(cfg: ImportConfig) -> int:
     fmt = cfg.resolved_format()
     fn = _converter(IMPORTERS, fmt)
+    kwargs: dict[str, Any] = {"source": cfg.source, "skip": cfg.skip, "track": track}
+    if fmt == "robomimic":
+        kwargs |= {"fps": cfg.fps, "success": cfg.success}
+    else:
+        for key in ("fps", "success"):
+            if getattr(cfg, key) is not None:
+                raise ConfigError(f"{key}: only for format=robomimic (a LeRobotDataset says it)")
+        kwargs["repo_id"] = cfg.repo_id
     with _quiet_store_log():
-        done = fn(cfg.input, cfg.output, source=cfg.source, skip=cfg.skip, repo_id=cfg.repo_id,
-                  track=track)
+        done = fn(cfg.input, cfg.output, **kwargs)
     console.print(f"{done.path}: episode store, {done.episodes} episodes, {done.frames} frames "
                   f"(from {fmt} {cfg.input})", highlight=False)
     return 0

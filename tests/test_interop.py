@@ -1,4 +1,5 @@
-"""LeRobot interop: real stores, datasets written and read by lerobot itself."""
+"""LeRobot and robomimic interop: real stores, datasets written and read by lerobot itself, an
+HDF5 file laid out the way robomimic writes one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 
@@ -208,6 +210,84 @@ def test_import_a_dataset_written_by_lerobot(tmp_path: Path,
             assert ep["timestamp"][t] == pytest.approx(t / 15)
 
 
+# --------------------------------------------------------------------------- robomimic
+def write_robomimic(path: Path, lengths: dict[str, int], *, broken: str | None = None) -> None:
+    """A file laid out as robomimic's dataset_states_to_obs.py writes one (its docs' "Dataset
+    Structure"): data/demo_N/{obs,next_obs}/*, actions, rewards, dones, states; attributes
+    num_samples and model_file per demo, total and env_args on data; filter keys under mask/."""
+    env_args = {"env_name": "Lift", "type": 1, "env_version": "1.5.1",
+                "env_kwargs": {"robots": ["Panda"], "control_freq": 20, "camera_heights": 32,
+                               "camera_widths": 32, "reward_shaping": False}}
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        for name, n in lengths.items():
+            k = int(name.split("_")[1])
+            g = data.create_group(name)
+            obs = {"agentview_image": np.stack([smooth_image((32, 32, 3), 7 * k + t)
+                                                for t in range(n + 1)]),
+                   "robot0_eef_pos": np.arange((n + 1) * 3, dtype=np.float64).reshape(-1, 3) + k,
+                   "object": np.full((n + 1, 10), 0.5 * k)}
+            for key, v in obs.items():
+                if broken == name and key == "object":
+                    continue
+                g.create_dataset(f"obs/{key}", data=v[:-1], compression="gzip")
+                g.create_dataset(f"next_obs/{key}", data=v[1:], compression="gzip")
+            g.create_dataset("actions", data=np.linspace(-1, 1, n * 7).reshape(n, 7) * (k + 1))
+            g.create_dataset("states", data=np.arange(n * 12, dtype=np.float64).reshape(n, 12))
+            g.create_dataset("rewards", data=(np.arange(n) == n - 1).astype(np.float64))
+            g.create_dataset("dones", data=(np.arange(n) == n - 1).astype(np.int64))
+            g.attrs["num_samples"] = n
+            g.attrs["model_file"] = "<mujoco model='lift'>...</mujoco>"
+        data.attrs["total"] = sum(lengths.values())
+        data.attrs["env_args"] = json.dumps(env_args, indent=4)
+        names = list(lengths)
+        f["mask/train"] = np.array(names[:-1], dtype="S")
+        f["mask/valid"] = np.array(names[-1:], dtype="S")
+
+
+def test_robomimic_import_and_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "lift.hdf5"
+    lengths = {"demo_0": 24, "demo_2": 20, "demo_10": 22}  # robomimic orders 2 before 10
+    write_robomimic(src, lengths)
+    out = tmp_path / "lift.zarr"
+    code, _, err = run(capsys, "data", "import", str(src), str(out))  # format from .hdf5
+    assert code == 0, err
+    store = EpisodeStore.open(out)
+    assert store.fps == 20.0 and store.robot_type == "Panda" and store.tasks == ["Lift"]
+    assert set(store.features) == {"observation.images.agentview_image",
+                                   "observation.robot0_eef_pos", "observation.object", "action",
+                                   "next.reward", "next.done", "states"}
+    assert store.features["observation.images.agentview_image"].image
+    meta = store.summary()["metadata"]
+    assert meta["robomimic"]["env_args"]["env_kwargs"]["robots"] == ["Panda"]
+    assert meta["robomimic"]["filter_keys"] == ["train", "valid"]
+    with h5py.File(src) as f:
+        for e, name in enumerate(lengths):
+            ep, g = store.episode(e), f["data"][name]
+            assert ep.info.metadata["robomimic_demo"] == name and len(ep) == lengths[name]
+            assert "robomimic_model_file" not in ep.info.metadata
+            assert ep.info.tags == (("valid",) if name == "demo_10" else ("train",))
+            assert ep.info.task == "Lift" and ep.info.sources == {"teleop": lengths[name]}
+            for key, path in [("action", "actions"), ("next.reward", "rewards"),
+                              ("next.done", "dones"), ("states", "states"),
+                              ("observation.robot0_eef_pos", "obs/robot0_eef_pos"),
+                              ("observation.object", "obs/object")]:
+                np.testing.assert_array_equal(ep[key], g[path][()], err_msg=key)
+                assert ep[key].dtype == g[path].dtype
+            image = ep["observation.images.agentview_image"].astype(int)
+            assert np.abs(image - g["obs/agentview_image"][()]).max() <= 3  # JPEG q90
+    assert store.select(tags=["valid"]) == [2]
+    run_dir = tmp_path / "run"
+    code, _, err = run(capsys, "train", f"dataset={out}", f"output={run_dir}", "policy=mlp",
+                       "steps=3", "batch_size=4", "num_workers=0", "log_every=1", "save_every=3",
+                       "optim.warmup_steps=1", "policy_config.action_horizon=4",
+                       "policy_config.n_action_steps=2", "-q")
+    assert code == 0, err
+    assert (run_dir / "checkpoints" / "last" / "policy" / "model.safetensors").is_file()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert max(r.get("step", 0) for r in rows) == 3
+
+
 # --------------------------------------------------------------------------- bad input
 BadCase = Callable[[Path], list[str]]
 
@@ -226,6 +306,11 @@ def _v21_dataset(tmp: Path) -> list[str]:
     (tmp / "old" / "meta" / "info.json").write_text(json.dumps(
         {"codebase_version": "v2.1", "fps": 30, "features": {}}))
     return ["data", "import", str(tmp / "old"), str(tmp / "out"), "format=lerobot"]
+
+
+def _mismatched_demo(tmp: Path) -> list[str]:
+    write_robomimic(tmp / "bad.hdf5", {"demo_0": 4, "demo_1": 4, "demo_2": 3}, broken="demo_2")
+    return ["data", "import", str(tmp / "bad.hdf5"), str(tmp / "out")]
 
 
 def _fractional_fps(tmp: Path) -> list[str]:
@@ -259,12 +344,28 @@ def _two_tasks(tmp: Path) -> list[str]:
     return [*_text_feature(tmp), "skip=[note]"]
 
 
+def _not_hdf5(tmp: Path) -> list[str]:
+    (tmp / "x.hdf5").write_text("not hdf5")
+    return ["data", "import", str(tmp / "x.hdf5"), str(tmp / "out")]
+
+
+def _no_control_freq(tmp: Path) -> list[str]:
+    write_robomimic(tmp / "f.hdf5", {"demo_0": 3})
+    with h5py.File(tmp / "f.hdf5", "a") as f:
+        f["data"].attrs["env_args"] = json.dumps({"env_name": "Gym", "type": 2,
+                                                  "env_kwargs": {}})
+    return ["data", "import", str(tmp / "f.hdf5"), str(tmp / "out")]
+
+
 @pytest.mark.parametrize(("make", "code", "words"), [
     (_narrow_camera, 1, ["16 px wide", "video=false"]),
     (_fractional_fps, 1, ["12.5 fps", "whole number"]),
     (_text_feature, 1, ["feature 'note'", "dtype 'string'", "skip=[note]"]),
     (_two_tasks, 1, ["episode 0: 2 tasks", "one task"]),
     (_v21_dataset, 1, ["v2.1", "convert"]),
+    (_mismatched_demo, 1, ["data/demo_2", "obs/object", "skip="]),
+    (_not_hdf5, 1, ["not an HDF5 file"]),
+    (_no_control_freq, 1, ["control_freq", "fps="]),
     (lambda tmp: ["data", "import", str(tmp), str(tmp / "out")], 2, ["cannot tell the format"]),
     (lambda tmp: ["data", "import", str(tmp / "none"), str(tmp / "out"), "format=lerobot"], 1,
      ["no such folder"]),
@@ -273,7 +374,7 @@ def _two_tasks(tmp: Path) -> list[str]:
     (lambda tmp: ["data", "export", str(tmp), str(tmp / "out")], 1,
      ["not a robolearn episode store"]),
 ], ids=["narrow-camera", "fractional-fps", "text-feature", "two-tasks", "lerobot-v2.1",
-        "unknown-input", "missing-input",
+        "robomimic-mismatch", "not-hdf5", "no-fps", "unknown-input", "missing-input",
         "unknown-format", "not-a-store"])
 def test_bad_input_one_line_and_no_output(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           make: BadCase, code: int, words: list[str]) -> None:
@@ -294,7 +395,7 @@ def test_existing_output_is_refused_and_left_alone(store: Path, tmp_path: Path,
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     for args in (["data", "export", str(store), str(mine)],
-                 ["data", "import", str(tmp_path / "x"), str(mine), "format=lerobot"]):
+                 ["data", "import", str(tmp_path / "x.hdf5"), str(mine)]):
         code, _, err = run(capsys, *args)
         assert code == 1 and "already exists" in err, err
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
