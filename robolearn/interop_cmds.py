@@ -1,5 +1,6 @@
-"""``robolearn data export | import``: LeRobot and robomimic interop. The conversions live in
-:mod:`data.interop`; this module holds their typed configs and the command functions."""
+"""``robolearn data export | import | show``: LeRobot and robomimic interop, and a look at an
+episode. The conversions live in :mod:`data.interop`; this module holds their typed configs and
+the command functions."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 
 from rich.console import Console
 
-from data.interop import ConversionError
+from data import EpisodeStore
+from data.interop import ConversionError, staged_output
 from data.schema import Source
 from robolearn.config import MISSING, ConfigError, InvalidValue
 from robolearn.progress import track
@@ -82,6 +84,14 @@ class ImportConfig:
                           f"format={' or format='.join(IMPORTERS)}")
 
 
+@dataclass
+class ShowConfig:
+    store: str = MISSING  # episode store to look at
+    episode: int = 0  # episode index (negative counts from the end)
+    output: str | None = None  # file to write; default ./<store>-episode<N>.mp4 (.png: no camera)
+    keys: list[str] | None = None  # low-dim features to plot; default: every one
+
+
 def _converter(table: dict[str, tuple[str, str, str]], name: str) -> Callable[..., Any]:
     ref, package, how = table[name]
     if importlib.util.find_spec(package) is None:  # found, not imported: the converter's module
@@ -117,6 +127,29 @@ def import_(cfg: ImportConfig) -> int:
         done = fn(cfg.input, cfg.output, **kwargs)
     console.print(f"{done.path}: episode store, {done.episodes} episodes, {done.frames} frames "
                   f"(from {fmt} {cfg.input})", highlight=False)
+    return 0
+
+
+def show(cfg: ShowConfig) -> int:
+    from robolearn.episode_view import render_episode
+
+    with EpisodeStore.open(cfg.store, "r") as store:
+        if not -len(store) <= cfg.episode < len(store):
+            raise ConversionError(f"{store.name}: no episode {cfg.episode} ({len(store)} "
+                                  "episodes)")
+        lowdim = [k for k, f in store.features.items() if not f.image]
+        bad = sorted(set(cfg.keys or ()) - set(lowdim))
+        if bad:
+            raise ConfigError(f"keys: {bad} are not low-dim features of {store.name} "
+                              f"({', '.join(lowdim) or 'none'})")
+        has_cams = any(f.image for f in store.features.values())
+        index = cfg.episode % len(store)
+        out = Path(cfg.output) if cfg.output else \
+            Path(f"{Path(store.name).stem}-episode{index}.{'mp4' if has_cams else 'png'}")
+        with staged_output(out) as tmp:
+            frames = render_episode(store, index, tmp, cfg.keys)
+    what = f"{frames} frames" if frames else "traces"
+    console.print(f"{out}: episode {index} of {cfg.store} ({what})", highlight=False)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""LeRobot and robomimic interop: real stores, datasets written and read by lerobot itself, an
-HDF5 file laid out the way robomimic writes one."""
+"""LeRobot and robomimic interop, and ``data show``: real stores, datasets written and read by
+lerobot itself, an HDF5 file laid out the way robomimic writes one, real MP4/PNG files."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import av
 import h5py
 import numpy as np
 import pytest
@@ -286,6 +287,43 @@ def test_robomimic_import_and_train(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert (run_dir / "checkpoints" / "last" / "policy" / "model.safetensors").is_file()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(r.get("step", 0) for r in rows) == 3
+
+
+# --------------------------------------------------------------------------- data show
+def test_show_writes_a_video_with_a_moving_cursor(store: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ep1.mp4"
+    code, _, err = run(capsys, "data", "show", str(store), "episode=1", f"output={out}")
+    assert code == 0, err
+    with av.open(str(out)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == LENGTHS[1]
+    h, w, _ = frames[0].shape
+    assert w > h > 200  # cameras beside the traces, not a bare camera frame
+    changed = [np.abs(a.astype(int) - b).mean() > 0.05
+               for a, b in zip(frames, frames[1:], strict=False)]
+    assert all(changed)  # each step redraws the frames and moves the cursor
+    code, _, err = run(capsys, "data", "show", str(store), "episode=1", f"output={out}")
+    assert code == 1 and "already exists" in err
+
+
+def test_show_without_cameras_writes_the_traces_as_png(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    feats = {k: v for k, v in FEATURES.items() if "images" not in k}
+    with EpisodeStore.create(tmp_path / "low.zarr", feats, fps=10) as st, st.recorder() as rec:
+        for t in range(8):
+            rec.add({k: v for k, v in _frame(0, t).items() if k in feats})
+        rec.end_episode(success=True)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "data", "show", str(tmp_path / "low.zarr"), "episode=-1")
+    assert code == 0, err
+    png = tmp_path / "low-episode0.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(png)
+    assert pixels.shape[0] > 200 and pixels[..., :3].std() > 0.05  # a drawn figure, not blank
 
 
 # --------------------------------------------------------------------------- bad input
