@@ -142,10 +142,14 @@ def show(cfg: ShowConfig) -> int:
         if bad:
             raise ConfigError(f"keys: {bad} are not low-dim features of {store.name} "
                               f"({', '.join(lowdim) or 'none'})")
-        has_cams = any(f.image for f in store.features.values())
+        suffix = ".mp4" if any(f.image for f in store.features.values()) else ".png"
         index = cfg.episode % len(store)
         out = Path(cfg.output) if cfg.output else \
-            Path(f"{Path(store.name).stem}-episode{index}.{'mp4' if has_cams else 'png'}")
+            Path(f"{Path(store.name).stem}-episode{index}{suffix}")
+        if out.suffix.lower() != suffix:
+            what = "a video: the store has cameras" if suffix == ".mp4" else \
+                "a figure: the store has no camera"
+            raise ConfigError(f"output: {out} should end in {suffix} ({what})")
         with staged_output(out) as tmp:
             frames = render_episode(store, index, tmp, cfg.keys)
     what = f"{frames} frames" if frames else "traces"

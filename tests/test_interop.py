@@ -411,9 +411,13 @@ def _no_control_freq(tmp: Path) -> list[str]:
      ["unknown format 'rlds'", "lerobot"]),
     (lambda tmp: ["data", "export", str(tmp), str(tmp / "out")], 1,
      ["not a robolearn episode store"]),
+    (lambda tmp: ["data", "show", str(_narrow_camera(tmp)[2]), f"output={tmp / 'out'}.gif"], 2,
+     ["should end in .mp4"]),
+    (lambda tmp: ["data", "show", str(_narrow_camera(tmp)[2]), "episode=1"], 1,
+     ["no episode 1 (1 episodes)"]),
 ], ids=["narrow-camera", "fractional-fps", "text-feature", "two-tasks", "lerobot-v2.1",
         "robomimic-mismatch", "not-hdf5", "no-fps", "unknown-input", "missing-input",
-        "unknown-format", "not-a-store"])
+        "unknown-format", "not-a-store", "show-wrong-suffix", "show-no-such-episode"])
 def test_bad_input_one_line_and_no_output(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           make: BadCase, code: int, words: list[str]) -> None:
     args = make(tmp_path)
