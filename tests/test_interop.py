@@ -382,6 +382,13 @@ def _two_tasks(tmp: Path) -> list[str]:
     return [*_text_feature(tmp), "skip=[note]"]
 
 
+def _truncated_parquet(tmp: Path) -> list[str]:
+    src = _lerobot_with_text_and_two_tasks(tmp)
+    data = next(src.glob("data/*/*.parquet"))
+    data.write_bytes(data.read_bytes()[:100])
+    return ["data", "import", str(src), str(tmp / "out"), "skip=[note]"]
+
+
 def _not_hdf5(tmp: Path) -> list[str]:
     (tmp / "x.hdf5").write_text("not hdf5")
     return ["data", "import", str(tmp / "x.hdf5"), str(tmp / "out")]
@@ -400,6 +407,7 @@ def _no_control_freq(tmp: Path) -> list[str]:
     (_fractional_fps, 1, ["12.5 fps", "whole number"]),
     (_text_feature, 1, ["feature 'note'", "dtype 'string'", "skip=[note]"]),
     (_two_tasks, 1, ["episode 0: 2 tasks", "one task"]),
+    (_truncated_parquet, 1, ["file-000.parquet", "not a readable parquet file"]),
     (_v21_dataset, 1, ["v2.1", "convert"]),
     (_mismatched_demo, 1, ["data/demo_2", "obs/object", "skip="]),
     (_not_hdf5, 1, ["not an HDF5 file"]),
@@ -415,7 +423,8 @@ def _no_control_freq(tmp: Path) -> list[str]:
      ["should end in .mp4"]),
     (lambda tmp: ["data", "show", str(_narrow_camera(tmp)[2]), "episode=1"], 1,
      ["no episode 1 (1 episodes)"]),
-], ids=["narrow-camera", "fractional-fps", "text-feature", "two-tasks", "lerobot-v2.1",
+], ids=["narrow-camera", "fractional-fps", "text-feature", "two-tasks", "truncated-parquet",
+        "lerobot-v2.1",
         "robomimic-mismatch", "not-hdf5", "no-fps", "unknown-input", "missing-input",
         "unknown-format", "not-a-store", "show-wrong-suffix", "show-no-such-episode"])
 def test_bad_input_one_line_and_no_output(tmp_path: Path, capsys: pytest.CaptureFixture[str],

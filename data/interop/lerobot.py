@@ -223,6 +223,14 @@ def _check_dataset_dir(src: Path) -> None:
     for name, what in (("tasks.parquet", "tasks"), ("episodes", "episode index")):
         if not (src / "meta" / name).exists():
             raise ConversionError(f"{src}: meta/{name} is missing (the {what} of the dataset)")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in sorted(src.glob("meta/**/*.parquet")) + sorted(src.glob("data/**/*.parquet")):
+        try:
+            pq.read_metadata(path)  # the footer: a truncated or foreign file fails here
+        except (OSError, pa.ArrowException) as exc:
+            raise ConversionError(f"{path}: not a readable parquet file ({exc})") from None
 
 
 class _Reader:
@@ -230,6 +238,7 @@ class _Reader:
 
     def __init__(self, src: Path, repo_id: str, skip: set[str]) -> None:
         import pyarrow as pa
+        from datasets.exceptions import DatasetGenerationError
         from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 
         self.src = src
@@ -237,9 +246,12 @@ class _Reader:
             meta = LeRobotDatasetMetadata(repo_id, root=src)
             self._check_files(meta)
             self.ds = LeRobotDataset(repo_id, root=src)
-        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
-            raise ConversionError(f"{src}: lerobot cannot load it ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        except (OSError, ValueError, KeyError, pa.ArrowException,
+                DatasetGenerationError) as exc:
+            cause = exc.__cause__ or exc  # datasets wraps what pyarrow said
+            raise ConversionError(f"{src}: lerobot cannot load it ({type(cause).__name__}: "
+                                  f"{str(cause).splitlines()[0] if str(cause) else ''})") \
+                from None
         self.meta = self.ds.meta
         unknown = sorted(skip - set(self.meta.features))
         if unknown:
