@@ -389,6 +389,18 @@ def _truncated_parquet(tmp: Path) -> list[str]:
     return ["data", "import", str(src), str(tmp / "out"), "skip=[note]"]
 
 
+def _damaged_demo(tmp: Path) -> list[str]:
+    """The compressed bytes of the last demo's obs/object overwritten: found only while copying,
+    after two demos went into the output."""
+    write_robomimic(tmp / "d.hdf5", {"demo_0": 4, "demo_1": 4, "demo_2": 3})
+    with h5py.File(tmp / "d.hdf5") as f:
+        chunk = f["data/demo_2/obs/object"].id.get_chunk_info(0)
+    with open(tmp / "d.hdf5", "r+b") as raw:
+        raw.seek(chunk.byte_offset)
+        raw.write(b"\xff" * chunk.size)
+    return ["data", "import", str(tmp / "d.hdf5"), str(tmp / "out")]
+
+
 def _not_hdf5(tmp: Path) -> list[str]:
     (tmp / "x.hdf5").write_text("not hdf5")
     return ["data", "import", str(tmp / "x.hdf5"), str(tmp / "out")]
@@ -410,6 +422,7 @@ def _no_control_freq(tmp: Path) -> list[str]:
     (_truncated_parquet, 1, ["file-000.parquet", "not a readable parquet file"]),
     (_v21_dataset, 1, ["v2.1", "convert"]),
     (_mismatched_demo, 1, ["data/demo_2", "obs/object", "skip="]),
+    (_damaged_demo, 1, ["data/demo_2", "damaged"]),
     (_not_hdf5, 1, ["not an HDF5 file"]),
     (_no_control_freq, 1, ["control_freq", "fps="]),
     (lambda tmp: ["data", "import", str(tmp), str(tmp / "out")], 2, ["cannot tell the format"]),
@@ -424,9 +437,9 @@ def _no_control_freq(tmp: Path) -> list[str]:
     (lambda tmp: ["data", "show", str(_narrow_camera(tmp)[2]), "episode=1"], 1,
      ["no episode 1 (1 episodes)"]),
 ], ids=["narrow-camera", "fractional-fps", "text-feature", "two-tasks", "truncated-parquet",
-        "lerobot-v2.1",
-        "robomimic-mismatch", "not-hdf5", "no-fps", "unknown-input", "missing-input",
-        "unknown-format", "not-a-store", "show-wrong-suffix", "show-no-such-episode"])
+        "lerobot-v2.1", "robomimic-mismatch", "robomimic-damaged", "not-hdf5", "no-fps",
+        "unknown-input", "missing-input", "unknown-format", "not-a-store", "show-wrong-suffix",
+        "show-no-such-episode"])
 def test_bad_input_one_line_and_no_output(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           make: BadCase, code: int, words: list[str]) -> None:
     args = make(tmp_path)

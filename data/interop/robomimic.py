@@ -32,7 +32,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,53 @@ def import_robomimic(src: str | Path, out: str | Path, *, fps: float | None = No
     except OSError as exc:
         raise ConversionError(f"{src}: not an HDF5 file ({exc})") from None
     with f:
+        with _damaged(src, "data"):
+            plan = _Plan.of(f, src, fps, set(skip))  # every demo checked before any copy
+        with staged_output(out) as tmp:
+            store = EpisodeStore.create(tmp, plan.features, plan.fps,
+                                        robot_type=plan.robot_type, tasks=plan.tasks,
+                                        **plan.metadata)
+            with store, store.recorder(source=source, keep_interrupted=False) as rec:
+                for i in track(range(len(plan.demos)), "importing demos"):
+                    name = plan.demos[i]
+                    with _damaged(src, f"data/{name}"):
+                        group = f["data"][name]
+                        values = {key: group[path][()] for key, (path, _) in plan.layout.items()}
+                        attrs = _episode_attrs(group)
+                    rec.start_episode(task=plan.task)
+                    for t in range(plan.lengths[i]):
+                        rec.add({k: v[t] for k, v in values.items()})
+                    rec.end_episode(success, tags=plan.tags.get(name, []), robomimic_demo=name,
+                                    **attrs)
+            frames = store.num_frames
+    return Converted(Path(out), len(plan.demos), frames)
+
+
+@dataclass
+class _Plan:
+    """What a robomimic file becomes, worked out from its metadata before anything is copied."""
+
+    demos: list[str]  # in import order
+    lengths: list[int]  # steps of each demo
+    layout: dict[str, tuple[str, Feature]]  # store feature -> (path inside a demo, feature)
+    fps: float
+    task: str | None  # env_args.env_name
+    robot_type: str | None
+    tags: dict[str, list[str]]  # demo -> filter keys
+    metadata: dict[str, Any]  # the store's
+
+    @property
+    def features(self) -> dict[str, Any]:
+        return {k: feat.to_json() for k, (_, feat) in self.layout.items()}
+
+    @property
+    def tasks(self) -> list[str]:
+        return [self.task] if self.task else []
+
+    @classmethod
+    def of(cls, f: Any, src: Path, fps: float | None, skip: set[str]) -> _Plan:
+        import h5py
+
         data = f.get("data")
         if not isinstance(data, h5py.Group):
             raise ConversionError(f"{src}: no 'data' group; not a robomimic dataset")
@@ -78,8 +127,8 @@ def import_robomimic(src: str | Path, out: str | Path, *, fps: float | None = No
         if not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0:
             raise ConversionError(f"{src}: env_args has no env_kwargs.control_freq; give the "
                                   "recording rate as fps=...")
-        layout = demo_layout(data, demos[0], set(skip), src)
-        lengths = [check_demo(data, name, layout, src) for name in demos]  # before any copy
+        layout = demo_layout(data, demos[0], skip, src)
+        lengths = [check_demo(data, name, layout, src) for name in demos]
         total = data.attrs.get("total")
         if total is not None and int(total) != sum(lengths):
             log.warning("%s: data.attrs['total'] says %d steps, the demos hold %d", src,
@@ -88,25 +137,22 @@ def import_robomimic(src: str | Path, out: str | Path, *, fps: float | None = No
         task = env_args.get("env_name")
         robots = kwargs.get("robots")
         robot_type = ",".join(map(str, robots)) if isinstance(robots, list) else robots
-        metadata: dict[str, Any] = {"robomimic": {"env_args": env_args, "filter_keys": sorted(
-            {t for ts in tags.values() for t in ts})},
-            "imported_from": {"format": "robomimic", "path": str(src)}}
-        with staged_output(out) as tmp:
-            store = EpisodeStore.create(
-                tmp, {k: feat.to_json() for k, (_, feat) in layout.items()}, float(rate),
-                robot_type=robot_type if isinstance(robot_type, str) else None,
-                tasks=[task] if isinstance(task, str) else [], **metadata)
-            with store, store.recorder(source=source, keep_interrupted=False) as rec:
-                for i in track(range(len(demos)), "importing demos"):
-                    name = demos[i]
-                    values = {key: data[name][path][()] for key, (path, _) in layout.items()}
-                    rec.start_episode(task=task if isinstance(task, str) else None)
-                    for t in range(lengths[i]):
-                        rec.add({k: v[t] for k, v in values.items()})
-                    rec.end_episode(success, tags=tags.get(name, []), robomimic_demo=name,
-                                    **_episode_attrs(data[name]))
-            frames = store.num_frames
-    return Converted(Path(out), len(demos), frames)
+        metadata = {"robomimic": {"env_args": env_args,
+                                  "filter_keys": sorted({t for ts in tags.values() for t in ts})},
+                    "imported_from": {"format": "robomimic", "path": str(src)}}
+        return cls(demos, lengths, layout, float(rate), task if isinstance(task, str) else None,
+                   robot_type if isinstance(robot_type, str) else None, tags, metadata)
+
+
+@contextmanager
+def _damaged(src: Path, where: str) -> Iterator[None]:
+    """h5py reports a damaged file as OSError or RuntimeError from deep inside HDF5: name the
+    file and the group instead (raised while only reading the file)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        raise ConversionError(f"{src}: {where}: cannot read it, the file is damaged "
+                              f"({str(exc).splitlines()[0]})") from None
 
 
 def demo_names(data: Any) -> list[str]:
