@@ -4,6 +4,9 @@ lerobot itself, an HDF5 file laid out the way robomimic writes one, real MP4/PNG
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -464,3 +467,16 @@ def test_existing_output_is_refused_and_left_alone(store: Path, tmp_path: Path,
         assert code == 1 and "already exists" in err, err
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_a_failure_is_exactly_one_line_on_a_pipe(tmp_path: Path) -> None:
+    """Through the real entry point with stderr on a pipe (a log, CI): the failure found after
+    two demos were copied is the only line; no progress bar residue, no traceback."""
+    args = _damaged_demo(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "robolearn.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("robolearn data import: "), proc.stderr
+    assert proc.stdout == "" and leftovers(tmp_path) == []
