@@ -19,6 +19,7 @@ from data.schema import Source
 from data.store import Episode, EpisodeStore
 
 MAX_LEGEND = 10  # name the elements of a trace in a legend up to this many
+BLOCK = 128  # camera frames read at a time (memory stays bounded on long episodes)
 
 
 def render_episode(store: EpisodeStore, index: int, out: Path,
@@ -33,7 +34,7 @@ def render_episode(store: EpisodeStore, index: int, out: Path,
     cams = [k for k, f in store.features.items() if f.image]
     traces = list(keys) if keys is not None else [k for k, f in store.features.items()
                                                    if not f.image]
-    ep = store.episode(index, [*cams, *traces, "timestamp", "source"])
+    ep = store.episode(index, [*traces, "timestamp", "source"])  # frames: read as they are shown
     t = ep["timestamp"]
     height = max(3.0, 1.8 * (len(traces) + 1), 3.0 * len(cams))  # inches
     fig = plt.figure(figsize=(12 if cams else 9, height), dpi=100)
@@ -62,17 +63,17 @@ def render_episode(store: EpisodeStore, index: int, out: Path,
         ax = fig.add_subplot(left[i, 0])
         ax.set_title(key, fontsize=8)
         ax.axis("off")
-        frame = ep[key][0]
+        frame = store.read(key, info.start, info.start + 1, info)[0]
         images.append(ax.imshow(frame[..., 0] if frame.shape[2] == 1 else frame,
                                 cmap="gray" if frame.shape[2] == 1 else None, vmin=0, vmax=255,
                                 animated=True))
     cursors = [ax.axvline(t[0], color="k", lw=1, animated=True) for ax in trace_axes]
     fig.tight_layout()
-    return _write_video(fig, ep, cams, images, cursors, out, store.fps)
+    return _write_video(fig, store, ep, cams, images, cursors, out)
 
 
-def _write_video(fig: Any, ep: Episode, cams: list[str], images: list[Any], cursors: list[Any],
-                 out: Path, fps: float) -> int:
+def _write_video(fig: Any, store: EpisodeStore, ep: Episode, cams: list[str], images: list[Any],
+                 cursors: list[Any], out: Path) -> int:
     import matplotlib.pyplot as plt
 
     from robolearn.video import write_mp4
@@ -80,22 +81,25 @@ def _write_video(fig: Any, ep: Episode, cams: list[str], images: list[Any], curs
     canvas = fig.canvas
     canvas.draw()  # everything but the animated artists
     background = canvas.copy_from_bbox(fig.bbox)
-    t = ep["timestamp"]
+    t, info = ep["timestamp"], ep.info
 
     def frames() -> Any:
-        for step in range(len(t)):
-            canvas.restore_region(background)
-            for img, key in zip(images, cams, strict=True):
-                frame = ep[key][step]
-                img.set_data(frame[..., 0] if frame.shape[2] == 1 else frame)
-                img.axes.draw_artist(img)
-            for line in cursors:
-                line.set_xdata([t[step], t[step]])
-                line.axes.draw_artist(line)
-            yield np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        for a in range(0, info.length, BLOCK):  # a block of camera frames at a time
+            b = min(info.length, a + BLOCK)
+            block = {k: store.read(k, info.start + a, info.start + b, info) for k in cams}
+            for step in range(a, b):
+                canvas.restore_region(background)
+                for img, key in zip(images, cams, strict=True):
+                    frame = block[key][step - a]
+                    img.set_data(frame[..., 0] if frame.shape[2] == 1 else frame)
+                    img.axes.draw_artist(img)
+                for line in cursors:
+                    line.set_xdata([t[step], t[step]])
+                    line.axes.draw_artist(line)
+                yield np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
     try:
-        return write_mp4(frames(), out, fps)
+        return write_mp4(frames(), out, store.fps)
     finally:
         plt.close(fig)
 
