@@ -16,6 +16,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from data.schema import StoreError
@@ -26,6 +27,15 @@ Track = Callable[[Sequence[int], str], Iterable[int]]
 
 def no_progress(items: Sequence[int], description: str) -> Iterable[int]:
     return items
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What a conversion wrote."""
+
+    path: Path  # the output, complete
+    episodes: int
+    frames: int
 
 
 class ConversionError(StoreError):

@@ -34,13 +34,19 @@ import logging
 import os
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from data.interop import ConversionError, Track, no_progress, refuse_existing, staged_output
+from data.interop import (
+    ConversionError,
+    Converted,
+    Track,
+    no_progress,
+    refuse_existing,
+    staged_output,
+)
 from data.schema import Feature, Source
 from data.store import EpisodeInfo, EpisodeStore
 
@@ -64,13 +70,6 @@ LEROBOT_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_inde
 # narrower (measured with lerobot 0.6.1); refuse narrow cameras instead of crashing.
 MIN_VIDEO_WIDTH = 32
 BLOCK = 256  # steps read at a time (bounds memory for long camera episodes)
-
-
-@dataclass(frozen=True)
-class Converted:
-    path: Path  # the output, complete
-    episodes: int
-    frames: int
 
 
 # ------------------------------------------------------------------------------------- export
@@ -415,4 +414,4 @@ class _Reader:
         return frames.numpy().transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
 
 
-__all__ = ["Converted", "export_lerobot", "import_lerobot", "lerobot_features"]
+__all__ = ["export_lerobot", "import_lerobot", "lerobot_features"]

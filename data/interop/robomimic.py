@@ -40,8 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from data.interop import ConversionError, Track, no_progress, refuse_existing, staged_output
-from data.interop.lerobot import Converted
+from data.interop import (
+    ConversionError,
+    Converted,
+    Track,
+    no_progress,
+    refuse_existing,
+    staged_output,
+)
 from data.schema import Feature, Source
 from data.store import EpisodeStore
 
