@@ -377,6 +377,14 @@ def _lerobot_with_text_and_two_tasks(tmp: Path) -> Path:
     return tmp / "text"
 
 
+def _empty_lerobot(tmp: Path) -> list[str]:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    LeRobotDataset.create("them/empty", fps=10, root=tmp / "empty", features={
+        "action": {"dtype": "float32", "shape": (1,), "names": None}}).finalize()
+    return ["data", "import", str(tmp / "empty"), str(tmp / "out")]
+
+
 def _text_feature(tmp: Path) -> list[str]:
     return ["data", "import", str(_lerobot_with_text_and_two_tasks(tmp)), str(tmp / "out")]
 
@@ -420,6 +428,7 @@ def _no_control_freq(tmp: Path) -> list[str]:
 @pytest.mark.parametrize(("make", "code", "words"), [
     (_narrow_camera, 1, ["16 px wide", "video=false"]),
     (_fractional_fps, 1, ["12.5 fps", "whole number"]),
+    (_empty_lerobot, 1, ["no episodes to import"]),
     (_text_feature, 1, ["feature 'note'", "dtype 'string'", "skip=[note]"]),
     (_two_tasks, 1, ["episode 0: 2 tasks", "one task"]),
     (_truncated_parquet, 1, ["file-000.parquet", "not a readable parquet file"]),
@@ -439,10 +448,10 @@ def _no_control_freq(tmp: Path) -> list[str]:
      ["should end in .mp4"]),
     (lambda tmp: ["data", "show", str(_narrow_camera(tmp)[2]), "episode=1"], 1,
      ["no episode 1 (1 episodes)"]),
-], ids=["narrow-camera", "fractional-fps", "text-feature", "two-tasks", "truncated-parquet",
-        "lerobot-v2.1", "robomimic-mismatch", "robomimic-damaged", "not-hdf5", "no-fps",
-        "unknown-input", "missing-input", "unknown-format", "not-a-store", "show-wrong-suffix",
-        "show-no-such-episode"])
+], ids=["narrow-camera", "fractional-fps", "empty-lerobot", "text-feature", "two-tasks",
+        "truncated-parquet", "lerobot-v2.1", "robomimic-mismatch", "robomimic-damaged",
+        "not-hdf5", "no-fps", "unknown-input", "missing-input", "unknown-format", "not-a-store",
+        "show-wrong-suffix", "show-no-such-episode"])
 def test_bad_input_one_line_and_no_output(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           make: BadCase, code: int, words: list[str]) -> None:
     args = make(tmp_path)

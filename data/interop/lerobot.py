@@ -219,6 +219,9 @@ def _check_dataset_dir(src: Path) -> None:
         raise ConversionError(f"{src}: LeRobot format {version}, this import reads "
                               f"{CODEBASE_VERSION} (convert it with lerobot's "
                               "convert_dataset_v21_to_v30 first)")
+    if not info.get("total_episodes"):
+        raise ConversionError(f"{src}: no episodes to import (meta/info.json: total_episodes "
+                              f"{info.get('total_episodes')})")
     for name, what in (("tasks.parquet", "tasks"), ("episodes", "episode index")):
         if not (src / "meta" / name).exists():
             raise ConversionError(f"{src}: meta/{name} is missing (the {what} of the dataset)")
