@@ -50,6 +50,12 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             ("output",), "copy (filtered) episodes of several stores into one new store"),
     Command("data delete", "robolearn.data_cmds:DeleteConfig", "robolearn.data_cmds:delete",
             ("path",), "delete episodes by index"),
+    Command("data export", "robolearn.interop_cmds:ExportConfig", "robolearn.interop_cmds:export",
+            ("store", "output"), "write a store as another format's dataset (format=lerobot)"),
+    Command("data import", "robolearn.interop_cmds:ImportConfig", "robolearn.interop_cmds:import_",
+            ("input", "output"), "make a store from a LeRobotDataset or a robomimic .hdf5 file"),
+    Command("data show", "robolearn.interop_cmds:ShowConfig", "robolearn.interop_cmds:show",
+            ("store",), "write a video (or PNG) of one episode: cameras beside its traces"),
 ]}
 
 
