@@ -22,8 +22,8 @@ console = Console(stderr=True)
 def track[T](items: Iterable[T], description: str, *, enabled: bool = True,
           total: int | None = None) -> Iterator[T]:
     """Iterate with a progress bar on stderr (silent when ``enabled`` is False or not a TTY)."""
-    if not enabled:
-        yield from items
+    if not enabled or not console.is_terminal:  # a pipe or a log file gets no bar (rich left
+        yield from items                         # a blank line there)
         return
     if total is None and isinstance(items, Sized):
         total = len(items)
