@@ -115,7 +115,11 @@ class Recorder:
         src = self.default_source if source is None else Source.parse(source)
         ts = self.num_steps / self.store.fps if timestamp is None else float(timestamp)
         # check every value before buffering any: a bad step must not leave a partial row
-        values = {key: feat.check_value(key, frame[key]) for key, feat in feats.items()}
+        try:
+            values = {key: feat.check_value(key, frame[key]) for key, feat in feats.items()}
+        except ValueError as exc:
+            raise ValueError(f"{self.store.name}: episode {len(self.store)} (being recorded), "
+                             f"step {self.num_steps}: {exc}") from None
         for key, value in values.items():
             self._buf[key].append(value)
         self._buf["timestamp"].append(np.float64(ts))

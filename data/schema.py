@@ -152,12 +152,45 @@ class Feature:
         if arr.dtype != self.dtype:
             if self.image and arr.dtype != np.uint8:
                 raise ValueError(f"frame[{name!r}]: camera frames must be uint8, got {arr.dtype}")
-            if not np.can_cast(arr.dtype, self.dtype, casting="same_kind"):
-                raise ValueError(f"frame[{name!r}]: dtype {arr.dtype} cannot become {self.dtype}")
-            arr = arr.astype(self.dtype)
+            arr = _cast(name, arr, np.dtype(self.dtype))
         # Camera buffers are often views (crops, BGR->RGB flips) with odd strides: copy to
         # C order here, or the JPEG encoder rejects them and np.stack keeps the odd layout.
         return arr if arr.flags.c_contiguous else arr.copy(order="C")  # keeps 0-d shape
+
+
+def _cast(name: str, arr: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """``arr`` as ``dtype``, or a ValueError when a value would change beyond rounding.
+
+    Refused: another kind (float into an integer feature, NaN included), integers outside the
+    target's range (300 into uint8 wrapped to 44, -1 into uint8 to 255), finite floats beyond
+    the target's largest value (1e40 into float32 became inf). Rounding a float64 to float32
+    (or an int64 to float32) is not a loss in this sense. One min/max per cast value: cheap.
+    """
+    src = arr.dtype
+    integer_to_integer = src.kind in "biu" and dtype.kind in "iu"
+    if not integer_to_integer and not np.can_cast(src, dtype, casting="same_kind"):
+        hint = " (it holds NaN)" if src.kind == "f" and np.isnan(arr).any() else ""
+        raise ValueError(f"frame[{name!r}]: dtype {src} cannot become {dtype}{hint}")
+    if np.can_cast(src, dtype, casting="safe") or arr.size == 0:
+        return arr.astype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        lo, hi = arr.min(), arr.max()
+        if lo < info.min or hi > info.max:
+            bad = lo if lo < info.min else hi
+            raise ValueError(f"frame[{name!r}]: value {bad} does not fit {dtype} "
+                             f"({info.min}..{info.max})")
+        return arr.astype(dtype)
+    fmax = float(np.finfo(dtype).max)
+    if src.kind == "f" and float(np.vdot(arr, arr)) <= fmax * fmax:
+        return arr.astype(dtype)  # every |value| <= fmax: nothing overflows (the common case)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(dtype)
+        overflow = np.isinf(out) & ~np.isinf(arr)
+    if overflow.any():
+        raise ValueError(f"frame[{name!r}]: value {arr[overflow].flat[0]} does not fit "
+                         f"{dtype} (largest {fmax})")
+    return out
 
 
 def parse_features(features: Mapping[str, Feature | Mapping[str, Any]]) -> dict[str, Feature]:
