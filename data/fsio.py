@@ -7,20 +7,35 @@
   directory. A reader or a crash sees the old file or the new one, never half of one.
 - :class:`CommitLog`: the append-only JSON-lines log whose fsync'd lines are the commit points.
   A line without its trailing newline is an append cut short by a crash: readers ignore it and
-  the next writer truncates it.
+  the next writer truncates it. An append that fails (disk full) is truncated back at once.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
-from data.schema import StoreCorruptError, StoreLockedError
+from data.schema import StoreCorruptError, StoreError, StoreLockedError
+
+log = logging.getLogger(__name__)
+
+
+def os_problem(exc: OSError) -> str:
+    """What an OSError means for the user, in words ("the disk is full ...")."""
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full (no space left on device)"
+    if exc.errno == errno.EDQUOT:
+        return "the disk quota is exceeded"
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    return exc.strerror or str(exc)
 
 
 def fsync_dir(path: Path) -> None:
@@ -34,12 +49,21 @@ def fsync_dir(path: Path) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = json.dumps(obj, indent=1, sort_keys=True).encode()
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"{path}: cannot write: {os_problem(exc)}") from None
+
+
+def _holder_text() -> bytes:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode()
 
 
 class WriterLock:
@@ -58,9 +82,11 @@ class WriterLock:
                 f"{store_name}: another writer holds the store ({holder}). Only one process may "
                 "record into a store at a time; open it with mode='r' to read while it records."
             ) from None
-        os.ftruncate(fd, 0)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+        try:  # informational only (names the holder in the error): a full disk must not stop us
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _holder_text(), 0)
+        except OSError:
+            pass
         self._fd = fd
 
     def release(self) -> None:
@@ -127,14 +153,36 @@ class CommitLog:
         return torn
 
     def append(self, record: dict[str, Any]) -> None:
-        """Append one record and fsync: when this returns, the record is committed."""
+        """Append one record and fsync: when this returns, the record is committed. When it
+        raises, the log is as it was (a write cut short, by a full disk say, is undone)."""
         line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
-            os.write(fd, line)  # one write: a crash leaves a prefix without newline, never a mix
-            os.fsync(fd)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            raise StoreError(f"{self.store_name}: cannot commit to {self.path.name}: "
+                             f"{os_problem(exc)}; nothing was committed") from None
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                done = 0
+                while done < len(line):  # a short write means the rest did not fit: retry it
+                    done += os.write(fd, line[done:])
+                os.fsync(fd)
+            except OSError as exc:
+                self._undo(fd, size)
+                raise StoreError(f"{self.store_name}: cannot commit to {self.path.name}: "
+                                 f"{os_problem(exc)}; nothing was committed, the store is as it "
+                                 "was (free space, then commit again)") from None
         finally:
             os.close(fd)
+
+    def _undo(self, fd: int, size: int) -> None:
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        except OSError as exc:  # readers still ignore a tail without newline; writers cut it
+            log.error("%s: could not truncate the failed append to %s (%s)", self.store_name,
+                      self.path.name, os_problem(exc))
 
 
 def dir_size(path: Path) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from data import layout
-from data.fsio import atomic_write_json
+from data.fsio import atomic_write_json, os_problem
 from data.schema import Source, StoreError
 
 if TYPE_CHECKING:
@@ -67,10 +67,7 @@ class Recorder:
         try:
             if self._in_episode:
                 if exc_type is not None and self.keep_interrupted and self.num_steps > 0:
-                    info = self.end_episode(success=None, tags=("interrupted",), _complete=False)
-                    log.warning("%s: recording interrupted (%s); kept %d steps as incomplete "
-                                "episode %d", self.store.name, exc_type.__name__, info.length,
-                                info.index)
+                    self._keep_interrupted(exc_type.__name__)
                 else:
                     if self.num_steps:
                         log.warning("%s: dropped an unfinished episode of %d steps",
@@ -78,6 +75,17 @@ class Recorder:
                     self.discard_episode()
         finally:
             self.store._busy = False
+
+    def _keep_interrupted(self, why: str) -> None:
+        try:
+            info = self.end_episode(success=None, tags=("interrupted",), _complete=False)
+        except StoreError as exc:  # a full disk, say: the exception in flight says what broke
+            log.warning("%s: could not commit the interrupted episode (%s); the steps flushed "
+                        "so far are recovered when the store is next opened for writing",
+                        self.store.name, exc)
+            return
+        log.warning("%s: recording interrupted (%s); kept %d steps as incomplete episode %d",
+                    self.store.name, why, info.length, info.index)
 
     # ------------------------------------------------------------------------ episodes
     @property
@@ -182,11 +190,18 @@ class Recorder:
 def write_rows(store: EpisodeStore, row: int, block: Mapping[str, np.ndarray]) -> None:
     """Write a block of steps (each value ``(n, *shape)``) at ``row`` of every array."""
     n = len(next(iter(block.values())))
-    store._ensure_rows(row + n)
+    try:
+        store._ensure_rows(row + n)
+    except OSError as exc:
+        raise StoreError(f"{store.name}: growing the arrays to {row + n} rows failed: "
+                         f"{os_problem(exc)}") from None
     for key, values in block.items():
         arr = store.writable(key)
         try:
             arr[row:row + n] = values
+        except OSError as exc:
+            raise StoreError(f"{store.name}: writing rows {row}:{row + n} of data/{key} failed: "
+                             f"{os_problem(exc)}") from None
         except Exception as exc:
             raise StoreError(f"{store.name}: writing rows {row}:{row + n} of data/{key} failed: "
                              f"{type(exc).__name__}: {exc}") from exc
@@ -204,6 +219,9 @@ def sync_rows(store: EpisodeStore, start: int, stop: int) -> None:
                 continue  # an all-fill-value chunk zarr chose not to write
             try:
                 os.fsync(fd)
+            except OSError as exc:
+                raise StoreError(f"{store.name}: data/{key}/{ck}: cannot sync to disk: "
+                                 f"{os_problem(exc)}") from None
             finally:
                 os.close(fd)
 
@@ -267,10 +285,15 @@ def copy_episodes(src: EpisodeStore, dst: EpisodeStore, indices: list[int],
             for k, ck in enumerate(layout.chunk_keys(src.array(key), info.start,
                                                      info.start + info.length)):
                 target = dst.path / "data" / key / "c" / str(start // s + k) / "0" / "0" / "0"
-                target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_name(target.name + ".copy.partial")
-                shutil.copyfile(src.path / "data" / key / ck, tmp)
-                os.replace(tmp, target)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src.path / "data" / key / ck, tmp)
+                    os.replace(tmp, target)
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    raise StoreError(f"{dst.name}: copying data/{key}/{ck} of {src.name} "
+                                     f"failed: {os_problem(exc)}") from None
         sync_rows(dst, start, start + info.length)
         meta = dict(info.metadata)
         meta.setdefault("origin", {"store": src.name, "id": info.id})

@@ -5,14 +5,21 @@ and schema edits in zarr.json. The ``data`` commands' side: ``test_data_cmd_erro
 
 from __future__ import annotations
 
+import errno
+import itertools
+import json
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from data import EpisodeStore
+from data import EpisodeStore, StoreError
 from tests.conftest import CAM, FEATURES, FPS
+from tests.mounts import fill_disk, tmpfs
 
 LOWDIM = {k: v for k, v in FEATURES.items() if k != CAM}
 
@@ -32,6 +39,168 @@ def assert_episode(store: EpisodeStore, index: int, episode: int) -> None:
     want = [lowdim_frame(episode, t) for t in range(len(ep))]
     for key in LOWDIM:
         np.testing.assert_array_equal(ep[key], np.stack([w[key] for w in want]))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs (the issue's reproduction); skipped where mounting is not possible."""
+    with tmpfs(tmp_path / "disk", "3m") as disk:
+        yield disk
+
+
+# ------------------------------------------------------------------------------- full disk
+
+
+def test_commit_write_cut_short_is_undone_and_raised(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.write of the commit record writes half, then the disk is full: end_episode must
+    raise (it returned normally, and the next commit appended behind the torn line)."""
+    path = tmp_path / "s"
+    log = path / "episodes.jsonl"
+    real_write = os.write
+    calls: list[int] = []
+
+    def half_then_full(fd: int, blob: Any) -> int:
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith("episodes.jsonl"):
+            return real_write(fd, blob)
+        calls.append(len(blob))
+        if len(calls) == 1:
+            return real_write(fd, bytes(blob)[:len(blob) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with EpisodeStore.create(path, LOWDIM, fps=FPS) as store, store.recorder() as rec:
+        record(rec, 0, 5)
+        rec.end_episode(success=True)
+        good = log.read_bytes()
+        record(rec, 1, 7)
+        with monkeypatch.context() as m:
+            m.setattr(os, "write", half_then_full)
+            with pytest.raises(StoreError, match="disk is full") as err:
+                rec.end_episode(success=True)
+        assert str(path) in str(err.value) and "nothing was committed" in str(err.value)
+        assert len(calls) == 2  # the rest of the short write was tried, then undone
+        assert log.read_bytes() == good
+        assert len(store) == 1
+        info = rec.end_episode(success=True)  # space again: the same episode commits whole
+        assert (info.index, info.length) == (1, 7)
+    with EpisodeStore.open(path, "r") as store:
+        assert [i.length for i in store.infos()] == [5, 7]
+        assert_episode(store, 0, 0)
+        assert_episode(store, 1, 1)
+        assert store.verify() == []
+
+
+def test_full_disk_at_the_commit_log_write_on_tmpfs(small_disk: Path) -> None:
+    """The issue's case for real: the commit record crosses into a page the full tmpfs cannot
+    give, so os.write writes only what fits in the log's last page."""
+    path = small_disk / "s"
+    log = path / "episodes.jsonl"
+    page = os.sysconf("SC_PAGE_SIZE")
+    with EpisodeStore.create(path, LOWDIM, fps=FPS) as store, store.recorder() as rec:
+        record(rec, 0, 5)
+        rec.end_episode(success=True)
+        record(rec, 1, 9)
+        rec.flush()  # rows and journal on disk: only the commit record is left to write
+        overhead = len(json.dumps({"op": "task", "task": ""}, separators=(",", ":"))) + 1
+        gap = (-log.stat().st_size - 16) % page
+        store.add_task("x" * (gap - overhead + (page if gap < overhead else 0)))
+        assert log.stat().st_size % page == page - 16  # 16 bytes left in the last page
+        good = log.read_bytes()
+        filler = fill_disk(small_disk)
+        with pytest.raises(StoreError, match="disk is full"):
+            rec.end_episode(success=True)
+        assert log.read_bytes() == good
+        with EpisodeStore.open(path, "r") as reader:  # opens while the disk is full
+            assert len(reader) == 1
+        filler.unlink()
+        info = rec.end_episode(success=True)
+        assert info.length == 9
+        record(rec, 2, 3)  # the next commit lands on a clean line
+        rec.end_episode(success=False)
+    with EpisodeStore.open(path, "r") as store:
+        assert [i.length for i in store.infos()] == [5, 9, 3]
+        for i in range(3):
+            assert_episode(store, i, i)
+        assert store.verify() == []
+
+
+def test_journal_write_failing_leaves_the_last_journal(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills while the in-flight journal is written (fsync reports ENOSPC, as NFS
+    and thin-provisioned disks do): flush raises, the previous journal stays, no temporary
+    file is left, and the steps it names are recovered."""
+    path = tmp_path / "s"
+    journal = path / "inflight.json"
+    real_fsync = os.fsync
+
+    def full_at_journal(fd: int) -> None:
+        if ".inflight.json." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    store = EpisodeStore.create(path, LOWDIM, fps=FPS)
+    rec = store.recorder().__enter__()
+    record(rec, 0, 4)
+    rec.flush()
+    before = journal.read_bytes()
+    record(rec, 0, 6)
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full_at_journal)
+        with pytest.raises(StoreError, match="inflight.json: cannot write: the disk is full"):
+            rec.flush()
+    assert journal.read_bytes() == before
+    assert sorted(p.name for p in path.iterdir()) == [
+        "data", "episodes.jsonl", "inflight.json", "writer.lock", "zarr.json"]
+    store.close()  # the recorder dies here: its journal says 4 steps
+    with EpisodeStore.open(path, "a") as store:
+        assert [(i.length, i.complete) for i in store.infos()] == [(4, False)]
+        assert_episode(store, 0, 0)
+        assert store.verify() == []
+
+
+NOISY = {**LOWDIM, CAM: {"dtype": "uint8", "shape": [32, 32, 3]}}
+
+
+def test_store_stays_openable_after_a_full_disk_anywhere(small_disk: Path) -> None:
+    """Record until the 3 MiB disk is full, with varied free space and flush sizes, so the
+    failure lands in chunk writes, the journal or the commit log: every acknowledged episode
+    survives, the store opens while full, and after freeing space it records again."""
+    rng = np.random.default_rng(0)
+    failures = []
+    for _trial in range(4):
+        for p in small_disk.iterdir():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        filler = small_disk / "filler"
+        filler.write_bytes(b"\xff" * int(rng.integers(1900, 2700) << 10))  # 0.3-1.1 MiB free
+        path = small_disk / "s"
+        acked: dict[int, tuple[int, int]] = {}  # start -> (length, episode)
+        with EpisodeStore.create(path, NOISY, fps=FPS) as store:
+            with pytest.raises(StoreError, match="disk is full") as err, \
+                    store.recorder(flush_every=int(rng.integers(3, 30))) as rec:
+                for ep in itertools.count():
+                    for t in range(int(rng.integers(5, 40))):
+                        noise = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                        rec.add({**lowdim_frame(ep, t), CAM: noise})
+                    info = rec.end_episode(success=True, episode=ep)
+                    acked[info.start] = (info.length, ep)
+            failures.append(str(err.value))
+        leftovers = [p for p in path.rglob("*") if p.name.endswith((".partial", ".tmp"))]
+        assert leftovers == []
+        with EpisodeStore.open(path, "r") as reader:
+            got = {i.start: i for i in reader.infos()}
+            for start, (length, ep) in acked.items():
+                assert got[start].length == length and got[start].metadata["episode"] == ep
+                assert_episode(reader, got[start].index, ep)
+                reader.episode(got[start].index, [CAM])  # decodes
+        filler.unlink()
+        with EpisodeStore.open(path, "a") as writer:  # recovers what was flushed
+            with writer.recorder() as rec:
+                for t in range(5):
+                    rec.add({**lowdim_frame(99, t), CAM: np.zeros((32, 32, 3), np.uint8)})
+                rec.end_episode(success=True)
+        with EpisodeStore.open(path, "r") as reader:
+            assert reader.verify() == [] and reader.info(-1).length == 5
+    assert len(failures) == 4
 
 
 # ------------------------------------------------------------------------------- lossy values
