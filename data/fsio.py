@@ -1,8 +1,9 @@
 """Small file-system primitives the episode store's crash safety rests on.
 
-- :class:`WriterLock`: one writer per store. ``fcntl.flock`` is released by the kernel when its
-  holder dies (even by SIGKILL), so a lock left by a dead process never blocks; the lock file's
-  text (pid, host, time) is only there to name the live holder in the error.
+- :class:`WriterLock`: one writer per store. ``fcntl.flock`` on the store directory itself (and
+  on ``writer.lock``, which older robolearn versions lock) is released by the kernel when its
+  holder dies (even by SIGKILL), so a lock left by a dead process never blocks; deleting
+  ``writer.lock`` does not release it. The file's text (pid, host, time) only names the holder.
 - :func:`atomic_write_json`: write to a temporary file, fsync, rename over the target, fsync the
   directory. A reader or a crash sees the old file or the new one, never half of one.
 - :class:`CommitLog`: the append-only JSON-lines log whose fsync'd lines are the commit points.
@@ -67,38 +68,58 @@ def _holder_text() -> bytes:
 
 
 class WriterLock:
-    """An exclusive, non-blocking lock on ``path``; held until :meth:`release` or process death."""
+    """An exclusive, non-blocking lock on the store directory ``path.parent`` and on ``path``;
+    held until :meth:`release` or process death."""
 
     def __init__(self, path: Path, store_name: str) -> None:
         self.path = path
+        self.store_name = store_name
+        self._dir_fd: int | None = None
         self._fd: int | None = None
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # The directory cannot be deleted from under a live store: its lock holds even when
+            # someone removes writer.lock (which then let a second writer in).
+            self._dir_fd = self._lock(os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY))
+            self._fd = self._lock(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+        except BaseException:
+            self.release()
+            raise
+        try:  # informational only (names the holder in the error): a full disk must not stop us
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, _holder_text(), 0)
+        except OSError:
+            pass
+
+    def _lock(self, fd: int) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown process"
             os.close(fd)
+            try:
+                holder = self.path.read_text(errors="replace").strip()
+            except OSError:
+                holder = ""
             raise StoreLockedError(
-                f"{store_name}: another writer holds the store ({holder}). Only one process may "
-                "record into a store at a time; open it with mode='r' to read while it records."
-            ) from None
-        try:  # informational only (names the holder in the error): a full disk must not stop us
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, _holder_text(), 0)
-        except OSError:
-            pass
-        self._fd = fd
+                f"{self.store_name}: another writer holds the store "
+                f"({holder or 'unknown process'}). Only one process may record into a store at "
+                "a time; open it with mode='r' to read while it records.") from None
+        return fd
 
     def release(self) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
+            try:
+                os.ftruncate(self._fd, 0)
+            except OSError:
+                pass
+            os.close(self._fd)  # closing drops the flock
             self._fd = None
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._dir_fd is not None
 
 
 class CommitLog:
@@ -152,6 +173,18 @@ class CommitLog:
                 os.fsync(f.fileno())
         return torn
 
+    def check_unchanged(self, size: int | None = None) -> None:
+        """Refuse to write when the log holds more than this writer has read: another process
+        committed behind its back (its lock was bypassed), so rows it means to write may belong
+        to an episode already committed there."""
+        size = os.path.getsize(self.path) if size is None else size
+        if size != self.offset:
+            raise StoreLockedError(
+                f"{self.store_name}: {self.path.name} changed from {self.offset} to {size} bytes "
+                "while this process held the store's writer lock: another process wrote to the "
+                "store (was writer.lock deleted?). Stopped before writing; nothing committed is "
+                "lost. Close every writer and open the store again.")
+
     def append(self, record: dict[str, Any]) -> None:
         """Append one record and fsync: when this returns, the record is committed. When it
         raises, the log is as it was (a write cut short, by a full disk say, is undone)."""
@@ -163,6 +196,7 @@ class CommitLog:
                              f"{os_problem(exc)}; nothing was committed") from None
         try:
             size = os.fstat(fd).st_size
+            self.check_unchanged(size)
             try:
                 done = 0
                 while done < len(line):  # a short write means the rest did not fit: retry it

@@ -190,6 +190,7 @@ class Recorder:
 def write_rows(store: EpisodeStore, row: int, block: Mapping[str, np.ndarray]) -> None:
     """Write a block of steps (each value ``(n, *shape)``) at ``row`` of every array."""
     n = len(next(iter(block.values())))
+    store._log.check_unchanged()  # rows past the log's end may be another writer's episode
     try:
         store._ensure_rows(row + n)
     except OSError as exc:

@@ -105,8 +105,6 @@ class EpisodeStore:
         self.features = parse_features(attrs["features"])
         self.fps = float(attrs["fps"])
         self.shard_len = int(attrs["shard_len"])
-        if mode == "a":
-            self._lock = WriterLock(self.path / LOCK_NAME, self.name)
         self._arrays: dict[str, zarr.Array] = {}  # read-only handles
         self._warrays: dict[str, zarr.Array] = {}  # writable handles (writer only)
         self._log = CommitLog(self.path / LOG_NAME, self.name)
@@ -114,9 +112,15 @@ class EpisodeStore:
         self._live_cache: list[dict[str, Any]] | None = None
         self._end = 0  # first free row after every committed (even deleted) episode
         self._next_id = 0
-        self.refresh()
         if mode == "a":
-            self._recover(recover)
+            self._lock = WriterLock(self.path / LOCK_NAME, self.name)
+        try:
+            self.refresh()
+            if mode == "a":
+                self._recover(recover)
+        except BaseException:
+            self.close()  # a store that fails to open holds no lock
+            raise
 
     # ----------------------------------------------------------------------------- lifecycle
     @classmethod

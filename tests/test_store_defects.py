@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from data import EpisodeStore, StoreError
+import data.store
+from data import EpisodeStore, StoreError, StoreLockedError
 from tests.conftest import CAM, FEATURES, FPS
 from tests.mounts import fill_disk, tmpfs
+from tests.test_crash import check_episode, spawn
 
 LOWDIM = {k: v for k, v in FEATURES.items() if k != CAM}
 
@@ -201,6 +204,78 @@ def test_store_stays_openable_after_a_full_disk_anywhere(small_disk: Path) -> No
         with EpisodeStore.open(path, "r") as reader:
             assert reader.verify() == [] and reader.info(-1).length == 5
     assert len(failures) == 4
+
+
+# ------------------------------------------------------------------------------- second writer
+
+
+def test_deleted_writer_lock_does_not_let_a_second_writer_in(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    proc = spawn(path, seed=4)
+    assert proc.stdout is not None
+    committed = [proc.stdout.readline()]
+    try:
+        (path / "writer.lock").unlink()
+        with pytest.raises(StoreLockedError, match="another writer"):
+            EpisodeStore.open(path, "a")
+        committed += [proc.stdout.readline() for _ in range(3)]  # the first writer carries on
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate()
+    committed += out.splitlines()
+    with EpisodeStore.open(path, "a") as store:
+        starts = {i.start: i for i in store.infos()}
+        for line in committed:
+            _, _, start, length = line.split()
+            assert starts[int(start)].length == int(length)
+            check_episode(store, starts[int(start)])
+        assert store.verify() == []
+
+
+class _LockFileOnly:
+    """The lock of a writer that trusted writer.lock alone (robolearn before this fix) after
+    the file was deleted: it takes nothing."""
+
+    def __init__(self, path: Path, store_name: str) -> None:
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
+
+
+def test_writer_stops_when_another_committed_behind_its_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writer A records; writer B, let in without the lock, records at the same rows and
+    commits. A's next flush used to overwrite B's acknowledged episode; now A stops."""
+    path = tmp_path / "s"
+    a = EpisodeStore.create(path, LOWDIM, fps=FPS)
+    rec_a = a.recorder().__enter__()
+    record(rec_a, 0, 3)
+    rec_a.end_episode(success=True)
+    record(rec_a, 1, 4)
+    rec_a.flush()
+    with monkeypatch.context() as m:
+        m.setattr(data.store, "WriterLock", _LockFileOnly)
+        b = EpisodeStore.open(path, "a")
+    with b, b.recorder() as rec_b:
+        record(rec_b, 7, 20)
+        info_b = rec_b.end_episode(success=True)
+    assert info_b.start == rec_a._start + rec_a.num_steps  # where A writes next
+    good = (path / "episodes.jsonl").read_bytes()
+    record(rec_a, 1, 40)
+    with pytest.raises(StoreLockedError, match="another process wrote to the store"):
+        rec_a.flush()  # rows 7.. of A's episode would overwrite B's
+    with pytest.raises(StoreLockedError):
+        rec_a.end_episode(success=True)
+    rec_a.discard_episode()
+    rec_a.__exit__(None, None, None)
+    a.close()
+    assert (path / "episodes.jsonl").read_bytes() == good
+    with EpisodeStore.open(path, "r") as store:
+        assert [i.length for i in store.infos()] == [3, 4, 20]  # B recovered A's flushed steps
+        assert [i.complete for i in store.infos()] == [True, False, True]
+        for index, episode in enumerate((0, 1, 7)):
+            assert_episode(store, index, episode)  # B's acknowledged episode is intact
 
 
 # ------------------------------------------------------------------------------- lossy values
