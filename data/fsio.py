@@ -9,6 +9,8 @@
 - :class:`CommitLog`: the append-only JSON-lines log whose fsync'd lines are the commit points.
   A line without its trailing newline is an append cut short by a crash: readers ignore it and
   the next writer truncates it. An append that fails (disk full) is truncated back at once.
+- :class:`Staging`: a hidden directory beside a new store where it is built; renamed into place
+  when complete, so a store appears whole or not at all.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from data.schema import StoreCorruptError, StoreError, StoreLockedError
 
 log = logging.getLogger(__name__)
+
+STAGING_MARK = ".robolearn-staging"  # inside a staging directory, flock'd by its builder
 
 
 def os_problem(exc: OSError) -> str:
@@ -81,6 +87,10 @@ class WriterLock:
             # someone removes writer.lock (which then let a second writer in).
             self._dir_fd = self._lock(os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY))
             self._fd = self._lock(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+        except OSError as exc:
+            self.release()
+            raise StoreError(f"{store_name}: cannot open the store for writing: "
+                             f"{os_problem(exc)}") from None
         except BaseException:
             self.release()
             raise
@@ -217,6 +227,94 @@ class CommitLog:
         except OSError as exc:  # readers still ignore a tail without newline; writers cut it
             log.error("%s: could not truncate the failed append to %s (%s)", self.store_name,
                       self.path.name, os_problem(exc))
+
+
+class Staging:
+    """A hidden directory ``.<name>.creating-<random>`` beside ``target`` to build a new store
+    in; :meth:`finish` renames it onto ``target``, :meth:`abandon` removes it.
+
+    It holds a marker file flock'd by its builder: a staging directory whose marker nobody holds
+    was left by a builder that died (a SIGKILLed merge), and :func:`clean_stale_staging` removes
+    it. Directories without the marker are not robolearn's and are never touched.
+    """
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        clean_stale_staging(target.parent)
+        self.path = target.with_name(f".{target.name}.creating-{uuid.uuid4().hex[:8]}")
+        self._fd: int | None = None
+        self._made = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir()
+            self._made = True
+            # The marker appears under its name already locked, so a concurrent clean-up never
+            # takes a directory being built for stale.
+            tmp = self.path / f"{STAGING_MARK}.tmp"
+            self._fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            os.write(self._fd, b"robolearn staging directory for " + str(target).encode()
+                     + b": " + _holder_text())
+            os.rename(tmp, self.path / STAGING_MARK)
+        except OSError as exc:
+            self.abandon()
+            raise StoreError(f"{target}: cannot create: {os_problem(exc)}") from None
+
+    def finish(self) -> None:
+        """Rename the built directory onto the target (an empty directory there is replaced)."""
+        try:
+            if self.target.is_dir() and not self.target.is_symlink() \
+                    and not any(self.target.iterdir()):
+                self.target.rmdir()
+            os.rename(self.path, self.target)
+        except OSError as exc:
+            self.abandon()
+            why = "something appeared there meanwhile" if exc.errno in (
+                errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR) else os_problem(exc)
+            raise StoreError(f"{self.target}: cannot create: {why}") from None
+        (self.target / STAGING_MARK).unlink(missing_ok=True)
+        fsync_dir(self.target.parent)
+        self._release()
+
+    def abandon(self) -> None:
+        if self._made:
+            shutil.rmtree(self.path, ignore_errors=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # drops the flock
+            self._fd = None
+
+
+def clean_stale_staging(parent: Path) -> list[Path]:
+    """Remove staging directories in ``parent`` whose builder died; return them."""
+    removed: list[Path] = []
+    try:
+        candidates = [p for p in parent.glob(".*.creating-*")
+                      if p.is_dir() and not p.is_symlink() and (p / STAGING_MARK).is_file()]
+    except OSError:
+        return removed
+    for path in candidates:
+        try:
+            fd = os.open(path / STAGING_MARK, os.O_RDONLY)
+        except OSError:
+            continue  # removed by someone else meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its builder is alive
+        finally:
+            os.close(fd)
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            log.warning("%s: cannot remove a stale staging directory (%s)", path,
+                        os_problem(exc))
+            continue
+        log.warning("removed %s, left by an interrupted store creation or merge", path)
+        removed.append(path)
+    return removed
 
 
 def dir_size(path: Path) -> int:

@@ -318,3 +318,14 @@ def test_values_that_do_not_fit_the_dtype_are_refused(tmp_path: Path, key: str, 
     np.testing.assert_array_equal(ep["f32"], np.array([[0.1, -np.inf]] * 2, np.float32))
     np.testing.assert_array_equal(ep["i32"], [7, 7])  # a Python int fits int32
     np.testing.assert_array_equal(ep["f16"], [0.5, 0.5])
+
+
+# ------------------------------------------------------------------------------- minor items
+
+
+@pytest.mark.parametrize("name", ["tab\there.zarr", "new\nline.zarr", "bell\x07.zarr"])
+def test_store_path_with_control_characters_is_refused(tmp_path: Path, name: str) -> None:
+    """zarr drops such characters from paths: create left a stray .creating-* directory."""
+    with pytest.raises(StoreError, match="control characters"):
+        EpisodeStore.create(tmp_path / name, LOWDIM, fps=FPS)
+    assert list(tmp_path.iterdir()) == []
