@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from data.records import check_record
 from data.schema import StoreCorruptError, StoreError, StoreLockedError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data = json.dumps(obj, indent=1, sort_keys=True).encode()
+    data = json.dumps(obj, indent=1, sort_keys=True, allow_nan=False).encode()
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -153,14 +154,16 @@ class CommitLog:
         records = []
         for line in blob[:end].splitlines():
             self.line_no += 1
+            where = f"{self.store_name}/{self.path.name} line {self.line_no} (byte offset " \
+                    f"{self.offset})"
             try:
                 rec = json.loads(line)
                 if not isinstance(rec, dict) or "op" not in rec:
                     raise ValueError("not a record")
             except ValueError:
                 raise StoreCorruptError(
-                    f"{self.store_name}: {self.path.name} line {self.line_no} (byte offset "
-                    f"{self.offset}) is not a valid commit record: {line[:80]!r}") from None
+                    f"{where} is not a valid commit record: {line[:80]!r}") from None
+            check_record(rec, where)
             records.append(rec)
             self.offset += len(line) + 1
         return records
@@ -198,7 +201,8 @@ class CommitLog:
     def append(self, record: dict[str, Any]) -> None:
         """Append one record and fsync: when this returns, the record is committed. When it
         raises, the log is as it was (a write cut short, by a full disk say, is undone)."""
-        line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
+        line = (json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False)
+                + "\n").encode()
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         except OSError as exc:

@@ -15,6 +15,7 @@ import numpy as np
 
 from data import layout
 from data.fsio import atomic_write_json, os_problem
+from data.records import jsonable
 from data.schema import Source, StoreError
 
 if TYPE_CHECKING:
@@ -155,14 +156,12 @@ class Recorder:
                     _complete: bool = True, **metadata: Any) -> EpisodeInfo:
         """Commit the episode; returns its :class:`EpisodeInfo`. Extra keyword arguments are
         stored as the episode's metadata (JSON data)."""
-        from data.store import _jsonable
-
         if not self._in_episode or self.num_steps == 0:
             raise StoreError(f"{self.store.name}: end_episode() with no steps recorded")
         if success is not None and not isinstance(success, (bool, np.bool_)):
             raise TypeError(f"end_episode(success=...): expected True, False or None, got "
                             f"{success!r}")
-        meta = _jsonable(metadata, "episode metadata")
+        meta = jsonable(metadata, "episode metadata")
         self.flush()
         sync_rows(self.store, self._start, self._start + self._flushed)
         rec = {"op": "add", "id": self.store._next_id, "start": self._start,

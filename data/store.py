@@ -14,6 +14,7 @@ Crash safety rests on three rules (``data/layout.py`` shows the files):
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -27,7 +28,8 @@ import zarr
 
 from data import layout
 from data.build import build, check_new_store_path, mismatch
-from data.fsio import CommitLog, WriterLock, dir_size
+from data.fsio import CommitLog, WriterLock, dir_size, os_problem
+from data.records import check_attrs, jsonable
 from data.schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -98,11 +100,12 @@ class EpisodeStore:
             raise StoreFormatError(f"{self.name}: cannot read the store's root metadata "
                                    f"(zarr.json): {exc}") from None
         self._attrs: dict[str, Any] = attrs
-        version = int(attrs.get("format_version", -1))
-        if version > FORMAT_VERSION:
+        version = attrs.get("format_version", -1)
+        if isinstance(version, int) and version > FORMAT_VERSION:
             raise StoreFormatError(
                 f"{self.name}: written by a newer robolearn (store format {version}, this "
                 f"version reads up to {FORMAT_VERSION}); upgrade robolearn to read it")
+        check_attrs(attrs, f"{self.name}/zarr.json attributes.robolearn")
         self.features = parse_features(attrs["features"])
         self.fps = float(attrs["fps"])
         self.shard_len = int(attrs["shard_len"])
@@ -151,7 +154,7 @@ class EpisodeStore:
             "robot_type": robot_type, "tasks": list(dict.fromkeys(tasks)),
             "features": {k: f.to_json() for k, f in feats.items()},
             "shard_len": _shard_len or layout.shard_len_for(feats),  # copies keep the source's
-            "created": time.time(), "metadata": _jsonable(metadata, "metadata"),
+            "created": time.time(), "metadata": jsonable(metadata, "metadata"),
         }
 
         def fill(staging: Path) -> None:
@@ -255,12 +258,16 @@ class EpisodeStore:
         if not (self.path / "zarr.json").exists():
             raise StoreFormatError(f"{self.name}: not a robolearn episode store (no zarr.json)")
         try:
-            import json
             meta = json.loads((self.path / "zarr.json").read_text())
-            attrs = meta.get("attributes", {}).get("robolearn")
         except ValueError as exc:
             raise StoreFormatError(f"{self.name}/zarr.json: not valid JSON ({exc})") from None
-        if meta.get("zarr_format") != 3 or not isinstance(attrs, dict) \
+        except OSError as exc:
+            raise StoreFormatError(f"{self.name}/zarr.json: cannot read ({os_problem(exc)})") \
+                from None
+        attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        attrs = attrs.get("robolearn") if isinstance(attrs, dict) else None
+        if not isinstance(meta, dict) or meta.get("zarr_format") != 3 \
+                or not isinstance(attrs, dict) \
                 or attrs.get("format") != FORMAT_NAME:
             raise StoreFormatError(f"{self.name}: a zarr group, but not a robolearn episode "
                                    "store (no 'robolearn' attributes)")
@@ -497,20 +504,6 @@ def _info(index: int, rec: dict[str, Any]) -> EpisodeInfo:
                        task=rec.get("task"), tags=tuple(rec.get("tags", ())),
                        sources=dict(rec.get("sources", {})), created=rec.get("created", 0.0),
                        metadata=dict(rec.get("metadata", {})))
-
-
-def _jsonable(obj: Any, where: str) -> Any:
-    """Check metadata is JSON data (numbers, strings, lists, dicts), naming the bad key."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in obj.items()}
-    raise TypeError(f"{where}: {type(obj).__name__} is not JSON data (use numbers, strings, "
-                    "lists, dicts)")
 
 
 def remove_store(path: str | Path) -> None:

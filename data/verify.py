@@ -24,6 +24,9 @@ def verify_store(store: EpisodeStore, progress: bool = False) -> list[str]:
     if (store.path / "inflight.json").exists():
         problems.append(f"{store.name}: an interrupted recording awaits recovery (open the store "
                         "for writing to recover or drop it)")
+    problems += _schema_problems(store)
+    if problems and any("zarr.json" in p for p in problems):
+        return problems  # episodes read through a wrong schema would only repeat it
     for info in track(store.infos(), "verifying episodes", enabled=progress):
         where = f"{store.name}: episode {info.index} (id {info.id})"
         for key in store.keys:
@@ -55,4 +58,31 @@ def verify_store(store: EpisodeStore, progress: bool = False) -> list[str]:
             elif values.dtype.kind == "f" and not np.all(np.isfinite(values)):
                 bad = int(np.argmax(~np.isfinite(values.reshape(len(values), -1)).all(axis=1)))
                 problems.append(f"{where}, array data/{key}: non-finite value at step {bad}")
+    return problems
+
+
+def _schema_problems(store: EpisodeStore) -> list[str]:
+    """The root zarr.json's schema against every array's own metadata, and committed episodes
+    against each other (two episodes never share rows)."""
+    from data.store import RESERVED
+
+    problems = []
+    for key in store.keys:
+        feat = store.features.get(key) or RESERVED[key]
+        try:
+            arr = store.array(key)
+        except StoreError as exc:
+            problems.append(str(exc))
+            continue
+        for what in layout.array_mismatches(arr, feat, store.shard_len):
+            problems.append(f"{store.name}: data/{key}/zarr.json holds {what} (zarr.json "
+                            "attributes.robolearn)")
+        if arr.shape[0] < store._end:
+            problems.append(f"{store.name}: data/{key}/zarr.json holds {arr.shape[0]} rows, "
+                            f"committed episodes reach row {store._end}")
+    infos = sorted(store.infos(), key=lambda i: i.start)
+    for a, b in zip(infos, infos[1:], strict=False):
+        if b.start < a.start + a.length:
+            problems.append(f"{store.name}: episodes {a.index} (id {a.id}) and {b.index} (id "
+                            f"{b.id}) share rows from {b.start} on")
     return problems

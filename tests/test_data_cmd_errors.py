@@ -4,12 +4,14 @@ with SIGKILL leaves no output; read-only file systems are real (a tmpfs remounte
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,3 +144,58 @@ def test_collect_to_a_path_that_is_a_file(tmp_path: Path,
                         "episodes=1")
     assert code == 1 and str(target) in err and "not a directory" in err
     assert target.read_text() == "mine" and sorted(tmp_path.iterdir()) == [target]
+
+
+# ------------------------------------------------------------------------------- bad JSON
+
+
+def _edit_line(path: Path, line: int, edit: Callable[[dict[str, Any]], None]) -> None:
+    log = path / "episodes.jsonl"
+    lines = log.read_text().splitlines()
+    rec = json.loads(lines[line - 1])
+    edit(rec)
+    lines[line - 1] = json.dumps(rec)
+    log.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(("line", "edit", "needle"), [
+    (2, lambda r: r.pop("length"), "line 2 (byte offset"),
+    (1, lambda r: r.update(start="0"), "field 'start' is '0', expected an integer >= 0"),
+    (2, lambda r: r.update(id=True), "field 'id' is True"),
+    (1, lambda r: r.update(tags="ep0"), "field 'tags' is 'ep0', expected a list of strings"),
+    (1, lambda r: r.update(sources={"teleop": "2"}), "field 'sources'"),
+    (3, lambda r: r.update(ids=["0"]), "field 'ids' is ['0']"),
+])
+def test_malformed_commit_records_name_file_line_and_field(
+        make_store: StoreFactory, capsys: pytest.CaptureFixture[str], line: int,
+        edit: Callable[[dict[str, Any]], None], needle: str) -> None:
+    path = make_store(lengths=(3, 4))
+    with EpisodeStore.open(path, "a") as store:
+        store.delete([0])  # line 3: a delete record
+    _edit_line(path, line, edit)
+    for command in ("info", "verify", "delete"):
+        code, err = run_cli(capsys, "data", command, str(path), *(
+            ["episodes=[0]"] if command == "delete" else []))
+        assert code == 1 and f"{path}/episodes.jsonl line {line}" in err and needle in err, err
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    (lambda a: a.pop("fps"), "no field 'fps'"),
+    (lambda a: a.update(fps="fast"), "field 'fps' is 'fast', expected a number > 0"),
+    (lambda a: a.pop("features"), "no field 'features'"),
+    (lambda a: a.update(shard_len="16"), "field 'shard_len' is '16'"),
+    (lambda a: a["features"]["action"].update(shape="two"), "field 'features'"),
+    (lambda a: a["features"].update(action=7), "field 'features.action' is 7"),
+    (lambda a: a.update(tasks="pick"), "field 'tasks' is 'pick'"),
+])
+def test_malformed_zarr_json_names_the_field(make_store: StoreFactory,
+                                             capsys: pytest.CaptureFixture[str],
+                                             edit: Callable[[dict[str, Any]], None],
+                                             needle: str) -> None:
+    path = make_store(lengths=(3,))
+    meta = json.loads((path / "zarr.json").read_text())
+    edit(meta["attributes"]["robolearn"])
+    (path / "zarr.json").write_text(json.dumps(meta))
+    for command in ("info", "delete"):
+        code, err = run_cli(capsys, "data", command, str(path))
+        assert code == 1 and f"{path}/zarr.json" in err and needle in err, err

@@ -20,7 +20,7 @@ import pytest
 
 import data.store
 from data import EpisodeStore, StoreError, StoreLockedError
-from tests.conftest import CAM, FEATURES, FPS
+from tests.conftest import CAM, FEATURES, FPS, StoreFactory
 from tests.mounts import fill_disk, tmpfs
 from tests.test_crash import check_episode, spawn
 
@@ -323,9 +323,52 @@ def test_values_that_do_not_fit_the_dtype_are_refused(tmp_path: Path, key: str, 
 # ------------------------------------------------------------------------------- minor items
 
 
+@pytest.mark.parametrize(("meta", "needle"), [
+    ({"ret": float("nan")}, "episode metadata.ret: nan"),
+    ({"stats": {"max": [1.0, np.float32("inf")]}}, "episode metadata.stats.max[1]: inf"),
+])
+def test_non_finite_metadata_is_refused_naming_the_key(tmp_path: Path, meta: dict[str, Any],
+                                                       needle: str) -> None:
+    """NaN was written into episodes.jsonl as the bare word NaN, which is not JSON."""
+    path = tmp_path / "s"
+    with pytest.raises(ValueError, match="metadata.gain: inf"):
+        EpisodeStore.create(path, LOWDIM, fps=FPS, gain=float("inf"))
+    with EpisodeStore.create(path, LOWDIM, fps=FPS) as store, store.recorder() as rec:
+        record(rec, 0, 3)
+        with pytest.raises(ValueError) as err:
+            rec.end_episode(**meta)
+        assert needle in str(err.value) and "not JSON" in str(err.value)
+        rec.end_episode(ret=None)
+    for line in (path / "episodes.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda word: pytest.fail(f"{word} in the commit log"))
+
+
 @pytest.mark.parametrize("name", ["tab\there.zarr", "new\nline.zarr", "bell\x07.zarr"])
 def test_store_path_with_control_characters_is_refused(tmp_path: Path, name: str) -> None:
     """zarr drops such characters from paths: create left a stray .creating-* directory."""
     with pytest.raises(StoreError, match="control characters"):
         EpisodeStore.create(tmp_path / name, LOWDIM, fps=FPS)
     assert list(tmp_path.iterdir()) == []
+
+
+def _edit_root(path: Path, edit: Any) -> None:
+    meta = json.loads((path / "zarr.json").read_text())
+    edit(meta["attributes"]["robolearn"])
+    (path / "zarr.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(("edit", "needles"), [
+    (lambda a: a.update(shard_len=a["shard_len"] * 2), [f"data/{CAM}/zarr.json", "shard_len"]),
+    (lambda a: a["features"]["observation.state"].update(shape=[5], names=None),
+     ["data/observation.state/zarr.json", "(4,)", "(5,)"]),
+    (lambda a: a["features"]["action"].update(dtype="float64"),
+     ["data/action/zarr.json", "dtype float32", "float64"]),
+])
+def test_verify_compares_the_schema_with_every_array(make_store: StoreFactory, edit: Any,
+                                                     needles: list[str]) -> None:
+    """Edits of zarr.json passed verify and failed later (in training, reading frames)."""
+    path = make_store(lengths=(3, 4))
+    _edit_root(path, edit)
+    with EpisodeStore.open(path, "r") as store:
+        problems = store.verify()
+    assert problems and all(n in problems[0] for n in needles), problems
