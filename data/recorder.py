@@ -15,7 +15,7 @@ import numpy as np
 
 from data import layout
 from data.fsio import atomic_write_json, os_problem
-from data.records import jsonable
+from data.records import check_counts, jsonable
 from data.schema import Source, StoreError
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class Recorder:
         if store._busy:
             raise StoreError(f"{store.name}: a recorder or copy is already writing this store")
         self.store = store
-        self.task = task
+        self.task = _check_task(task)
         # Default cap: ten seconds of data at the store's rate, at least one image shard.
         self.flush_every = int(flush_every or max(store.shard_len, 10 * round(store.fps), 1))
         if self.flush_every < 1:
@@ -100,7 +100,7 @@ class Recorder:
                              "episode before starting another")
         self.store.refresh()
         self._start = self.store.next_start()
-        self._task = task if task is not None else self.task
+        self._task = _check_task(task) if task is not None else self.task
         self._flushed = 0
         self._sources = np.zeros(len(Source), dtype=np.int64)
         self._buf: dict[str, list[Any]] = {k: [] for k in self._keys}
@@ -162,6 +162,9 @@ class Recorder:
             raise TypeError(f"end_episode(success=...): expected True, False or None, got "
                             f"{success!r}")
         meta = jsonable(metadata, "episode metadata")
+        tags = list(tags)
+        if not all(isinstance(t, str) for t in tags):
+            raise TypeError(f"end_episode(tags=...): expected strings, got {tags!r}")
         self.flush()
         sync_rows(self.store, self._start, self._start + self._flushed)
         rec = {"op": "add", "id": self.store._next_id, "start": self._start,
@@ -183,6 +186,12 @@ class Recorder:
 
     def _source_counts(self) -> dict[str, int]:
         return {s.name.lower(): int(self._sources[s]) for s in Source if self._sources[s]}
+
+
+def _check_task(task: str | None) -> str | None:
+    if task is not None and not isinstance(task, str):
+        raise TypeError(f"task: expected a string or None, got {task!r}")
+    return task
 
 
 # ---------------------------------------------------------------------------- shared writers
@@ -252,9 +261,14 @@ def recover_inflight(store: EpisodeStore, journal: Path, keep: bool) -> None:
         journal.unlink()
         return
     sync_rows(store, start, start + flushed)
+    task, sources = j.get("task"), j.get("sources")  # mistyped values are not committed
+    if not check_counts(sources):
+        codes = np.bincount(store.read("source", start, start + flushed), minlength=len(Source))
+        sources = {s.name.lower(): int(codes[s]) for s in Source if codes[s]}
     store._commit({"op": "add", "id": store._next_id, "start": start, "length": flushed,
-                   "success": None, "complete": False, "task": j.get("task"),
-                   "tags": ["recovered"], "sources": j.get("sources", {}),
+                   "success": None, "complete": False,
+                   "task": task if isinstance(task, str) else None, "tags": ["recovered"],
+                   "sources": sources,
                    "created": time.time(), "metadata": {"recovered_from_pid": j.get("pid")}})
     journal.unlink()
     log.warning("%s: recovered an interrupted episode: %d steps kept as incomplete episode %d",

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from data.schema import StoreCorruptError, parse_features
+from data.schema import StoreCorruptError, StoreError, parse_features
 
 
 def _is_int(v: Any) -> bool:
@@ -24,7 +24,8 @@ def _str_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
-def _counts(v: Any) -> bool:
+def check_counts(v: Any) -> bool:
+    """A mapping of action-source names to step counts."""
     return isinstance(v, dict) and all(_is_int(x) and x >= 0 for x in v.values())
 
 
@@ -39,7 +40,7 @@ _ADD_OPTIONAL = {
     "complete": (lambda v: isinstance(v, bool), "true or false"),
     "task": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "tags": (_str_list, "a list of strings"),
-    "sources": (_counts, "a mapping of source names to step counts"),
+    "sources": (check_counts, "a mapping of source names to step counts"),
     "created": (_is_number, "a number (unix time)"),
     "duration_s": (_is_number, "a number of seconds"),
     "metadata": (lambda v: isinstance(v, dict), "a JSON object"),
@@ -52,21 +53,23 @@ _RECORDS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def check_record(rec: dict[str, Any], where: str) -> None:
+def check_record(rec: dict[str, Any], where: str,
+                 error: type[StoreError] = StoreCorruptError) -> None:
     """Fail naming ``where`` (file, line) and the field when a commit record is malformed.
-    Records of an unknown op are left to the reader (written by a newer robolearn)."""
+    Records of an unknown op are left to the reader (written by a newer robolearn). Writers
+    check each record too (``error=StoreError``): a record readers refuse is never written."""
     op = rec["op"]
     if not isinstance(op, str):
-        raise StoreCorruptError(f"{where}: field 'op' is {op!r}, not a string")
+        raise error(f"{where}: field 'op' is {op!r}, not a string")
     required, optional = _RECORDS.get(op, ({}, {}))
     for name, (ok, want) in required.items():
         if name not in rec:
-            raise StoreCorruptError(f"{where}: {op!r} record has no field {name!r}")
+            raise error(f"{where}: {op!r} record has no field {name!r}")
         if not ok(rec[name]):
-            raise StoreCorruptError(f"{where}: field {name!r} is {rec[name]!r}, expected {want}")
+            raise error(f"{where}: field {name!r} is {rec[name]!r}, expected {want}")
     for name, (ok, want) in optional.items():
         if name in rec and not ok(rec[name]):
-            raise StoreCorruptError(f"{where}: field {name!r} is {rec[name]!r}, expected {want}")
+            raise error(f"{where}: field {name!r} is {rec[name]!r}, expected {want}")
 
 
 def check_attrs(attrs: dict[str, Any], where: str) -> None:

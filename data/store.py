@@ -29,7 +29,7 @@ import zarr
 from data import layout
 from data.build import build, check_new_store_path, mismatch
 from data.fsio import CommitLog, WriterLock, dir_size, os_problem
-from data.records import check_attrs, jsonable
+from data.records import check_attrs, check_record, jsonable
 from data.schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -299,6 +299,7 @@ class EpisodeStore:
 
     def _commit(self, rec: dict[str, Any]) -> None:
         self._require_writer()
+        check_record(rec, f"{self.name}: refusing to commit a {LOG_NAME} record", StoreError)
         self._log.append(rec)
         self.refresh()
 

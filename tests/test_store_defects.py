@@ -372,3 +372,26 @@ def test_verify_compares_the_schema_with_every_array(make_store: StoreFactory, e
     with EpisodeStore.open(path, "r") as store:
         problems = store.verify()
     assert problems and all(n in problems[0] for n in needles), problems
+
+
+def test_records_readers_would_refuse_are_never_written(tmp_path: Path) -> None:
+    """Commit records are checked on read; a writer must not commit one that would make its
+    own store unreadable: a mistyped task or tags fail at once, and a journal whose task or
+    sources a crash (or a hand) garbled is recovered without them."""
+    path = tmp_path / "s"
+    store = EpisodeStore.create(path, LOWDIM, fps=FPS)
+    with pytest.raises(TypeError, match="task: expected a string or None, got 5"):
+        store.recorder(task=5)  # type: ignore[arg-type]
+    rec = store.recorder(task="pick").__enter__()
+    record(rec, 0, 3)
+    with pytest.raises(TypeError, match=r"tags=...\): expected strings, got \[1\]"):
+        rec.end_episode(tags=[1])  # type: ignore[list-item]
+    rec.flush()
+    journal = json.loads((path / "inflight.json").read_text())
+    (path / "inflight.json").write_text(json.dumps({**journal, "task": 5, "sources": "all"}))
+    store.close()  # the recorder dies with its journal garbled
+    with EpisodeStore.open(path, "a") as store:
+        info = store.info(0)
+        assert (info.length, info.task, info.sources) == (3, None, {"scripted": 3})
+        assert store.verify() == []
+    assert len(EpisodeStore.open(path, "r")) == 1
