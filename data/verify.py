@@ -24,9 +24,10 @@ def verify_store(store: EpisodeStore, progress: bool = False) -> list[str]:
     if (store.path / "inflight.json").exists():
         problems.append(f"{store.name}: an interrupted recording awaits recovery (open the store "
                         "for writing to recover or drop it)")
-    problems += _schema_problems(store)
-    if problems and any("zarr.json" in p for p in problems):
-        return problems  # episodes read through a wrong schema would only repeat it
+    schema = _array_problems(store)
+    if schema:  # episodes read through a wrong schema would only repeat it
+        return problems + schema
+    problems += _overlaps(store)
     for info in track(store.infos(), "verifying episodes", enabled=progress):
         where = f"{store.name}: episode {info.index} (id {info.id})"
         for key in store.keys:
@@ -61,9 +62,8 @@ def verify_store(store: EpisodeStore, progress: bool = False) -> list[str]:
     return problems
 
 
-def _schema_problems(store: EpisodeStore) -> list[str]:
-    """The root zarr.json's schema against every array's own metadata, and committed episodes
-    against each other (two episodes never share rows)."""
+def _array_problems(store: EpisodeStore) -> list[str]:
+    """The store's schema (root zarr.json) against every array's own metadata."""
     from data.store import RESERVED
 
     problems = []
@@ -75,14 +75,16 @@ def _schema_problems(store: EpisodeStore) -> list[str]:
             problems.append(str(exc))
             continue
         for what in layout.array_mismatches(arr, feat, store.shard_len):
-            problems.append(f"{store.name}: data/{key}/zarr.json holds {what} (zarr.json "
-                            "attributes.robolearn)")
+            problems.append(f"{store.name}: data/{key}/zarr.json: {what}")
         if arr.shape[0] < store._end:
-            problems.append(f"{store.name}: data/{key}/zarr.json holds {arr.shape[0]} rows, "
+            problems.append(f"{store.name}: data/{key}/zarr.json: {arr.shape[0]} rows, but "
                             f"committed episodes reach row {store._end}")
-    infos = sorted(store.infos(), key=lambda i: i.start)
-    for a, b in zip(infos, infos[1:], strict=False):
-        if b.start < a.start + a.length:
-            problems.append(f"{store.name}: episodes {a.index} (id {a.id}) and {b.index} (id "
-                            f"{b.id}) share rows from {b.start} on")
     return problems
+
+
+def _overlaps(store: EpisodeStore) -> list[str]:
+    """Two committed episodes never share rows (a second writer let in would have made them)."""
+    infos = sorted(store.infos(), key=lambda i: i.start)
+    return [f"{store.name}: episodes {a.index} (id {a.id}) and {b.index} (id {b.id}) share "
+            f"rows from {b.start} on" for a, b in zip(infos, infos[1:], strict=False)
+            if b.start < a.start + a.length]

@@ -374,6 +374,19 @@ def test_verify_compares_the_schema_with_every_array(make_store: StoreFactory, e
     assert problems and all(n in problems[0] for n in needles), problems
 
 
+def test_verify_reports_episodes_sharing_rows(make_store: StoreFactory) -> None:
+    """What two writers let in at once left behind (before the lock fix) now shows."""
+    path = make_store(lengths=(3, 4))
+    log = path / "episodes.jsonl"
+    second = json.loads(log.read_text().splitlines()[1])
+    with open(log, "a") as f:
+        f.write(json.dumps({**second, "id": 9}) + "\n")  # the rows of episode 1 again
+    with EpisodeStore.open(path, "r") as store:
+        problems = store.verify()
+    assert problems == [f"{path}: episodes 1 (id 1) and 2 (id 9) share rows from "
+                        f"{second['start']} on"]
+
+
 def test_records_readers_would_refuse_are_never_written(tmp_path: Path) -> None:
     """Commit records are checked on read; a writer must not commit one that would make its
     own store unreadable: a mistyped task or tags fail at once, and a journal whose task or
