@@ -115,6 +115,9 @@ def test_full_disk_at_the_commit_log_write_on_tmpfs(small_disk: Path) -> None:
         assert log.read_bytes() == good
         with EpisodeStore.open(path, "r") as reader:  # opens while the disk is full
             assert len(reader) == 1
+        with pytest.raises(StoreError, match="other: cannot create: the disk is full"):
+            EpisodeStore.create(small_disk / "other", LOWDIM, fps=FPS)
+        assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "s"]
         filler.unlink()
         info = rec.end_episode(success=True)
         assert info.length == 9
