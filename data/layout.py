@@ -82,6 +82,26 @@ def create_feature_array(group: zarr.Group, key: str, feat: Feature, shard_len: 
         fill_value=0)
 
 
+def array_mismatches(arr: zarr.Array, feat: Feature, shard_len: int) -> list[str]:
+    """How an array's own metadata (``data/<key>/zarr.json``) disagrees with the store's schema
+    (root ``zarr.json``): dtype, per-step shape, and for cameras the chunking that
+    :class:`FrameReader` relies on."""
+    out = []
+    said = "the store's schema (root zarr.json) says"
+    if arr.dtype != np.dtype(feat.dtype):
+        out.append(f"dtype {arr.dtype}, but {said} {feat.dtype}")
+    if tuple(arr.shape[1:]) != feat.shape:
+        out.append(f"steps of shape {tuple(arr.shape[1:])}, but {said} {feat.shape}")
+    if feat.image:
+        shards = arr.shards[0] if arr.shards is not None else None
+        if shards != shard_len:
+            out.append(f"camera shards of {shards} frames, but {said} shard_len {shard_len}")
+        if tuple(arr.chunks) != (1, *feat.shape):
+            out.append(f"chunks {tuple(arr.chunks)}, but a camera needs one frame per chunk "
+                       f"{(1, *feat.shape)}")
+    return out
+
+
 def chunk_keys(arr: zarr.Array, start: int, stop: int) -> list[str]:
     """Store keys of the chunk (or shard) files holding time steps [start, stop) of ``arr``."""
     step = arr.shards[0] if arr.shards is not None else arr.chunks[0]

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from data import layout
-from data.fsio import atomic_write_json
+from data.fsio import atomic_write_json, os_problem
+from data.records import check_counts, jsonable
 from data.schema import Source, StoreError
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class Recorder:
         if store._busy:
             raise StoreError(f"{store.name}: a recorder or copy is already writing this store")
         self.store = store
-        self.task = task
+        self.task = _check_task(task)
         # Default cap: ten seconds of data at the store's rate, at least one image shard.
         self.flush_every = int(flush_every or max(store.shard_len, 10 * round(store.fps), 1))
         if self.flush_every < 1:
@@ -67,10 +68,7 @@ class Recorder:
         try:
             if self._in_episode:
                 if exc_type is not None and self.keep_interrupted and self.num_steps > 0:
-                    info = self.end_episode(success=None, tags=("interrupted",), _complete=False)
-                    log.warning("%s: recording interrupted (%s); kept %d steps as incomplete "
-                                "episode %d", self.store.name, exc_type.__name__, info.length,
-                                info.index)
+                    self._keep_interrupted(exc_type.__name__)
                 else:
                     if self.num_steps:
                         log.warning("%s: dropped an unfinished episode of %d steps",
@@ -78,6 +76,17 @@ class Recorder:
                     self.discard_episode()
         finally:
             self.store._busy = False
+
+    def _keep_interrupted(self, why: str) -> None:
+        try:
+            info = self.end_episode(success=None, tags=("interrupted",), _complete=False)
+        except StoreError as exc:  # a full disk, say: the exception in flight says what broke
+            log.warning("%s: could not commit the interrupted episode (%s); the steps flushed "
+                        "so far are recovered when the store is next opened for writing",
+                        self.store.name, exc)
+            return
+        log.warning("%s: recording interrupted (%s); kept %d steps as incomplete episode %d",
+                    self.store.name, why, info.length, info.index)
 
     # ------------------------------------------------------------------------ episodes
     @property
@@ -91,7 +100,7 @@ class Recorder:
                              "episode before starting another")
         self.store.refresh()
         self._start = self.store.next_start()
-        self._task = task if task is not None else self.task
+        self._task = _check_task(task) if task is not None else self.task
         self._flushed = 0
         self._sources = np.zeros(len(Source), dtype=np.int64)
         self._buf: dict[str, list[Any]] = {k: [] for k in self._keys}
@@ -115,7 +124,11 @@ class Recorder:
         src = self.default_source if source is None else Source.parse(source)
         ts = self.num_steps / self.store.fps if timestamp is None else float(timestamp)
         # check every value before buffering any: a bad step must not leave a partial row
-        values = {key: feat.check_value(key, frame[key]) for key, feat in feats.items()}
+        try:
+            values = {key: feat.check_value(key, frame[key]) for key, feat in feats.items()}
+        except ValueError as exc:
+            raise ValueError(f"{self.store.name}: episode {len(self.store)} (being recorded), "
+                             f"step {self.num_steps}: {exc}") from None
         for key, value in values.items():
             self._buf[key].append(value)
         self._buf["timestamp"].append(np.float64(ts))
@@ -143,14 +156,15 @@ class Recorder:
                     _complete: bool = True, **metadata: Any) -> EpisodeInfo:
         """Commit the episode; returns its :class:`EpisodeInfo`. Extra keyword arguments are
         stored as the episode's metadata (JSON data)."""
-        from data.store import _jsonable
-
         if not self._in_episode or self.num_steps == 0:
             raise StoreError(f"{self.store.name}: end_episode() with no steps recorded")
         if success is not None and not isinstance(success, (bool, np.bool_)):
             raise TypeError(f"end_episode(success=...): expected True, False or None, got "
                             f"{success!r}")
-        meta = _jsonable(metadata, "episode metadata")
+        meta = jsonable(metadata, "episode metadata")
+        tags = list(tags)
+        if not all(isinstance(t, str) for t in tags):
+            raise TypeError(f"end_episode(tags=...): expected strings, got {tags!r}")
         self.flush()
         sync_rows(self.store, self._start, self._start + self._flushed)
         rec = {"op": "add", "id": self.store._next_id, "start": self._start,
@@ -174,15 +188,29 @@ class Recorder:
         return {s.name.lower(): int(self._sources[s]) for s in Source if self._sources[s]}
 
 
+def _check_task(task: str | None) -> str | None:
+    if task is not None and not isinstance(task, str):
+        raise TypeError(f"task: expected a string or None, got {task!r}")
+    return task
+
+
 # ---------------------------------------------------------------------------- shared writers
 def write_rows(store: EpisodeStore, row: int, block: Mapping[str, np.ndarray]) -> None:
     """Write a block of steps (each value ``(n, *shape)``) at ``row`` of every array."""
     n = len(next(iter(block.values())))
-    store._ensure_rows(row + n)
+    store._log.check_unchanged()  # rows past the log's end may be another writer's episode
+    try:
+        store._ensure_rows(row + n)
+    except OSError as exc:
+        raise StoreError(f"{store.name}: growing the arrays to {row + n} rows failed: "
+                         f"{os_problem(exc)}") from None
     for key, values in block.items():
         arr = store.writable(key)
         try:
             arr[row:row + n] = values
+        except OSError as exc:
+            raise StoreError(f"{store.name}: writing rows {row}:{row + n} of data/{key} failed: "
+                             f"{os_problem(exc)}") from None
         except Exception as exc:
             raise StoreError(f"{store.name}: writing rows {row}:{row + n} of data/{key} failed: "
                              f"{type(exc).__name__}: {exc}") from exc
@@ -200,6 +228,9 @@ def sync_rows(store: EpisodeStore, start: int, stop: int) -> None:
                 continue  # an all-fill-value chunk zarr chose not to write
             try:
                 os.fsync(fd)
+            except OSError as exc:
+                raise StoreError(f"{store.name}: data/{key}/{ck}: cannot sync to disk: "
+                                 f"{os_problem(exc)}") from None
             finally:
                 os.close(fd)
 
@@ -230,9 +261,14 @@ def recover_inflight(store: EpisodeStore, journal: Path, keep: bool) -> None:
         journal.unlink()
         return
     sync_rows(store, start, start + flushed)
+    task, sources = j.get("task"), j.get("sources")  # mistyped values are not committed
+    if not check_counts(sources):
+        codes = np.bincount(store.read("source", start, start + flushed), minlength=len(Source))
+        sources = {s.name.lower(): int(codes[s]) for s in Source if codes[s]}
     store._commit({"op": "add", "id": store._next_id, "start": start, "length": flushed,
-                   "success": None, "complete": False, "task": j.get("task"),
-                   "tags": ["recovered"], "sources": j.get("sources", {}),
+                   "success": None, "complete": False,
+                   "task": task if isinstance(task, str) else None, "tags": ["recovered"],
+                   "sources": sources,
                    "created": time.time(), "metadata": {"recovered_from_pid": j.get("pid")}})
     journal.unlink()
     log.warning("%s: recovered an interrupted episode: %d steps kept as incomplete episode %d",
@@ -263,10 +299,15 @@ def copy_episodes(src: EpisodeStore, dst: EpisodeStore, indices: list[int],
             for k, ck in enumerate(layout.chunk_keys(src.array(key), info.start,
                                                      info.start + info.length)):
                 target = dst.path / "data" / key / "c" / str(start // s + k) / "0" / "0" / "0"
-                target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_name(target.name + ".copy.partial")
-                shutil.copyfile(src.path / "data" / key / ck, tmp)
-                os.replace(tmp, target)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src.path / "data" / key / ck, tmp)
+                    os.replace(tmp, target)
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    raise StoreError(f"{dst.name}: copying data/{key}/{ck} of {src.name} "
+                                     f"failed: {os_problem(exc)}") from None
         sync_rows(dst, start, start + info.length)
         meta = dict(info.metadata)
         meta.setdefault("origin", {"store": src.name, "id": info.id})

@@ -20,6 +20,7 @@ Arrays read back from a store have shape ``(T, *feature.shape)`` for an episode 
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -152,12 +153,64 @@ class Feature:
         if arr.dtype != self.dtype:
             if self.image and arr.dtype != np.uint8:
                 raise ValueError(f"frame[{name!r}]: camera frames must be uint8, got {arr.dtype}")
-            if not np.can_cast(arr.dtype, self.dtype, casting="same_kind"):
-                raise ValueError(f"frame[{name!r}]: dtype {arr.dtype} cannot become {self.dtype}")
-            arr = arr.astype(self.dtype)
+            arr = _cast(name, arr, self.dtype)
         # Camera buffers are often views (crops, BGR->RGB flips) with odd strides: copy to
         # C order here, or the JPEG encoder rejects them and np.stack keeps the odd layout.
         return arr if arr.flags.c_contiguous else arr.copy(order="C")  # keeps 0-d shape
+
+
+@functools.cache
+def _cast_plan(src: np.dtype[Any], dst: str) -> tuple[str, np.dtype[Any], float, float]:
+    """How values of ``src`` become ``dst`` (worked out once per pair): "safe" (no value can
+    change), "int" (check the range lo..hi), "float" (check magnitudes against hi), "refuse".
+    The int bounds are Python ints: comparing a numpy integer with a float is 3x slower."""
+    dtype = np.dtype(dst)
+    if np.can_cast(src, dtype, casting="safe"):
+        return "safe", dtype, 0, 0
+    if src.kind in "biu" and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return "int", dtype, int(info.min), int(info.max)
+    if not np.can_cast(src, dtype, casting="same_kind"):
+        return "refuse", dtype, 0, 0
+    return "float", dtype, 0, float(np.finfo(dtype).max)
+
+
+def _cast(name: str, arr: np.ndarray, dst: str) -> np.ndarray:
+    """``arr`` as ``dst``, or a ValueError when a value would change beyond rounding.
+
+    Refused: another kind (float into an integer feature, NaN included), integers outside the
+    target's range (300 into uint8 wrapped to 44, -1 into uint8 to 255), finite floats beyond
+    the target's largest value (1e40 into float32 became inf). Rounding a float64 to float32
+    (or an int64 to float32) is not a loss in this sense. One reduction per cast value.
+    """
+    plan, dtype, lo, hi = _cast_plan(arr.dtype, dst)
+    if plan == "safe" or arr.size == 0:
+        return arr.astype(dtype)
+    if plan == "refuse":
+        hint = " (it holds NaN)" if arr.dtype.kind == "f" and np.isnan(arr).any() else ""
+        raise ValueError(f"frame[{name!r}]: dtype {arr.dtype} cannot become {dtype}{hint}")
+    if plan == "int":
+        if arr.size <= 64:  # a few joint or gripper values: Python's min/max is 3x faster
+            values = arr.ravel().tolist()
+            low, high = min(values), max(values)
+        else:
+            low, high = arr.min(), arr.max()
+        if low < lo or high > hi:
+            raise ValueError(f"frame[{name!r}]: value {low if low < lo else high} does not fit "
+                             f"{dtype} ({lo}..{hi})")
+        return arr.astype(dtype)
+    if arr.ndim == 0:
+        if not abs(float(arr)) > hi:  # NaN compares False: it stays NaN
+            return arr.astype(dtype)
+    elif arr.dtype.kind == "f" and np.vdot(arr, arr) <= hi * hi:
+        return arr.astype(dtype)  # every |value| <= hi: nothing overflows (the common case)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(dtype)
+        overflow = np.isinf(out) & ~np.isinf(arr)
+    if overflow.any():
+        raise ValueError(f"frame[{name!r}]: value {arr[overflow].flat[0]} does not fit "
+                         f"{dtype} (largest {hi})")
+    return out
 
 
 def parse_features(features: Mapping[str, Feature | Mapping[str, Any]]) -> dict[str, Feature]:

@@ -14,11 +14,11 @@ Crash safety rests on three rules (``data/layout.py`` shows the files):
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +27,9 @@ import numpy as np
 import zarr
 
 from data import layout
-from data.fsio import CommitLog, WriterLock, dir_size
+from data.build import build, check_new_store_path, mismatch
+from data.fsio import CommitLog, WriterLock, dir_size, os_problem
+from data.records import check_attrs, check_record, jsonable
 from data.schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -81,9 +83,10 @@ class Episode:
 class EpisodeStore:
     """A directory of episodes; see the module docstring and README for the format."""
 
-    def __init__(self, path: Path, mode: Literal["r", "a"], *, recover: str = "keep") -> None:
+    def __init__(self, path: Path, mode: Literal["r", "a"], *, recover: str = "keep",
+                 _name: str | None = None) -> None:
         self.path = Path(path)
-        self.name = str(self.path)
+        self.name = _name or str(self.path)  # a store being built is named by its target
         self.mode = mode
         self._lock: WriterLock | None = None
         self._busy = False  # a recorder or a copy is writing
@@ -97,16 +100,15 @@ class EpisodeStore:
             raise StoreFormatError(f"{self.name}: cannot read the store's root metadata "
                                    f"(zarr.json): {exc}") from None
         self._attrs: dict[str, Any] = attrs
-        version = int(attrs.get("format_version", -1))
-        if version > FORMAT_VERSION:
+        version = attrs.get("format_version", -1)
+        if isinstance(version, int) and version > FORMAT_VERSION:
             raise StoreFormatError(
                 f"{self.name}: written by a newer robolearn (store format {version}, this "
                 f"version reads up to {FORMAT_VERSION}); upgrade robolearn to read it")
+        check_attrs(attrs, f"{self.name}/zarr.json attributes.robolearn")
         self.features = parse_features(attrs["features"])
         self.fps = float(attrs["fps"])
         self.shard_len = int(attrs["shard_len"])
-        if mode == "a":
-            self._lock = WriterLock(self.path / LOCK_NAME, self.name)
         self._arrays: dict[str, zarr.Array] = {}  # read-only handles
         self._warrays: dict[str, zarr.Array] = {}  # writable handles (writer only)
         self._log = CommitLog(self.path / LOG_NAME, self.name)
@@ -114,49 +116,83 @@ class EpisodeStore:
         self._live_cache: list[dict[str, Any]] | None = None
         self._end = 0  # first free row after every committed (even deleted) episode
         self._next_id = 0
-        self.refresh()
         if mode == "a":
-            self._recover(recover)
+            self._lock = WriterLock(self.path / LOCK_NAME, self.name)
+        try:
+            self.refresh()
+            if mode == "a":
+                self._recover(recover)
+        except BaseException:
+            self.close()  # a store that fails to open holds no lock
+            raise
 
     # ----------------------------------------------------------------------------- lifecycle
     @classmethod
     def create(cls, path: str | Path, features: Mapping[str, Any], fps: float, *,
                robot_type: str | None = None, tasks: Iterable[str] = (),
                exist_ok: bool = False, _shard_len: int | None = None,
+               _fill: Callable[[EpisodeStore], Any] | None = None,
                **metadata: Any) -> EpisodeStore:
         """Create a store and open it for writing. ``features`` maps names to ``{dtype, shape,
-        names?}``; extra keyword metadata (JSON-serialisable) is kept in the store's attributes."""
+        names?}``; extra keyword metadata (JSON-serialisable) is kept in the store's attributes.
+
+        The store is built in a hidden directory beside ``path`` and renamed into place when
+        complete (``_fill``, given the store being built, copies episodes into it first): a
+        failure or a kill leaves no ``path`` behind."""
         path = Path(path)
         if (path / "zarr.json").exists():
             if exist_ok:
                 return cls.open(path, "a")
             raise StoreError(f"{path}: a store already exists here (use EpisodeStore.open, or "
                              "exist_ok=True)")
-        if path.exists() and any(path.iterdir()):
-            raise StoreError(f"{path}: directory exists and is not empty; refusing to create a "
-                             "store over foreign files")
+        check_new_store_path(path)
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         feats = parse_features(features)
-        shard_len = _shard_len or layout.shard_len_for(feats)  # copy_to keeps the source's
         attrs = {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "fps": float(fps),
             "robot_type": robot_type, "tasks": list(dict.fromkeys(tasks)),
-            "features": {k: f.to_json() for k, f in feats.items()}, "shard_len": shard_len,
-            "created": time.time(), "metadata": _jsonable(metadata, "metadata"),
+            "features": {k: f.to_json() for k, f in feats.items()},
+            "shard_len": _shard_len or layout.shard_len_for(feats),  # copies keep the source's
+            "created": time.time(), "metadata": jsonable(metadata, "metadata"),
         }
-        tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:8]}")
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        data = root.create_group("data")
-        for key, feat in {**feats, **RESERVED}.items():
-            layout.create_feature_array(data, key, feat, shard_len)
-        (tmp / LOG_NAME).write_bytes(b"")
-        root.attrs["robolearn"] = attrs  # written last: a store without it is not a store
-        if path.exists():
-            path.rmdir()
-        tmp.rename(path)  # the store appears whole or not at all
+
+        def fill(staging: Path) -> None:
+            assert _fill is not None
+            with cls(staging, "a", _name=str(path)) as building:
+                _fill(building)
+
+        build(path, attrs, {**feats, **RESERVED}, LOG_NAME, fill if _fill else None)
         log.info("created store %s (%d features, %.1f fps)", path, len(feats), fps)
         return cls(path, "a")
+
+    @classmethod
+    def merge(cls, path: str | Path,
+              sources: Sequence[tuple[EpisodeStore, Iterable[int] | None]], *,
+              progress: bool = False) -> EpisodeStore:
+        """A new store at ``path`` holding the chosen episodes (None: all) of each source, in
+        order; returned open for writing. Every source is checked against the first before
+        anything is written, and ``path`` appears only once every episode is copied."""
+        if not sources:
+            raise StoreError(f"{path}: nothing to merge (no input stores)")
+        first = sources[0][0]
+        for other, _ in sources[1:]:
+            why = mismatch(other, first)
+            if why:
+                raise StoreError(f"cannot merge {other.name} with {first.name} into {path}: "
+                                 f"{why}")
+        picks = [(src, list(range(len(src))) if idx is None else list(idx))
+                 for src, idx in sources]
+
+        def fill(out: EpisodeStore) -> None:
+            for src, idx in picks:
+                out.append_from(src, idx, progress=progress)
+
+        return cls.create(path, {k: f.to_json() for k, f in first.features.items()}, first.fps,
+                          robot_type=first.robot_type,
+                          tasks=[t for src, _ in sources for t in src.tasks],
+                          _shard_len=first.shard_len, _fill=fill,
+                          **first._attrs.get("metadata", {}))
 
     @classmethod
     def open(cls, path: str | Path, mode: Literal["r", "a"] = "r", *,
@@ -222,12 +258,16 @@ class EpisodeStore:
         if not (self.path / "zarr.json").exists():
             raise StoreFormatError(f"{self.name}: not a robolearn episode store (no zarr.json)")
         try:
-            import json
             meta = json.loads((self.path / "zarr.json").read_text())
-            attrs = meta.get("attributes", {}).get("robolearn")
         except ValueError as exc:
             raise StoreFormatError(f"{self.name}/zarr.json: not valid JSON ({exc})") from None
-        if meta.get("zarr_format") != 3 or not isinstance(attrs, dict) \
+        except OSError as exc:
+            raise StoreFormatError(f"{self.name}/zarr.json: cannot read ({os_problem(exc)})") \
+                from None
+        attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        attrs = attrs.get("robolearn") if isinstance(attrs, dict) else None
+        if not isinstance(meta, dict) or meta.get("zarr_format") != 3 \
+                or not isinstance(attrs, dict) \
                 or attrs.get("format") != FORMAT_NAME:
             raise StoreFormatError(f"{self.name}: a zarr group, but not a robolearn episode "
                                    "store (no 'robolearn' attributes)")
@@ -259,6 +299,7 @@ class EpisodeStore:
 
     def _commit(self, rec: dict[str, Any]) -> None:
         self._require_writer()
+        check_record(rec, f"{self.name}: refusing to commit a {LOG_NAME} record", StoreError)
         self._log.append(rec)
         self.refresh()
 
@@ -400,13 +441,9 @@ class EpisodeStore:
     def copy_to(self, path: str | Path, episodes: Iterable[int] | None = None,
                 progress: bool = False) -> EpisodeStore:
         """Write the chosen episodes (default: all) into a new store at ``path``; returns it
-        open for writing. This is also how a store with deleted episodes is compacted."""
-        feats = {k: f.to_json() for k, f in self.features.items()}
-        out = EpisodeStore.create(path, feats, self.fps, robot_type=self.robot_type,
-                                  tasks=self.tasks, _shard_len=self.shard_len,
-                                  **self._attrs.get("metadata", {}))
-        out.append_from(self, episodes, progress=progress)
-        return out
+        open for writing. This is also how a store with deleted episodes is compacted. The
+        copy appears at ``path`` only when complete."""
+        return EpisodeStore.merge(path, [(self, episodes)], progress=progress)
 
     def append_from(self, other: EpisodeStore, episodes: Iterable[int] | None = None,
                     progress: bool = False) -> list[int]:
@@ -414,17 +451,9 @@ class EpisodeStore:
         from data.recorder import copy_episodes
 
         self._require_writer()
-        if other.features != self.features:
-            diff = sorted({k for k, _ in set(other.features.items()) ^ set(self.features.items())})
-            raise StoreError(f"cannot merge {other.name} into {self.name}: features differ "
-                             f"({', '.join(diff)})")
-        if other.fps != self.fps:
-            raise StoreError(f"cannot merge {other.name} ({other.fps} fps) into {self.name} "
-                             f"({self.fps} fps)")
-        if other.shard_len != self.shard_len:  # camera shards are copied as whole files
-            raise StoreError(f"cannot merge {other.name} into {self.name}: camera shards hold "
-                             f"{other.shard_len} and {self.shard_len} frames (stores written "
-                             "by different robolearn versions)")
+        why = mismatch(other, self)
+        if why:
+            raise StoreError(f"cannot merge {other.name} into {self.name}: {why}")
         idx = list(range(len(other))) if episodes is None else list(episodes)
         return copy_episodes(other, self, idx, progress=progress)
 
@@ -476,20 +505,6 @@ def _info(index: int, rec: dict[str, Any]) -> EpisodeInfo:
                        task=rec.get("task"), tags=tuple(rec.get("tags", ())),
                        sources=dict(rec.get("sources", {})), created=rec.get("created", 0.0),
                        metadata=dict(rec.get("metadata", {})))
-
-
-def _jsonable(obj: Any, where: str) -> Any:
-    """Check metadata is JSON data (numbers, strings, lists, dicts), naming the bad key."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in obj.items()}
-    raise TypeError(f"{where}: {type(obj).__name__} is not JSON data (use numbers, strings, "
-                    "lists, dicts)")
 
 
 def remove_store(path: str | Path) -> None:

@@ -24,6 +24,10 @@ def verify_store(store: EpisodeStore, progress: bool = False) -> list[str]:
     if (store.path / "inflight.json").exists():
         problems.append(f"{store.name}: an interrupted recording awaits recovery (open the store "
                         "for writing to recover or drop it)")
+    schema = _array_problems(store)
+    if schema:  # episodes read through a wrong schema would only repeat it
+        return problems + schema
+    problems += _overlaps(store)
     for info in track(store.infos(), "verifying episodes", enabled=progress):
         where = f"{store.name}: episode {info.index} (id {info.id})"
         for key in store.keys:
@@ -56,3 +60,31 @@ def verify_store(store: EpisodeStore, progress: bool = False) -> list[str]:
                 bad = int(np.argmax(~np.isfinite(values.reshape(len(values), -1)).all(axis=1)))
                 problems.append(f"{where}, array data/{key}: non-finite value at step {bad}")
     return problems
+
+
+def _array_problems(store: EpisodeStore) -> list[str]:
+    """The store's schema (root zarr.json) against every array's own metadata."""
+    from data.store import RESERVED
+
+    problems = []
+    for key in store.keys:
+        feat = store.features.get(key) or RESERVED[key]
+        try:
+            arr = store.array(key)
+        except StoreError as exc:
+            problems.append(str(exc))
+            continue
+        for what in layout.array_mismatches(arr, feat, store.shard_len):
+            problems.append(f"{store.name}: data/{key}/zarr.json: {what}")
+        if arr.shape[0] < store._end:
+            problems.append(f"{store.name}: data/{key}/zarr.json: {arr.shape[0]} rows, but "
+                            f"committed episodes reach row {store._end}")
+    return problems
+
+
+def _overlaps(store: EpisodeStore) -> list[str]:
+    """Two committed episodes never share rows (a second writer let in would have made them)."""
+    infos = sorted(store.infos(), key=lambda i: i.start)
+    return [f"{store.name}: episodes {a.index} (id {a.id}) and {b.index} (id {b.id}) share "
+            f"rows from {b.start} on" for a, b in zip(infos, infos[1:], strict=False)
+            if b.start < a.start + a.length]

@@ -35,6 +35,9 @@ class MergeConfig:
     task: str | None = None  # keep only episodes of this task
 
     def __post_init__(self) -> None:
+        if not self.inputs:
+            raise InvalidValue("inputs", "needs at least one store to copy from, e.g. "
+                                         "inputs=[a.zarr,b.zarr]")
         if self.source is not None:
             try:
                 Source.parse(self.source)
@@ -99,21 +102,23 @@ def verify(cfg: VerifyConfig) -> int:
 
 
 def merge(cfg: MergeConfig) -> int:
-    out = None
+    """Every input is opened and checked (schema, fps) before anything is written; the output
+    is built beside OUT and appears only when complete."""
+    sources: list[EpisodeStore] = []
     try:
         for path in cfg.inputs:
-            with EpisodeStore.open(path, "r") as src:
-                idx = src.select(success=cfg.success, source=cfg.source, task=cfg.task)
-                if out is None:
-                    out = src.copy_to(cfg.output, idx, progress=True)
-                else:
-                    out.append_from(src, idx, progress=True)
-                console.print(f"{path}: copied {len(idx)} of {len(src)} episodes")
-        if out is not None:
+            sources.append(EpisodeStore.open(path, "r"))
+        picks = [src.select(success=cfg.success, source=cfg.source, task=cfg.task)
+                 for src in sources]
+        out = EpisodeStore.merge(cfg.output, list(zip(sources, picks, strict=True)),
+                                 progress=True)
+        with out:
+            for src, idx in zip(sources, picks, strict=True):
+                console.print(f"{src.name}: copied {len(idx)} of {len(src)} episodes")
             console.print(f"{cfg.output}: {len(out)} episodes, {out.num_frames} frames")
     finally:
-        if out is not None:
-            out.close()
+        for src in sources:
+            src.close()
     return 0
 
 
