@@ -21,7 +21,7 @@ bench: setup
 	$(VENV)/bin/python -m bench
 
 lint: setup
-	$(VENV)/bin/ruff check robolearn data sim hardware policies tests bench
+	$(VENV)/bin/ruff check robolearn_core robolearn data sim hardware policies tests bench
 	$(VENV)/bin/mypy
 
 clean:

@@ -79,7 +79,7 @@ class Recorder:
 
     def _keep_interrupted(self, why: str) -> None:
         try:
-            info = self.end_episode(success=None, tags=("interrupted",), _complete=False)
+            info = self.end_episode(success=None, tags=("interrupted",), complete=False)
         except StoreError as exc:  # a full disk, say: the exception in flight says what broke
             log.warning("%s: could not commit the interrupted episode (%s); the steps flushed "
                         "so far are recovered when the store is next opened for writing",
@@ -153,9 +153,11 @@ class Recorder:
             "started": self._t0, "sources": self._source_counts(), "pid": os.getpid()})
 
     def end_episode(self, success: bool | None = None, *, tags: Iterable[str] = (),
-                    _complete: bool = True, **metadata: Any) -> EpisodeInfo:
-        """Commit the episode; returns its :class:`EpisodeInfo`. Extra keyword arguments are
-        stored as the episode's metadata (JSON data)."""
+                    complete: bool = True, **metadata: Any) -> EpisodeInfo:
+        """Commit the episode; returns its :class:`EpisodeInfo`. ``complete=False`` marks an
+        episode cut short (the loop stopped the robot on an error; an import keeps a source's
+        incomplete episode incomplete). Extra keyword arguments are stored as the episode's
+        metadata (JSON data)."""
         if not self._in_episode or self.num_steps == 0:
             raise StoreError(f"{self.store.name}: end_episode() with no steps recorded")
         if success is not None and not isinstance(success, (bool, np.bool_)):
@@ -169,7 +171,7 @@ class Recorder:
         sync_rows(self.store, self._start, self._start + self._flushed)
         rec = {"op": "add", "id": self.store._next_id, "start": self._start,
                "length": self._flushed, "success": None if success is None else bool(success),
-               "complete": _complete, "task": self._task, "tags": sorted(set(tags)),
+               "complete": complete, "task": self._task, "tags": sorted(set(tags)),
                "sources": self._source_counts(), "created": time.time(),
                "duration_s": time.time() - self._t0, "metadata": meta}
         self.store._commit(rec)
@@ -279,7 +281,7 @@ def copy_episodes(src: EpisodeStore, dst: EpisodeStore, indices: list[int],
                   progress: bool = False) -> list[int]:
     """Append episodes of ``src`` to ``dst``. Low-dim rows are copied as values; camera shards
     are copied as files, so JPEG frames are never decoded and re-encoded (no generation loss)."""
-    from robolearn.progress import track
+    from robolearn_core.progress import track
 
     if dst._busy:
         raise StoreError(f"{dst.name}: a recorder is writing this store; finish it first")

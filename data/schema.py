@@ -175,6 +175,10 @@ def _cast_plan(src: np.dtype[Any], dst: str) -> tuple[str, np.dtype[Any], float,
     return "float", dtype, 0, float(np.finfo(dtype).max)
 
 
+# the per-step arrays every store has besides its features (data/timestamp, data/source)
+RESERVED: dict[str, Feature] = {"timestamp": Feature("float64", ()), "source": Feature("uint8", ())}
+
+
 def _cast(name: str, arr: np.ndarray, dst: str) -> np.ndarray:
     """``arr`` as ``dst``, or a ValueError when a value would change beyond rounding.
 

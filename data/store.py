@@ -33,7 +33,7 @@ from data.records import check_attrs, check_record, jsonable
 from data.schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
-    Feature,
+    RESERVED,
     Source,
     StoreCorruptError,
     StoreError,
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 LOG_NAME = "episodes.jsonl"
 JOURNAL_NAME = "inflight.json"
 LOCK_NAME = "writer.lock"
-RESERVED = {"timestamp": Feature("float64", ()), "source": Feature("uint8", ())}
 
 
 @dataclass(frozen=True)

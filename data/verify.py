@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data import layout
-from data.schema import Source, StoreError
+from data.schema import RESERVED, Source, StoreError
 
 if TYPE_CHECKING:
     from data.store import EpisodeStore
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def verify_store(store: EpisodeStore, progress: bool = False) -> list[str]:
     """Return one message per problem (empty: every episode decodes and matches its record)."""
-    from robolearn.progress import track
+    from robolearn_core.progress import track
 
     problems: list[str] = []
     if store._log.torn_tail_bytes():
@@ -64,7 +64,6 @@ def verify_store(store: EpisodeStore, progress: bool = False) -> list[str]:
 
 def _array_problems(store: EpisodeStore) -> list[str]:
     """The store's schema (root zarr.json) against every array's own metadata."""
-    from data.store import RESERVED
 
     problems = []
     for key in store.keys:

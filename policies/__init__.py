@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from policies.device import pick_device
-from robolearn.robot import resolve
+from robolearn_core.registry import resolve
 
 if TYPE_CHECKING:
     from data.schema import Feature
@@ -43,7 +43,7 @@ def make_policy(name: str, features: Mapping[str, Feature], stats: Stats, *,
     """Build policy ``name`` on its device (``config.device``: "auto" = cuda if available).
 
     ``overrides`` set config fields (nested ones as dicts: ``encoder={"keypoints": 16}``);
-    a bad value raises :class:`robolearn.config.InvalidValue` naming the field.
+    a bad value raises :class:`robolearn_core.config.InvalidValue` naming the field.
     """
     cls = policy_class(name)
     if config is None:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from data.schema import Feature
 from policies.base import Policy, PolicyConfig, masked_mean
 from policies.normalize import Stats
-from robolearn.config import InvalidValue
+from robolearn_core.config import InvalidValue
 
 
 @dataclass

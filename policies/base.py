@@ -33,7 +33,7 @@ from data.schema import Feature
 from policies.checksums import CheckpointError, verify, write_sums
 from policies.encoders import EncoderConfig, ObsEncoder
 from policies.normalize import NORM_MODES, Normalizer, Stats
-from robolearn.config import ConfigError, InvalidValue, load_config, to_yaml
+from robolearn_core.config import ConfigError, InvalidValue, load_config, to_yaml
 
 WEIGHTS, CONFIG, META = "model.safetensors", "config.yaml", "policy.json"
 FILES = (WEIGHTS, CONFIG, META)  # a saved policy; SHA256SUMS records their checksums

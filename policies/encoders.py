@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from data.schema import Feature
 from policies.normalize import Normalizer
-from robolearn.config import InvalidValue
+from robolearn_core.config import InvalidValue
 
 
 @dataclass

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from robolearn.config import ConfigError, MissingValues, load_config
-from robolearn.progress import setup_logging
+from robolearn_core.config import ConfigError, MissingValues, load_config
+from robolearn_core.progress import setup_logging
 
 log = logging.getLogger("robolearn")
 

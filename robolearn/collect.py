@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ import numpy as np
 
 import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from data import EpisodeStore, Source, StoreError
-from robolearn.config import MISSING, InvalidValue
+from data.store import remove_store
 from robolearn.env import (
     ENVS,
     RobotEnv,
@@ -46,7 +45,8 @@ from robolearn.env import (
     with_robot,
 )
 from robolearn.loop import ControlLoop, EpisodeResult, LoopConfig, create_store, step_features
-from robolearn.progress import console
+from robolearn_core.config import MISSING, InvalidValue
+from robolearn_core.progress import console
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -147,17 +147,17 @@ def _store_of_this_run(cfg: CollectConfig, env: RobotEnv) -> Iterator[EpisodeSto
             yield store
     except BaseException:
         if fresh and len(store) == 0:  # the error's own line says what happened
-            shutil.rmtree(store.path)
+            remove_store(store.path)
         raise
     if fresh and len(store) == 0:
-        shutil.rmtree(store.path)
+        remove_store(store.path)
         console.print(f"{cfg.output}: no episode recorded; removed the empty store")
     else:
         console.print(f"{cfg.output}: {len(store)} episodes, {store.num_frames} steps")
 
 
 def _scripted(cfg: CollectConfig, env: RobotEnv, rec: Any) -> None:
-    from robolearn.progress import track
+    from robolearn_core.progress import track
 
     loop = ControlLoop(env, LoopConfig(realtime=False), rec)
     for i in track(range(cfg.episodes), "collecting episodes"):

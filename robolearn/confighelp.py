@@ -20,7 +20,7 @@ import tokenize
 from dataclasses import dataclass
 from typing import Any
 
-from robolearn.config import MISSING
+from robolearn_core.config import MISSING
 
 
 @dataclass(frozen=True)

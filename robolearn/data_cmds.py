@@ -10,7 +10,7 @@ from rich.table import Table
 
 from data import EpisodeStore
 from data.schema import Source, StoreError
-from robolearn.config import MISSING, InvalidValue
+from robolearn_core.config import MISSING, InvalidValue
 
 console = Console()
 

@@ -31,12 +31,12 @@ import numpy as np
 import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from data import EpisodeStore, Source
 from data.sampling import WindowSampler, WindowSpec, split_episodes
-from robolearn.config import InvalidValue
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import ControlLoop, LoopConfig
 from robolearn.rundir import start_output
 from robolearn.vector import collect_scripted
 from robolearn.video import record_rollout
+from robolearn_core.config import InvalidValue
 
 log = logging.getLogger("robolearn.demo")
 ENV_ID = "robolearn/SimArmLift-v0"
@@ -154,7 +154,7 @@ def train_and_evaluate(cfg: QuickstartConfig, data: Path, out: Path) -> dict[str
     """``robolearn train`` then ``robolearn eval`` on the demonstrations; a learning curve."""
     from policies.base import Policy
     from robolearn import evaluate, train
-    from robolearn.config import load_config
+    from robolearn_core.config import load_config
 
     overrides = [f"dataset={data}", f"output={out / 'bc'}", f"policy={cfg.policy}",
                  f"steps={cfg.train_steps}", "resume=false", f"seed={cfg.seed}",

@@ -20,9 +20,9 @@ import numpy as np
 from gymnasium import spaces
 
 from data.schema import Feature
-from robolearn.config import ConfigError, InvalidValue, probe
 from robolearn.robot import Robot, make_robot, robot_config_class
 from robolearn.task import Task, make_task
+from robolearn_core.config import ConfigError, InvalidValue, probe
 
 
 def feature_space(feat: Feature) -> spaces.Box:

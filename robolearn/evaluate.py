@@ -19,13 +19,13 @@ import numpy as np
 
 import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from policies.checksums import CheckpointError
-from robolearn.config import MISSING, ConfigError, InvalidValue
 from robolearn.env import ENVS, RobotEnv, make_env, unknown_env
 from robolearn.loop import ControlLoop, LoopConfig
-from robolearn.progress import track
 from robolearn.rundir import start_output
 from robolearn.safety import SafetyConfig
 from robolearn.video import write_mp4
+from robolearn_core.config import MISSING, ConfigError, InvalidValue
+from robolearn_core.progress import track
 
 log = logging.getLogger("robolearn.eval")
 

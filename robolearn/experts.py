@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from robolearn.robot import resolve
+from robolearn_core.registry import resolve
 
 if TYPE_CHECKING:
     from robolearn.env import RobotEnv

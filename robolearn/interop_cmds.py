@@ -19,8 +19,8 @@ from rich.console import Console
 from data import EpisodeStore
 from data.interop import ConversionError, staged_output
 from data.schema import Source
-from robolearn.config import MISSING, ConfigError, InvalidValue
-from robolearn.progress import track
+from robolearn_core.config import MISSING, ConfigError, InvalidValue
+from robolearn_core.progress import track
 
 console = Console()
 

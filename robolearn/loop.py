@@ -23,9 +23,9 @@ import numpy as np
 
 from data.schema import Feature, Source
 from data.store import EpisodeStore
-from robolearn.config import InvalidValue
 from robolearn.env import RobotEnv
 from robolearn.safety import SafetyConfig, SafetyFilter, SafetyStats, Watchdog
+from robolearn_core.config import InvalidValue
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class ControlLoop:
             error = type(exc).__name__ + (f": {exc}" if str(exc) else "")
             # the recorder's own path for an interrupted episode (its ``with`` block left by
             # an exception), taken here so a caller that goes on to the next episode keeps it
-            info = rec.end_episode(None, tags=("interrupted",), _complete=False, error=error,
+            info = rec.end_episode(None, tags=("interrupted",), complete=False, error=error,
                                    **metadata)
             done += f"; the {info.length} steps recorded kept as interrupted episode {info.index}"
         return done

@@ -43,7 +43,6 @@ import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from data import EpisodeStore, Source, StoreError
 from data.schema import Feature
 from policies.rl.replay import ReplayBuffer, discounted_returns, learner_reward, load_transitions
-from robolearn.config import ConfigError, InvalidValue, to_yaml
 from robolearn.env import (
     ENVS,
     RobotEnv,
@@ -68,6 +67,7 @@ from robolearn.rundir import (
     truncate_metrics,
 )
 from robolearn.safety import SafetyConfig, SafetyFilter
+from robolearn_core.config import ConfigError, InvalidValue, to_yaml
 
 # what the runner writes in its output directory (a fresh start deletes these, nothing else)
 RL_ENTRIES = (*RUN_ENTRIES, "online.zarr")
@@ -369,7 +369,7 @@ class Runner:
         return 0
 
     def pretrain(self) -> None:
-        from robolearn.progress import track
+        from robolearn_core.progress import track
 
         a = self.acfg
         assert self.offline is not None
@@ -387,7 +387,7 @@ class Runner:
     def practice(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        from robolearn.progress import console
+        from robolearn_core.progress import console
 
         cfg, a = self.cfg, self.acfg
         if self.env_step >= cfg.env_steps:  # a finished run invoked again: change nothing (a

@@ -16,13 +16,13 @@ control loop keeps the rate.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 
 from data.schema import Feature
+from robolearn_core.registry import resolve
 
 
 class RobotError(Exception):
@@ -136,14 +136,6 @@ ROBOTS: dict[str, str] = {
     "sim_arm": "sim.arm.robot:SimArm",
     "robosuite": "sim.robosuite_robot:RobosuiteRobot",
 }
-
-
-def resolve(table: dict[str, str], name: str, kind: str) -> Any:
-    """Import ``table[name]`` lazily; an unknown name fails listing the known ones."""
-    if name not in table:
-        raise KeyError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}")
-    module, _, attr = table[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def make_robot(name: str, **kwargs: Any) -> Robot:

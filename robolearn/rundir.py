@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from policies.checksums import CheckpointError, verify, write_sums
-from robolearn.config import ConfigError, to_yaml
+from robolearn_core.config import ConfigError, to_yaml
 
 log = logging.getLogger("robolearn.run")
 

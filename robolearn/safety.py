@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robolearn.config import InvalidValue
+from robolearn_core.config import InvalidValue
 
 
 @dataclass

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from data.schema import Feature
-from robolearn.robot import Robot, resolve
+from robolearn.robot import Robot
+from robolearn_core.registry import resolve
 
 
 class Task(ABC):

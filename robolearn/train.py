@@ -30,8 +30,6 @@ from torch.utils.data import DataLoader, Sampler
 from data import EpisodeStore, StoreError
 from data.sampling import split_episodes
 from data.torch_dataset import BatchDataset, EpisodeDataset
-from robolearn.config import MISSING, ConfigError, InvalidValue, to_yaml
-from robolearn.progress import console
 from robolearn.rundir import (
     RUN_ENTRIES,
     STATE,
@@ -45,6 +43,8 @@ from robolearn.rundir import (
     start_output,
     truncate_metrics,
 )
+from robolearn_core.config import MISSING, ConfigError, InvalidValue, to_yaml
+from robolearn_core.progress import console
 
 log = logging.getLogger("robolearn.train")
 
@@ -103,7 +103,7 @@ def schema_for(path: str | None, overrides: list[str]) -> type:
     """The typed schema of this run: TrainConfig plus ``policy_config`` of the chosen policy
     (read from the file and overrides first), so every policy field is checked up front."""
     from policies import POLICIES, policy_config_class
-    from robolearn.config import probe
+    from robolearn_core.config import probe
 
     name = str(probe(path, overrides).get("policy", "mlp"))
     from policies.rl import RL_ALGOS
@@ -119,7 +119,7 @@ def schema_for(path: str | None, overrides: list[str]) -> type:
             f"RLTrainConfig_{name}", [("policy_config", acls, field(default_factory=acls))],
             bases=(RLTrainConfig,), namespace=chosen), path, overrides)
     if name not in POLICIES:
-        from robolearn.config import ConfigError
+        from robolearn_core.config import ConfigError
 
         raise ConfigError(f"policy: unknown policy {name!r}; known: "
                           f"{', '.join([*POLICIES, *RL_ALGOS])}")

@@ -18,7 +18,7 @@ from data.schema import Source
 from data.store import EpisodeStore
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import create_store
-from robolearn.progress import track
+from robolearn_core.progress import track
 
 
 def _make(env_id: str, overrides: dict[str, Any]) -> RobotEnv:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from robolearn.config import load_config
 from robolearn.demo import QuickstartConfig
 from robolearn.loop import LoopConfig
+from robolearn_core.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SCHEMAS = {"quickstart.yaml": QuickstartConfig, "control_loop.yaml": LoopConfig}

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from data import EpisodeStore
-from robolearn.config import ConfigError, load_config
 from robolearn.env import RobotEnv, make_env
 from robolearn.experts import make_expert
 from robolearn.loop import ActionError, ControlLoop, LoopConfig, step_features
 from robolearn.safety import SafetyConfig, SafetyFilter, Watchdog
+from robolearn_core.config import ConfigError, load_config
 
 
 def test_filter_rejects_nonfinite_clips_and_rate_limits() -> None:

@@ -21,7 +21,7 @@ from data.torch_dataset import EpisodeDataset
 from policies import POLICIES, make_policy, policy_config_class
 from policies.base import Policy
 from policies.normalize import Normalizer, compute_stats
-from robolearn.config import InvalidValue, load_config
+from robolearn_core.config import InvalidValue, load_config
 
 CAM = "observation.images.cam"
 FEATURES: dict[str, dict[str, Any]] = {

@@ -335,7 +335,7 @@ def test_an_update_never_makes_the_host_wait_for_the_device(name: str, camera: b
 
 def test_config_checks_name_the_field() -> None:
     from policies.rl.sac import SACConfig
-    from robolearn.config import InvalidValue
+    from robolearn_core.config import InvalidValue
 
     with pytest.raises(InvalidValue, match="critic_subset"):
         SACConfig(n_critics=2, critic_subset=3)
@@ -419,7 +419,7 @@ def test_relative_actions_are_offsets_from_the_state_and_stay_in_bounds() -> Non
 
 
 def test_relative_actions_must_name_actions_with_a_state_origin() -> None:
-    from robolearn.config import InvalidValue
+    from robolearn_core.config import InvalidValue
 
     with pytest.raises(InvalidValue, match="relative_actions.*'wrist' is not an action"):
         _arm_like(relative_actions=["wrist"])

@@ -147,9 +147,9 @@ def test_a_sigkilled_trainer_resumes_and_its_store_stays_intact(car_demos: Path,
 
 
 def test_a_nan_actor_never_reaches_the_robot(car_demos: Path, tmp_path: Path) -> None:
-    from robolearn.config import load_config
     from robolearn.rl_train import Runner
     from robolearn.train import schema_for
+    from robolearn_core.config import load_config
 
     over = [f"output={tmp_path / 'nan'}", "env_steps=30", "max_episode_steps=30",
             "policy=sac", "policy_config.random_steps=0", "eval_every=1000", *TINY[:5]]
@@ -169,9 +169,9 @@ def test_a_nan_actor_never_reaches_the_robot(car_demos: Path, tmp_path: Path) ->
 def test_the_runner_applies_its_safety_config(on_nonfinite: str, tmp_path: Path) -> None:
     """``safety`` reaches practice: a rate limit on random actions, and a NaN actor that holds
     the last safe action or stops the robot, as configured."""
-    from robolearn.config import load_config
     from robolearn.rl_train import Runner
     from robolearn.train import schema_for
+    from robolearn_core.config import load_config
 
     limited = tmp_path / "limited"
     assert main(["train", "policy=sac", "env=robolearn/SimCar-v0", f"output={limited}",
@@ -225,9 +225,9 @@ def test_practice_updates_never_make_the_host_wait_for_the_device(
     every update, offline pretraining included, runs without an operator that would make the
     host wait for a GPU (``tests/test_rl_parts.py`` says which)."""
     from bench.rl_update import HostSyncDetector, optimizer_steps
-    from robolearn.config import load_config
     from robolearn.rl_train import Runner
     from robolearn.train import schema_for
+    from robolearn_core.config import load_config
 
     over = [f"output={tmp_path / policy}", "env_steps=60", "max_episode_steps=30",
             f"policy={policy}", f"dataset={car_demos}", "eval_every=1000",
@@ -274,9 +274,9 @@ def test_a_recovery_ends_the_stored_stretch_so_no_transition_spans_it(
     one learner episode. The online store ends its stretch there, so transitions rebuilt from
     the store are exactly the replay's, none pairing a step with the recovered observation."""
     from policies.rl.replay import load_transitions
-    from robolearn.config import load_config
     from robolearn.rl_train import Runner
     from robolearn.train import schema_for
+    from robolearn_core.config import load_config
 
     over = [f"output={tmp_path / 'run'}", "policy=rlpd", "env_steps=60", "max_episode_steps=30",
             f"dataset={car_demos}", "eval_every=1000", *TINY]
@@ -301,9 +301,9 @@ def test_a_recovery_ends_the_stored_stretch_so_no_transition_spans_it(
 
 
 def test_the_rate_limit_counts_from_where_a_recovery_left_the_car(tmp_path: Path) -> None:
-    from robolearn.config import load_config
     from robolearn.rl_train import Runner
     from robolearn.train import schema_for
+    from robolearn_core.config import load_config
 
     over = [f"output={tmp_path / 'run'}", "policy=sac", "env_steps=30", "max_episode_steps=30",
             "eval_every=1000", "safety.max_delta=0.1", *TINY[:5],

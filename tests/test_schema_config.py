@@ -1,4 +1,4 @@
-"""The data contract (features, action sources) and typed configs (robolearn.config)."""
+"""The data contract (features, action sources) and typed configs (robolearn_core.config)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data.schema import Feature, Source, parse_features
-from robolearn.config import MISSING, ConfigError, InvalidValue, load_config, to_yaml
+from robolearn_core.config import MISSING, ConfigError, InvalidValue, load_config, to_yaml
 
 # ------------------------------------------------------------------------------------ features
 

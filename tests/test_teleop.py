@@ -34,8 +34,8 @@ from hardware.teleop.gamepad import BUTTONS, GamepadConfig, normalise
 from hardware.teleop.keyboard import KeyboardConfig, KeyboardDevice, parse_keys
 from hardware.teleop.keys import keys_markdown
 from hardware.teleop.spacemouse import SpaceMouseConfig, SpaceMouseDevice, parse_report
-from robolearn.config import ConfigError, InvalidValue
 from robolearn.robot import make_robot
+from robolearn_core.config import ConfigError, InvalidValue
 from sim.arm.model import ARM_JOINTS, HOME, JOINTS
 
 ROOT = Path(__file__).resolve().parents[1]

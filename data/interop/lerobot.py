@@ -380,8 +380,8 @@ class _Reader:
                 rec.add({k: v[t] for k, v in values.items()}, source=Source(int(sources[t])),
                         timestamp=float(times[t]))
         if saved is not None:
-            # _complete: an episode the store kept after its recorder died stays incomplete
-            rec.end_episode(saved["success"], tags=saved["tags"], _complete=saved["complete"],
+            # complete: an episode the store kept after its recorder died stays incomplete
+            rec.end_episode(saved["success"], tags=saved["tags"], complete=saved["complete"],
                             **saved["metadata"])
         else:
             rec.end_episode(None, lerobot_episode=e)

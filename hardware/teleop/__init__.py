@@ -23,8 +23,9 @@ from hardware.teleop.base import (
     TeleopConfig,
     TeleopDevice,
 )
-from robolearn.config import ConfigError, InvalidValue
-from robolearn.robot import Robot, resolve
+from robolearn.robot import Robot
+from robolearn_core.config import ConfigError, InvalidValue
+from robolearn_core.registry import resolve
 
 __all__ = ["MODES", "TELEOPS", "ArmMapper", "ArmMapperConfig", "CarMapper", "CarMapperConfig",
            "DeviceError", "DeviceState", "Mapper", "Teleop", "TeleopConfig", "TeleopDevice",

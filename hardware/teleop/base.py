@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from robolearn.config import ConfigError, InvalidValue
+from robolearn_core.config import ConfigError, InvalidValue
 
 # mode -> the events a device may send in it
 MODE_EVENTS: dict[str, tuple[str, ...]] = {

@@ -32,7 +32,7 @@ from hardware.teleop.base import (
     TeleopDevice,
     check_events,
 )
-from robolearn.config import InvalidValue
+from robolearn_core.config import InvalidValue
 
 AXES = ("lx", "ly", "rx", "ry", "lt", "rt")  # SDL_GameControllerAxis order
 BUTTONS = ("a", "b", "x", "y", "back", "guide", "start", "ls", "rs", "lb", "rb",

@@ -36,7 +36,7 @@ from hardware.teleop.base import (
     TeleopDevice,
     check_events,
 )
-from robolearn.config import InvalidValue
+from robolearn_core.config import InvalidValue
 
 # escape sequences of the keys named in key maps (normal and application cursor mode)
 ESCAPES = {"\x1b[A": "up", "\x1b[B": "down", "\x1b[C": "right", "\x1b[D": "left",

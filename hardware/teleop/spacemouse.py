@@ -42,7 +42,7 @@ from hardware.teleop.base import (
     TeleopDevice,
     check_events,
 )
-from robolearn.config import InvalidValue
+from robolearn_core.config import InvalidValue
 
 VENDORS = (0x046D, 0x256F)  # Logitech (older 3Dconnexion), 3Dconnexion
 TRANSLATION = ("x", "y", "z")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robolearn.robot import resolve
+from robolearn_core.registry import resolve
 
 RL_ALGOS: dict[str, str] = {
     "sac": "policies.rl.sac:SAC",  # SAC (any ensemble size / UTD by config)

@@ -32,7 +32,7 @@ from data.schema import Feature
 from policies.base import Policy, PolicyConfig
 from policies.normalize import Stats
 from policies.rl.networks import mlp, tanh_gaussian_log_prob, tanh_gaussian_sample
-from robolearn.config import InvalidValue
+from robolearn_core.config import InvalidValue
 
 
 @dataclass

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from policies.rl.sac import SAC, Batch, SACConfig
-from robolearn.config import InvalidValue
+from robolearn_core.config import InvalidValue
 
 
 @dataclass

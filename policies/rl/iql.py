@@ -16,7 +16,7 @@ from torch import Tensor
 
 from policies.rl.networks import mlp
 from policies.rl.sac import SAC, Batch, SACConfig
-from robolearn.config import InvalidValue
+from robolearn_core.config import InvalidValue
 
 
 @dataclass

@@ -31,7 +31,7 @@ from policies.device import pick_device
 from policies.normalize import Stats
 from policies.rl.actor import ActorConfig, ActorPolicy
 from policies.rl.networks import EnsembleMLP, LoopEnsembleMLP, random_shift
-from robolearn.config import InvalidValue
+from robolearn_core.config import InvalidValue
 
 Batch = dict[str, Tensor]
 
