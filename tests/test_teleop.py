@@ -434,10 +434,12 @@ def test_gamepad_through_sdl_virtual_controller(car) -> None:  # type: ignore[no
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     pygame = pytest.importorskip("pygame")
+    pygame.quit()  # whatever an earlier test left initialised: start SDL's subsystems afresh
     pygame.display.init()
     pygame.joystick.init()
-    with open("/proc/self/maps") as f:
+    with open("/proc/self/maps") as f:  # pygame's own SDL (another library may map another)
         libs = {line.split()[-1] for line in f if "libSDL2-2" in line or "libSDL2.so" in line}
+    libs = {p for p in libs if "pygame" in p} or libs
     if not libs:
         pytest.skip("cannot find pygame's SDL library")
     sdl = ctypes.CDLL(sorted(libs)[0])
