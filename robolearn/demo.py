@@ -40,6 +40,12 @@ from robolearn.video import record_rollout
 
 log = logging.getLogger("robolearn.demo")
 ENV_ID = "robolearn/SimArmLift-v0"
+# Every episode seed of a run comes from its ``seed``, in disjoint ranges: run ``seed`` uses
+# seed * SEED_STRIDE + [0, SEED_STRIDE), so another seed is a fresh run (new demonstrations,
+# crash-test episodes and evaluation episodes); seed 0 keeps the README's ranges.
+SEED_STRIDE = 1_000_000
+CRASH_TEST_SEEDS = 10_000  # the crash-test recorder's episodes, from here
+EVAL_SEEDS = 100_000  # the evaluation episodes, from here (demonstrations start at 0)
 
 
 @dataclass
@@ -54,15 +60,25 @@ class QuickstartConfig:
     policy_sees_camera: bool = False  # train on the camera too (slower on a CPU) or state only
     train_steps: int = 3000  # gradient steps
     eval_episodes: int = 30  # seeded evaluation episodes of the trained policy
-    seed: int = 0  # seeds object placement and sampling
+    seed: int = 0  # draws everything: demonstrations, crash test, training, evaluation
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise InvalidValue("episodes", f"must be >= 1, got {self.episodes}")
+        if not 1 <= self.eval_episodes <= SEED_STRIDE - EVAL_SEEDS:
+            raise InvalidValue("eval_episodes", f"must be in [1, {SEED_STRIDE - EVAL_SEEDS}], "
+                               f"got {self.eval_episodes}")
+        if self.seed < 0:
+            raise InvalidValue("seed", f"must be >= 0, got {self.seed}")
         if not 1 <= self.num_envs <= 16:
             raise InvalidValue("num_envs", f"must be in [1, 16], got {self.num_envs}")
         if not 16 <= self.image_size <= 512:
             raise InvalidValue("image_size", f"must be in [16, 512], got {self.image_size}")
+
+
+def _first_seed(cfg: QuickstartConfig) -> int:
+    """The first episode seed of this run's range (see SEED_STRIDE)."""
+    return cfg.seed * SEED_STRIDE
 
 
 def _arm(cfg: QuickstartConfig) -> dict[str, Any]:
@@ -100,7 +116,8 @@ def _record_forever(path: str, cfg: QuickstartConfig) -> None:
     loop = ControlLoop(env, LoopConfig(realtime=True))  # real time: 30 Hz, like a real arm
     with EpisodeStore.open(path, "a") as store, store.recorder(task="lift the cube") as rec:
         loop.recorder = rec
-        for seed in range(10_000, 20_000):
+        first = _first_seed(cfg) + CRASH_TEST_SEEDS
+        for seed in range(first, first + 10_000):
             loop.run_episode(lambda obs: env.expert_action(), seed=seed,
                              source=Source.SCRIPTED)
 
@@ -110,8 +127,8 @@ def run(cfg: QuickstartConfig) -> int:
     start_output(out, wipe=True)
     path = out / "demos.zarr"
     t0 = time.perf_counter()
-    store = collect_scripted(ENV_ID, str(path), cfg.episodes, cfg.num_envs, seed=cfg.seed,
-                             robot_kwargs=_arm(cfg))
+    store = collect_scripted(ENV_ID, str(path), cfg.episodes, cfg.num_envs,
+                             seed=_first_seed(cfg), robot_kwargs=_arm(cfg))
     steps = store.num_frames
     store.close()
     report: dict[str, Any] = {"collect_steps_per_s": steps / (time.perf_counter() - t0)}
@@ -136,8 +153,8 @@ def run(cfg: QuickstartConfig) -> int:
         env: RobotEnv = make_env(**ENVS[ENV_ID])
         try:
             report["video"] = {"path": str(out / "expert_lift.mp4"), **record_rollout(
-                env, lambda obs: env.expert_action(), out / "expert_lift.mp4", seed=cfg.seed,
-                camera="front")}
+                env, lambda obs: env.expert_action(), out / "expert_lift.mp4",
+                seed=_first_seed(cfg), camera="front")}
         except RuntimeError as exc:  # no headless GL on this machine
             report["video"] = {"error": str(exc)}
         finally:
@@ -159,7 +176,7 @@ def train_and_evaluate(cfg: QuickstartConfig, data: Path, out: Path) -> dict[str
                  f"steps={cfg.train_steps}", "resume=false", f"seed={cfg.seed}",
                  f"log_every={max(1, cfg.train_steps // 20)}", "optim.lr=1e-3",
                  f"optim.warmup_steps={min(200, cfg.train_steps // 10)}",
-                 f"save_every={cfg.train_steps}", "threads=1"]
+                 f"save_every={cfg.train_steps}", "threads=1", f"policy_config.seed={cfg.seed}"]
     if not cfg.policy_sees_camera:
         overrides.append("observations=[observation.state,observation.environment_state]")
     t0 = time.perf_counter()
@@ -168,7 +185,8 @@ def train_and_evaluate(cfg: QuickstartConfig, data: Path, out: Path) -> dict[str
     policy = Policy.load(out / "bc" / "checkpoints" / "last" / "policy")
     env = make_env(**{**ENVS[ENV_ID], "robot_kwargs": _arm(cfg)})
     try:
-        result = evaluate.evaluate(policy, env, cfg.eval_episodes, seed=100_000, videos=1,
+        result = evaluate.evaluate(policy, env, cfg.eval_episodes,
+                                   seed=_first_seed(cfg) + EVAL_SEEDS, videos=1,
                                    video_dir=out / "bc" / "eval", camera="front")
     finally:
         env.close()
