@@ -46,12 +46,18 @@ ENV_ID = "robolearn/SimArmLift-v0"
 SEED_STRIDE = 1_000_000
 CRASH_TEST_SEEDS = 10_000  # the crash-test recorder's episodes, from here
 EVAL_SEEDS = 100_000  # the evaluation episodes, from here (demonstrations start at 0)
+# The quickstart's MLP, 512 wide (256 by default): from 150 demos in 3000 steps it lifts the
+# cube in 96-99% of 100 episodes on 4 development seeds (91-100% at 256), in the same time
+MLP_RECIPE = ["policy_config.hidden_dim=512"]
 
 
 @dataclass
 class QuickstartConfig:
     output: str = "outputs/quickstart"  # directory for the store, video and report (replaced)
-    episodes: int = 50  # scripted demonstrations to record
+    # 150, not 50: BC's failures are rare placements (a cube near the bin needs a large wrist
+    # roll) that 50 demos barely cover; MLP 256 wide, 100 episodes each: 89 and 95% from 50
+    # demos, 91-100% from 150 (development seeds 10-13)
+    episodes: int = 150  # scripted demonstrations to record
     num_envs: int = 2  # environments run in parallel worker processes
     image_size: int = 64  # side of the front camera frame, pixels
     crash_test: bool = True  # kill a recorder subprocess mid-episode and recover
@@ -59,7 +65,7 @@ class QuickstartConfig:
     policy: str = "mlp"  # behaviour-cloning policy to train (mlp, act, diffusion)
     policy_sees_camera: bool = False  # train on the camera too (slower on a CPU) or state only
     train_steps: int = 3000  # gradient steps
-    eval_episodes: int = 30  # seeded evaluation episodes of the trained policy
+    eval_episodes: int = 100  # seeded evaluation episodes of the trained policy
     seed: int = 0  # draws everything: demonstrations, crash test, training, evaluation
 
     def __post_init__(self) -> None:
@@ -177,6 +183,8 @@ def train_and_evaluate(cfg: QuickstartConfig, data: Path, out: Path) -> dict[str
                  f"log_every={max(1, cfg.train_steps // 20)}", "optim.lr=1e-3",
                  f"optim.warmup_steps={min(200, cfg.train_steps // 10)}",
                  f"save_every={cfg.train_steps}", "threads=1", f"policy_config.seed={cfg.seed}"]
+    if cfg.policy == "mlp":
+        overrides += MLP_RECIPE
     if not cfg.policy_sees_camera:
         overrides.append("observations=[observation.state,observation.environment_state]")
     t0 = time.perf_counter()

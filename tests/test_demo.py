@@ -9,6 +9,7 @@ import numpy as np
 
 from data import EpisodeStore
 from robolearn import demo
+from robolearn.config import load_config
 from robolearn.demo import QuickstartConfig
 
 
@@ -35,3 +36,9 @@ def test_another_seed_is_a_fresh_run(tmp_path: Path) -> None:
     starts1, evaluated1 = _small_run(tmp_path, 1)
     assert not starts0 & starts1
     assert not evaluated0 & evaluated1
+
+
+def test_shipped_config_is_the_measured_recipe() -> None:
+    """configs/quickstart.yaml spells out the defaults, the recipe the README's figures are of."""
+    path = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    assert load_config(QuickstartConfig, path) == QuickstartConfig()
