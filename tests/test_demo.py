@@ -9,8 +9,8 @@ import numpy as np
 
 from data import EpisodeStore
 from robolearn import demo
-from robolearn.config import load_config
 from robolearn.demo import QuickstartConfig
+from robolearn_core.config import load_config
 
 
 def _small_run(tmp_path: Path, seed: int) -> tuple[set[bytes], set[int]]:
