@@ -131,7 +131,8 @@ def _record_forever(path: str, cfg: QuickstartConfig) -> None:
 def run(cfg: QuickstartConfig) -> int:
     out = Path(cfg.output)
     start_output(out, wipe=True, entries=("demos.zarr", "expert_lift.mp4", "bc", "report.json",
-                                          "learning_curve.png"))  # what it writes there
+                                          "learning_curve.png"),  # what it writes there
+                 kind="quickstart")
     path = out / "demos.zarr"
     t0 = time.perf_counter()
     store = collect_scripted(ENV_ID, str(path), cfg.episodes, cfg.num_envs,

@@ -182,7 +182,7 @@ def run(cfg: EvalConfig) -> int:
             raise ConfigError(f"env: the policy observes {missing}, which "
                               f"{cfg.env or 'the env of its data'} does not provide (it gives "
                               f"{sorted(env.features)})")
-        start_output(out, wipe=True, entries=EVAL_ENTRIES)
+        start_output(out, wipe=True, entries=EVAL_ENTRIES, kind="eval")
     except ConfigError:
         env.close()
         raise

@@ -48,6 +48,9 @@ STATE = "training_state.pt"
 # what a training run (BC or RL) writes in its output directory: a fresh start deletes these
 # (and marked sub-directories) and nothing else; eval/ is robolearn eval's default output
 RUN_ENTRIES = ("checkpoints", "tb", "metrics.jsonl", "config.yaml", "dataset.json", "eval")
+# entries that are outputs of their own (``robolearn eval RUN`` writes RUN/eval): deleted by a
+# fresh start only when robolearn marked them
+SUB_OUTPUTS = ("eval",)
 
 
 # ---------------------------------------------------------------------------- ownership
@@ -61,7 +64,8 @@ def check_output(out: Path, *, wipe: bool, entries: Collection[str]) -> None:
         if not _robolearn_output(out):
             raise ConfigError(f"output: {out} is not empty and was not created by robolearn "
                               f"(no {OUTPUT_MARKER}); refusing to write into it or delete "
-                              "anything in it: choose another output")
+                              "anything in it: choose another output (a run robolearn wrote "
+                              f"before it marked its outputs: touch {out / OUTPUT_MARKER})")
         foreign = _foreign_entries(out, entries) if wipe else []
         if foreign:
             raise ConfigError(f"output: {out} holds {', '.join(foreign[:5])}"
@@ -80,9 +84,10 @@ def check_output(out: Path, *, wipe: bool, entries: Collection[str]) -> None:
                           "choose another output")
 
 
-def start_output(out: Path, *, wipe: bool, entries: Collection[str]) -> None:
+def start_output(out: Path, *, wipe: bool, entries: Collection[str], kind: str = "run") -> None:
     """Check ``out`` (:func:`check_output`), then create it with the marker; with ``wipe``,
-    first delete the ``entries`` an earlier run wrote there and marked sub-directories."""
+    first delete the ``entries`` an earlier run wrote there (check_output has refused anything
+    else)."""
     check_output(out, wipe=wipe, entries=entries)
     try:
         if wipe and out.is_dir():
@@ -90,36 +95,42 @@ def start_output(out: Path, *, wipe: bool, entries: Collection[str]) -> None:
                 if p.name != OUTPUT_MARKER:
                     _remove(p)
         out.mkdir(parents=True, exist_ok=True)
-        (out / OUTPUT_MARKER).touch()
+        (out / OUTPUT_MARKER).write_text(f"{kind}\n")  # what it is: a fresh start of the
+        # directory above may delete an evaluation, never a run nested in it
     except OSError as exc:
         raise ConfigError(f"output: cannot write {out}: {exc.strerror or exc}") from None
 
 
 def _robolearn_output(out: Path) -> bool:
-    if (out / OUTPUT_MARKER).exists():
-        return True
-    # run and evaluation directories written before the marker existed
-    if _old_eval_report(out / "eval.json") and all(
-            p.name == "eval.json" or fnmatch.fnmatchcase(p.name, "episode_*.mp4")
-            for p in out.iterdir()):
-        return True
-    return any((out / n).is_file() for n in ("config.yaml", "report.json")) and any(
-        (out / n).exists() for n in ("checkpoints", "metrics.jsonl", "report.json", "demos.zarr"))
-
-
-def _old_eval_report(path: Path) -> bool:
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(report, dict) and {"success_rate", "results", "checkpoint"} <= set(report)
+    """Only the marker says so. (A guess from the files inside -- ``config.yaml`` beside
+    ``checkpoints/`` -- took other tools' run directories for robolearn's and wrote into or
+    emptied them; a run written before robolearn marked its outputs is refused, and the message
+    says how to mark it.)"""
+    return (out / OUTPUT_MARKER).is_file()
 
 
 def _foreign_entries(out: Path, entries: Collection[str]) -> list[str]:
-    return sorted(p.name for p in out.iterdir()
-                  if p.name != OUTPUT_MARKER
-                  and not any(fnmatch.fnmatchcase(p.name, e) for e in entries)
-                  and not (p.is_dir() and not p.is_symlink() and (p / OUTPUT_MARKER).exists()))
+    """What a fresh start in ``out`` must not delete: anything not named by ``entries`` except
+    evaluations of this run (directories whose marker says ``eval``), and a sub-output entry
+    (``eval``) that robolearn did not mark. A run the user nested here is foreign: it is
+    somebody's work, marked or not."""
+    def ours(p: Path) -> bool:
+        if p.is_dir() and not p.is_symlink() and _kind(p) == "eval":
+            return True
+        if not any(fnmatch.fnmatchcase(p.name, e) for e in entries):
+            return False
+        return p.name not in SUB_OUTPUTS or _kind(p) is not None
+
+    return sorted(p.name for p in out.iterdir() if p.name != OUTPUT_MARKER and not ours(p))
+
+
+def _kind(path: Path) -> str | None:
+    """What robolearn wrote in ``path`` ("run", "eval", "quickstart"; "" from a marker written
+    before markers said), or None where it did not mark it."""
+    try:
+        return (path / OUTPUT_MARKER).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _remove(p: Path) -> None:

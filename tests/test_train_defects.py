@@ -109,6 +109,42 @@ def test_a_fresh_start_deletes_only_what_robolearn_wrote(
     assert _steps(run) == [1, 2]
 
 
+def test_a_directory_that_only_looks_like_a_run_is_not_robolearns(
+        reach_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What another tool's run leaves (config.yaml, checkpoints/, metrics.jsonl) was taken for a
+    robolearn run written before the marker: resume wrote into it, resume=false emptied it."""
+    other = tmp_path / "other"
+    (other / "checkpoints").mkdir(parents=True)
+    (other / "checkpoints" / "model.pt").write_text("weights")
+    (other / "config.yaml").write_text("lr: 3\n")
+    (other / "metrics.jsonl").write_text('{"step": 5}\n')
+    for resume in ("resume=true", "resume=false"):
+        assert _train(reach_store, other, 2, resume) == 2
+        _one_line(capsys, f"output: {other}", "not created by robolearn")
+    assert _listing(other) == ["checkpoints", "checkpoints/model.pt", "config.yaml",
+                              "metrics.jsonl"]
+    assert (other / "metrics.jsonl").read_text() == '{"step": 5}\n'
+    assert (other / "checkpoints" / "model.pt").read_text() == "weights"
+
+
+def test_a_fresh_start_never_deletes_a_run_nested_in_it(
+        reach_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A marked sub-directory is not necessarily an evaluation: a fresh start deleted a whole
+    run the user had put inside (and an eval/ directory the user made)."""
+    run = tmp_path / "run"
+    assert _train(reach_store, run, 2) == 0
+    assert _train(reach_store, run / "sweep1", 2) == 0
+    assert _train(reach_store, run, 2, "resume=false") == 2
+    _one_line(capsys, str(run), "sweep1")
+    assert (run / "sweep1" / "checkpoints" / "last" / "policy").is_dir()
+    shutil.rmtree(run / "sweep1")
+    (run / "eval").mkdir()
+    (run / "eval" / "mine.txt").write_text("my notes")
+    assert _train(reach_store, run, 2, "resume=false") == 2
+    _one_line(capsys, str(run), "eval")
+    assert (run / "eval" / "mine.txt").read_text() == "my notes"
+
+
 def test_eval_never_writes_into_a_directory_it_did_not_create(
         trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mine = tmp_path / "mine"
