@@ -131,15 +131,19 @@ class ControlLoop:
             raise ValueError("run_episode needs a policy, a teleop device, or both")
         base = Source.parse(source) if source is not None else (
             Source.TELEOP if policy is None else Source.POLICY)
-        obs, _ = self.env.reset(seed=seed)
-        if observer is not None:
-            observer(self.env)
-        self.safety.reset(last=self.env.robot.hold_action())
-        # a policy object, or its bound method (``policy.select_action``): either way its
-        # history, queued chunk and sampling noise (seeded by the episode's) start afresh
-        owner = getattr(policy, "__self__", policy)
-        if owner is not None and hasattr(owner, "reset"):
-            owner.reset(seed=seed)
+        try:  # a reset may move the robot (a real arm homes): a failure here stops it too
+            obs, _ = self.env.reset(seed=seed)
+            if observer is not None:
+                observer(self.env)
+            self.safety.reset(last=self.env.robot.hold_action())
+            # a policy object, or its bound method (``policy.select_action``): either way its
+            # history, queued chunk and sampling noise (seeded by the episode's) start afresh
+            owner = getattr(policy, "__self__", policy)
+            if owner is not None and hasattr(owner, "reset"):
+                owner.reset(seed=seed)
+        except BaseException as exc:
+            exc.add_note(f"episode seed={seed}, before its first step: {self._halt(exc, None)}")
+            raise
         rec = self.recorder if record else None
         period = 1.0 / self.fps
         timing = Timing(period_ms=1000 * period)
