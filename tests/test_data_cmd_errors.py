@@ -65,7 +65,8 @@ def test_merge_checks_every_input_before_copying(make_store: StoreFactory, tmp_p
 
 def test_killed_merge_leaves_no_output_and_the_next_merge_cleans_up(
         make_store: StoreFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    a = make_store("a", lengths=[4] * 30, features=LOWDIM)
+    # 200 episodes, each commit fsync'd: the copy lasts long enough for the kill to land in it
+    a = make_store("a", lengths=[4] * 200, features=LOWDIM)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "robolearn.cli", "data", "merge", str(out),
                              f"inputs=[{a}]", "-q"], cwd=ROOT, stderr=subprocess.PIPE)
@@ -91,7 +92,7 @@ def test_killed_merge_leaves_no_output_and_the_next_merge_cleans_up(
     assert code == 0
     assert staging_dirs(tmp_path) == [foreign] and (foreign / "notes.txt").exists()
     with EpisodeStore.open(out) as merged:
-        assert len(merged) == 30 and merged.verify() == []
+        assert len(merged) == 200 and merged.verify() == []
         assert not (out / ".robolearn-staging").exists()
 
 

@@ -51,11 +51,14 @@ class Port:
         attrs[4] = attrs[5] = speed
         termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
 
-    def ask(self, data: bytes, wait: float = 0.05) -> bytes:
-        """Send ``data``; every byte that comes back within ``wait`` seconds of the last."""
+    def ask(self, data: bytes, wait: float = 0.05, first: float = 0.5) -> bytes:
+        """Send ``data``; every byte that comes back, the first within ``first`` seconds (a
+        busy machine may delay the emulator's answer), each next within ``wait`` of the last.
+        "No reply" costs ``first``: long enough that a late answer is not mistaken for none
+        and left to leak into the next question."""
         os.write(self.fd, data)
         out = b""
-        while select.select([self.fd], [], [], wait)[0]:
+        while select.select([self.fd], [], [], wait if out else max(first, wait))[0]:
             out += os.read(self.fd, 4096)
         return out
 
@@ -287,7 +290,7 @@ def test_lerobots_calibration_lands_in_the_servos(emu: FeetechBus, bus: Any,
         for i in range(1, 7):
             for pos in (100 * i - 500, 100 * i + 500, 100 * i):
                 plant.move_by_hand(i, pos)
-                time.sleep(0.03)
+                time.sleep(0.1)  # held long enough for lerobot's polling on a busy machine
 
     monkeypatch.setattr(motors_bus, "enter_pressed", lambda: next(presses) if not hand.is_alive()
                         else False)
