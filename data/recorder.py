@@ -102,6 +102,7 @@ class Recorder:
         self._start = self.store.next_start()
         self._task = _check_task(task) if task is not None else self.task
         self._flushed = 0
+        self._unsynced = ""  # why this episode's rows failed to sync (then it cannot commit)
         self._sources = np.zeros(len(Source), dtype=np.int64)
         self._buf: dict[str, list[Any]] = {k: [] for k in self._keys}
         self._t0 = time.time()
@@ -167,8 +168,19 @@ class Recorder:
         tags = list(tags)
         if not all(isinstance(t, str) for t in tags):
             raise TypeError(f"end_episode(tags=...): expected strings, got {tags!r}")
+        if self._unsynced:
+            raise StoreError(f"{self.store.name}: this episode's rows failed to reach the disk "
+                             f"({self._unsynced}); a second fsync would report success for data "
+                             "that may be lost, so it cannot be committed: discard_episode() "
+                             "and record it again")
         self.flush()
-        sync_rows(self.store, self._start, self._start + self._flushed)
+        try:
+            sync_rows(self.store, self._start, self._start + self._flushed)
+        except StoreError as exc:
+            # Linux marks the failed pages clean: the next fsync returns 0 whether or not
+            # they were written, so a retry must not be believed
+            self._unsynced = str(exc)
+            raise
         rec = {"op": "add", "id": self.store._next_id, "start": self._start,
                "length": self._flushed, "success": None if success is None else bool(success),
                "complete": complete, "task": self._task, "tags": sorted(set(tags)),

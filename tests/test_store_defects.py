@@ -411,3 +411,33 @@ def test_records_readers_would_refuse_are_never_written(tmp_path: Path) -> None:
         assert (info.length, info.task, info.sources) == (3, None, {"scripted": 3})
         assert store.verify() == []
     assert len(EpisodeStore.open(path, "r")) == 1
+
+
+def test_an_episode_whose_rows_failed_to_sync_is_never_committed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsync of a chunk fails (EIO, or ENOSPC on thin-provisioned disks): Linux marks the pages
+    clean, so a retried end_episode's fsync succeeds for rows that may never reach the disk. The
+    retry used to commit them; it must refuse, and a re-recorded episode commits normally."""
+    real_fsync = os.fsync
+    failing = [True]
+
+    def fsync_fails_once(fd: int) -> None:
+        if failing[0] and "/data/" in os.readlink(f"/proc/self/fd/{fd}"):
+            failing[0] = False
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    with EpisodeStore.create(tmp_path / "s", LOWDIM, fps=FPS) as store, store.recorder() as rec:
+        record(rec, 0, 5)
+        with monkeypatch.context() as m:
+            m.setattr(os, "fsync", fsync_fails_once)
+            with pytest.raises(StoreError, match="cannot sync to disk"):
+                rec.end_episode(success=True)
+            with pytest.raises(StoreError, match="cannot be committed: discard_episode"):
+                rec.end_episode(success=True)  # the retry's fsync would have returned 0
+        assert len(store) == 0
+        rec.discard_episode()
+        record(rec, 0, 5)
+        rec.end_episode(success=True)
+        assert len(store) == 1
+        assert_episode(store, 0, 0)
