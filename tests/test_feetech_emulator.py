@@ -16,7 +16,7 @@ import termios
 import threading
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,15 @@ def frame(servo_id: int, instruction: int, *params: int) -> bytes:
     """An instruction packet written out by hand from Feetech's protocol description."""
     body = [servo_id, len(params) + 2, instruction, *params]
     return bytes([0xFF, 0xFF, *body, ~sum(body) & 0xFF])
+
+
+def eventually(check: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Wait for ``check()`` to hold: what lerobot sends without a reply (a sync write, a
+    broadcast) reaches the emulator's state a moment after the call returns."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the emulator never got there"
+        time.sleep(0.005)
 
 
 class Port:
@@ -257,7 +266,8 @@ def test_lerobot_sync_reads_positions_and_sync_writes_goals(emu: FeetechBus, bus
     assert [s.value("Lock") for s in emu.servos] == [1] * 6
     goals = {n: 3000 - 50 * i for i, n in enumerate(NAMES, 1)}
     bus.sync_write("Goal_Position", goals, normalize=False)
-    assert [s.goal_target() for s in emu.servos] == [float(g) for g in goals.values()]
+    # a sync write has no reply: the emulator applies it a moment after lerobot returns
+    eventually(lambda: [s.goal_target() for s in emu.servos] == [float(g) for g in goals.values()])
     deadline = time.monotonic() + 2.0
     while bus.sync_read("Present_Position", normalize=False) != goals:
         assert time.monotonic() < deadline, "the servos did not reach their goals"
@@ -312,7 +322,7 @@ def test_lerobots_calibration_lands_in_the_servos(emu: FeetechBus, bus: Any,
     assert emu.servo(3).goal_target() == (2547 + offsets["elbow_flex"]) % 4096
     # normalised: lerobot maps -100 .. 100 onto the recorded range
     bus.sync_write("Goal_Position", dict.fromkeys(NAMES, 100.0))
-    assert emu.servo(1).value("Goal_Position") == 2547
+    eventually(lambda: emu.servo(1).value("Goal_Position") == 2547)  # no reply to wait for
 
 
 def test_lerobot_sees_the_servos_errors_and_a_broadcast_ping(emu: FeetechBus, bus: Any) -> None:
