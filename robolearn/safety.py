@@ -25,6 +25,7 @@ class SafetyConfig:
     clip: bool = True  # clamp every action element to the robot's action bounds
     max_delta: float | None = None  # max change of an action element per step (action units)
     on_nonfinite: str = "hold"  # NaN/inf action: "hold" the last safe action, or "stop"
+    nonfinite_hold_steps: int = 5  # consecutive NaN/inf actions held before the robot is stopped
     watchdog_s: float = 0.5  # stop the robot when no action arrives for this long (seconds)
 
     def __post_init__(self) -> None:
@@ -35,6 +36,9 @@ class SafetyConfig:
                                                f"{self.on_nonfinite!r}")
         if self.watchdog_s <= 0:
             raise InvalidValue("watchdog_s", f"must be > 0, got {self.watchdog_s}")
+        if self.nonfinite_hold_steps < 0:
+            raise InvalidValue("nonfinite_hold_steps", f"must be >= 0, got "
+                                                       f"{self.nonfinite_hold_steps}")
 
 
 @dataclass
@@ -71,6 +75,7 @@ class SafetyFilter:
         self.last = self.neutral.copy() if last is None else np.asarray(last, np.float64).copy()
         self.stop_requested = False
         self.stats = SafetyStats()
+        self._nonfinite_run = 0  # consecutive non-finite actions up to now
 
     def rebase(self, action: np.ndarray) -> None:
         """Something other than this filter moved the robot (the watchdog stopped it): the
@@ -84,14 +89,21 @@ class SafetyFilter:
         self.stop_requested = False
         if not np.all(np.isfinite(a)):
             self.stats.nonfinite += 1
-            self._event(f"non-finite action {a.tolist()} replaced ({self.cfg.on_nonfinite})")
-            if self.cfg.on_nonfinite == "stop":  # at once: a stop is not rate-limited
+            self._nonfinite_run += 1
+            # "hold" rides out a glitch; a policy that stays non-finite would otherwise replay
+            # its last action for the rest of the episode (a car keeping its throttle)
+            stopping = (self.cfg.on_nonfinite == "stop"
+                        or self._nonfinite_run > self.cfg.nonfinite_hold_steps)
+            self._event(f"non-finite action {a.tolist()} replaced "
+                        f"({'stop' if stopping else 'hold'})")
+            if stopping:  # at once: a stop is not rate-limited
                 self.stop_requested = True
                 stop = self.neutral if self.stop_action is None else self.stop_action()
                 self.last = np.clip(np.asarray(stop, np.float64), self.low, self.high)
                 return self.last.copy()
-            else:
-                a = self.last.copy()
+            a = self.last.copy()
+        else:
+            self._nonfinite_run = 0
         if self.cfg.clip:
             clipped = np.clip(a, self.low, self.high)
             if np.any(clipped != a):

@@ -30,6 +30,22 @@ def test_filter_rejects_nonfinite_clips_and_rate_limits() -> None:
     assert f.stats.nonfinite == 2 and f.stats.clipped >= 1 and f.stats.rate_limited >= 1
 
 
+def test_hold_rides_out_a_glitch_but_stops_a_policy_that_stays_nonfinite() -> None:
+    """A policy that stays NaN used to have its last action replayed for the whole episode (a
+    car kept its throttle); now "hold" holds ``nonfinite_hold_steps`` actions, then stops."""
+    f = SafetyFilter(np.array([-1.0, -1.0]), np.array([1.0, 1.0]),
+                     SafetyConfig(nonfinite_hold_steps=3), stop_action=lambda: np.zeros(2))
+    f(np.array([0.2, 0.5]))
+    for _ in range(3):
+        np.testing.assert_allclose(f(np.array([0.0, np.nan])), [0.2, 0.5])
+        assert not f.stop_requested
+    np.testing.assert_allclose(f(np.array([0.0, np.nan])), [0.0, 0.0])
+    assert f.stop_requested and f.stats.nonfinite == 4
+    f(np.array([0.1, 0.1]))  # a finite action starts the count again
+    np.testing.assert_allclose(f(np.array([np.inf, 0.0])), [0.1, 0.1])
+    assert not f.stop_requested
+
+
 def test_filter_stop_mode_sends_neutral_and_requests_stop() -> None:
     f = SafetyFilter(np.array([0.0, -1.0]), np.array([2.0, 1.0]),
                      SafetyConfig(on_nonfinite="stop"))
