@@ -7,8 +7,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,11 +92,6 @@ class ShowConfig:
     keys: list[str] | None = None  # low-dim features to plot; default: every one
 
 
-def _progress(items: Sequence[int], description: str) -> Iterable[int]:
-    """A bar on a terminal; nothing in a log or a pipe (not even the blank line a bar leaves)."""
-    return track(items, description, enabled=sys.stderr.isatty())
-
-
 def _converter(table: dict[str, tuple[str, str, str]], name: str) -> Callable[..., Any]:
     ref, package, how = table[name]
     if importlib.util.find_spec(package) is None:  # found, not imported: the converter's module
@@ -112,7 +106,7 @@ def _converter(table: dict[str, tuple[str, str, str]], name: str) -> Callable[..
 def export(cfg: ExportConfig) -> int:
     fn = _converter(EXPORTERS, cfg.format)
     with _quiet_store_log():
-        done = fn(cfg.store, cfg.output, repo_id=cfg.repo_id, video=cfg.video, track=_progress)
+        done = fn(cfg.store, cfg.output, repo_id=cfg.repo_id, video=cfg.video, track=track)
     console.print(f"{done.path}: {cfg.format} dataset, {done.episodes} episodes, "
                   f"{done.frames} frames", highlight=False)
     return 0
@@ -121,7 +115,7 @@ def export(cfg: ExportConfig) -> int:
 def import_(cfg: ImportConfig) -> int:
     fmt = cfg.resolved_format()
     fn = _converter(IMPORTERS, fmt)
-    kwargs: dict[str, Any] = {"source": cfg.source, "skip": cfg.skip, "track": _progress}
+    kwargs: dict[str, Any] = {"source": cfg.source, "skip": cfg.skip, "track": track}
     if fmt == "robomimic":
         kwargs |= {"fps": cfg.fps, "success": cfg.success}
     else:
