@@ -31,6 +31,9 @@ class Command:
     run: str  # "module:function", called with the loaded config; returns the exit code
     positional: tuple[str, ...] = ()  # config keys filled, in order, by positional arguments
     help: str = ""
+    # ``KEY=word`` on the command line sets another key: ``robot=so101`` chooses the robot
+    # (``robot_type``) while ``robot.port=...`` sets a key of its typed config
+    renames: tuple[tuple[str, str], ...] = ()
 
 
 COMMANDS: dict[str, Command] = {c.name: c for c in [
@@ -42,6 +45,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             "train a registered policy on an episode store (resumes where it stopped)"),
     Command("eval", "robolearn.evaluate:EvalConfig", "robolearn.evaluate:run", ("checkpoint",),
             "run a checkpoint for N seeded episodes: success rate with its CI, return, videos"),
+    Command("calibrate", "robolearn.arm_cmds:calibrate_schema", "robolearn.arm_cmds:calibrate",
+            (), "calibrate an arm with lerobot's own flow (robot=so101 robot.port=...)",
+            (("robot", "robot_type"),)),
+    Command("emulate", "robolearn.arm_cmds:EmulateConfig", "robolearn.arm_cmds:emulate",
+            ("robot_type",), "emulate an arm's servo bus on a pseudo-terminal; prints its port"),
     Command("data info", "robolearn.data_cmds:InfoConfig", "robolearn.data_cmds:info",
             ("path",), "schema, episodes, frames, sources and size of a store"),
     Command("data verify", "robolearn.data_cmds:VerifyConfig", "robolearn.data_cmds:verify",
@@ -79,7 +87,7 @@ def schema_of(cmd: Command, path: str | None = None, overrides: list[str] | None
     """The config dataclass of ``cmd`` for this file and these overrides."""
     schema = _load(cmd.config)
     if not dataclasses.is_dataclass(schema):  # the schema depends on the config itself
-        schema = schema(path, list(overrides or []))
+        schema = schema(path, [_rename(cmd, o) for o in overrides or []])
     assert isinstance(schema, type)
     return schema
 
@@ -153,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd: Command = args._command
     setup_logging(-1 if args.quiet else args.verbose)
     positional = [a for a in args.args if "=" not in a]
-    overrides = [a for a in args.args if "=" in a]
+    overrides = [_rename(cmd, a) for a in args.args if "=" in a]
     if args.help:
         return _help(cmd, args._parser, args.config, overrides)
     if len(positional) > len(cmd.positional):
@@ -189,14 +197,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _rename(cmd: Command, override: str) -> str:
+    key, _, value = override.partition("=")
+    target = dict(cmd.renames).get(key)
+    return f"{target}={value}" if target and value and value[0] not in "{[" else override
+
+
 def _runtime_errors() -> tuple[type[BaseException], ...]:
     """Failures that end a command in one line, exit 1: a policy or device gave no usable action
     (the robot is stopped and the steps kept; the message says so), or this machine cannot
     render camera frames (the message names the package). Imported only when needed."""
     from robolearn.loop import ActionError
+    from robolearn.robot import RobotError
     from sim import RenderingUnavailable
 
-    return (ActionError, RenderingUnavailable)
+    return (ActionError, RenderingUnavailable, RobotError)
 
 
 if __name__ == "__main__":

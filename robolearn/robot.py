@@ -135,6 +135,9 @@ ROBOTS: dict[str, str] = {
     "sim_car": "sim.car.robot:SimCar",
     "sim_arm": "sim.arm.robot:SimArm",
     "robosuite": "sim.robosuite_robot:RobosuiteRobot",
+    "so101": "hardware.so101.robot:SO101",
+    "so100": "hardware.so101.robot:SO100",
+    "koch": "hardware.koch.robot:Koch",
 }
 
 

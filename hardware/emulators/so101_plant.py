@@ -73,15 +73,48 @@ class SO101Plant:
         self.max_catch_up_s = max_catch_up_s
         self._t = time.monotonic()
         self._lock = threading.Lock()
+        self._hand: dict[int, float | None] = dict.fromkeys(SERVO_JOINTS)
+        self._torque = dict.fromkeys(SERVO_JOINTS, False)
         for i in SERVO_JOINTS:  # servos power up with torque off
             self._free(i, True)
 
     def drive(self, servo_id: int, target: float | None) -> None:
         with self._lock:
             self._advance()
-            self._free(servo_id, target is None)
-            if target is not None:
-                self.data.ctrl[self._act[servo_id]] = steps_to_angle(servo_id, target)
+            self._torque[servo_id] = target is not None
+            self._apply(servo_id, target)
+
+    def move_by_hand(self, servo_id: int, position: float | None) -> None:
+        """A person holds joint ``servo_id`` at ``position`` encoder steps (None: lets go), as
+        during calibration. A servo with torque on is stronger than the hand: the hand only
+        moves joints whose torque is off."""
+        with self._lock:
+            self._advance()
+            self._hand[servo_id] = position
+            if not self._torque[servo_id]:
+                self._apply(servo_id, None)
+
+    def _apply(self, servo_id: int, target: float | None) -> None:
+        """Torque on: the actuator pulls to ``target``; off: the joint is free, unless a hand
+        holds it (then it is placed where the hand puts it, see :meth:`_pin`)."""
+        self._free(servo_id, target is None)
+        if target is not None:
+            self.data.ctrl[self._act[servo_id]] = steps_to_angle(servo_id, target)
+        self._pin()
+
+    def _pin(self) -> None:
+        """Joints held by hand with torque off are where the hand holds them: a person is far
+        stronger than gravity and the arm's damping."""
+        m, d = self.model, self.data
+        pinned = False
+        for i, steps in self._hand.items():
+            if steps is not None and not self._torque[i]:
+                j = self._joint[i]
+                d.qpos[m.jnt_qposadr[j]] = steps_to_angle(i, steps)
+                d.qvel[m.jnt_dofadr[j]] = 0.0
+                pinned = True
+        if pinned:
+            mujoco.mj_forward(m, d)
 
     def sense(self, servo_id: int) -> Sensed:
         with self._lock:
@@ -115,3 +148,20 @@ class SO101Plant:
         self._t += n * self.model.opt.timestep
         n = min(n, int(self.max_catch_up_s / self.model.opt.timestep))
         mujoco.mj_step(self.model, self.data, nstep=n)
+        self._pin()
+
+
+def joint_ranges_steps() -> dict[int, tuple[float, float]]:
+    """Each servo's joint range (the simulated joint's limits) in encoder steps."""
+    from sim.arm.model import JOINT_LIMITS
+
+    out = {}
+    for i, (joint, _, _) in SERVO_JOINTS.items():
+        a, b = (angle_to_steps(i, v) for v in JOINT_LIMITS[joint])
+        out[i] = (min(a, b), max(a, b))
+    return out
+
+
+def middle_steps() -> dict[int, float]:
+    """The middle of each joint's range, steps: where lerobot's calibration wants the arm."""
+    return {i: (lo + hi) / 2 for i, (lo, hi) in joint_ranges_steps().items()}

@@ -129,6 +129,9 @@ def _defaults() -> bytearray:
     return table
 
 
+GOAL_ADDRESS = 42  # Goal_Position's first byte
+
+
 class STS3215:
     """One servo on the bus: its control table, backed by joint ``servo_id`` of ``plant``.
 
@@ -142,6 +145,9 @@ class STS3215:
         self.plant, self.joint = plant, servo_id  # the joint keeps its number if the ID changes
         self.voltage, self.temperature = voltage, temperature
         self.faults = 0
+        # goals written outside [Min_Position_Limit, Max_Position_Limit] with torque on (the
+        # servo clamps them; a driver that enforces its calibrated limits never sends one)
+        self.goals_outside_limits = 0
         self.table = _defaults()
         self.table[5] = servo_id
         self._flash = bytes(self.table[:EEPROM_END])  # the EEPROM kept over a power cycle
@@ -195,6 +201,11 @@ class STS3215:
         touched = [a for a in range(address, address + len(data)) if a in _WRITABLE]
         for a in touched:
             self.table[a] = data[a - address]
+        if GOAL_ADDRESS in touched and self.torque:
+            goal = self.value("Goal_Position")
+            low, high = self.value("Min_Position_Limit"), self.value("Max_Position_Limit")
+            if (low or high) and not low <= goal <= high:
+                self.goals_outside_limits += 1  # clamped below, as the servo does; counted
         if any(a < EEPROM_END for a in touched) and self.table[55] == 0:
             self._flash = bytes(self.table[:EEPROM_END])
         if touched:

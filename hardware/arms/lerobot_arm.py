@@ -1,0 +1,404 @@
+"""A follower arm driven through lerobot's robot and motor-bus classes, as a robolearn ``Robot``.
+
+robolearn writes no servo protocol: lerobot's ``SOFollower`` / ``KochFollower`` and their
+``FeetechMotorsBus`` / ``DynamixelMotorsBus`` do the framing, calibration and normalisation;
+this class adds what a robot-learning loop needs on top:
+
+- **The simulated arm's units** (:mod:`hardware.arms.units`): observations and actions in
+  radians, ``observation.state`` = 6 joint positions + 6 joint velocities, as ``sim_arm``.
+- **Calibrated limits, enforced here.** The action bounds are the simulated joint ranges
+  intersected with the arm's calibrated ranges (lerobot's calibration file), shrunk by one
+  encoder step so rounding cannot land a goal outside them; every goal is clamped to them
+  before it reaches the bus, whatever the caller did.
+- **Safe connect.** Before torque comes on, each servo's goal is set to where it is, so
+  connecting never makes the arm jump; an uncalibrated arm is refused with the command that
+  calibrates it (lerobot would start its interactive calibration in the middle of a loop).
+- **A configured stop** (``on_stop``: ``hold`` the present position, or ``torque_off``) and
+  disconnect (``on_disconnect``).
+- **A lost link is named.** Any failure of the bus (the adapter unplugged, the emulator killed,
+  replies that fail their checksum on every retry) becomes a :class:`RobotError` naming the
+  port and lerobot's reason; a garbled reply is never taken as a reading (lerobot checks every
+  status packet) and the control loop stops and commits on it.
+- **Reset** moves the arm to its home pose along a straight joint-space line over ``home_s``
+  seconds (a real arm cannot teleport); it places nothing (a person sets the scene up).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.schema import Feature
+from hardware.arms.units import UnitsTable
+from robolearn.robot import Robot, RobotError
+
+log = logging.getLogger(__name__)
+
+STOP_MODES = ("hold", "torque_off")
+
+
+@dataclass
+class ArmConfig:
+    """Settings shared by the lerobot follower arms (``robot.*`` keys)."""
+
+    port: str = ""  # serial port of the arm's bus adapter (/dev/ttyACM0), or an emulator's pty
+    id: str = "robolearn"  # arm name: selects its calibration file <calibration_dir>/<id>.json
+    calibration_dir: str | None = None  # where lerobot keeps calibration files; None: its default
+    fps: float = 30.0  # control rate, Hz
+    cameras: dict[str, str] = field(default_factory=dict)  # name -> index, /dev/videoN or URL
+    camera_fps: int = 30  # frame rate asked of each camera
+    capture_width: int = 640  # width the camera captures at, px
+    capture_height: int = 480  # height the camera captures at, px
+    camera_width: int = 64  # observed image width (frames are resized to it), px
+    camera_height: int = 64  # observed image height, px
+    home: tuple[float, ...] = (0.0, 0.14, -0.03, 1.46, 0.0, 0.5)  # reset pose, rad (sim_arm's)
+    home_s: float = 2.0  # time reset takes to move to the home pose, s
+    on_stop: str = "hold"  # stop(): "hold" where it is, or "torque_off" (goes limp)
+    on_disconnect: str = "torque_off"  # at disconnect: "torque_off" (lerobot's default) or "hold"
+    # units table (README "Real arms: units"): per joint, lerobot's direction vs the sim joint's
+    signs: list[int] = field(default_factory=lambda: [1] * 6)  # per joint: +1 or -1
+    offsets_deg: list[float] = field(default_factory=lambda: [0.0] * 6)  # sim deg at lerobot 0
+    read_retries: int = 2  # extra tries of a failed bus read before the link counts as lost
+
+    def __post_init__(self) -> None:
+        for name in ("on_stop", "on_disconnect"):
+            if getattr(self, name) not in STOP_MODES:
+                raise ValueError(f"{name} must be one of {STOP_MODES}, got {getattr(self, name)!r}")
+        if self.fps <= 0 or self.home_s < 0 or self.read_retries < 0:
+            raise ValueError(f"need fps > 0, home_s >= 0, read_retries >= 0; got fps={self.fps}, "
+                             f"home_s={self.home_s}, read_retries={self.read_retries}")
+        for name in ("capture_width", "capture_height", "camera_width", "camera_height",
+                     "camera_fps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.home = tuple(float(v) for v in self.home)
+        self.cameras = {str(k): str(v) for k, v in dict(self.cameras).items()}
+
+
+class LerobotArm(Robot):
+    """Base of the follower arms; a subclass names its lerobot robot and units."""
+
+    simulated = False
+    config_class: type = ArmConfig
+    # radians per second of one raw Present_Velocity unit at the servo (its datasheet unit)
+    velocity_rad_s: float = 2 * np.pi / 4096
+    # encoder steps a turn, for the one-step margin inside the calibrated limits
+    steps_per_turn: int = 4096
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self.cfg = cfg = self.config_class(**kwargs)
+        self.fps = cfg.fps
+        self.units = self.units_table(cfg)
+        from sim.arm.model import JOINT_LIMITS, JOINTS
+
+        self.joints = JOINTS
+        self._sim_low = np.array([JOINT_LIMITS[j][0] for j in JOINTS])
+        self._sim_high = np.array([JOINT_LIMITS[j][1] for j in JOINTS])
+        self._low, self._high = self._sim_low.copy(), self._sim_high.copy()
+        self._lr: Any = None  # the lerobot robot, made at connect
+        self._last_q: np.ndarray | None = None
+        self._features = self._make_features()
+
+    # ------------------------------------------------------------------ per arm
+    @abstractmethod
+    def units_table(self, cfg: Any) -> UnitsTable:
+        """The arm's :class:`UnitsTable` for its config."""
+
+    @abstractmethod
+    def make_lerobot(self, cfg: Any, cameras: dict[str, Any]) -> Any:
+        """The lerobot robot object (not connected) for ``cfg`` and lerobot camera configs."""
+
+    def prepare_bus(self) -> None:
+        """Called once the servos answer at connect, before torque comes on."""
+
+    def after_configure(self) -> None:
+        """Called once torque is on at connect (the Koch turns its bus watchdog on here)."""
+
+    @classmethod
+    def calibrate_command(cls, cfg: Any) -> str:
+        return f"robolearn calibrate robot={cls.name} robot.port={cfg.port} robot.id={cfg.id}"
+
+    # ------------------------------------------------------------------ features
+    def _make_features(self) -> dict[str, Feature]:
+        feats = {"observation.state": Feature("float32", (12,), names=(
+            *[f"{j}.pos" for j in self.joints], *[f"{j}.vel" for j in self.joints]))}
+        for cam in self.cfg.cameras:
+            feats[f"observation.images.{cam}"] = Feature(
+                "uint8", (self.cfg.camera_height, self.cfg.camera_width, 3), image=True)
+        return feats
+
+    @property
+    def observation_features(self) -> dict[str, Feature]:
+        return self._features
+
+    @property
+    def action_feature(self) -> Feature:
+        return Feature("float32", (len(self.joints),), names=self.joints)
+
+    @property
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._low.copy(), self._high.copy()
+
+    # ------------------------------------------------------------------ lifecycle
+    def lerobot_cameras(self) -> dict[str, Any]:
+        from lerobot.cameras.opencv import OpenCVCameraConfig
+
+        cfg = self.cfg
+        return {name: OpenCVCameraConfig(index_or_path=_camera_source(src), fps=cfg.camera_fps,
+                                         width=cfg.capture_width, height=cfg.capture_height)
+                for name, src in cfg.cameras.items()}
+
+    def build(self) -> Any:
+        """The lerobot robot for this config (its calibration file loaded when there is one)."""
+        if not self.cfg.port:
+            raise RobotError(f"{self.name}: robot.port is not set (the arm's serial port, e.g. "
+                             f"/dev/ttyACM0, or the path `robolearn emulate {self.name}` prints)")
+        if not Path(self.cfg.port).exists():
+            raise RobotError(f"{self.name}: robot.port={self.cfg.port}: no such device (is the "
+                             f"arm plugged in and powered, or the emulator running?)")
+        return self.make_lerobot(self.cfg, self.lerobot_cameras())
+
+    def connect(self) -> None:
+        lr = self.build()
+        try:
+            lr.bus.connect()
+        except Exception as exc:
+            raise RobotError(f"{self.name} on {self.cfg.port}: the servos did not answer "
+                             f"({_reason(exc)})") from exc
+        self._lr = lr
+        try:
+            self._check_calibration(lr)
+            lr.bus.disable_torque()
+            self.prepare_bus()
+            # torque comes on holding where the arm is, not at a stale goal
+            present = lr.bus.sync_read("Present_Position", normalize=False)
+            lr.bus.sync_write("Goal_Position", present, normalize=False)
+            lr.configure()  # lerobot's: modes, PID; torque on when it returns
+            self.after_configure()
+            for cam in lr.cameras.values():
+                cam.connect()
+        except BaseException as exc:
+            self._close_quietly()
+            if isinstance(exc, RobotError):
+                raise
+            if isinstance(exc, Exception):
+                raise RobotError(f"{self.name} on {self.cfg.port}: connect failed "
+                                 f"({_reason(exc)})") from exc
+            raise
+        self._set_bounds(lr.calibration)
+        super().connect()
+
+    def _check_calibration(self, lr: Any) -> None:
+        if not lr.calibration:
+            raise RobotError(f"{self.name} '{self.cfg.id}' has no calibration file "
+                             f"({lr.calibration_fpath}); run: {self.calibrate_command(self.cfg)}")
+        if not lr.bus.is_calibrated:
+            # the file is this arm's calibration (by id); the servos lost or never had it
+            log.info("%s: writing calibration %s to the servos", self.name, lr.calibration_fpath)
+            lr.bus.disable_torque()
+            lr.bus.write_calibration(lr.calibration)
+
+    def _set_bounds(self, calibration: dict[str, Any]) -> None:
+        """Action bounds = simulated joint ranges within the calibrated ranges, one encoder step
+        inside them (lerobot truncates when it converts degrees to steps)."""
+        lo_lr, hi_lr = {}, {}
+        for j in self.joints:
+            c = calibration[j]
+            if j == "gripper":
+                span = 100.0 / max(1, c.range_max - c.range_min)
+                lo_lr[j], hi_lr[j] = span, 100.0 - span
+            else:
+                mid, step = (c.range_min + c.range_max) / 2, 360.0 / (self.steps_per_turn - 1)
+                lo_lr[j] = (c.range_min - mid + 1) * step
+                hi_lr[j] = (c.range_max - mid - 1) * step
+        cal_low, cal_high = self.units.span_to_sim(lo_lr, hi_lr)
+        low, high = np.maximum(self._sim_low, cal_low), np.minimum(self._sim_high, cal_high)
+        empty = [j for j, a, b in zip(self.joints, low, high, strict=True) if a >= b]
+        if empty:
+            raise RobotError(f"{self.name}: the calibrated range of {', '.join(empty)} does not "
+                             f"overlap the simulated arm's (check robot.signs / "
+                             f"robot.offsets_deg, or recalibrate)")
+        self._low, self._high = low, high
+
+    def disconnect(self) -> None:
+        if self._lr is None:
+            return
+        try:
+            if self.cfg.on_disconnect == "hold":
+                self._hold()
+            self._lr.bus.disconnect(disable_torque=self.cfg.on_disconnect == "torque_off")
+        except Exception as exc:  # the link may be gone: nothing more can be done
+            log.warning("%s: disconnect: %s", self.name, _reason(exc))
+        finally:
+            self._close_quietly()
+            super().disconnect()
+
+    def _close_quietly(self) -> None:
+        lr, self._lr = self._lr, None
+        if lr is None:
+            return
+        for cam in lr.cameras.values():
+            try:
+                if cam.is_connected:
+                    cam.disconnect()
+            except Exception as exc:
+                log.debug("camera disconnect: %s", exc)
+        try:
+            if lr.bus.is_connected:
+                lr.bus.port_handler.closePort()
+        except Exception as exc:
+            log.debug("port close: %s", exc)
+
+    # ------------------------------------------------------------------ control
+    def _bus(self) -> Any:
+        self._require_connected()
+        return self._lr.bus
+
+    def _io(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args)`` on the bus; any failure is the link's, named with the port."""
+        try:
+            result = fn(*args, **kwargs)
+        except RobotError:
+            raise
+        except Exception as exc:
+            raise RobotError(f"{self.name} on {self.cfg.port}: link lost while {what} "
+                             f"({_reason(exc)})") from exc
+        return result
+
+    def positions(self) -> np.ndarray:
+        """Joint angles now, rad ``(6,)``."""
+        bus = self._bus()
+        pos = self._io("reading positions", bus.sync_read, "Present_Position",
+                       num_retry=self.cfg.read_retries)
+        q = self.units.to_sim(pos)
+        if not np.all(np.isfinite(q)):
+            raise RobotError(f"{self.name}: non-finite joint reading {pos}")
+        self._last_q = q
+        return q
+
+    def observe(self) -> dict[str, np.ndarray]:
+        bus = self._bus()
+        q = self.positions()
+        raw = self._io("reading velocities", bus.sync_read, "Present_Velocity",
+                       normalize=False, num_retry=self.cfg.read_retries)
+        rates = np.array([raw[j] for j in self.joints], dtype=np.float64) * self.velocity_rad_s
+        # velocities are measured at the servo in its own direction: only the sign applies
+        qd = np.sign(self.units.rates_to_sim(np.ones(len(self.joints)))) * rates
+        obs = {"observation.state": np.concatenate([q, qd]).astype(np.float32)}
+        for name, cam in self._lr.cameras.items():
+            frame = self._io(f"reading camera {name}", cam.read_latest)
+            obs[f"observation.images.{name}"] = self._resize(np.asarray(frame))
+        return obs
+
+    def _resize(self, frame: np.ndarray) -> np.ndarray:
+        h, w = self.cfg.camera_height, self.cfg.camera_width
+        if frame.shape[:2] == (h, w):
+            return frame.astype(np.uint8, copy=False)
+        import cv2
+
+        return np.asarray(cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA), np.uint8)
+
+    def goal_of(self, action: np.ndarray) -> dict[str, float]:
+        """The lerobot goal for ``action`` (rad), clamped to the calibrated limits first;
+        non-finite targets are refused (the safety filter replaces them before this)."""
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (len(self.joints),):
+            raise ValueError(f"{self.name}.act: expected shape ({len(self.joints)},), got "
+                             f"{a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise RobotError(f"{self.name}: refused a non-finite goal {a.tolist()}")
+        return self.units.to_lerobot(np.clip(a, self._low, self._high))
+
+    def act(self, action: np.ndarray) -> np.ndarray:
+        goal = self.goal_of(action)
+        bus = self._bus()
+        self._io("writing goals", bus.sync_write, "Goal_Position", goal)
+        return self.units.to_sim(goal).astype(np.float32)
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> dict[str, np.ndarray]:
+        """Move to ``home`` along a straight joint-space line over ``home_s`` seconds at the
+        control rate. A real arm places no objects: ``options`` (a simulated task's layout)
+        are ignored."""
+        start = self.positions()
+        home = np.clip(np.asarray(self.cfg.home, dtype=np.float64), self._low, self._high)
+        steps = max(1, round(self.cfg.home_s * self.fps))
+        t0 = time.perf_counter()
+        for k in range(1, steps + 1):
+            self.act(start + (home - start) * k / steps)
+            delay = t0 + k / self.fps - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        return self.observe()
+
+    def _hold(self) -> None:
+        bus = self._lr.bus
+        present = bus.sync_read("Present_Position", normalize=False,
+                                num_retry=self.cfg.read_retries)
+        bus.sync_write("Goal_Position", present, normalize=False)
+
+    def stop(self) -> None:
+        """``on_stop``: hold the present position (goal := present, one read and one write),
+        or switch torque off."""
+        if self._lr is None:
+            return
+        if self.cfg.on_stop == "torque_off":
+            self._io("switching torque off", self._lr.bus.disable_torque)
+        else:
+            self._io("holding position", self._hold)
+
+    def hold_action(self) -> np.ndarray:
+        if self._last_q is None or self._lr is None:
+            return np.clip(np.asarray(self.cfg.home, np.float64), self._low, self._high)
+        return np.clip(self.positions(), self._low, self._high)
+
+    def state(self) -> dict[str, Any]:
+        """A real arm knows its joints, not where the objects are."""
+        return {"qpos": None if self._last_q is None else self._last_q.copy()}
+
+    # ------------------------------------------------------------------ calibration
+    def calibrate(self) -> Path:
+        """lerobot's interactive calibration of this arm (prompts on the terminal); returns
+        the calibration file written."""
+        lr = self.build()
+        try:
+            lr.bus.connect()
+        except Exception as exc:
+            raise RobotError(f"{self.name} on {self.cfg.port}: the servos did not answer "
+                             f"({_reason(exc)})") from exc
+        try:
+            lr.calibration = {}  # a new calibration, not "use the file"
+            lr.calibrate()
+        finally:
+            try:
+                lr.bus.disconnect(disable_torque=True)
+            except Exception as exc:
+                log.warning("%s: disconnect after calibration: %s", self.name, _reason(exc))
+        return Path(lr.calibration_fpath)
+
+
+def calibration_dir(cfg: Any) -> Path | None:
+    """``robot.calibration_dir`` as lerobot takes it (None: lerobot's default directory)."""
+    return None if cfg.calibration_dir in (None, "") else Path(cfg.calibration_dir).expanduser()
+
+
+def _camera_source(src: str) -> int | str | Path:
+    """A camera index (``"0"``), a device path or a stream URL, as lerobot's OpenCV camera
+    takes it."""
+    if src.isdigit():
+        return int(src)
+    if "://" in src:
+        return src
+    return Path(src)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -1,0 +1,84 @@
+"""A person's hand on an emulated arm: what one does by hand during lerobot's calibration.
+
+lerobot's calibration asks for the arm at the middle of its range of motion (its half-turn
+homing reads the servos there), then for every joint moved through its whole range while it
+records the extremes. On an emulated arm the plant's ``move_by_hand(servo_id, steps | None)``
+does what the hand would; these two helpers are the two steps, used by ``robolearn emulate``
+(typed at its prompt) and by the tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import numpy as np
+
+
+class Handled(Protocol):
+    def move_by_hand(self, servo_id: int, position: float | None) -> None: ...
+
+
+def hold_middle(plant: Handled, middles: dict[int, float]) -> None:
+    """Hold every joint at the middle of its range (``servo id -> encoder steps``)."""
+    for servo_id, steps in middles.items():
+        plant.move_by_hand(servo_id, steps)
+
+
+def sweep(plant: Handled, ranges: dict[int, tuple[float, float]], seconds: float = 1.5,
+          rate: float = 100.0) -> None:
+    """Move each joint (``servo id -> (low, high)`` steps) from the middle to one end, to the
+    other and back to the middle, all at once over ``seconds``; the joints stay held at the
+    middle afterwards. Each end is held briefly so a reader polling at 50 Hz sees it."""
+    n = max(8, int(seconds * rate))
+    path = np.concatenate([np.linspace(0, -1, n // 4), np.full(n // 8, -1.0),
+                           np.linspace(-1, 1, n // 4), np.full(n // 8, 1.0),
+                           np.linspace(1, 0, n // 4)])
+    for u in path:
+        for servo_id, (low, high) in ranges.items():
+            mid, half = (low + high) / 2, (high - low) / 2
+            plant.move_by_hand(servo_id, mid + u * half)
+        time.sleep(seconds / len(path))
+
+
+def release(plant: Handled, servo_ids: list[int]) -> None:
+    for servo_id in servo_ids:
+        plant.move_by_hand(servo_id, None)
+
+
+HAND_HELP = ("hand commands (type one and Enter): middle = hold the arm at the middle of its "
+             "range; sweep = move every joint through its range; release = let go; unplug = "
+             "pull the USB cable")
+
+
+def serve_commands(plant: Handled, middles: dict[int, float],
+                   ranges: dict[int, tuple[float, float]], lines: Iterable[str],
+                   say: Callable[[str], None], unplug: Callable[[], None] | None = None) -> None:
+    """Do what each line asks (``middle``, ``sweep [seconds]``, ``release``, ``unplug``: pull
+    the adapter's cable, the port goes away), saying ``hand: <command> done`` after each; until
+    ``lines`` ends. What a person at the emulated arm does while ``robolearn calibrate`` asks
+    for it (and what a loose cable does)."""
+    for line in lines:
+        words = line.split()
+        if not words:
+            continue
+        cmd = words[0].lower()
+        if cmd == "middle":
+            hold_middle(plant, middles)
+        elif cmd == "sweep":
+            try:
+                seconds = float(words[1]) if len(words) > 1 else 1.5
+            except ValueError:
+                say(f"hand: sweep takes seconds, got {words[1]!r}")
+                continue
+            hold_middle(plant, middles)
+            sweep(plant, ranges, seconds)
+        elif cmd == "release":
+            release(plant, list(middles))
+        elif cmd == "unplug" and unplug is not None:
+            unplug()
+        else:
+            say(f"hand: unknown command {cmd!r}; {HAND_HELP}")
+            continue
+        say(f"hand: {cmd} done")

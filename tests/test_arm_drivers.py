@@ -1,0 +1,219 @@
+"""Every registered hardware arm, driven by robolearn's driver through lerobot's bus code over a
+real pseudo-terminal to its device emulator (a separate process speaking the servo protocol,
+backed by the simulated arm).
+
+Parametrised over the registry: a new hardware robot with an ``emulator`` is tested here
+without a new test. Calibration goes through ``robolearn calibrate`` (lerobot's own flow), with
+the emulator's "hand" doing what a person does at each prompt.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lerobot")
+
+from robolearn.arm_cmds import hardware_robots  # noqa: E402
+from robolearn.robot import ROBOTS, RobotError, make_robot  # noqa: E402
+from robolearn_core.registry import resolve  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+class Emulator:
+    """``python -m <robot's emulator> <its args> --hand``: the port, hand commands, its end."""
+
+    def __init__(self, robot: str) -> None:
+        cls = resolve(ROBOTS, robot, "robot")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", cls.emulator, *cls.emulator_args, "--hand"], cwd=ROOT,
+            env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, bufsize=1)
+        assert self.proc.stdout is not None
+        self.port = self.proc.stdout.readline().strip()
+        assert self.port.startswith("/dev/"), self.stderr()
+
+    def hand(self, command: str, timeout: float = 15.0) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        word = command.split()[0]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.strip() == f"hand: {word} done":
+                return
+            assert line, f"emulator ended: {self.stderr()}"
+        raise AssertionError(f"hand {command!r} never finished")
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None:
+            return "(running)"
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read()
+
+    def stop(self) -> str:
+        """SIGTERM; returns what it said on the way out (its counters)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=10)
+        return err
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def _read_until(proc: subprocess.Popen[bytes], text: str, timeout: float = 60.0) -> str:
+    """The calibrating process's output up to ``text`` (its prompts end without a newline)."""
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        assert time.monotonic() < deadline, f"never saw {text!r}; got {seen[-400:]!r}"
+        if select.select([proc.stdout], [], [], 0.5)[0]:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, f"calibrate ended before {text!r}: {seen[-400:]!r}"
+            seen += chunk
+    return seen.decode(errors="replace")
+
+
+def calibrate(robot: str, emu: Emulator, cal_dir: Path) -> Path:
+    """``robolearn calibrate`` as a user runs it, the emulator's hand doing the moving."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robolearn.cli", "calibrate", f"robot={robot}",
+         f"robot.port={emu.port}", f"robot.calibration_dir={cal_dir}", "robot.id=test"],
+        cwd=ROOT, env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        _read_until(proc, "middle of its range of motion")
+        emu.hand("middle")
+        proc.stdin.write(b"\n")
+        proc.stdin.flush()
+        _read_until(proc, "Recording positions")
+        emu.hand("sweep 1.0")
+        proc.stdin.write(b"\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    emu.hand("release")
+    path = cal_dir / "test.json"
+    assert path.is_file()
+    return path
+
+
+@pytest.fixture(scope="module", params=hardware_robots())
+def calibrated(request: Any, tmp_path_factory: Any) -> Iterator[tuple[str, Path]]:
+    """A robot name and the directory of its calibration, made through lerobot's flow."""
+    robot = request.param
+    cal_dir = tmp_path_factory.mktemp(f"cal_{robot}")
+    emu = Emulator(robot)
+    try:
+        calibrate(robot, emu, cal_dir)
+    finally:
+        emu.stop()
+    yield robot, cal_dir
+
+
+def _arm(robot: str, cal_dir: Path, port: str, **kw: Any) -> Any:
+    return make_robot(robot, port=port, calibration_dir=str(cal_dir), id="test", home_s=0.5, **kw)
+
+
+def test_calibration_maps_to_the_simulated_arm(calibrated: tuple[str, Path]) -> None:
+    """After lerobot's calibration, the driver's bounds are the simulated joint limits (the
+    emulated arm's whole range was swept) and the arm moves where it is told, in radians."""
+    robot, cal_dir = calibrated
+    from sim.arm.model import JOINT_LIMITS, JOINTS
+
+    emu = Emulator(robot)
+    try:
+        arm = _arm(robot, cal_dir, emu.port)
+        with arm:
+            low, high = arm.action_bounds
+            sim_low = np.array([JOINT_LIMITS[j][0] for j in JOINTS])
+            sim_high = np.array([JOINT_LIMITS[j][1] for j in JOINTS])
+            assert np.allclose(low, sim_low, atol=0.01) and np.allclose(high, sim_high, atol=0.01)
+            obs = arm.reset()
+            home = np.asarray(arm.cfg.home)
+            # reached home within a few degrees (gravity sag of position servos)
+            assert np.abs(obs["observation.state"][:6] - home).max() < 0.1
+            target = home + np.array([0.4, 0.0, 0.0, 0.0, 0.0, 0.0])
+            for _ in range(45):
+                sent = arm.act(target)
+                time.sleep(1 / 30)
+            q = arm.observe()["observation.state"][:6]
+            assert abs(q[0] - 0.4) < 0.03, q  # the pan joint turned 0.4 rad, as in simulation
+            assert np.allclose(sent, target, atol=0.003)  # 4096-step quantisation
+    finally:
+        emu.stop()
+
+
+def test_goals_outside_the_calibrated_limits_never_reach_the_bus(
+        calibrated: tuple[str, Path]) -> None:
+    robot, cal_dir = calibrated
+    emu = Emulator(robot)
+    try:
+        with _arm(robot, cal_dir, emu.port) as arm:
+            low, high = arm.action_bounds
+            rng = np.random.default_rng(0)
+            for _ in range(60):
+                wild = rng.uniform(low - 3.0, high + 3.0)
+                sent = arm.act(wild)
+                assert np.all(sent >= low - 1e-6) and np.all(sent <= high + 1e-6)
+            with pytest.raises(RobotError, match="non-finite"):
+                arm.act(np.full(6, np.nan))
+    finally:
+        said = emu.stop()
+    assert "goals outside limits: 0;" in said, said
+
+
+def test_uncalibrated_arm_is_refused_with_the_command(tmp_path: Path) -> None:
+    robot = hardware_robots()[0]
+    emu = Emulator(robot)
+    try:
+        arm = _arm(robot, tmp_path, emu.port)
+        with pytest.raises(RobotError, match=f"robolearn calibrate robot={robot}"):
+            arm.connect()
+        assert not arm.is_connected
+    finally:
+        emu.stop()
+
+
+@pytest.mark.parametrize("how", ["killed", "unplugged"])
+def test_link_loss_is_named_within_100ms(calibrated: tuple[str, Path], how: str) -> None:
+    """The emulator SIGKILLed, or the cable pulled: the next bus call fails as a RobotError
+    naming the port, within 100 ms of the loss."""
+    robot, cal_dir = calibrated
+    emu = Emulator(robot)
+    arm = _arm(robot, cal_dir, emu.port)
+    arm.connect()
+    try:
+        arm.observe()
+        if how == "killed":
+            emu.kill()
+        else:
+            emu.hand("unplug")
+        lost = time.monotonic()
+        with pytest.raises(RobotError, match=f"link lost.*{emu.port}|{emu.port}.*link lost"):
+            for _ in range(100):
+                arm.observe()
+                arm.act(np.asarray(arm.cfg.home))
+        assert time.monotonic() - lost < 0.1
+    finally:
+        arm.disconnect()
+        if emu.proc.poll() is None:
+            emu.stop()
