@@ -76,6 +76,7 @@ TASKS: dict[str, str] = {
     "arm_lift": "sim.arm.tasks:LiftTask",
     "arm_bin": "sim.arm.tasks:BinTask",
     "robosuite": "sim.robosuite_robot:RobosuiteTask",
+    "human": "robolearn.human_task:HumanTask",
 }
 
 

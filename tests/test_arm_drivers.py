@@ -217,3 +217,39 @@ def test_link_loss_is_named_within_100ms(calibrated: tuple[str, Path], how: str)
         arm.disconnect()
         if emu.proc.poll() is None:
             emu.stop()
+
+
+def test_the_arms_env_passes_gymnasium_checks(calibrated: tuple[str, Path]) -> None:
+    """The registered env of the arm (task ``human``: no reward, the operator scores) with its
+    driver on the emulator, through gymnasium's own checks of spaces, reset and step (not its
+    determinism check: a real arm's reset is not reproducible)."""
+    import gymnasium as gym
+    from gymnasium.utils.passive_env_checker import (
+        check_action_space,
+        check_observation_space,
+        env_reset_passive_checker,
+        env_step_passive_checker,
+    )
+
+    from robolearn.env import ENVS
+
+    robot, cal_dir = calibrated
+    env_id = next(i for i, spec in ENVS.items() if spec["robot"] == robot)
+    emu = Emulator(robot)
+    try:
+        env = gym.make(f"robolearn.envs:{env_id}", robot_kwargs={
+            "port": emu.port, "calibration_dir": str(cal_dir), "id": "test", "home_s": 0.2})
+        try:
+            raw = env.unwrapped
+            check_observation_space(raw.observation_space)
+            check_action_space(raw.action_space)
+            obs, _ = env_reset_passive_checker(raw, seed=0)
+            assert raw.observation_space.contains(obs)
+            obs, reward, terminated, truncated, info = env_step_passive_checker(
+                raw, raw.action_space.sample())
+            assert raw.observation_space.contains(obs)
+            assert reward == 0.0 and not terminated and not info["success"]
+        finally:
+            env.close()
+    finally:
+        emu.stop()

@@ -23,9 +23,7 @@ from robolearn.robot import ROBOTS
 ENV_OF_ROBOT = {spec["robot"]: env_id for env_id, spec in reversed(ENVS.items())}
 CHOICES = [(name, []) for name in COMMANDS]
 CHOICES += [("train", [f"policy={p}"]) for p in [*POLICIES, *RL_ALGOS]]
-# a robot in an env through collect; a hardware arm (no env of its own) through calibrate
-CHOICES += [("collect", [f"env={ENV_OF_ROBOT[r]}"]) if r in ENV_OF_ROBOT
-            else ("calibrate", [f"robot={r}"]) for r in ROBOTS]
+CHOICES += [("collect", [f"env={ENV_OF_ROBOT[r]}"]) for r in ROBOTS]
 
 
 def squash(text: str) -> str:
