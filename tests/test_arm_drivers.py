@@ -253,3 +253,49 @@ def test_the_arms_env_passes_gymnasium_checks(calibrated: tuple[str, Path]) -> N
             env.close()
     finally:
         emu.stop()
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_damaged_replies_are_never_taken_as_readings(calibrated: tuple[str, Path],
+                                                     verify: bool) -> None:
+    """Replies damaged on the wire (bit flips, cut short, noise, lost, and forged ones whose
+    checksum matches): every reading the driver accepts is the simulation's truth, every
+    refusal a named RobotError, no goal outside the limits. Without verified reads (reading
+    twice), forged replies do get through: the check is what stops them."""
+    robot, cal_dir = calibrated
+    if robot not in ("so101", "so100"):
+        pytest.skip("reply damage is emulated on the Feetech bus (8-bit checksum)")
+    from hardware.emulators.feetech import make_bus
+    from hardware.emulators.so101_plant import SO101Plant
+
+    plant = SO101Plant()
+    bus = make_bus(6, plant, seed=3).start()
+    arm = _arm(robot, cal_dir, bus.port, verify_reads=verify)
+    wrong = accepted = refused = 0
+    try:
+        arm.connect()
+        arm.reset()
+        home = arm.hold_action()
+        time.sleep(0.4)
+        truth = plant.joint_angles()
+        bus.corrupt = 0.1
+        while bus.stats["damaged_forged"] < 30:
+            try:
+                q = arm.positions()
+                arm.act(home)
+            except RobotError as exc:
+                assert str(exc).startswith(f"{robot} on {bus.port}: ")
+                refused += 1
+                continue
+            accepted += 1
+            wrong += int(np.abs(q[:5] - truth[:5]).max() > 0.02)
+        bus.corrupt = 0.0
+    finally:
+        arm.disconnect()
+        bus.stop()
+    assert accepted > 20 and refused > 0
+    assert sum(s.goals_outside_limits for s in bus.servos) == 0
+    if verify:
+        assert wrong == 0
+    else:
+        assert wrong > 0  # forged replies pass lerobot's checks: reading twice is what stops them

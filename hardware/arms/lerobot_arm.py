@@ -65,6 +65,8 @@ class ArmConfig:
     signs: list[int] = field(default_factory=lambda: [1] * 6)  # per joint: +1 or -1
     offsets_deg: list[float] = field(default_factory=lambda: [0.0] * 6)  # sim deg at lerobot 0
     read_retries: int = 2  # extra tries of a failed bus read before the link counts as lost
+    verify_reads: bool | None = None  # read twice, accept only agreeing readings; None: the arm's
+    # default (on where the bus checksum is 8 bits: a garbled reply passes it 1 time in 256)
 
     def __post_init__(self) -> None:
         for name in ("on_stop", "on_disconnect"):
@@ -90,6 +92,9 @@ class LerobotArm(Robot):
     velocity_rad_s: float = 2 * np.pi / 4096
     # encoder steps a turn, for the one-step margin inside the calibrated limits
     steps_per_turn: int = 4096
+    verify_default = False  # read twice and compare (``verify_reads``) unless the config says
+    position_tolerance = 0.012  # rad two verified position reads may differ by (motion, ~8 steps)
+    velocity_tolerance = 60.0  # raw units two verified velocity reads may differ by
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
@@ -103,6 +108,7 @@ class LerobotArm(Robot):
         self._sim_high = np.array([JOINT_LIMITS[j][1] for j in JOINTS])
         self._low, self._high = self._sim_low.copy(), self._sim_high.copy()
         self._lr: Any = None  # the lerobot robot, made at connect
+        self.garbled_reads = 0  # verified reads that disagreed (and were read again)
         self._last_q: np.ndarray | None = None
         self._features = self._make_features()
 
@@ -272,23 +278,46 @@ class LerobotArm(Robot):
                              f"({_reason(exc)})") from exc
         return result
 
+    def _read(self, register: str, tolerance: float, normalize: bool = False) -> np.ndarray:
+        """``register`` of every joint in joint order: in sim units for Present_Position
+        (``normalize``: lerobot's calibrated values through the units table), raw otherwise.
+        With ``verify_reads``, two reads in a row must agree within ``tolerance`` (in those
+        units): a reply garbled so that it still passes an 8-bit checksum is not taken as a
+        reading; disagreement on every retry is a :class:`RobotError` naming the register."""
+        bus = self._bus()
+        verify = self.verify_default if self.cfg.verify_reads is None else self.cfg.verify_reads
+
+        def once() -> np.ndarray:
+            raw = self._io(f"reading {register}", bus.sync_read, register, normalize=normalize,
+                           num_retry=self.cfg.read_retries)
+            if normalize:
+                return self.units.to_sim(raw)
+            return np.array([raw[j] for j in self.joints], dtype=np.float64)
+
+        last = once()
+        if not verify:
+            return last
+        for _ in range(self.cfg.read_retries + 1):
+            new = once()
+            if np.all(np.abs(new - last) <= tolerance):
+                return new
+            self.garbled_reads += 1
+            last = new
+        raise RobotError(f"{self.name} on {self.cfg.port}: {register} readings keep disagreeing "
+                         f"({self.cfg.read_retries + 2} reads, the last {new.round(4).tolist()}): "
+                         f"a noisy bus or a loose cable")
+
     def positions(self) -> np.ndarray:
         """Joint angles now, rad ``(6,)``."""
-        bus = self._bus()
-        pos = self._io("reading positions", bus.sync_read, "Present_Position",
-                       num_retry=self.cfg.read_retries)
-        q = self.units.to_sim(pos)
+        q = self._read("Present_Position", self.position_tolerance, normalize=True)
         if not np.all(np.isfinite(q)):
-            raise RobotError(f"{self.name}: non-finite joint reading {pos}")
+            raise RobotError(f"{self.name}: non-finite joint reading {q.tolist()}")
         self._last_q = q
         return q
 
     def observe(self) -> dict[str, np.ndarray]:
-        bus = self._bus()
         q = self.positions()
-        raw = self._io("reading velocities", bus.sync_read, "Present_Velocity",
-                       normalize=False, num_retry=self.cfg.read_retries)
-        rates = np.array([raw[j] for j in self.joints], dtype=np.float64) * self.velocity_rad_s
+        rates = self._read("Present_Velocity", self.velocity_tolerance) * self.velocity_rad_s
         # velocities are measured at the servo in its own direction: only the sign applies
         qd = np.sign(self.units.rates_to_sim(np.ones(len(self.joints)))) * rates
         obs = {"observation.state": np.concatenate([q, qd]).astype(np.float32)}

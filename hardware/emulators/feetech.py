@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import signal
 import sys
 import threading
@@ -135,7 +136,8 @@ class FeetechBus:
     where the link cannot tell the one the driver set."""
 
     def __init__(self, servos: list[STS3215], link: PtyLink | None = None, *,
-                 baud: int = 1_000_000, timing: bool = True) -> None:
+                 baud: int = 1_000_000, timing: bool = True, corrupt: float = 0.0,
+                 seed: int = 0) -> None:
         ids = [s.id for s in servos]
         if len(set(ids)) != len(ids):
             raise ValueError(f"two servos share an id: {sorted(ids)}")
@@ -143,6 +145,10 @@ class FeetechBus:
         self.link = link
         self.baud = baud
         self.timing = timing
+        if not 0.0 <= corrupt <= 1.0:
+            raise ValueError(f"corrupt must be a probability in [0, 1], got {corrupt}")
+        self.corrupt = corrupt  # chance that a reply is damaged on the wire (see _damage)
+        self._rng = random.Random(seed)
         self.parser = FrameParser()
         self.stats = self.parser.stats
         self.lock = threading.RLock()  # held while a frame is served; hold it to look inside
@@ -197,11 +203,40 @@ class FeetechBus:
         t = max(now, self._wire_free) + request_size * byte_s
         for servo, reply in replies:
             t += servo.return_delay_s + len(reply) * byte_s
+            if self.corrupt and self._rng.random() < self.corrupt:
+                reply = self._damage(reply)
             if self.link is not None:
                 if self.timing:
                     _sleep_until(t)
-                self.link.write(reply)
+                if reply:
+                    self.link.write(reply)
         self._wire_free = t
+
+    def _damage(self, reply: bytes) -> bytes:
+        """A reply as a noisy or broken wire delivers it (counted in ``stats["damaged_*"]``):
+        one bit flipped, cut short, bytes replaced by noise, noise before it, lost, or
+        ``forged``: data bytes replaced and the checksum made to match (what random noise
+        does one time in 256 with an 8-bit checksum, here made common)."""
+        rng, data = self._rng, bytearray(reply)
+        kinds = ("bitflip", "truncated", "noise", "prefix", "lost", "forged")
+        kind = rng.choice(kinds if len(data) > 6 else kinds[:-1])
+        self.stats[f"damaged_{kind}"] += 1
+        if kind == "bitflip":
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        elif kind == "truncated":
+            del data[rng.randrange(1, len(data)):]
+        elif kind == "noise":
+            for _ in range(rng.randint(1, 3)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif kind == "prefix":
+            data[:0] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
+        elif kind == "forged":
+            for _ in range(rng.randint(1, 2)):
+                data[rng.randrange(5, len(data) - 1)] = rng.randrange(256)
+            data[-1] = checksum(data[2:-1])
+        else:
+            data.clear()
+        return bytes(data)
 
     def start(self) -> FeetechBus:
         """Serve the link from a daemon thread until :meth:`stop`."""
@@ -322,13 +357,14 @@ def _sleep_until(t: float) -> None:
 
 
 def make_bus(n_servos: int = 6, plant: Plant | None = None, *, baud: int = 1_000_000,
-             timing: bool = True, link: PtyLink | None = None) -> FeetechBus:
+             timing: bool = True, link: PtyLink | None = None, corrupt: float = 0.0,
+             seed: int = 0) -> FeetechBus:
     """``n_servos`` STS3215 with ids 1..n on a new pty (not yet served: ``start()`` or
     ``with``), moving the joints of ``plant`` (default: an :class:`IdealPlant`)."""
     ids = list(range(1, n_servos + 1))
     plant = plant if plant is not None else IdealPlant(ids)
     return FeetechBus([STS3215(i, plant) for i in ids], link if link is not None else PtyLink(),
-                      baud=baud, timing=timing)
+                      baud=baud, timing=timing, corrupt=corrupt, seed=seed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,3 +82,49 @@ def serve_commands(plant: Handled, middles: dict[int, float],
             say(f"hand: unknown command {cmd!r}; {HAND_HELP}")
             continue
         say(f"hand: {cmd} done")
+
+
+def calibrate_with_hand(robot: str, port: str, plant: Handled, middles: dict[int, float],
+                        ranges: dict[int, tuple[float, float]], calibration_dir: str,
+                        arm_id: str = "emulated", timeout: float = 90.0) -> None:
+    """Run ``robolearn calibrate`` (lerobot's flow) in a subprocess against an emulator served
+    in this process, this hand doing what each prompt asks; for benches and tests that need
+    a calibrated emulated arm. Raises ``RuntimeError`` with the command's output on failure."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robolearn.cli", "calibrate", f"robot={robot}",
+         f"robot.port={port}", f"robot.calibration_dir={calibration_dir}", f"robot.id={arm_id}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdin is not None and proc.stdout is not None
+    seen = b""
+
+    def until(text: str) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while text.encode() not in seen:
+            if time.monotonic() > deadline or proc.poll() is not None and not select.select(
+                    [proc.stdout], [], [], 0)[0]:
+                raise RuntimeError(f"calibrate never asked {text!r}: {seen[-600:].decode()}")
+            if select.select([proc.stdout], [], [], 0.2)[0]:
+                seen += os.read(proc.stdout.fileno(), 4096)
+
+    try:
+        until("middle of its range of motion")
+        hold_middle(plant, middles)
+        proc.stdin.write(b"\n")
+        proc.stdin.flush()
+        until("Recording positions")
+        sweep(plant, ranges, 1.0)
+        proc.stdin.write(b"\n")
+        proc.stdin.flush()
+        until("calibration written")
+        if proc.wait(timeout=timeout) != 0:
+            raise RuntimeError(f"calibrate failed: {seen[-600:].decode()}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        release(plant, list(middles))

@@ -50,6 +50,7 @@ class SO101(LerobotArm):
     name = "so101"
     config_class = SO101Config
     velocity_rad_s = 2 * math.pi / 4096  # STS3215 Present_Velocity: steps/s
+    verify_default = True  # Feetech protocol 0 has an 8-bit checksum: read twice, compare
     emulator = "hardware.emulators.feetech"  # device emulator (`python -m`)
     emulator_args = ("--servos", "6", "--plant", "so101")
 
