@@ -100,6 +100,7 @@ def calibrate_with_hand(robot: str, port: str, plant: Handled, middles: dict[int
          f"robot.port={port}", f"robot.calibration_dir={calibration_dir}", f"robot.id={arm_id}"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdin is not None and proc.stdout is not None
+    out = proc.stdout.fileno()
     seen = b""
 
     def until(text: str) -> None:
@@ -107,10 +108,10 @@ def calibrate_with_hand(robot: str, port: str, plant: Handled, middles: dict[int
         deadline = time.monotonic() + timeout
         while text.encode() not in seen:
             if time.monotonic() > deadline or proc.poll() is not None and not select.select(
-                    [proc.stdout], [], [], 0)[0]:
+                    [out], [], [], 0)[0]:
                 raise RuntimeError(f"calibrate never asked {text!r}: {seen[-600:].decode()}")
-            if select.select([proc.stdout], [], [], 0.2)[0]:
-                seen += os.read(proc.stdout.fileno(), 4096)
+            if select.select([out], [], [], 0.2)[0]:
+                seen += os.read(out, 4096)
 
     try:
         until("middle of its range of motion")
