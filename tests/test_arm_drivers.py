@@ -299,3 +299,19 @@ def test_damaged_replies_are_never_taken_as_readings(calibrated: tuple[str, Path
         assert wrong == 0
     else:
         assert wrong > 0  # forged replies pass lerobot's checks: reading twice is what stops them
+
+
+@pytest.mark.parametrize("robot", hardware_robots())
+def test_robolearn_emulate_prints_a_port_and_stops_on_ctrl_c(robot: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "robolearn.cli", "emulate", robot], cwd=ROOT,
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = proc.stdout.readline().strip()
+        assert port.startswith("/dev/") and os.path.exists(port), proc.stderr
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and "served 0 frames" in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
