@@ -348,11 +348,10 @@ class DynamixelBus:
 
     def _reboot(self, frame: Frame, servos: list[XServo]) -> list[Reply]:
         _expect(frame, 0)
-
-        def reboot(s: XServo) -> int:
+        replies = _acked(frame, servos, lambda s: 0)  # it answers, then restarts
+        for s in servos:
             s.reboot()
-            return 0
-        return _acked(frame, servos, reboot)
+        return replies
 
     def _sync_read(self, frame: Frame, servos: list[XServo]) -> list[Reply]:
         params = frame.params
