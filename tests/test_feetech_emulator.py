@@ -165,7 +165,12 @@ def test_random_frames_do_not_crash_the_emulator() -> None:
     plant = IdealPlant(list(range(1, 7)))
     targets: list[float | None] = []
     drive = plant.drive
-    plant.drive = lambda i, t: (targets.append(t), drive(i, t))  # type: ignore[method-assign]
+
+    def recording_drive(servo_id: int, target: float | None) -> None:
+        targets.append(target)
+        drive(servo_id, target)
+
+    plant.drive = recording_drive  # type: ignore[method-assign]
     bus = FeetechBus([STS3215(i, plant) for i in range(1, 7)], timing=False)
     rng = np.random.default_rng(0)
     instructions = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x82, 0x83, 0x00, 0x7F]
@@ -302,9 +307,9 @@ def test_lerobots_calibration_lands_in_the_servos(emu: FeetechBus, bus: Any,
                 plant.move_by_hand(i, pos)
                 time.sleep(0.1)  # held long enough for lerobot's polling on a busy machine
 
+    hand = threading.Thread(target=person)
     monkeypatch.setattr(motors_bus, "enter_pressed", lambda: next(presses) if not hand.is_alive()
                         else False)
-    hand = threading.Thread(target=person)
     hand.start()
     mins, maxes = bus.record_ranges_of_motion(display_values=False)
     hand.join()

@@ -22,6 +22,12 @@ lerobot's half-turn homing of an arm posed at zero gives offsets near 0):
 
 ``steps = zero + sign * angle_rad * 4096 / (2 pi)``; a target outside the joint's range is held
 at the range's end (the actuator's control range), as the arm's hard stops would.
+
+The same simulated arm stands behind other buses through another servo map
+(``SO101Plant(servo_map=...)``: servo id -> joint, steps at 0 rad, sign). The Koch v1.1
+emulator (:mod:`hardware.emulators.dynamixel`, ``--plant koch``) uses :data:`KOCH_SERVO_JOINTS`:
+its Dynamixel ids 1..6 move the same six joints, so it moves the simulated SO-101-like arm
+(same joint names, same ranges), not the Koch's own kinematics or link lengths.
 """
 
 from __future__ import annotations
@@ -37,18 +43,21 @@ from hardware.emulators.plants import Sensed
 from sim.arm.model import HOME, JOINTS, build_mjcf
 
 STEPS_PER_RAD = 4096 / (2 * math.pi)
+ServoMap = dict[int, tuple[str, float, int]]
 # servo id -> (simulated joint, encoder steps at the joint's zero angle, direction)
-SERVO_JOINTS: dict[int, tuple[str, float, int]] = {
-    i + 1: (joint, 2048.0, 1) for i, joint in enumerate(JOINTS)}
+SERVO_JOINTS: ServoMap = {i + 1: (joint, 2048.0, 1) for i, joint in enumerate(JOINTS)}
+# the Koch v1.1 follower's Dynamixel ids on the same joints (its XL430/XL330 servos also count
+# 4096 steps a turn, 2048 mid-range)
+KOCH_SERVO_JOINTS: ServoMap = {i + 1: (joint, 2048.0, 1) for i, joint in enumerate(JOINTS)}
 
 
-def steps_to_angle(servo_id: int, steps: float) -> float:
-    _, zero, sign = SERVO_JOINTS[servo_id]
+def steps_to_angle(servo_id: int, steps: float, servo_map: ServoMap = SERVO_JOINTS) -> float:
+    _, zero, sign = servo_map[servo_id]
     return sign * (steps - zero) / STEPS_PER_RAD
 
 
-def angle_to_steps(servo_id: int, angle: float) -> float:
-    _, zero, sign = SERVO_JOINTS[servo_id]
+def angle_to_steps(servo_id: int, angle: float, servo_map: ServoMap = SERVO_JOINTS) -> float:
+    _, zero, sign = servo_map[servo_id]
     return zero + sign * angle * STEPS_PER_RAD
 
 
@@ -56,27 +65,40 @@ class SO101Plant:
     """The SO-101 scene of ``sim/arm``, its joints moved by the servos' goals."""
 
     def __init__(self, timestep: float = 0.002, home: tuple[float, ...] = HOME,
-                 max_catch_up_s: float = 0.25) -> None:
+                 max_catch_up_s: float = 0.25, servo_map: ServoMap | None = None) -> None:
         """``max_catch_up_s``: the most simulated time one call advances (after a long pause
-        the simulation skips ahead rather than stall the bus)."""
+        the simulation skips ahead rather than stall the bus). ``home``: the joint angles at
+        start, in ``JOINTS`` order. ``servo_map``: servo id -> (joint, steps at 0 rad, sign),
+        default the SO-101's :data:`SERVO_JOINTS`."""
+        self.servo_map = dict(SERVO_JOINTS if servo_map is None else servo_map)
+        unknown = sorted({j for j, _, _ in self.servo_map.values()} - set(JOINTS))
+        if unknown or len({j for j, _, _ in self.servo_map.values()}) != len(self.servo_map):
+            raise ValueError(f"servo_map: each servo needs its own joint of {list(JOINTS)}; "
+                             f"got {self.servo_map}")
         self.model = mujoco.MjModel.from_xml_string(build_mjcf(timestep))
         self.data = mujoco.MjData(self.model)
         m, d = self.model, self.data
-        self._joint = {i: m.joint(j).id for i, (j, _, _) in SERVO_JOINTS.items()}
-        self._act = {i: m.actuator(j).id for i, (j, _, _) in SERVO_JOINTS.items()}
+        self._joint = {i: m.joint(j).id for i, (j, _, _) in self.servo_map.items()}
+        self._act = {i: m.actuator(j).id for i, (j, _, _) in self.servo_map.items()}
         self._gain = m.actuator_gainprm[:, 0].copy()
         self._bias = m.actuator_biasprm[:, 1:3].copy()
-        for i, angle in zip(SERVO_JOINTS, home, strict=True):
-            d.qpos[m.jnt_qposadr[self._joint[i]]] = angle
-            d.ctrl[self._act[i]] = angle
+        for joint, angle in zip(JOINTS, home, strict=True):
+            d.qpos[m.jnt_qposadr[m.joint(joint).id]] = angle
+            d.ctrl[m.actuator(joint).id] = angle
         mujoco.mj_forward(m, d)
         self.max_catch_up_s = max_catch_up_s
         self._t = time.monotonic()
         self._lock = threading.Lock()
-        self._hand: dict[int, float | None] = dict.fromkeys(SERVO_JOINTS)
-        self._torque = dict.fromkeys(SERVO_JOINTS, False)
-        for i in SERVO_JOINTS:  # servos power up with torque off
+        self._hand: dict[int, float | None] = dict.fromkeys(self.servo_map)
+        self._torque = dict.fromkeys(self.servo_map, False)
+        for i in self.servo_map:  # servos power up with torque off
             self._free(i, True)
+
+    def steps_to_angle(self, servo_id: int, steps: float) -> float:
+        return steps_to_angle(servo_id, steps, self.servo_map)
+
+    def angle_to_steps(self, servo_id: int, angle: float) -> float:
+        return angle_to_steps(servo_id, angle, self.servo_map)
 
     def drive(self, servo_id: int, target: float | None) -> None:
         with self._lock:
@@ -99,7 +121,7 @@ class SO101Plant:
         holds it (then it is placed where the hand puts it, see :meth:`_pin`)."""
         self._free(servo_id, target is None)
         if target is not None:
-            self.data.ctrl[self._act[servo_id]] = steps_to_angle(servo_id, target)
+            self.data.ctrl[self._act[servo_id]] = self.steps_to_angle(servo_id, target)
         self._pin()
 
     def _pin(self) -> None:
@@ -110,7 +132,7 @@ class SO101Plant:
         for i, steps in self._hand.items():
             if steps is not None and not self._torque[i]:
                 j = self._joint[i]
-                d.qpos[m.jnt_qposadr[j]] = steps_to_angle(i, steps)
+                d.qpos[m.jnt_qposadr[j]] = self.steps_to_angle(i, steps)
                 d.qvel[m.jnt_dofadr[j]] = 0.0
                 pinned = True
         if pinned:
@@ -121,19 +143,19 @@ class SO101Plant:
             self._advance()
             m, d, j = self.model, self.data, self._joint[servo_id]
             a = self._act[servo_id]
-            _, _, sign = SERVO_JOINTS[servo_id]
+            _, _, sign = self.servo_map[servo_id]
             limit = float(m.actuator_forcerange[a, 1]) or 1.0
-            return Sensed(angle_to_steps(servo_id, float(d.qpos[m.jnt_qposadr[j]])),
+            return Sensed(self.angle_to_steps(servo_id, float(d.qpos[m.jnt_qposadr[j]])),
                           sign * float(d.qvel[m.jnt_dofadr[j]]) * STEPS_PER_RAD,
                           sign * float(d.actuator_force[a]) / limit)
 
     def joint_angles(self) -> np.ndarray:
-        """The six joint angles now, radians, in servo-id order."""
+        """The joint angles now, radians, in servo-id order."""
         with self._lock:
             self._advance()
             m = self.model
             return np.array([self.data.qpos[m.jnt_qposadr[self._joint[i]]]
-                             for i in SERVO_JOINTS])
+                             for i in sorted(self.servo_map)])
 
     def _free(self, servo_id: int, free: bool) -> None:
         a, m = self._act[servo_id], self.model
