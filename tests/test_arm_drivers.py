@@ -315,3 +315,43 @@ def test_robolearn_emulate_prints_a_port_and_stops_on_ctrl_c(robot: str) -> None
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_koch_servos_stop_by_themselves_when_the_host_goes_silent(
+        calibrated: tuple[str, Path]) -> None:
+    """The Koch driver turns Dynamixel's Bus_Watchdog on at connect (100 ms): a host that
+    hangs or dies leaves servos that stop within the period plus one 20 ms tick, with no host
+    help. (The SO-101's STS3215 have no such register: they hold their last goal.)"""
+    robot, cal_dir = calibrated
+    if robot != "koch":
+        pytest.skip("a bus watchdog is a Dynamixel X-series register")
+    from hardware.emulators.dynamixel import make_bus
+    from hardware.emulators.so101_plant import KOCH_SERVO_JOINTS, SO101Plant
+
+    plant = SO101Plant(servo_map=KOCH_SERVO_JOINTS)
+    with make_bus(6, plant) as bus:
+        arm = _arm(robot, cal_dir, bus.port)
+        arm.connect()
+        try:
+            arm.reset()
+            target = np.asarray(arm.cfg.home) + np.array([0.5, 0, 0, 0, 0, 0])
+            for _ in range(5):
+                arm.act(target)
+                time.sleep(1 / 30)
+            silent = time.monotonic()  # the host hangs here: no more packets
+            time.sleep(0.3)
+            with bus.lock:
+                fired = [bus.servo(i).watchdog_fired_at for i in range(1, 7)]
+            assert all(t is not None for t in fired), fired
+            assert max(t - silent for t in fired if t is not None) < 0.1 + 0.02 + 0.01
+            # stopped: the pan joint stays where it was when the watchdog fired
+            q0 = plant.joint_angles()[0]
+            time.sleep(0.2)
+            assert abs(plant.joint_angles()[0] - q0) < 0.01
+        finally:
+            arm.disconnect()
+        again = _arm(robot, cal_dir, bus.port)
+        with again:
+            again.act(np.asarray(again.cfg.home))
+            with bus.lock:
+                assert not any(bus.servo(i).watchdog_fired for i in range(1, 7))

@@ -469,7 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plant", choices=("ideal", "koch"), default="ideal",
                     help="what the servos move: ideal joints, or the simulated arm of sim/arm "
                          "(the SO-101 model, with the Koch's joint names; 6 servos)")
+    ap.add_argument("--hand", action="store_true",
+                    help="read hand commands on stdin (middle, sweep, release, unplug): what a "
+                         "person does during `robolearn calibrate` (--plant koch)")
     args = ap.parse_args(argv)
+    if args.hand and args.plant != "koch":
+        ap.error("--hand moves the simulated arm: use it with --plant koch")
     if not 1 <= args.servos <= MAX_ID:
         ap.error(f"--servos must be in 1..{MAX_ID}, got {args.servos}")
     if args.baud not in XL330_M288.bauds:
@@ -487,8 +492,17 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: done.set())
     with bus:
         print(bus.port, flush=True)
+        if args.hand:
+            from hardware.emulators import hand
+            from hardware.emulators.so101_plant import joint_ranges_steps, middle_steps
+
+            print(hand.HAND_HELP, file=sys.stderr, flush=True)
+            threading.Thread(target=hand.serve_commands, daemon=True, args=(
+                plant, middle_steps(), joint_ranges_steps(), sys.stdin,
+                lambda text: print(text, flush=True), bus.stop)).start()
         done.wait()
-    print(f"served {bus.stats['frames']} frames; dropped: "
+    outside = sum(s.goals_outside_limits for s in bus.servos)
+    print(f"served {bus.stats['frames']} frames; goals outside limits: {outside}; dropped: "
           f"{dict((k, v) for k, v in bus.stats.items() if k != 'frames')}", file=sys.stderr)
     return 0
 

@@ -188,6 +188,7 @@ class XServo:
         self.table[8] = self.model.bauds.index(baud)
         self._flash = bytes(self.table[:EEPROM_END])  # the EEPROM kept over a reboot
         self._staged: tuple[int, bytes] | None = None  # REG_WRITE, applied by ACTION
+        self.goals_outside_limits = 0  # goals written outside Min/Max_Position_Limit, torque on
         self._hw_errors = 0  # latched until reboot
         self._last_packet = time.monotonic()
         self.watchdog_fired_at: float | None = None  # monotonic time it last stopped the servo
@@ -268,6 +269,13 @@ class XServo:
                 data[reg.address - address:reg.address - address + reg.size]
         if address < EEPROM_END:
             self._flash = bytes(self.table[:EEPROM_END])
+        if address <= 116 < address + len(data) and self.torque and not \
+                self._get(self.regs["Min_Position_Limit"]) <= \
+                self._get(self.regs["Goal_Position"]) <= \
+                self._get(self.regs["Max_Position_Limit"]):
+            # accepted where the mode ignores the limits (extended position), but counted: a
+            # driver that enforces its calibrated limits never sends one
+            self.goals_outside_limits += 1
         self._command()
         return 0
 
