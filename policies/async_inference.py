@@ -51,7 +51,8 @@ from torch import Tensor
 class ChunkPlanner(Protocol):
     """What :class:`AsyncChunks` needs of a policy (:class:`policies.base.Policy` has it)."""
 
-    config: Any  # has n_action_steps
+    @property
+    def config(self) -> Any: ...  # has n_action_steps
 
     def eval(self) -> Any: ...
 

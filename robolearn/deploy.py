@@ -162,7 +162,9 @@ def schema_for(path: str | None, overrides: list[str]) -> type[DeployConfig]:
     the overrides first: ``robot.type``, else the checkpoint's robot), so every ``robot.*`` key
     is checked at load time."""
     values = probe(path, overrides)
-    name = OmegaConf.select(values, "robot.type", default=None, throw_on_missing=False)
+    name = values.get("robot")  # robot=NAME before the command line's rewrite to robot.type
+    if not isinstance(name, str):
+        name = OmegaConf.select(values, "robot.type", default=None, throw_on_missing=False)
     checkpoint = values.get("checkpoint")
     data = checkpoint_data(str(checkpoint))[1] if isinstance(checkpoint, str) else None
     if name is None and data is None:
