@@ -302,22 +302,24 @@ def deploy(cfg: DeployConfig, *, policy: Any = None, teleop: Any = None) -> int:
     safety = cfg.safety
     if safety.max_delta is None and _is_arm(robot):
         safety = dataclasses.replace(safety, max_delta=ARM_MAX_DELTA)
+    fps = cfg.fps or robot.fps
     with contextlib.ExitStack() as stack:
+        # timed (and warmed up) before the robot connects: nothing waits with torque on
+        inference = make_inference(policy, cfg.async_inference, fps, threads=cfg.threads,
+                                   hold=robot.hold_action, stall_s=safety.watchdog_s)
+        if isinstance(inference, AsyncChunks):
+            stack.callback(inference.close)
         if hasattr(device, "__enter__"):
             stack.enter_context(device)  # opened before the store: a missing one leaves none
         if hasattr(device, "set_mode"):
             device.set_mode("drive")
         env = RobotEnv(robot, task, limit)  # connects the robot
         stack.callback(env.close)
-        fps = cfg.fps or robot.fps
-        inference = make_inference(policy, cfg.async_inference, fps, threads=cfg.threads,
-                                   hold=robot.hold_action, stall_s=safety.watchdog_s)
-        if isinstance(inference, AsyncChunks):
-            stack.callback(inference.close)
         meta = {"checkpoint": str(policy_dir.resolve()), "robot": name,
                 "inference": "async" if isinstance(inference, AsyncChunks) else "inline"}
-        store = stack.enter_context(_store_of_this_run(cfg.output, env, env_id, overrides,
-                                                       meta))
+        store = stack.enter_context(_store_of_this_run(
+            cfg.output, env, env_id, overrides,
+            {**meta, "rate_hz": fps, "safety": dataclasses.asdict(safety)}))
         rec = stack.enter_context(store.recorder(task=task.description or task.name))
         loop = ControlLoop(env, LoopConfig(fps=fps, realtime=True, max_steps=limit,
                                            safety=safety), rec)
@@ -341,7 +343,9 @@ def _episodes(cfg: DeployConfig, loop: ControlLoop, inference: Any, driver: Driv
                     driver.reset()
                 result = loop.run_episode(inference.select_action, driver,
                                           seed=cfg.seed + episode, source=Source.POLICY,
-                                          observer=status, **meta)
+                                          observer=status,
+                                          stop_when=None if driver is None else driver.ended,
+                                          **meta)
                 status.done(result, task.judges_success)
                 episode += 1
     except KeyboardInterrupt as exc:

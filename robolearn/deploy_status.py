@@ -79,6 +79,11 @@ class Driver:
         self.human = action is not None
         return action  # type: ignore[no-any-return]
 
+    def ended(self) -> bool:
+        """The human ended the episode (a device's ``end`` event: keyboard Enter)."""
+        poll = getattr(self.device, "poll_events", None)
+        return poll is not None and "end" in poll()
+
 
 def inference_summary(inference: Inline | AsyncChunks) -> str:
     """``plan 18.2 ms async (p99 25.0), 0 starved`` / ``plan 1.1 ms inline (p99 2.0)``."""
@@ -138,7 +143,10 @@ class Status:
         period = 1000 / self.loop.fps
         overruns = sum(1 for x in self.loop.timing.late_ms if x > period) \
             if self.loop.timing else 0
-        who = "HUMAN" if self.driver is not None and self.driver.human else "policy"
+        who = "policy"
+        if self.driver is not None:
+            who = f"{'HUMAN' if self.driver.human else 'policy'} ({self.driver.takeovers} " \
+                  "takeovers)"
         s = self.loop.safety.stats
         total = str(self.episodes) if self.episodes else "until Ctrl-C"
         return (f"episode {self.episode + 1}/{total}  step {self.steps}  {rate:.1f} Hz  "
