@@ -219,6 +219,37 @@ def test_a_policy_raising_mid_episode_stops_and_keeps_the_steps(
         assert (info.length == 16) if mode == "off" else (8 <= info.length <= 16)
 
 
+def test_a_lost_link_stops_commits_and_says_so_in_one_line(
+        arm_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from robolearn.robot import RobotError
+    from sim.arm.robot import SimArm
+
+    real_act, calls = SimArm.act, [0]
+
+    def act(self: SimArm, action: np.ndarray) -> np.ndarray:  # the link drops at step 5
+        calls[0] += 1
+        if calls[0] > 5:
+            raise RobotError("sim_arm: link lost (no status packet)")
+        return real_act(self, action)
+
+    monkeypatch.setattr(SimArm, "act", act)
+    out = tmp_path / "lost"
+    capsys.readouterr()
+    assert main(["deploy", str(arm_run), "max_steps=20", f"output={out}", *FAST]) == 1
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "robolearn deploy" in ln]
+    assert len(said) == 1 and "link lost" in said[0] and "sim_arm stopped" in said[0], said
+    with EpisodeStore.open(out) as store:
+        assert store.info(0).length == 5 and "interrupted" in store.info(0).tags
+    # a robot that does not connect: one line through the command line, no store
+    monkeypatch.setattr(SimArm, "connect", lambda self: (_ for _ in ()).throw(
+        RobotError("sim_arm: port /dev/ttyACM9 does not open")))
+    assert main(["deploy", str(arm_run), f"output={tmp_path / 'never'}", *FAST]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["robolearn deploy: sim_arm: port /dev/ttyACM9 does not open"], err
+    assert not (tmp_path / "never").exists()
+
+
 def test_ctrl_c_exits_130_and_keeps_the_steps(car_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
