@@ -151,6 +151,29 @@ class Policy(nn.Module):
             self._queue.extend(chunk[: self.config.n_action_steps])
         return self._queue.popleft()
 
+    @property
+    def queued(self) -> int:
+        """Actions left of the current chunk: 0 means the next :meth:`select_action` plans."""
+        return len(self._queue)
+
+    def observe(self, obs: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Add one step's observation to the history; returns the window that ends with it,
+        ``{key: (1, obs_horizon, *shape)}`` (an episode's first step is repeated to fill it,
+        as padded training windows are)."""
+        frame = {k: self._obs_tensor(k, obs[k]) for k in self.obs_keys}
+        while len(self._history) < self.config.obs_horizon - 1:
+            self._history.append(frame)
+        self._history.append(frame)
+        return {k: torch.stack([h[k] for h in self._history], dim=1) for k in self.obs_keys}
+
+    @torch.no_grad()
+    def plan(self, window: Mapping[str, Tensor]) -> Tensor:
+        """The action chunk ``(action_horizon, A)`` (float32, CPU, robot units) for a window
+        from :meth:`observe`: what :meth:`select_action` queues, for a caller that executes
+        chunks itself (:class:`policies.async_inference.AsyncChunks`, in another thread).
+        The policy must be in eval mode (:meth:`load` returns it so)."""
+        return self.predict_chunk(window)[0].float().cpu()
+
     @torch.no_grad()
     def select_action(self, obs: Mapping[str, Any]) -> np.ndarray:
         """One control step: ``obs`` holds one value per observation key (camera frames
@@ -165,12 +188,7 @@ class Policy(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            frame = {k: self._obs_tensor(k, obs[k]) for k in self.obs_keys}
-            while len(self._history) < self.config.obs_horizon - 1:  # first step: repeat it,
-                self._history.append(frame)                          # as padded windows do
-            self._history.append(frame)
-            window = {k: torch.stack([h[k] for h in self._history], dim=1)
-                      for k in self.obs_keys}
+            window = self.observe(obs)
             action = self._next_action(window).float().cpu().numpy().astype(np.float32)
         finally:
             self.train(was_training)

@@ -34,6 +34,9 @@ class Command:
     # ``KEY=word`` on the command line sets another key: ``robot=so101`` chooses the robot
     # (``robot_type``) while ``robot.port=...`` sets a key of its typed config
     renames: tuple[tuple[str, str], ...] = ()
+    # config keys that name a choice: ``KEY=NAME`` stands for ``KEY.type=NAME``, so the choice
+    # and its settings share one key (``robot=so101 robot.port=/dev/ttyACM0``)
+    choices: tuple[str, ...] = ()
 
 
 COMMANDS: dict[str, Command] = {c.name: c for c in [
@@ -50,6 +53,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             (("robot", "robot_type"),)),
     Command("emulate", "robolearn.arm_cmds:EmulateConfig", "robolearn.arm_cmds:emulate",
             ("robot_type",), "emulate an arm's servo bus on a pseudo-terminal; prints its port"),
+    Command("deploy", "robolearn.deploy:schema_for", "robolearn.deploy:run", ("checkpoint",),
+            "run a checkpoint on a robot (robot=NAME robot.KEY=VALUE), recording every step",
+            choices=("robot",)),
     Command("data info", "robolearn.data_cmds:InfoConfig", "robolearn.data_cmds:info",
             ("path",), "schema, episodes, frames, sources and size of a store"),
     Command("data verify", "robolearn.data_cmds:VerifyConfig", "robolearn.data_cmds:verify",
@@ -139,6 +145,15 @@ def _help(cmd: Command, parser: argparse.ArgumentParser, path: str | None,
     return 0
 
 
+def _choice(cmd: Command, override: str) -> str:
+    """``robot=so101`` -> ``robot.type=so101`` where ``robot`` is one of the command's
+    :attr:`Command.choices` (a ``{...}`` value sets the whole node and stays as it is)."""
+    key, _, value = override.partition("=")
+    if key in cmd.choices and not value.lstrip().startswith("{"):
+        return f"{key}.type={value}"
+    return override
+
+
 def _positional_error(cmd: Command, given: list[str], missing: list[str]) -> str:
     """One line for positional arguments that are missing or too many, naming them."""
     names = " ".join(k.upper() for k in cmd.positional)
@@ -161,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd: Command = args._command
     setup_logging(-1 if args.quiet else args.verbose)
     positional = [a for a in args.args if "=" not in a]
-    overrides = [_rename(cmd, a) for a in args.args if "=" in a]
+    overrides = [_choice(cmd, _rename(cmd, a)) for a in args.args if "=" in a]
     if args.help:
         return _help(cmd, args._parser, args.config, overrides)
     if len(positional) > len(cmd.positional):
@@ -190,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robolearn {cmd.name}: config error: {exc}", file=sys.stderr)
         return 2
     except _runtime_errors() as exc:  # evaluated only when something was raised
-        print(f"robolearn {cmd.name}: {exc}", file=sys.stderr)
+        # the control loop notes what it did about it (robot stopped, steps kept)
+        notes = "".join(f"; {n}" for n in getattr(exc, "__notes__", ()))
+        print(f"robolearn {cmd.name}: {exc}{notes}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"robolearn {cmd.name}: interrupted", file=sys.stderr)
@@ -205,8 +222,9 @@ def _rename(cmd: Command, override: str) -> str:
 
 def _runtime_errors() -> tuple[type[BaseException], ...]:
     """Failures that end a command in one line, exit 1: a policy or device gave no usable action
-    (the robot is stopped and the steps kept; the message says so), or this machine cannot
-    render camera frames (the message names the package). Imported only when needed."""
+    (the robot is stopped and the steps kept; the message says so), a robot failed (its link
+    lost, a port that does not open), or this machine cannot render camera frames (the message
+    names the package). Imported only when needed."""
     from robolearn.loop import ActionError
     from robolearn.robot import RobotError
     from sim import RenderingUnavailable

@@ -132,10 +132,10 @@ ENVS: dict[str, dict[str, Any]] = {
     "robolearn/RobosuiteNutAssemblySquare-v0": {"robot": "robosuite", "task": "robosuite",
                                                 "max_steps": 500,
                                                 "robot_kwargs": {"env_name": "NutAssemblySquare"}},
-    # real arms (or their emulators): the operator scores; 30 s at 30 Hz per episode
-    "robolearn/SO101-v0": {"robot": "so101", "task": "human", "max_steps": 900},
-    "robolearn/SO100-v0": {"robot": "so100", "task": "human", "max_steps": 900},
-    "robolearn/Koch-v0": {"robot": "koch", "task": "human", "max_steps": 900},
+    # real arms (or their emulators): nothing scores them (task unscored); 30 s at 30 Hz
+    "robolearn/SO101-v0": {"robot": "so101", "task": "unscored", "max_steps": 900},
+    "robolearn/SO100-v0": {"robot": "so100", "task": "unscored", "max_steps": 900},
+    "robolearn/Koch-v0": {"robot": "koch", "task": "unscored", "max_steps": 900},
 }
 
 

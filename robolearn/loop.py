@@ -93,14 +93,15 @@ def step_features(env: RobotEnv) -> dict[str, Feature]:
             "next.reward": Feature("float32", ())}
 
 
-def create_store(path: str, env: RobotEnv, env_id: str,
-                 overrides: dict[str, Any]) -> EpisodeStore:
+def create_store(path: str, env: RobotEnv, env_id: str | None,
+                 overrides: dict[str, Any], **metadata: Any) -> EpisodeStore:
     """A new store for recording ``env`` through the loop; its metadata says how to rebuild
-    the env (``env_id``, ``env_overrides``) so evaluation matches what was recorded."""
+    the env (``env_id``, ``env_overrides``) so evaluation matches what was recorded, plus
+    ``metadata`` (JSON data: a deployment's checkpoint and robot)."""
     return EpisodeStore.create(path, {k: f.to_json() for k, f in step_features(env).items()},
                                env.robot.fps, robot_type=env.robot.name,
                                tasks=[env.task.description or env.task.name], env_id=env_id,
-                               env_overrides=overrides)
+                               env_overrides=overrides, **metadata)
 
 
 class ControlLoop:
@@ -114,6 +115,7 @@ class ControlLoop:
                                    stop_action=env.robot.hold_action)
         self.fps = self.cfg.fps or env.robot.fps
         self._watchdog_stops = 0  # robot stops by the watchdog, counted from its thread
+        self.timing: Timing | None = None  # the episode in progress's, for a live status
 
     def run_episode(self, policy: Policy | None = None, teleop: Teleop | None = None, *,
                     seed: int | None = None, source: Source | str | None = None,
@@ -146,7 +148,7 @@ class ControlLoop:
             raise
         rec = self.recorder if record else None
         period = 1.0 / self.fps
-        timing = Timing(period_ms=1000 * period)
+        self.timing = timing = Timing(period_ms=1000 * period)
         ret, steps, success, terminated = 0.0, 0, False, False
         terms_sum: dict[str, float] = {}
         sources: dict[str, int] = {}
@@ -208,7 +210,8 @@ class ControlLoop:
         if rec is not None and keep:
             # terminated (the task ended it: success, or a failure such as a dropped cube) vs
             # cut by the step limit: an offline RL reader bootstraps only past the latter
-            rec.end_episode(success=success if label is None else label,
+            verdict = success if self.env.task.judges_success else None  # None: unknown
+            rec.end_episode(success=verdict if label is None else label,
                             **{"ret": ret, "seed": seed, "terminated": bool(terminated),
                                **episode_metadata})
         elif rec is not None:

@@ -20,6 +20,9 @@ from robolearn_core.registry import resolve
 class Task(ABC):
     name: str = "task"
     description: str = ""  # one sentence, stored as the episode's task in the episode store
+    # False: the task cannot tell success (a real robot without a sensor for the goal); the
+    # control loop records its episodes with success unknown (None)
+    judges_success: bool = True
 
     def __init__(self, weights: dict[str, float] | None = None) -> None:
         self.weights = {**self.default_weights(), **(weights or {})}
@@ -76,7 +79,7 @@ TASKS: dict[str, str] = {
     "arm_lift": "sim.arm.tasks:LiftTask",
     "arm_bin": "sim.arm.tasks:BinTask",
     "robosuite": "sim.robosuite_robot:RobosuiteTask",
-    "human": "robolearn.human_task:HumanTask",
+    "unscored": "robolearn.unscored:UnscoredTask",  # no reward, success unknown (real robots)
 }
 
 

@@ -220,7 +220,7 @@ def test_link_loss_is_named_within_100ms(calibrated: tuple[str, Path], how: str)
 
 
 def test_the_arms_env_passes_gymnasium_checks(calibrated: tuple[str, Path]) -> None:
-    """The registered env of the arm (task ``human``: no reward, the operator scores) with its
+    """The registered env of the arm (task ``unscored``: no reward, success unknown) with its
     driver on the emulator, through gymnasium's own checks of spaces, reset and step (not its
     determinism check: a real arm's reset is not reproducible)."""
     import gymnasium as gym

@@ -24,6 +24,7 @@ ENV_OF_ROBOT = {spec["robot"]: env_id for env_id, spec in reversed(ENVS.items())
 CHOICES = [(name, []) for name in COMMANDS]
 CHOICES += [("train", [f"policy={p}"]) for p in [*POLICIES, *RL_ALGOS]]
 CHOICES += [("collect", [f"env={ENV_OF_ROBOT[r]}"]) for r in ROBOTS]
+CHOICES += [("deploy", [f"robot={r}"]) for r in ROBOTS]  # robot=NAME: robot.type and its keys
 
 
 def squash(text: str) -> str:
