@@ -325,3 +325,13 @@ def test_calibrate_chooses_a_robot_or_a_leader(capsys: pytest.CaptureFixture[str
     assert "is not a leader arm; known: so101_leader" in capsys.readouterr().err
     assert main(["calibrate", "teleop=koch_leader", "--help"]) == 0
     assert "teleop.gripper_open_pos" in capsys.readouterr().out
+
+
+def test_hand_pose_takes_one_position_per_servo() -> None:
+    from hardware.emulators.hand import parse_pose
+
+    assert parse_pose(["2048", "100.5"], [1, 2]) == {1: 2048.0, 2: 100.5}
+    with pytest.raises(ValueError, match="pose takes 2 positions"):
+        parse_pose(["2048"], [1, 2])
+    with pytest.raises(ValueError, match="takes numbers"):
+        parse_pose(["2048", "up"], [1, 2])
