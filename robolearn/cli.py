@@ -49,8 +49,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("eval", "robolearn.evaluate:EvalConfig", "robolearn.evaluate:run", ("checkpoint",),
             "run a checkpoint for N seeded episodes: success rate with its CI, return, videos"),
     Command("calibrate", "robolearn.arm_cmds:calibrate_schema", "robolearn.arm_cmds:calibrate",
-            (), "calibrate an arm with lerobot's own flow (robot=so101 robot.port=...)",
-            (("robot", "robot_type"),)),
+            (), "calibrate an arm with lerobot's own flow (robot=so101 robot.port=...), or a "
+                "leader arm (teleop=so101_leader teleop.port=...)",
+            (("robot", "robot_type"), ("teleop", "teleop_type"))),
     Command("emulate", "robolearn.arm_cmds:EmulateConfig", "robolearn.arm_cmds:emulate",
             ("robot_type",), "emulate an arm's servo bus on a pseudo-terminal; prints its port"),
     Command("deploy", "robolearn.deploy:schema_for", "robolearn.deploy:run", ("checkpoint",),

@@ -2,8 +2,9 @@
 
 ``source=scripted`` drives the robot with its scripted expert (``num_envs`` > 1: in parallel
 worker processes); ``source=teleop`` hands it to a teleop device (``teleop=keyboard|gamepad|
-spacemouse``) at the robot's real rate, one episode at a time in three steps, each with its own
-keys (the device's key table is printed at the start and on ``?``/``h``):
+spacemouse``, or a leader arm: ``so101_leader``, ``koch_leader``...) at the robot's real rate,
+one episode at a time in three steps, each with its own keys (the device's key table is printed
+at the start and on ``?``/``h``; a leader arm's keys are the keyboard's):
 
 1. ready: nothing moves and nothing is recorded until the start key (keyboard: Enter);
 2. driving: every step is recorded, a status line shows the robot (car: speed, steering,
@@ -45,7 +46,7 @@ from robolearn.env import (
     with_robot,
 )
 from robolearn.loop import ControlLoop, EpisodeResult, LoopConfig, create_store, step_features
-from robolearn_core.config import MISSING, InvalidValue
+from robolearn_core.config import MISSING, ConfigError, InvalidValue
 from robolearn_core.progress import console
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ class CollectConfig:
     env: str = "robolearn/SimArmLift-v0"  # registered environment (robot + task)
     episodes: int = 10  # episodes to keep
     source: str = "scripted"  # who drives: scripted | teleop
-    teleop: str = "keyboard"  # device when source=teleop: keyboard | gamepad | spacemouse
+    teleop: str = "keyboard"  # device when source=teleop: keyboard | gamepad | spacemouse |
+    #   so101_leader | so100_leader | koch_leader (a leader arm; its keys: the keyboard's)
     teleop_config: dict[str, Any] = field(default_factory=dict)  # the device's config fields
     robot: Any = None  # settings of the env's robot (cameras...); None: the env's own
     num_envs: int = 1  # scripted only: environments in parallel worker processes
@@ -169,6 +171,11 @@ def _teleop(cfg: CollectConfig, env: RobotEnv) -> None:
     from hardware.teleop import make_teleop
 
     teleop = make_teleop(cfg.teleop, env.robot, **cfg.teleop_config)
+    if "start" not in teleop.device.event_map("ready").values():
+        raise ConfigError(f"teleop={cfg.teleop}: no input starts an episode with these settings "
+                          "(teleop_config.keys=none?); collect needs keys to start and keep "
+                          "episodes")
+    teleop.alone = True  # no policy: a leader arm drives every step, moving or not
     with teleop:  # opened before the store: a missing device leaves nothing behind
         with _store_of_this_run(cfg, env) as store, \
                 store.recorder(task=env.task.description or env.task.name) as rec:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from policies import POLICIES
 from policies.rl import RL_ALGOS
+from robolearn.arm_cmds import leader_teleops
 from robolearn.cli import COMMANDS, main, schema_of
 from robolearn.env import ENVS
 from robolearn.robot import ROBOTS
@@ -25,6 +26,7 @@ CHOICES = [(name, []) for name in COMMANDS]
 CHOICES += [("train", [f"policy={p}"]) for p in [*POLICIES, *RL_ALGOS]]
 CHOICES += [("collect", [f"env={ENV_OF_ROBOT[r]}"]) for r in ROBOTS]
 CHOICES += [("deploy", [f"robot={r}"]) for r in ROBOTS]  # robot=NAME: robot.type and its keys
+CHOICES += [("calibrate", [f"teleop={t}"]) for t in leader_teleops()]
 
 
 def squash(text: str) -> str:

@@ -381,8 +381,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="what the servos move: ideal joints, or the simulated SO-101 of "
                          "sim/arm (6 servos)")
     ap.add_argument("--hand", action="store_true",
-                    help="read hand commands on stdin (middle, sweep, release): what a person "
-                         "does during `robolearn calibrate` (--plant so101)")
+                    help="read hand commands on stdin (middle, sweep, pose, release): what a "
+                         "person does during `robolearn calibrate` or moving a leader arm "
+                         "(--plant so101)")
     args = ap.parse_args(argv)
     if args.hand and args.plant != "so101":
         ap.error("--hand moves the simulated arm: use it with --plant so101")

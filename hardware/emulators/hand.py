@@ -4,7 +4,8 @@ lerobot's calibration asks for the arm at the middle of its range of motion (its
 homing reads the servos there), then for every joint moved through its whole range while it
 records the extremes. On an emulated arm the plant's ``move_by_hand(servo_id, steps | None)``
 does what the hand would; these two helpers are the two steps, used by ``robolearn emulate``
-(typed at its prompt) and by the tests.
+(typed at its prompt) and by the tests. ``pose`` holds the joints where a person holds a leader
+arm while teleoperating with it.
 """
 
 from __future__ import annotations
@@ -48,17 +49,32 @@ def release(plant: Handled, servo_ids: list[int]) -> None:
 
 
 HAND_HELP = ("hand commands (type one and Enter): middle = hold the arm at the middle of its "
-             "range; sweep = move every joint through its range; release = let go; unplug = "
-             "pull the USB cable")
+             "range; sweep = move every joint through its range; pose S1 .. SN = hold the "
+             "joints at these encoder steps (servo 1 first); release = let go; unplug = pull "
+             "the USB cable")
+
+
+def parse_pose(words: list[str], servo_ids: list[int]) -> dict[int, float]:
+    """``pose``'s arguments: one encoder position per servo, in id order; ValueError naming
+    what is wrong."""
+    if len(words) != len(servo_ids):
+        raise ValueError(f"pose takes {len(servo_ids)} positions (servo {servo_ids[0]} first), "
+                         f"got {len(words)}")
+    try:
+        steps = [float(w) for w in words]
+    except ValueError:
+        raise ValueError(f"pose takes numbers (encoder steps), got {' '.join(words)}") from None
+    return dict(zip(servo_ids, steps, strict=True))
 
 
 def serve_commands(plant: Handled, middles: dict[int, float],
                    ranges: dict[int, tuple[float, float]], lines: Iterable[str],
                    say: Callable[[str], None], unplug: Callable[[], None] | None = None) -> None:
-    """Do what each line asks (``middle``, ``sweep [seconds]``, ``release``, ``unplug``: pull
-    the adapter's cable, the port goes away), saying ``hand: <command> done`` after each; until
-    ``lines`` ends. What a person at the emulated arm does while ``robolearn calibrate`` asks
-    for it (and what a loose cable does)."""
+    """Do what each line asks (``middle``, ``sweep [seconds]``, ``pose S1 .. SN``,
+    ``release``, ``unplug``: pull the adapter's cable, the port goes away), saying ``hand:
+    <command> done`` after each; until ``lines`` ends. What a person at the emulated arm does
+    while ``robolearn calibrate`` asks for it, or while teleoperating with it as a leader arm
+    (and what a loose cable does)."""
     for line in lines:
         words = line.split()
         if not words:
@@ -74,6 +90,14 @@ def serve_commands(plant: Handled, middles: dict[int, float],
                 continue
             hold_middle(plant, middles)
             sweep(plant, ranges, seconds)
+        elif cmd == "pose":
+            try:
+                pose = parse_pose(words[1:], list(middles))
+            except ValueError as exc:
+                say(f"hand: {exc}")
+                continue
+            for servo_id, steps in pose.items():
+                plant.move_by_hand(servo_id, steps)
         elif cmd == "release":
             release(plant, list(middles))
         elif cmd == "unplug" and unplug is not None:

@@ -2,7 +2,8 @@
 
 ``make_teleop("gamepad", robot)`` builds the device, picks the car mapper for a robot whose
 actions are ``(steering, throttle)`` and the arm mapper (joint-space velocity) for any other
-robot with named actions, and returns a :class:`Teleop` for ``ControlLoop.run_episode``.
+robot with named actions, or the device's own (a leader arm: absolute joint targets, see
+:mod:`hardware.teleop.leader`), and returns a :class:`Teleop` for ``ControlLoop.run_episode``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ TELEOPS: dict[str, str] = {
     "keyboard": "hardware.teleop.keyboard:KeyboardDevice",
     "gamepad": "hardware.teleop.gamepad:GamepadDevice",
     "spacemouse": "hardware.teleop.spacemouse:SpaceMouseDevice",
+    "so101_leader": "hardware.so101.leader:SO101LeaderDevice",
+    "so100_leader": "hardware.so101.leader:SO100LeaderDevice",
+    "koch_leader": "hardware.koch.leader:KochLeaderDevice",
 }
 
 CAR_ACTIONS = ("steering", "throttle")
@@ -57,6 +61,12 @@ def make_mapper(device: TeleopDevice, robot: Robot, **overrides: Any) -> Mapper:
         return CarMapper(dataclasses.replace(device.car_mapping(), **overrides), low, high)
     joints = tuple(robot.action_feature.names or ())
     state = robot.observation_features["observation.state"].names or ()
+    own = device.own_mapper(joints, low, high)
+    if own is not None:
+        if overrides:
+            raise InvalidValue(next(iter(overrides)), f"teleop={device.name} maps its own pose; "
+                                                      "its settings are teleop_config.*")
+        return own
     missing = [j for j in joints if f"{j}.pos" not in state]
     if missing:
         raise ValueError(f"teleop: observation.state of {robot.name} lacks "
@@ -74,6 +84,8 @@ def device_for(name: str, kind: str, **cfg: Any) -> TeleopDevice:
         cls = resolve(TELEOPS, name, "teleop")
     except KeyError as exc:
         raise ConfigError(f"teleop: {exc.args[0]}") from None
+    if kind not in cls.kinds:
+        raise ConfigError(f"teleop={name} drives {' and '.join(cls.kinds)} robots, not a {kind}")
     known = [f.name for f in dataclasses.fields(type(cls.config_for(kind)))]
     unknown = sorted(set(cfg) - set(known))
     if unknown:
@@ -85,11 +97,13 @@ def device_for(name: str, kind: str, **cfg: Any) -> TeleopDevice:
         raise ConfigError(f"teleop_config.{exc.field}: {exc.message}") from None
 
 
-def make_teleop(name: str, robot: Robot, *, hold_s: float = 0.5,
+def make_teleop(name: str, robot: Robot, *, hold_s: float | None = None,
                 mapper: dict[str, Any] | None = None, **cfg: Any) -> Teleop:
     """Device ``name`` configured with ``cfg`` (its config's fields), mapped onto ``robot``;
-    ``mapper`` overrides fields of the mapper config (e.g. ``{"deadzone": 0.2}``). Nothing is
-    opened yet: ``with teleop:`` connects the device (:class:`DeviceError` when it cannot)."""
+    ``mapper`` overrides fields of the mapper config (e.g. ``{"deadzone": 0.2}``); ``hold_s``
+    (None: the device's default, 0.5 s; a leader arm's 1 s) is how long an intervention
+    lasts after the last input. Nothing is opened yet: ``with teleop:`` connects the device
+    (:class:`DeviceError` when it cannot)."""
     kind = robot_kind(robot)
     device = device_for(name, kind, **cfg)
     known = [f.name for f in dataclasses.fields(CarMapperConfig if kind == "car"
@@ -100,7 +114,7 @@ def make_teleop(name: str, robot: Robot, *, hold_s: float = 0.5,
                           f"mapper; known: {', '.join(known)}")
     try:
         return Teleop(device, make_mapper(device, robot, **(mapper or {})),
-                      TeleopConfig(hold_s))
+                      TeleopConfig(device.default_hold_s if hold_s is None else hold_s))
     except InvalidValue as exc:
         key = "hold_s" if exc.field == "hold_s" else f"mapper.{exc.field}"
         raise ConfigError(f"teleop_config.{key}: {exc.message}") from None

@@ -1,13 +1,15 @@
 """Teleoperation: a human input device behind one small interface, and mappers to robot actions.
 
-A :class:`TeleopDevice` (keyboard, gamepad, SpaceMouse...) only reports what the human does, as a
-:class:`DeviceState`: named axes normalised to [-1, 1], the buttons held, and one-shot events.
+A :class:`TeleopDevice` (keyboard, gamepad, SpaceMouse, a leader arm...) only reports what the
+human does, as a :class:`DeviceState`: named axes normalised to [-1, 1], the buttons held,
+one-shot events, and for a device that is itself an arm (a leader arm) its joints' ``pose``.
 Which events its keys or buttons send depends on the device's mode (:data:`MODE_EVENTS`):
 ``ready`` before an episode (start, quit), ``drive`` while recording (end, takeover) and
 ``review`` after an episode (keep, success, failure, discard, rerecord); the driving keys
 act only in ``drive``, so a key may drive and, in another mode, decide. A mapper turns that
 state into a robot action: :class:`CarMapper` for [steering, throttle] robots, :class:`ArmMapper`
-for joint-position robots (each axis moves one joint target at a rate in rad/s). :class:`Teleop`
+for joint-position robots (each axis moves one joint target at a rate in rad/s); a device may
+bring its own (a leader arm's pose mapper: absolute joint targets). :class:`Teleop`
 joins the two and implements the control loop's ``Teleop`` protocol: ``get_action(obs)`` returns
 an action while the human drives (and for ``hold_s`` after the last input, as HIL-SERL holds an
 intervention), else None so that a policy drives.
@@ -63,6 +65,8 @@ class DeviceState:
     axes: dict[str, float] = field(default_factory=dict)  # name -> value in [-1, 1]
     buttons: frozenset[str] = frozenset()  # names of the buttons held now
     events: tuple[str, ...] = ()  # one-shot events since the previous read, oldest first
+    pose: dict[str, float] = field(default_factory=dict)  # joint -> position, rad (sim_arm's
+    #   units), of a device that is an arm (a leader arm); empty for other devices
 
     def axis(self, name: str) -> float:
         """Value of axis ``name`` (``"-name"``: inverted); 0 for an axis the device lacks."""
@@ -79,6 +83,8 @@ class TeleopDevice(ABC):
 
     name: str = "device"  # registry name, e.g. "keyboard"
     mode: str = "drive"
+    kinds: ClassVar[tuple[str, ...]] = ("car", "arm")  # the robot kinds it can drive
+    default_hold_s: ClassVar[float] = 0.5  # Teleop's hold_s when the config does not set it
     # device axis -> (what the human moves, (direction that reads +1, direction that reads -1))
     axis_labels: ClassVar[Mapping[str, tuple[str, tuple[str, str] | None]]] = {}
 
@@ -142,6 +148,12 @@ class TeleopDevice(ABC):
             return label, f"{target}, inverted" if inverted else target
         return label, f"{target} ({directions[inverted]} +)"
 
+    def own_mapper(self, joints: Sequence[str], low: np.ndarray, high: np.ndarray
+                   ) -> Mapper | None:
+        """A mapper of the device's own for an arm with these joints and action bounds (a
+        leader arm's absolute pose), or None: the registry's :class:`ArmMapper`."""
+        return None
+
     @abstractmethod
     def car_mapping(self) -> CarMapperConfig:
         """Default mapping of this device's axes and buttons for a [steering, throttle] robot."""
@@ -176,12 +188,20 @@ class Mapper(ABC):
     """Device state -> robot action. ``__call__`` returns ``(action, active)``: the action to
     send if the human drives now, and whether the human gives input this instant."""
 
+    # the action is where the device is (a leader arm's pose), meaningful without input: when
+    # no policy runs (:attr:`Teleop.alone`) it is sent every step, moving or not
+    absolute: ClassVar[bool] = False
+
     @abstractmethod
     def __call__(self, state: DeviceState, obs: dict[str, np.ndarray]
                  ) -> tuple[np.ndarray, bool]: ...
 
     def release(self) -> None:
         """The human let go: forget anything held across steps."""
+
+    def reset(self) -> None:
+        """A new episode: forget everything (default: as :meth:`release`)."""
+        self.release()
 
 
 @dataclass
@@ -316,6 +336,10 @@ class Teleop:
     (the human holds the robot still). Otherwise returns None. Events are kept for
     :meth:`poll_events` (``end`` an episode, ``help``). Call it with the device in ``drive``
     mode (:meth:`set_mode`).
+
+    ``alone`` (set by ``collect``: no policy runs) makes an absolute device (a leader arm,
+    :attr:`Mapper.absolute`) drive every step, still or not; with a policy it drives only
+    while it moves, and for ``hold_s`` after (its takeover).
     """
 
     def __init__(self, device: TeleopDevice, mapper: Mapper, cfg: TeleopConfig | None = None,
@@ -324,6 +348,7 @@ class Teleop:
         self.cfg = cfg or TeleopConfig()
         self.clock = clock
         self.takeover = False  # toggled by the "takeover" event
+        self.alone = False  # no policy runs: an absolute device drives every step
         self._last_input: float | None = None
         self._events: list[str] = []
 
@@ -338,7 +363,7 @@ class Teleop:
         if active:
             self._last_input = now
         holding = self._last_input is not None and now - self._last_input <= self.cfg.hold_s
-        if active or holding or self.takeover:
+        if active or holding or self.takeover or (self.alone and self.mapper.absolute):
             return action.astype(np.float32)
         self._last_input = None
         self.mapper.release()
@@ -358,7 +383,7 @@ class Teleop:
     def reset(self) -> None:
         """New episode: no intervention held, no takeover, no pending events."""
         self.takeover, self._last_input, self._events = False, None, []
-        self.mapper.release()
+        self.mapper.reset()
 
     def __enter__(self) -> Teleop:
         self.device.connect()

@@ -45,17 +45,19 @@ def keys_markdown(arm_joints: Sequence[str]) -> str:
     """Markdown tables of every registered device's default keys, driving a car and an arm
     with ``arm_joints``: README "Teleop keys"."""
     from hardware.teleop import TELEOPS, device_for
+    from robolearn_core.registry import resolve
 
     out = []
     for name in TELEOPS:
-        car, arm = device_for(name, "car"), device_for(name, "arm")
+        kinds = resolve(TELEOPS, name, "teleop").kinds  # a leader arm drives no car
         cells: dict[str, dict[str, str]] = {}
-        for column, device, kind in (("car", car, "car"), ("arm", arm, "arm")):
-            for keys, row in key_rows(device, kind, arm_joints if kind == "arm" else ()):
+        for kind in kinds:  # the table's column: "car" or "arm"
+            joints = arm_joints if kind == "arm" else ()
+            for keys, row in key_rows(device_for(name, kind), kind, joints):
                 for key in keys.split(", "):
                     cell = cells.setdefault(key, {})
                     if "drive" in row:
-                        cell[column] = row["drive"]
+                        cell[kind] = row["drive"]
                     for mode in ("ready", "review"):
                         if mode in row and cell.get(mode, row[mode]) != row[mode]:
                             raise ValueError(f"{name}: {key} does different things {mode} "
