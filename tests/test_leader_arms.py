@@ -225,11 +225,14 @@ def test_collect_records_what_the_leader_drives(leader: Leader, tmp_path: Path) 
         actions = np.asarray(store.episode(0)["action"], np.float64)
     assert 10 < len(actions) < 300, len(actions)  # about 0.8 s at 30 Hz, ended by Enter
     first, second = leader.expected(first), leader.expected(second)
-    np.testing.assert_allclose(actions[0], first, atol=ATOL)
-    np.testing.assert_allclose(actions[-1], second, atol=ATOL)
+    # a spring-back gripper (Koch) is still settling on its held position within 0.1 rad
+    atol = np.full(6, ATOL)
+    atol[-1] = 0.1 if hasattr(leader.cfg, "gripper_open_pos") else ATOL
+    assert np.all(np.abs(actions[0] - first) <= atol), (actions[0], first)
+    assert np.all(np.abs(actions[-1] - second) <= atol), (actions[-1], second)
     # each joint was at the first pose, then at the second (the hand moves one joint at a time)
-    at_first = np.abs(actions - first) < ATOL
-    at_second = np.abs(actions - second) < ATOL
+    at_first = np.abs(actions - first) < atol
+    at_second = np.abs(actions - second) < atol
     assert np.all(at_first | at_second)
     assert at_first[:, 0].sum() >= 5 and at_second[:, 0].sum() >= 5
 

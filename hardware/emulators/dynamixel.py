@@ -49,7 +49,14 @@ from dataclasses import dataclass
 
 from hardware.emulators.plants import IdealPlant, Plant
 from hardware.emulators.pty_link import PtyLink
-from hardware.emulators.xl_servos import INSTRUCTION_ERROR, XL330_M288, XL430_W250, Model, XServo
+from hardware.emulators.xl_servos import (
+    INSTRUCTION_ERROR,
+    MODELS,
+    XL330_M288,
+    XL430_W250,
+    Model,
+    XServo,
+)
 
 BROADCAST = 0xFE
 MAX_ID = 0xFC
@@ -472,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hand", action="store_true",
                     help="read hand commands on stdin (middle, sweep, release, unplug): what a "
                          "person does during `robolearn calibrate` (--plant koch)")
+    ap.add_argument("--model", choices=sorted(MODELS), default=None,
+                    help="every servo of this model (default: the Koch follower's: XL430-W250 "
+                         "on ids 1-2, XL330-M288 after; the Koch leader's are xl330-m077)")
     args = ap.parse_args(argv)
     if args.hand and args.plant != "koch":
         ap.error("--hand moves the simulated arm: use it with --plant koch")
@@ -486,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         from hardware.emulators.so101_plant import KOCH_SERVO_JOINTS, SO101Plant
 
         plant = SO101Plant(servo_map=KOCH_SERVO_JOINTS)
-    bus = make_bus(args.servos, plant, baud=args.baud, timing=not args.no_timing)
+    models = None if args.model is None else [MODELS[args.model]] * args.servos
+    bus = make_bus(args.servos, plant, models=models, baud=args.baud, timing=not args.no_timing)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -157,7 +157,12 @@ XL330_M288 = Model("xl330-m288", 1200, 52, _X_BAUDS, frozenset({0, 1, 3, 4, 5, 1
                    5.0, 1.47, _registers(temp_limit=70, volt_max=70, volt_min=35,
                                          vel_limit=445, vel_max=2047,
                                          gains=(1600, 180, 0, 0, 400), current_limit=1750))
-MODELS = {m.name: m for m in (XL430_W250, XL330_M288)}
+# the Koch leader's servos: the XL330-M288's control table, a weaker gearbox (model 1190)
+XL330_M077 = Model("xl330-m077", 1190, 52, _X_BAUDS, frozenset({0, 1, 3, 4, 5, 16}),
+                   5.0, 0.228, _registers(temp_limit=70, volt_max=70, volt_min=35,
+                                          vel_limit=445, vel_max=2047,
+                                          gains=(400, 0, 0, 0, 100), current_limit=1750))
+MODELS = {m.name: m for m in (XL430_W250, XL330_M288, XL330_M077)}
 POSITION_MODES = (3, 4, 5)
 
 

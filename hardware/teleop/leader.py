@@ -37,6 +37,7 @@ runs lerobot's flow for the leader and writes lerobot's file
 from __future__ import annotations
 
 import logging
+import time
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -204,6 +205,7 @@ class LeaderArmDevice(TeleopDevice):
                 lr.bus.disable_torque()
                 lr.bus.write_calibration(lr.calibration)
             lr.configure()  # lerobot's: the leader's torque off (Koch: gripper as a trigger)
+            self.settle()
         except BaseException as exc:
             self.disconnect()
             if isinstance(exc, Exception) and not isinstance(exc, DeviceError):
@@ -241,6 +243,19 @@ class LeaderArmDevice(TeleopDevice):
                 log.debug("port close: %s", err)
 
     # ------------------------------------------------------------------ reading
+    def settle(self, timeout_s: float = 2.0) -> None:
+        """Return once the leader stands still (< 0.005 rad in 0.1 s), at most ``timeout_s``:
+        a servo-held trigger (the Koch's gripper) is still springing to its rest when lerobot's
+        configure returns, and its motion would read as the person taking over."""
+        deadline = time.monotonic() + timeout_s
+        last = self.positions()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.positions()
+            if np.all(np.abs(now - last) < 0.005):
+                return
+            last = now
+
     def positions(self) -> np.ndarray:
         """The leader's joints now, in the follower's units (rad of sim_arm), ``(6,)``."""
         if self._lr is None:
