@@ -12,7 +12,7 @@
   it takes hand commands on stdin (``middle``, ``sweep``, ``pose``), the person's part of a
   calibration (or the hand on a leader arm).
 
-``robot=NAME`` on the command line chooses the robot (``robot_type``) and ``robot.KEY=VALUE``
+``robot=NAME`` on the command line chooses the robot (``robot.type``) and ``robot.KEY=VALUE``
 sets its typed config, checked at load time like every other key; ``teleop=NAME`` and
 ``teleop.KEY=VALUE`` likewise choose and set a leader arm.
 """
@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from hardware.teleop import TELEOPS
 from robolearn.robot import ROBOTS, RobotError, robot_config_class
 from robolearn_core.config import ConfigError, InvalidValue, probe
@@ -36,18 +38,19 @@ def hardware_robots() -> list[str]:
     return [name for name in ROBOTS if getattr(resolve(ROBOTS, name, "robot"), "emulator", None)]
 
 
-def with_robot_type[T](schema: type[T], path: str | None, overrides: list[str],
-                       default: str = "so101") -> type[T]:
-    """``schema`` (with a ``robot_type`` field) with ``robot`` typed as the chosen robot's
-    config (``robot=NAME`` on the command line reaches here as ``robot_type=NAME``)."""
-    name = probe(path, overrides).get("robot_type", default)
-    known = hardware_robots()
-    if name not in known:
-        raise ConfigError(f"robot: {name!r} is not a hardware robot; known: {', '.join(known)}")
-    cls = robot_config_class(str(name))
-    return dataclasses.make_dataclass(  # type: ignore[return-value]
-        f"{schema.__name__}_{name}", [("robot", cls, dataclasses.field(default_factory=cls))],
-        bases=(schema,), namespace={"selected_by": {"robot": ("robot", name)}})
+def choice(cls: type, name: str) -> type:
+    """``cls`` (a robot's or teleop device's config) with the ``type`` field that
+    ``robot=NAME`` / ``teleop=NAME`` set on the command line (``robot.type=NAME``)."""
+    from robolearn.deploy import RobotChoice
+
+    return dataclasses.make_dataclass(f"Chosen{cls.__name__}",
+                                      [("type", str, field(default=name, kw_only=True))],
+                                      bases=(cls, RobotChoice))
+
+
+def settings(value: Any, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` from a chosen config (without its ``type``)."""
+    return {f.name: getattr(value, f.name) for f in dataclasses.fields(cls)}
 
 
 def leader_teleops() -> list[str]:
@@ -57,39 +60,40 @@ def leader_teleops() -> list[str]:
 
 @dataclass
 class CalibrateConfig:
-    robot_type: str = "so101"  # the arm to calibrate (robot=NAME): so101, so100, koch
-    robot: Any = None  # the arm's settings: robot.port (required), robot.id, robot.calibration_dir
-    teleop_type: str | None = None  # a leader arm to calibrate instead (teleop=NAME):
-    #   so101_leader, so100_leader, koch_leader
-    teleop: Any = None  # the leader's settings: teleop.port (required), teleop.id,
-    #   teleop.calibration_dir (the keys of its teleop_config)
+    robot: Any = None  # a follower arm: robot=NAME (so101, so100, koch), robot.port=, robot.id=
+    teleop: Any = None  # or a leader arm: teleop=NAME (so101_leader...), teleop.port=, teleop.id=
 
 
 def calibrate_schema(path: str | None, overrides: list[str]) -> type:
     chosen = probe(path, overrides)
-    name = chosen.get("teleop_type")
-    if name is None:
-        return with_robot_type(CalibrateConfig, path, overrides)
-    if "robot_type" in chosen:
+    robot = OmegaConf.select(chosen, "robot.type", default=None, throw_on_missing=False)
+    teleop = OmegaConf.select(chosen, "teleop.type", default=None, throw_on_missing=False)
+    if robot is not None and teleop is not None:
         raise ConfigError("calibrate: choose robot=NAME (a follower arm) or teleop=NAME (a "
                           "leader arm), not both")
-    known = leader_teleops()
+    if teleop is None:
+        key, name, known = "robot", str(robot or "so101"), hardware_robots()
+    else:
+        key, name, known = "teleop", str(teleop), leader_teleops()
     if name not in known:
-        raise ConfigError(f"teleop: {name!r} is not a leader arm; known: {', '.join(known)}")
-    cls = resolve(TELEOPS, str(name), "teleop").config_class
+        what = "hardware robot" if key == "robot" else "leader arm"
+        raise ConfigError(f"{key}: {name!r} is not a {what}; known: {', '.join(known)}")
+    cls = choice(robot_config_class(name) if key == "robot"
+                 else resolve(TELEOPS, name, "teleop").config_class, name)
     return dataclasses.make_dataclass(
-        f"CalibrateConfig_{name}", [("teleop", cls, dataclasses.field(default_factory=cls))],
-        bases=(CalibrateConfig,), namespace={"selected_by": {"teleop": ("teleop", name)}})
+        f"CalibrateConfig_{name}", [(key, cls, field(default_factory=cls))],
+        bases=(CalibrateConfig,), namespace={"selected_by": {key: (key, name)}})
 
 
 def calibrate(cfg: Any) -> int:
     from robolearn.robot import make_robot
 
-    if cfg.teleop_type is not None:
+    if cfg.teleop is not None:
         return calibrate_leader(cfg)
-    arm: Any = make_robot(cfg.robot_type, **dataclasses.asdict(cfg.robot))
+    name = cfg.robot.type
+    arm: Any = make_robot(name, **settings(cfg.robot, robot_config_class(name)))
     arm.build()  # the port exists and lerobot accepts the settings, before any prompt
-    print(f"Calibrating {cfg.robot_type} '{cfg.robot.id}' on {cfg.robot.port} with lerobot's "
+    print(f"Calibrating {name} '{cfg.robot.id}' on {cfg.robot.port} with lerobot's "
           f"calibration flow (it asks for each step).", flush=True)
     path = arm.calibrate()
     print(f"calibration written: {path}")
@@ -97,9 +101,11 @@ def calibrate(cfg: Any) -> int:
 
 
 def calibrate_leader(cfg: Any) -> int:
-    device = resolve(TELEOPS, cfg.teleop_type, "teleop")(cfg.teleop)
+    name = cfg.teleop.type
+    cls = resolve(TELEOPS, name, "teleop")
+    device = cls(cls.config_class(**settings(cfg.teleop, cls.config_class)))
     device.build()  # the port exists and lerobot accepts the settings, before any prompt
-    print(f"Calibrating leader arm {cfg.teleop_type} '{cfg.teleop.id}' on {cfg.teleop.port} "
+    print(f"Calibrating leader arm {name} '{cfg.teleop.id}' on {cfg.teleop.port} "
           "with lerobot's calibration flow (it asks for each step).", flush=True)
     path = device.calibrate()
     print(f"calibration written: {path}")
@@ -108,7 +114,7 @@ def calibrate_leader(cfg: Any) -> int:
 
 @dataclass
 class EmulateConfig:
-    robot_type: str = "so101"  # the arm to emulate (positional ROBOT): so101, so100, koch
+    robot: str = "so101"  # the arm to emulate (positional ROBOT): so101, so100, koch
     hand: bool = False  # take hand commands on stdin (middle, sweep, pose, release)
     timing: bool = True  # answer at the bytes' wire time at the port's baud rate
     cameras: list[str] = field(default_factory=list)  # scene cameras to serve (front, wrist)
@@ -118,13 +124,13 @@ class EmulateConfig:
 
     def __post_init__(self) -> None:
         known = hardware_robots()
-        if self.robot_type not in known:
-            raise InvalidValue("robot_type", f"{self.robot_type!r} has no emulator; known: "
+        if self.robot not in known:
+            raise InvalidValue("robot", f"{self.robot!r} has no emulator; known: "
                                              f"{', '.join(known)}")
 
 
 def emulate(cfg: EmulateConfig) -> int:
-    cls = resolve(ROBOTS, cfg.robot_type, "robot")
+    cls = resolve(ROBOTS, cfg.robot, "robot")
     argv = list(cls.emulator_args)
     if cfg.hand:
         argv.append("--hand")
@@ -133,7 +139,7 @@ def emulate(cfg: EmulateConfig) -> int:
     if cfg.cameras:
         argv += ["--camera", ",".join(cfg.cameras), "--camera-width", str(cfg.camera_width),
                  "--camera-height", str(cfg.camera_height), "--camera-fps", str(cfg.camera_fps)]
-    print(f"emulating {cfg.robot_type}: use the port path below as robot.port=...; Ctrl-C "
+    print(f"emulating {cfg.robot}: use the port path below as robot.port=...; Ctrl-C "
           f"stops", file=sys.stderr, flush=True)
     try:
         code: int = importlib.import_module(cls.emulator).main(argv)

@@ -31,9 +31,6 @@ class Command:
     run: str  # "module:function", called with the loaded config; returns the exit code
     positional: tuple[str, ...] = ()  # config keys filled, in order, by positional arguments
     help: str = ""
-    # ``KEY=word`` on the command line sets another key: ``robot=so101`` chooses the robot
-    # (``robot_type``) while ``robot.port=...`` sets a key of its typed config
-    renames: tuple[tuple[str, str], ...] = ()
     # config keys that name a choice: ``KEY=NAME`` stands for ``KEY.type=NAME``, so the choice
     # and its settings share one key (``robot=so101 robot.port=/dev/ttyACM0``)
     choices: tuple[str, ...] = ()
@@ -51,9 +48,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("calibrate", "robolearn.arm_cmds:calibrate_schema", "robolearn.arm_cmds:calibrate",
             (), "calibrate an arm with lerobot's own flow (robot=so101 robot.port=...), or a "
                 "leader arm (teleop=so101_leader teleop.port=...)",
-            (("robot", "robot_type"), ("teleop", "teleop_type"))),
+            choices=("robot", "teleop")),
     Command("emulate", "robolearn.arm_cmds:EmulateConfig", "robolearn.arm_cmds:emulate",
-            ("robot_type",), "emulate an arm's servo bus on a pseudo-terminal; prints its port"),
+            ("robot",), "emulate an arm's servo bus on a pseudo-terminal; prints its port"),
     Command("deploy", "robolearn.deploy:schema_for", "robolearn.deploy:run", ("checkpoint",),
             "run a checkpoint on a robot (robot=NAME robot.KEY=VALUE), recording every step",
             choices=("robot",)),
@@ -94,7 +91,7 @@ def schema_of(cmd: Command, path: str | None = None, overrides: list[str] | None
     """The config dataclass of ``cmd`` for this file and these overrides."""
     schema = _load(cmd.config)
     if not dataclasses.is_dataclass(schema):  # the schema depends on the config itself
-        schema = schema(path, [_rename(cmd, o) for o in overrides or []])
+        schema = schema(path, [_choice(cmd, o) for o in overrides or []])
     assert isinstance(schema, type)
     return schema
 
@@ -177,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd: Command = args._command
     setup_logging(-1 if args.quiet else args.verbose)
     positional = [a for a in args.args if "=" not in a]
-    overrides = [_choice(cmd, _rename(cmd, a)) for a in args.args if "=" in a]
+    overrides = [_choice(cmd, a) for a in args.args if "=" in a]
     if args.help:
         return _help(cmd, args._parser, args.config, overrides)
     if len(positional) > len(cmd.positional):
@@ -213,12 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"robolearn {cmd.name}: interrupted", file=sys.stderr)
         return 130
-
-
-def _rename(cmd: Command, override: str) -> str:
-    key, _, value = override.partition("=")
-    target = dict(cmd.renames).get(key)
-    return f"{target}={value}" if target and value and value[0] not in "{[" else override
 
 
 def _runtime_errors() -> tuple[type[BaseException], ...]:
