@@ -155,7 +155,7 @@ def trial_emulator_gone(cal: str, how: str) -> float:
 HOST = r"""
 import sys, time, numpy as np
 from robolearn.robot import make_robot
-a = make_robot("so101", port=sys.argv[1], calibration_dir=sys.argv[2], id="bench", home_s=0.3)
+a = make_robot(sys.argv[3], port=sys.argv[1], calibration_dir=sys.argv[2], id="bench", home_s=0.3)
 a.connect(); a.reset()
 print("driving", flush=True)
 home = np.asarray(a.cfg.home); t0 = time.perf_counter(); swing = np.array([0.6, 0, 0, 0, 0, 0])
@@ -170,7 +170,7 @@ def trial_host_killed(cal: str) -> tuple[float, bool, float]:
     torque is still on, and how far (rad) the arm is from the last goal it was sent."""
     plant = SO101Plant()
     with make_bus(6, plant) as bus:
-        proc = subprocess.Popen([sys.executable, "-c", HOST, bus.port, cal], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-c", HOST, bus.port, cal, "so101"], cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
@@ -199,6 +199,44 @@ def trial_host_killed(cal: str) -> tuple[float, bool, float]:
     return stopped, torque, gap
 
 
+def koch_calibrated_dir() -> str:
+    from hardware.emulators import dynamixel
+    from hardware.emulators.so101_plant import KOCH_SERVO_JOINTS
+
+    cal = tempfile.mkdtemp(prefix="robolearn_bench_cal_koch_")
+    plant = SO101Plant(servo_map=KOCH_SERVO_JOINTS)
+    with dynamixel.make_bus(6, plant) as bus:
+        calibrate_with_hand("koch", bus.port, plant, middle_steps(), joint_ranges_steps(), cal,
+                            arm_id="bench")
+    return cal
+
+
+def trial_koch_host_killed(cal: str) -> float:
+    """The Koch's host SIGKILLed mid-motion: seconds from the kill until every servo's bus
+    watchdog (100 ms, set by the driver) has stopped it."""
+    from hardware.emulators import dynamixel
+    from hardware.emulators.so101_plant import KOCH_SERVO_JOINTS
+
+    plant = SO101Plant(servo_map=KOCH_SERVO_JOINTS)
+    with dynamixel.make_bus(6, plant) as bus:
+        proc = subprocess.Popen([sys.executable, "-c", HOST, bus.port, cal, "koch"], cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "driving", proc.stderr
+        time.sleep(0.4 + np.random.default_rng().uniform(0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        t_kill = time.monotonic()
+        proc.wait()
+        while time.monotonic() - t_kill < 1.0:
+            with bus.lock:
+                fired = [bus.servo(i).watchdog_fired_at for i in range(1, 7)]
+            if all(t is not None for t in fired):
+                return max(t for t in fired if t is not None) - t_kill
+            time.sleep(0.002)
+    return float("inf")
+
+
 def bench_link(cal: str, trials: int) -> None:
     print(f"link loss -> robot stopped, {trials} trials each (target <= 100 ms):")
     for how in ("killed", "unplugged"):
@@ -211,6 +249,12 @@ def bench_link(cal: str, trials: int) -> None:
           f"arm still after median {statistics.median(took):.0f} ms, max {max(took):.0f} ms; "
           f"torque on in {sum(r[1] for r in results)}/{trials}; "
           f"max distance from the last goal {max(r[2] for r in results):.3f} rad")
+    kcal = koch_calibrated_dir()
+    took = [1000 * trial_koch_host_killed(kcal) for _ in range(trials)]
+    print(f"  Koch host SIGKILLed: every servo stopped by its bus watchdog (100 ms) after median "
+          f"{statistics.median(took):.0f} ms, max {max(took):.0f} ms from the kill; "
+          f"{sum(t <= 100 for t in took)}/{trials} within 100 ms (the watchdog counts from the "
+          f"last packet, which came up to one 33 ms period before the kill)")
 
 
 # --------------------------------------------------------------------------- fuzz

@@ -348,6 +348,12 @@ def test_koch_servos_stop_by_themselves_when_the_host_goes_silent(
             q0 = plant.joint_angles()[0]
             time.sleep(0.2)
             assert abs(plant.joint_angles()[0] - q0) < 0.01
+            # the driver says so (going on would drive nothing: goals are refused) ...
+            with pytest.raises(RobotError, match="bus watchdog stopped"):
+                arm.observe()
+            # ... and its next reset re-arms the servos
+            arm.reset()
+            arm.observe()
         finally:
             arm.disconnect()
         again = _arm(robot, cal_dir, bus.port)

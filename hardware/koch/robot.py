@@ -21,10 +21,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from hardware.arms.lerobot_arm import ArmConfig, LerobotArm
 from hardware.arms.lerobot_arm import calibration_dir as _dir
 from hardware.arms.units import UnitsTable, arm_table
 from hardware.so101.robot import GRIPPER_SPAN_RAD
+from robolearn.robot import RobotError
 
 WATCHDOG_UNIT_MS = 20  # Bus_Watchdog counts in 20 ms
 
@@ -72,3 +75,26 @@ class Koch(LerobotArm):
         units = math.ceil(self.cfg.bus_watchdog_ms / WATCHDOG_UNIT_MS)
         self._lr.bus.sync_write("Bus_Watchdog", dict.fromkeys(self._lr.bus.motors, units),
                                 normalize=False)
+
+    def observe(self) -> dict[str, np.ndarray]:
+        """Also checks the watchdogs: a fired one (the loop stalled past ``bus_watchdog_ms``)
+        has stopped its servo and makes it refuse goals, so going on would drive nothing:
+        a :class:`RobotError` says so and the control loop stops and commits."""
+        obs = super().observe()
+        if self.cfg.bus_watchdog_ms:
+            dogs = self._io("reading Bus_Watchdog", self._lr.bus.sync_read, "Bus_Watchdog",
+                            normalize=False, num_retry=self.cfg.read_retries)
+            fired = [j for j, v in dogs.items() if v in (255, -1)]
+            if fired:
+                raise RobotError(f"{self.name} on {self.cfg.port}: the bus watchdog stopped "
+                                 f"{', '.join(fired)} (no packet for {self.cfg.bus_watchdog_ms} "
+                                 f"ms: the control loop stalled); the next reset re-arms it")
+        return obs
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> dict[str, np.ndarray]:
+        """Re-arm the watchdogs (a pause between episodes may have fired them), then home."""
+        if self.cfg.bus_watchdog_ms and self._lr is not None:
+            self._io("re-arming the bus watchdog", self.prepare_bus)
+            self._io("re-arming the bus watchdog", self.after_configure)
+        return super().reset(seed, options)
