@@ -54,9 +54,11 @@ def robot_settings(name: str, overrides: list[str]) -> dict[str, Any]:
 def tiny_store(name: str, settings: dict[str, Any], path: Path) -> EpisodeStore:
     """Two short episodes on the robot: its scripted expert where an env drives it (the arm:
     lift), else holding still through the control loop."""
+    from robolearn.experts import EXPERTS
+
     env_id = next((e for e, kw in ENVS.items() if kw["robot"] == name and "Lift" in e), None) \
         or next((e for e, kw in ENVS.items() if kw["robot"] == name), None)
-    if env_id is not None:
+    if env_id is not None and name in EXPERTS:
         from robolearn.vector import collect_scripted
 
         kwargs = {**ENVS[env_id].get("robot_kwargs", {}), **settings}

@@ -361,3 +361,36 @@ def test_koch_servos_stop_by_themselves_when_the_host_goes_silent(
             again.act(np.asarray(again.cfg.home))
             with bus.lock:
                 assert not any(bus.servo(i).watchdog_fired for i in range(1, 7))
+
+
+def test_a_policy_trained_on_sim_arm_deploys_on_the_arm_unchanged(
+        calibrated: tuple[str, Path], tmp_path: Path) -> None:
+    """A policy trained in simulation on what a real arm senses (observation.state: joint
+    angles and velocities) runs through ``robolearn deploy`` on the emulated arm: the feature
+    check passes (same names, units, shapes), every step is recorded as the policy's, the
+    store names the arm, and the goals stay within the calibrated limits."""
+    from data import EpisodeStore, Source
+    from robolearn.cli import main
+    from robolearn.vector import collect_scripted
+
+    robot, cal_dir = calibrated
+    store = tmp_path / "demos.zarr"
+    collect_scripted("robolearn/SimArmLift-v0", str(store), episodes=2, num_envs=1,
+                     progress=False, max_steps=30).close()
+    run = tmp_path / "run"
+    assert main(["train", f"dataset={store}", f"output={run}", "policy=mlp", "steps=2",
+                 "batch_size=4", "num_workers=0", "save_every=2",
+                 "observations=[observation.state]", "-q"]) == 0
+    emu = Emulator(robot)
+    out = tmp_path / "deployed"
+    try:
+        assert main(["deploy", str(run), f"robot={robot}", f"robot.port={emu.port}",
+                     f"robot.calibration_dir={cal_dir}", "robot.id=test", "robot.home_s=0.3",
+                     "episodes=1", "max_steps=20", f"output={out}", "-q"]) == 0
+    finally:
+        said = emu.stop()
+    assert "goals outside limits: 0;" in said, said
+    with EpisodeStore.open(out) as deployed:
+        assert len(deployed) == 1 and deployed.robot_type == robot
+        sources = [Source(s) for s in deployed.episode(0, ["source"])["source"]]
+        assert len(sources) == 20 and set(sources) == {Source.POLICY}
