@@ -93,8 +93,9 @@ class LerobotArm(Robot):
     # encoder steps a turn, for the one-step margin inside the calibrated limits
     steps_per_turn: int = 4096
     verify_default = False  # read twice and compare (``verify_reads``) unless the config says
-    position_tolerance = 0.012  # rad two verified position reads may differ by (motion, ~8 steps)
-    velocity_tolerance = 60.0  # raw units two verified velocity reads may differ by
+    position_tolerance = 0.012  # rad two verified position reads may differ by (~8 steps) ...
+    max_speed_rad_s = 6.0  # ... plus what a joint moving this fast covers between them
+    velocity_tolerance = 120.0  # raw units two verified velocity reads may differ by (+25 %)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
@@ -278,12 +279,15 @@ class LerobotArm(Robot):
                              f"({_reason(exc)})") from exc
         return result
 
-    def _read(self, register: str, tolerance: float, normalize: bool = False) -> np.ndarray:
+    def _read(self, register: str, tolerance: float, normalize: bool = False,
+              relative: float = 0.0, per_second: float = 0.0) -> np.ndarray:
         """``register`` of every joint in joint order: in sim units for Present_Position
         (``normalize``: lerobot's calibrated values through the units table), raw otherwise.
         With ``verify_reads``, two reads in a row must agree within ``tolerance`` (in those
-        units): a reply garbled so that it still passes an 8-bit checksum is not taken as a
-        reading; disagreement on every retry is a :class:`RobotError` naming the register."""
+        units; plus ``per_second`` times the time between the reads, what the arm may really
+        have moved; plus ``relative`` times the value): a reply garbled so that it still passes
+        an 8-bit checksum is not taken as a reading; disagreement on every retry is a
+        :class:`RobotError` naming the register."""
         bus = self._bus()
         verify = self.verify_default if self.cfg.verify_reads is None else self.cfg.verify_reads
 
@@ -294,13 +298,17 @@ class LerobotArm(Robot):
                 return self.units.to_sim(raw)
             return np.array([raw[j] for j in self.joints], dtype=np.float64)
 
+        t_last = time.perf_counter()
         last = once()
         if not verify:
             return last
         for _ in range(self.cfg.read_retries + 1):
+            t_new = time.perf_counter()
             new = once()
-            if np.all(np.abs(new - last) <= tolerance):
+            allowed = tolerance + per_second * (t_new - t_last) + relative * np.abs(new)
+            if np.all(np.abs(new - last) <= allowed):
                 return new
+            t_last = t_new
             self.garbled_reads += 1
             last = new
         raise RobotError(f"{self.name} on {self.cfg.port}: {register} readings keep disagreeing "
@@ -309,7 +317,8 @@ class LerobotArm(Robot):
 
     def positions(self) -> np.ndarray:
         """Joint angles now, rad ``(6,)``."""
-        q = self._read("Present_Position", self.position_tolerance, normalize=True)
+        q = self._read("Present_Position", self.position_tolerance, normalize=True,
+                       per_second=self.max_speed_rad_s)
         if not np.all(np.isfinite(q)):
             raise RobotError(f"{self.name}: non-finite joint reading {q.tolist()}")
         self._last_q = q
@@ -317,7 +326,8 @@ class LerobotArm(Robot):
 
     def observe(self) -> dict[str, np.ndarray]:
         q = self.positions()
-        rates = self._read("Present_Velocity", self.velocity_tolerance) * self.velocity_rad_s
+        rates = self._read("Present_Velocity", self.velocity_tolerance,
+                           relative=0.25) * self.velocity_rad_s
         # velocities are measured at the servo in its own direction: only the sign applies
         qd = np.sign(self.units.rates_to_sim(np.ones(len(self.joints)))) * rates
         obs = {"observation.state": np.concatenate([q, qd]).astype(np.float32)}
