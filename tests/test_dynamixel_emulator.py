@@ -89,7 +89,8 @@ def test_the_control_tables_are_lerobots() -> None:
     )
 
     lacks = {"xl430-w250": {"Acceleration_Limit", "Current_Limit", "Goal_Current"},
-             "xl330-m288": {"Acceleration_Limit"}}  # not in these models' e-manual tables
+             "xl330-m288": {"Acceleration_Limit"},
+             "xl330-m077": {"Acceleration_Limit"}}  # not in these models' e-manual tables
     for model in MODELS.values():
         regs = model.registers
         for name, (address, size) in X_SERIES_CONTROL_TABLE.items():

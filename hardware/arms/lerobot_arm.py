@@ -95,7 +95,6 @@ class LerobotArm(Robot):
     verify_default = False  # read twice and compare (``verify_reads``) unless the config says
     position_tolerance = 0.012  # rad two verified position reads may differ by (~8 steps) ...
     max_speed_rad_s = 6.0  # ... plus what a joint moving this fast covers between them
-    velocity_tolerance = 120.0  # raw units two verified velocity reads may differ by (+25 %)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
@@ -315,6 +314,23 @@ class LerobotArm(Robot):
                          f"({self.cfg.read_retries + 2} reads, the last {new.round(4).tolist()}): "
                          f"a noisy bus or a loose cable")
 
+    def _velocities(self) -> np.ndarray:
+        """Joint speeds, rad/s in the servos' own directions. Not read twice: a velocity
+        changes between two reads a few ms apart while the arm accelerates (comparing them
+        refused honest readings); a reading beyond what the servo can do (a garbled reply past
+        an 8-bit checksum) is read again, and keeps failing as a :class:`RobotError`."""
+        bus = self._bus()
+        for _ in range(self.cfg.read_retries + 1):
+            raw = self._io("reading Present_Velocity", bus.sync_read, "Present_Velocity",
+                           normalize=False, num_retry=self.cfg.read_retries)
+            rates = np.array([raw[j] for j in self.joints], dtype=np.float64) * self.velocity_rad_s
+            if np.all(np.abs(rates) <= 1.5 * self.max_speed_rad_s):
+                return rates
+            self.garbled_reads += 1
+        raise RobotError(f"{self.name} on {self.cfg.port}: Present_Velocity readings beyond the "
+                         f"servos' speed ({rates.round(2).tolist()} rad/s): a noisy bus or a "
+                         f"loose cable")
+
     def positions(self) -> np.ndarray:
         """Joint angles now, rad ``(6,)``."""
         q = self._read("Present_Position", self.position_tolerance, normalize=True,
@@ -326,8 +342,7 @@ class LerobotArm(Robot):
 
     def observe(self) -> dict[str, np.ndarray]:
         q = self.positions()
-        rates = self._read("Present_Velocity", self.velocity_tolerance,
-                           relative=0.25) * self.velocity_rad_s
+        rates = self._velocities()
         # velocities are measured at the servo in its own direction: only the sign applies
         qd = np.sign(self.units.rates_to_sim(np.ones(len(self.joints)))) * rates
         obs = {"observation.state": np.concatenate([q, qd]).astype(np.float32)}
