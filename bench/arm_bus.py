@@ -6,7 +6,7 @@
   ``FeetechMotorsBus``) against the wire-time bound at 1 Mbps (the bytes of both packets and
   the six status replies, 10 bits a byte; the emulator delivers each reply when it would have
   finished arriving on a real bus). Also robolearn's full observe + act (positions and
-  velocities, each read twice and compared).
+  velocities; positions read twice and compared).
 - **link**: link loss to robot stopped, 20 trials each: emulator SIGKILLed, port closed (cable
   pulled), and the host process SIGKILLed while it drives the arm. The first two: time from the
   loss to the control loop having stopped (the driver's ``RobotError``, the loop's halt). The
@@ -98,7 +98,7 @@ def bench_cycle(cal: str, n: int) -> None:
     print(f"  wire-time bound at 1 Mbps: {bound:.3f} ms")
     print(f"  measured: median {med:.3f} ms, p99 {pct(cycle, 99):.3f} ms "
           f"-> {med / bound:.2f}x the bound (the rest: pty, Python, lerobot/scservo_sdk)")
-    print(f"robolearn observe (positions + velocities, each read twice) + act, {n} cycles: "
+    print(f"robolearn observe (positions read twice, velocities) + act, {n} cycles: "
           f"median {statistics.median(full):.3f} ms, p99 {pct(full, 99):.3f} ms "
           f"({statistics.median(full) / (1000 / 30):.1%} of a 30 Hz period)")
 
