@@ -51,7 +51,7 @@ class ArmConfig:
     id: str = "robolearn"  # arm name: selects its calibration file <calibration_dir>/<id>.json
     calibration_dir: str | None = None  # where lerobot keeps calibration files; None: its default
     fps: float = 30.0  # control rate, Hz
-    cameras: dict[str, str] = field(default_factory=dict)  # name -> index, /dev/videoN or URL
+    cameras: dict[str, str] = field(default_factory=dict)  # name -> index, /dev/videoN, zmq://..
     camera_fps: int = 30  # frame rate asked of each camera
     capture_width: int = 640  # width the camera captures at, px
     capture_height: int = 480  # height the camera captures at, px
@@ -154,12 +154,31 @@ class LerobotArm(Robot):
 
     # ------------------------------------------------------------------ lifecycle
     def lerobot_cameras(self) -> dict[str, Any]:
+        """lerobot camera configs: ``zmq://HOST:PORT/NAME`` -> its network camera (``ZMQCamera``,
+        what the emulated arms serve); an index, a device path or a file -> ``OpenCVCamera``."""
         from lerobot.cameras.opencv import OpenCVCameraConfig
 
         cfg = self.cfg
-        return {name: OpenCVCameraConfig(index_or_path=_camera_source(src), fps=cfg.camera_fps,
-                                         width=cfg.capture_width, height=cfg.capture_height)
-                for name, src in cfg.cameras.items()}
+        out: dict[str, Any] = {}
+        for name, src in cfg.cameras.items():
+            if src.startswith("zmq://"):
+                from urllib.parse import urlsplit
+
+                from lerobot.cameras.zmq import ZMQCameraConfig
+
+                url = urlsplit(src)
+                if not url.hostname or not url.port:
+                    raise RobotError(f"{self.name}: robot.cameras.{name}={src}: expected "
+                                     f"zmq://HOST:PORT/NAME")
+                out[name] = ZMQCameraConfig(server_address=url.hostname, port=url.port,
+                                            camera_name=url.path.strip("/") or name,
+                                            fps=cfg.camera_fps, width=cfg.capture_width,
+                                            height=cfg.capture_height)
+            else:
+                out[name] = OpenCVCameraConfig(index_or_path=_camera_source(src),
+                                               fps=cfg.camera_fps, width=cfg.capture_width,
+                                               height=cfg.capture_height)
+        return out
 
     def build(self) -> Any:
         """The lerobot robot for this config (its calibration file loaded when there is one)."""
@@ -443,14 +462,9 @@ def calibration_dir(cfg: Any) -> Path | None:
     return None if cfg.calibration_dir in (None, "") else Path(cfg.calibration_dir).expanduser()
 
 
-def _camera_source(src: str) -> int | str | Path:
-    """A camera index (``"0"``), a device path or a stream URL, as lerobot's OpenCV camera
-    takes it."""
-    if src.isdigit():
-        return int(src)
-    if "://" in src:
-        return src
-    return Path(src)
+def _camera_source(src: str) -> int | Path:
+    """A camera index (``"0"``) or a device path, as lerobot's OpenCV camera takes it."""
+    return int(src) if src.isdigit() else Path(src)
 
 
 def _reason(exc: BaseException) -> str:

@@ -384,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="read hand commands on stdin (middle, sweep, pose, release): what a "
                          "person does during `robolearn calibrate` or moving a leader arm "
                          "(--plant so101)")
+    from hardware.emulators import camera
+
+    camera.add_arguments(ap)
     args = ap.parse_args(argv)
     if args.hand and args.plant != "so101":
         ap.error("--hand moves the simulated arm: use it with --plant so101")
@@ -402,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: done.set())
     with bus:
         print(bus.port, flush=True)
+        cams = camera.serve_from(args, plant, lambda text: print(text, flush=True))
         if args.hand:
             from hardware.emulators import hand
             from hardware.emulators.so101_plant import joint_ranges_steps, middle_steps
@@ -411,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
                 plant, middle_steps(), joint_ranges_steps(), sys.stdin,
                 lambda text: print(text, flush=True), bus.stop)).start()
         done.wait()
+        if cams is not None:
+            cams.close()
     outside = sum(s.goals_outside_limits for s in bus.servos)
     print(f"served {bus.stats['frames']} frames; goals outside limits: {outside}; dropped: "
           f"{dict((k, v) for k, v in bus.stats.items() if k != 'frames')}", file=sys.stderr)

@@ -36,9 +36,10 @@ import math
 import threading
 import time
 
-import mujoco
+import mujoco  # noqa: E402  (after sim: see above)
 import numpy as np
 
+import sim  # noqa: F401  (chooses the headless GL backend before mujoco loads)
 from hardware.emulators.plants import Sensed
 from sim.arm.model import HOME, JOINTS, build_mjcf
 
@@ -148,6 +149,14 @@ class SO101Plant:
             return Sensed(self.angle_to_steps(servo_id, float(d.qpos[m.jnt_qposadr[j]])),
                           sign * float(d.qvel[m.jnt_dofadr[j]]) * STEPS_PER_RAD,
                           sign * float(d.actuator_force[a]) / limit)
+
+    def render(self, renderer: mujoco.Renderer, camera: str) -> np.ndarray:
+        """The scene now through ``camera`` (the simulated arm's "front" or "wrist"), RGB
+        ``(H, W, 3)`` at the renderer's size; call from the thread that made ``renderer``."""
+        with self._lock:
+            self._advance()
+            renderer.update_scene(self.data, camera)
+        return np.asarray(renderer.render())
 
     def joint_angles(self) -> np.ndarray:
         """The joint angles now, radians, in servo-id order."""
