@@ -36,10 +36,9 @@ import math
 import threading
 import time
 
-import mujoco  # noqa: E402  (after sim: see above)
+import mujoco
 import numpy as np
 
-import sim  # noqa: F401  (chooses the headless GL backend before mujoco loads)
 from hardware.emulators.plants import Sensed
 from sim.arm.model import HOME, JOINTS, build_mjcf
 

@@ -1,0 +1,150 @@
+"""A lift policy trained in simulation, deployed on the emulated SO-101 through the real path.
+
+``python -m bench.so101_lift CHECKPOINT [--episodes 50] [--seed-base 100000]``
+
+The emulated arm: six STS3215 servos on a pseudo-terminal (1 Mbps wire timing) driven by
+lerobot's ``FeetechMotorsBus`` inside robolearn's ``so101`` driver, calibrated through
+``robolearn calibrate`` (lerobot's flow, the emulator's hand doing the person's part), the
+front camera rendered and read through lerobot's ``ZMQCamera``, the policy in the control loop at
+30 Hz in real time. Per episode, as an experimenter would: the driver homes the arm (its
+``reset``), then the cube and bin are put where the simulated evaluation of the same seed puts
+them (``robolearn/SimArmLift-v0`` reset with that seed); success is the lift task's own
+criterion (``sim/arm/tasks.py``) read from the emulator's simulation, which the driver never sees.
+The figure is compared with the same checkpoint's ``robolearn eval`` on the same seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+import sim  # noqa: F401  (headless GL before mujoco)
+from hardware.emulators.camera import CameraServer
+from hardware.emulators.feetech import make_bus
+from hardware.emulators.hand import calibrate_with_hand
+from hardware.emulators.so101_plant import SO101Plant, joint_ranges_steps, middle_steps
+from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.loop import ControlLoop, LoopConfig
+from robolearn.robot import make_robot
+from robolearn.task import make_task
+
+ENV_ID = "robolearn/SimArmLift-v0"
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return c - h, c + h
+
+
+class Experimenter:
+    """Sets the scene of the simulated evaluation's episode ``seed`` into the emulator's
+    simulation, and judges it with the simulated task (a mirror SimArm holds the state)."""
+
+    def __init__(self, plant: SO101Plant, robot_kwargs: dict[str, Any]) -> None:
+        self.plant = plant
+        self.sim_env = make_env(**{**ENVS[ENV_ID], "robot_kwargs": robot_kwargs})
+        self.mirror = self.sim_env.robot  # a SimArm whose state is copied from the plant
+
+    def place(self, seed: int) -> None:
+        import mujoco
+
+        self.sim_env.reset(seed=seed)
+        src = self.sim_env.robot.data  # type: ignore[attr-defined]
+        m, d = self.plant.model, self.plant.data
+        cube = m.jnt_qposadr[m.joint("cube").id]
+        cube_dof = m.jnt_dofadr[m.joint("cube").id]
+        with self.plant._lock:
+            d.qpos[cube:cube + 7] = src.qpos[cube:cube + 7]
+            d.qvel[cube_dof:cube_dof + 6] = 0.0
+            d.mocap_pos[:] = src.mocap_pos
+            mujoco.mj_forward(m, d)
+
+    def lifted(self) -> bool:
+        import mujoco
+
+        mirror: Any = self.mirror
+        with self.plant._lock:
+            mirror.data.qpos[:] = self.plant.data.qpos
+            mirror.data.qvel[:] = self.plant.data.qvel
+            mirror.data.mocap_pos[:] = self.plant.data.mocap_pos
+        mujoco.mj_forward(mirror.model, mirror.data)
+        mirror._state = None
+        return bool(self.sim_env.task.success(mirror))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint", help="a run directory or saved policy")
+    ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--seed-base", type=int, default=100_000,
+                    help="episode i uses seed base + i (robolearn eval's seeds by default)")
+    ap.add_argument("--max-steps", type=int, default=250)
+    args = ap.parse_args(argv)
+    logging.getLogger("hardware").setLevel(logging.ERROR)
+
+    import torch
+
+    from policies.base import Policy
+    from robolearn.deploy import checkpoint_data
+
+    torch.set_num_threads(1)
+    policy_dir, data = checkpoint_data(args.checkpoint)
+    policy = Policy.load(policy_dir, device="cpu")
+    kw = data.robot_kwargs
+    size = (int(kw.get("camera_height", 64)), int(kw.get("camera_width", 64)))
+    plant = SO101Plant()
+    cal = tempfile.mkdtemp(prefix="robolearn_so101_lift_")
+    with make_bus(6, plant) as bus, \
+            CameraServer(plant, list(kw.get("cameras", ["front"])), size[1], size[0]) as cams:
+        calibrate_with_hand("so101", bus.port, plant, middle_steps(), joint_ranges_steps(), cal,
+                            arm_id="bench")
+        robot = make_robot("so101", port=bus.port, calibration_dir=cal, id="bench",
+                           cameras=cams.urls, capture_width=size[1], capture_height=size[0],
+                           camera_width=size[1], camera_height=size[0], home_s=1.0)
+        env = RobotEnv(robot, make_task("unscored"), max_steps=args.max_steps)
+        judge = Experimenter(plant, kw)
+        loop = ControlLoop(env, LoopConfig(fps=30.0))
+        successes, lates, t0 = 0, [], time.perf_counter()
+        try:
+            for i in range(args.episodes):
+                seed = args.seed_base + i
+                placed = [False]
+                won = [False]
+
+                def observer(_env: Any, seed: int = seed, placed: list[bool] = placed) -> None:
+                    if not placed[0]:  # after the arm homed: the experimenter sets the scene
+                        judge.place(seed)
+                        placed[0] = True
+
+                def stop_when(won: list[bool] = won) -> bool:
+                    won[0] = won[0] or judge.lifted()
+                    return won[0]
+
+                result = loop.run_episode(policy.select_action, seed=seed, record=False,
+                                          observer=observer, stop_when=stop_when)
+                successes += int(won[0])
+                lates.append(result.timing["p99_late_ms"])
+                print(f"episode {i + 1}/{args.episodes} seed {seed}: "
+                      f"{'lifted' if won[0] else 'failed'} in {result.steps} steps; "
+                      f"{successes}/{i + 1} so far", flush=True)
+        finally:
+            env.close()
+    n = args.episodes
+    lo, hi = wilson(successes, n)
+    print(f"\nemulated SO-101, {n} episodes (seeds {args.seed_base}..{args.seed_base + n - 1}): "
+          f"{successes}/{n} = {successes / n:.0%} (95% CI {lo:.0%}-{hi:.0%}); loop p99 lateness "
+          f"median {np.median(lates):.2f} ms; {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
