@@ -213,7 +213,7 @@ def koch_calibrated_dir() -> str:
 
 def trial_koch_host_killed(cal: str) -> float:
     """The Koch's host SIGKILLed mid-motion: seconds from the kill until every servo's bus
-    watchdog (100 ms, set by the driver) has stopped it."""
+    watchdog (80 ms by default, set by the driver) has stopped it."""
     from hardware.emulators import dynamixel
     from hardware.emulators.so101_plant import KOCH_SERVO_JOINTS
 
@@ -251,7 +251,7 @@ def bench_link(cal: str, trials: int) -> None:
           f"max distance from the last goal {max(r[2] for r in results):.3f} rad")
     kcal = koch_calibrated_dir()
     took = [1000 * trial_koch_host_killed(kcal) for _ in range(trials)]
-    print(f"  Koch host SIGKILLed: every servo stopped by its bus watchdog (100 ms) after median "
+    print(f"  Koch host SIGKILLed: every servo stopped by its bus watchdog (80 ms) after median "
           f"{statistics.median(took):.0f} ms, max {max(took):.0f} ms from the kill; "
           f"{sum(t <= 100 for t in took)}/{trials} within 100 ms (the watchdog counts from the "
           f"last packet, which came up to one 33 ms period before the kill)")

@@ -9,7 +9,7 @@ otherwise. Present_Velocity is in units of 0.229 rev/min.
 
 **Bus watchdog.** Dynamixel X servos have a Bus_Watchdog register (98, units of 20 ms): with it
 set, a servo that hears no instruction packet for that long stops by itself. The driver sets it
-at connect (``robot.bus_watchdog_ms``, default 100 ms; 0 turns it off), so if robolearn dies,
+at connect (``robot.bus_watchdog_ms``, default 80 ms; 0 turns it off), so if robolearn dies,
 hangs or loses the link, the arm stops within that time without any host. The control loop
 talks to every servo each period, so it never fires in normal running (keep it above 2 periods).
 After it fires, goals are refused until the register is cleared: connect clears it.
@@ -37,7 +37,7 @@ class KochConfig(ArmConfig):
     """``robot=koch`` settings."""
 
     id: str = "robolearn_koch"  # arm name: its calibration file is <id>.json
-    bus_watchdog_ms: int = 100  # servos stop when no packet arrives for this long, ms (0: off)
+    bus_watchdog_ms: int = 80  # servos stop when no packet arrives for this long, ms (0: off)
 
     def __post_init__(self) -> None:
         super().__post_init__()
