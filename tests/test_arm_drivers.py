@@ -319,9 +319,9 @@ def test_robolearn_emulate_prints_a_port_and_stops_on_ctrl_c(robot: str) -> None
 
 def test_koch_servos_stop_by_themselves_when_the_host_goes_silent(
         calibrated: tuple[str, Path]) -> None:
-    """The Koch driver turns Dynamixel's Bus_Watchdog on at connect (80 ms: stopped within 100 ms of the last packet): a host that
-    hangs or dies leaves servos that stop within the period plus one 20 ms tick, with no host
-    help. (The SO-101's STS3215 have no such register: they hold their last goal.)"""
+    """The Koch driver turns Dynamixel's Bus_Watchdog on at connect (80 ms): a host that hangs
+    or dies leaves servos that stop within the period plus one 20 ms tick, with no host help.
+    (The SO-101's STS3215 have no such register: they hold their last goal.)"""
     robot, cal_dir = calibrated
     if robot != "koch":
         pytest.skip("a bus watchdog is a Dynamixel X-series register")
