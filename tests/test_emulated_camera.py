@@ -58,9 +58,9 @@ def test_lerobots_network_camera_reads_the_scene() -> None:
             assert frame.shape == (72, 96, 3) and frame.dtype == np.uint8
             truth = _sim_view(plant, 72, 96)  # the arm at rest: the same scene
             same = np.abs(frame.astype(int) - truth.astype(int)).mean()
-            # another scene: the cube moved into view of the camera's centre
-            plant.data.qpos[plant.model.jnt_qposadr[plant.model.joint("cube").id] + 2] += 0.15
-            mujoco.mj_forward(plant.model, plant.data)
+            # another scene: the arm turned (the hand swings shoulder_pan by 0.8 rad)
+            plant.move_by_hand(1, middle_steps()[1] + 0.8 * 4096 / (2 * np.pi))
+            time.sleep(0.1)
             other = _sim_view(plant, 72, 96)
             differs = np.abs(frame.astype(int) - other.astype(int)).mean()
         finally:
