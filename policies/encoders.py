@@ -32,6 +32,7 @@ class EncoderConfig:
     keypoints: int = 32  # spatial-softmax keypoints per camera (features = 2 x keypoints)
     feature_dim: int = 64  # output features per camera per step
     weights: str | None = None  # local .safetensors of an ImageEncoder to start from
+    random_shift: int = 0  # training only: shift each frame by up to this many pixels (0 = off)
 
     def __post_init__(self) -> None:
         if not self.channels or any(c < 1 for c in self.channels):
@@ -40,6 +41,8 @@ class EncoderConfig:
             raise InvalidValue("keypoints", f"must be >= 1, got {self.keypoints}")
         if self.feature_dim < 1:
             raise InvalidValue("feature_dim", f"must be >= 1, got {self.feature_dim}")
+        if self.random_shift < 0:
+            raise InvalidValue("random_shift", f"must be >= 0 pixels, got {self.random_shift}")
 
 
 class SpatialSoftmax(nn.Module):
@@ -60,6 +63,22 @@ class SpatialSoftmax(nn.Module):
         return (attn @ grid).flatten(1)  # (B, K*2)
 
 
+def random_shift(x: Tensor, pad: int) -> Tensor:
+    """(N, C, H, W) -> same shape, each frame shifted by a random whole number of pixels in
+    [-pad, pad] per axis, edges replicated (DrQ's augmentation, Kostrikov et al. 2020)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    # base grid over the central h x w window of the padded frame, in grid_sample's [-1, 1] units
+    hp, wp = h + 2 * pad, w + 2 * pad
+    ys = torch.linspace(-1 + 1 / hp, 1 - 1 / hp, hp, device=x.device, dtype=x.dtype)[:h]
+    xs = torch.linspace(-1 + 1 / wp, 1 - 1 / wp, wp, device=x.device, dtype=x.dtype)[:w]
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    base = torch.stack([gx, gy], -1).unsqueeze(0)  # (1, h, w, 2), the top-left window
+    shift = torch.randint(0, 2 * pad + 1, (n, 1, 1, 2), device=x.device).to(x.dtype)
+    shift = shift * torch.tensor([2 / wp, 2 / hp], device=x.device, dtype=x.dtype)
+    return F.grid_sample(padded, base + shift, mode="nearest", align_corners=False)
+
+
 class ImageEncoder(nn.Module):
     """Normalized float frames (N, C, H, W) -> (N, feature_dim)."""
 
@@ -75,10 +94,13 @@ class ImageEncoder(nn.Module):
         self.convs = nn.Sequential(*layers)
         self.pool = SpatialSoftmax(c_in, cfg.keypoints)
         self.out = nn.Sequential(nn.Linear(2 * cfg.keypoints, cfg.feature_dim), nn.ReLU())
+        self.shift = cfg.random_shift
         if cfg.weights:
             self.load_state_dict(load_file(cfg.weights))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.training and self.shift:
+            x = random_shift(x, self.shift)
         return self.out(self.pool(self.convs(x)))
 
 
