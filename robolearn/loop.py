@@ -220,8 +220,13 @@ class ControlLoop:
 
     def _watchdog_stop(self) -> None:
         """The watchdog's action, from its thread: stop the robot, then count the stop (the
-        loop re-bases its rate limit on the next step it sees a new count)."""
-        self.env.robot.stop()
+        loop re-bases its rate limit on the next step it sees a new count). A stop that fails
+        (the link is gone) is logged here; the loop's own next call to the robot meets the same
+        failure and ends the episode."""
+        try:
+            self.env.robot.stop()
+        except Exception as exc:
+            log.error("watchdog: stopping %s failed: %s", self.env.robot.name, exc)
         self._watchdog_stops += 1
 
     def _halt(self, exc: BaseException, rec: Any | None, **metadata: Any) -> str:

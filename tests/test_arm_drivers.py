@@ -394,3 +394,40 @@ def test_a_policy_trained_on_sim_arm_deploys_on_the_arm_unchanged(
         assert len(deployed) == 1 and deployed.robot_type == robot
         sources = [Source(s) for s in deployed.episode(0, ["source"])["source"]]
         assert len(sources) == 20 and set(sources) == {Source.POLICY}
+
+
+def test_a_stop_from_the_watchdogs_thread_waits_for_the_bus(
+        calibrated: tuple[str, Path]) -> None:
+    """The control loop's watchdog stops the robot from its own thread while the loop may be
+    mid-transaction; lerobot's port handler refuses a second user ("Port is in use!"), which
+    the emulated SO-101 deploy bench hit. The driver serialises its bus transactions."""
+    import threading
+
+    robot, cal_dir = calibrated
+    emu = Emulator(robot)
+    try:
+        with _arm(robot, cal_dir, emu.port) as arm:
+            arm.reset()
+            errors: list[BaseException] = []
+            done = threading.Event()
+
+            def watchdog() -> None:
+                while not done.is_set():
+                    try:
+                        arm.stop()
+                    except BaseException as exc:  # noqa: BLE001 (collected, asserted below)
+                        errors.append(exc)
+                    time.sleep(0.003)
+
+            thread = threading.Thread(target=watchdog)
+            thread.start()
+            try:
+                for _ in range(60):
+                    arm.observe()
+                    arm.act(np.asarray(arm.cfg.home))
+            finally:
+                done.set()
+                thread.join()
+            assert errors == []
+    finally:
+        emu.stop()

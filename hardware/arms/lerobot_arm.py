@@ -26,6 +26,7 @@ this class adds what a robot-learning loop needs on top:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import abstractmethod
 from dataclasses import dataclass, field
@@ -109,6 +110,7 @@ class LerobotArm(Robot):
         self._low, self._high = self._sim_low.copy(), self._sim_high.copy()
         self._lr: Any = None  # the lerobot robot, made at connect
         self.garbled_reads = 0  # verified reads that disagreed (and were read again)
+        self._bus_lock = threading.RLock()  # one bus transaction at a time, from any thread
         self._last_q: np.ndarray | None = None
         self._features = self._make_features()
 
@@ -255,6 +257,7 @@ class LerobotArm(Robot):
     def disconnect(self) -> None:
         if self._lr is None:
             return
+        self._bus_lock.acquire()
         try:
             if self.cfg.on_disconnect == "hold":
                 self._hold()
@@ -263,6 +266,7 @@ class LerobotArm(Robot):
             log.warning("%s: disconnect: %s", self.name, _reason(exc))
         finally:
             self._close_quietly()
+            self._bus_lock.release()
             super().disconnect()
 
     def _close_quietly(self) -> None:
@@ -287,9 +291,12 @@ class LerobotArm(Robot):
         return self._lr.bus
 
     def _io(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args)`` on the bus; any failure is the link's, named with the port."""
+        """``fn(*args)`` on the bus, one transaction at a time (the control loop's watchdog
+        stops the robot from its own thread, and lerobot's port handler refuses a second user:
+        "Port is in use!"); any failure is the link's, named with the port."""
         try:
-            result = fn(*args, **kwargs)
+            with self._bus_lock:
+                result = fn(*args, **kwargs)
         except RobotError:
             raise
         except Exception as exc:
