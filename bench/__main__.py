@@ -16,6 +16,10 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "sim": ("bench.sim", [], ["--quick"]),
     "train": ("bench.train_speed", [], ["--quick"]),
     "rl": ("bench.rl_update", [], ["--quick"]),  # learning curves: python -m bench.rl_curves
+    "arm_bus": ("bench.arm_bus", [], ["--quick"]),  # emulated SO-101/Koch: cycle, link loss, fuzz
+    "fuzz": ("bench.fuzz_emulators", [], ["--quick"]),  # 1e5 frames into each servo emulator
+    "deploy": ("bench.deploy_timing", [], ["--steps", "200"]),  # loop lateness, sync vs async
+    # needs a checkpoint: python -m bench.so101_lift CHECKPOINT; recipe: python -m bench.vision_lift
 }
 
 
