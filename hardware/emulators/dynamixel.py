@@ -39,6 +39,7 @@ implementation of the protocol (it shares no code with the SDK it is tested agai
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -501,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
         plant = SO101Plant(servo_map=KOCH_SERVO_JOINTS)
     models = None if args.model is None else [MODELS[args.model]] * args.servos
     bus = make_bus(args.servos, plant, models=models, baud=args.baud, timing=not args.no_timing)
+    try:  # a servo answers within microseconds: keep answering on a busy machine (root only)
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
+    except OSError:
+        pass
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import signal
 import sys
@@ -400,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
 
         plant = SO101Plant()
     bus = make_bus(args.servos, plant, baud=args.baud, timing=not args.no_timing)
+    try:  # a servo answers within microseconds: keep answering on a busy machine (root only)
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
+    except OSError:
+        pass
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
