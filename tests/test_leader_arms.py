@@ -9,9 +9,7 @@ policy run it takes over when moved and hands back when still, recorded as inter
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import re
 import subprocess
 import sys
 import threading
@@ -26,8 +24,8 @@ import pytest
 pytest.importorskip("lerobot")
 
 from data import EpisodeStore, Source  # noqa: E402
+from hardware.arms.lerobot_util import GRIPPER_SPAN_RAD  # noqa: E402
 from hardware.emulators.so101_plant import angle_to_steps  # noqa: E402
-from hardware.so101.robot import GRIPPER_SPAN_RAD  # noqa: E402
 from hardware.teleop import TELEOPS, DeviceError, make_teleop  # noqa: E402
 from robolearn.arm_cmds import leader_teleops  # noqa: E402
 from robolearn.cli import main  # noqa: E402
@@ -44,30 +42,15 @@ from tests.test_collect import Terminal  # noqa: E402
 LIFT = "robolearn/SimArmLift-v0"
 
 
-def _missing(cls: Any) -> str | None:
-    """Why the leader's emulator cannot serve it here (None: it can): the module, or a flag
-    the leader needs (``--hand``: the person's hand; the leader's own servo model), absent."""
-    spec = importlib.util.find_spec(cls.emulator)
-    if spec is None or spec.origin is None:
-        return f"{cls.emulator} does not exist yet"
-    flags = set(re.findall(r"add_argument\(\s*\"(--[a-z-]+)\"", Path(spec.origin).read_text()))
-    lacks = [f for f in (*cls.emulator_args, "--hand") if f.startswith("--") and f not in flags]
-    return f"{cls.emulator} takes no {', '.join(lacks)}" if lacks else None
-
-
-def _distinct_leaders() -> list[Any]:
-    """One leader per lerobot teleoperator (so100_leader is so101_leader's class renamed);
-    a leader that its emulator cannot serve yet is skipped, saying what is missing."""
-    seen, params = set(), []
+def _distinct_leaders() -> list[str]:
+    """One leader per lerobot teleoperator (so100_leader is so101_leader's class renamed)."""
+    seen, names = set(), []
     for name in leader_teleops():
         cls = resolve(TELEOPS, name, "teleop")
-        if cls.make_lerobot in seen:
-            continue
-        seen.add(cls.make_lerobot)
-        why = _missing(cls)
-        marks = [pytest.mark.skip(reason=f"{why} (needed to emulate {name})")] if why else []
-        params.append(pytest.param(name, marks=marks, id=name))
-    return params
+        if cls.make_lerobot not in seen:
+            seen.add(cls.make_lerobot)
+            names.append(name)
+    return names
 
 
 # settings an emulated leader needs: lerobot sets the Koch leader's elbow servo to reverse

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from data.schema import Feature
+from hardware.arms.lerobot_util import reason as _reason
+from hardware.arms.lerobot_util import run_calibration, units_for
 from hardware.arms.units import UnitsTable
 from robolearn.robot import Robot, RobotError
 
@@ -115,9 +117,9 @@ class LerobotArm(Robot):
         self._features = self._make_features()
 
     # ------------------------------------------------------------------ per arm
-    @abstractmethod
     def units_table(self, cfg: Any) -> UnitsTable:
-        """The arm's :class:`UnitsTable` for its config."""
+        """The arm's :class:`UnitsTable` for its config (both arms: :func:`units_for`)."""
+        return units_for(cfg)
 
     @abstractmethod
     def make_lerobot(self, cfg: Any, cameras: dict[str, Any]) -> Any:
@@ -453,27 +455,9 @@ class LerobotArm(Robot):
         except Exception as exc:
             raise RobotError(f"{self.name} on {self.cfg.port}: the servos did not answer "
                              f"({_reason(exc)})") from exc
-        try:
-            lr.calibration = {}  # a new calibration, not "use the file"
-            lr.calibrate()
-        finally:
-            try:
-                lr.bus.disconnect(disable_torque=True)
-            except Exception as exc:
-                log.warning("%s: disconnect after calibration: %s", self.name, _reason(exc))
-        return Path(lr.calibration_fpath)
-
-
-def calibration_dir(cfg: Any) -> Path | None:
-    """``robot.calibration_dir`` as lerobot takes it (None: lerobot's default directory)."""
-    return None if cfg.calibration_dir in (None, "") else Path(cfg.calibration_dir).expanduser()
+        return run_calibration(lr, self.name)
 
 
 def _camera_source(src: str) -> int | Path:
     """A camera index (``"0"``) or a device path, as lerobot's OpenCV camera takes it."""
     return int(src) if src.isdigit() else Path(src)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

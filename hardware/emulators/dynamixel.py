@@ -1,10 +1,9 @@
 """A bus of Dynamixel X-series servos behind a pseudo-terminal, speaking Protocol 2.0 byte for
 byte (the Koch v1.1 follower: XL430-W250 on ids 1-2, XL330-M288 on ids 3-6).
 
-``python -m hardware.emulators.dynamixel --servos 6 --plant koch`` prints the port path
-(``/dev/pts/N``) and serves until SIGINT/SIGTERM; lerobot's ``DynamixelMotorsBus`` (through
-ROBOTIS' dynamixel_sdk) opens that path instead of ``/dev/ttyUSB0``. An independent
-implementation of the protocol (it shares no code with the SDK it is tested against):
+``python -m hardware.emulators.dynamixel --servos 6 --plant koch`` prints the port path and
+serves until SIGINT/SIGTERM (:mod:`hardware.emulators.serve`); lerobot's ``DynamixelMotorsBus``
+opens it instead of ``/dev/ttyUSB0``. It shares no code with the SDK it is tested against:
 
 - Instruction packet ``FF FF FD 00 | ID | LEN_L LEN_H | INSTR | params | CRC_L CRC_H``; LEN
   counts the instruction, the (stuffed) params and the CRC; CRC-16 with polynomial 0x8005,
@@ -39,8 +38,6 @@ implementation of the protocol (it shares no code with the SDK it is tested agai
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 import threading
 import time
@@ -48,6 +45,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from hardware.emulators import serve
 from hardware.emulators.plants import IdealPlant, Plant
 from hardware.emulators.pty_link import PtyLink
 from hardware.emulators.xl_servos import (
@@ -477,18 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plant", choices=("ideal", "koch"), default="ideal",
                     help="what the servos move: ideal joints, or the simulated arm of sim/arm "
                          "(the SO-101 model, with the Koch's joint names; 6 servos)")
-    ap.add_argument("--hand", action="store_true",
-                    help="read hand commands on stdin (middle, sweep, release, unplug): what a "
-                         "person does during `robolearn calibrate` (--plant koch)")
     ap.add_argument("--model", choices=sorted(MODELS), default=None,
                     help="every servo of this model (default: the Koch follower's: XL430-W250 "
                          "on ids 1-2, XL330-M288 after; the Koch leader's are xl330-m077)")
-    from hardware.emulators import camera
-
-    camera.add_arguments(ap)
+    serve.add_arguments(ap, "koch")
     args = ap.parse_args(argv)
-    if args.hand and args.plant != "koch":
-        ap.error("--hand moves the simulated arm: use it with --plant koch")
     if not 1 <= args.servos <= MAX_ID:
         ap.error(f"--servos must be in 1..{MAX_ID}, got {args.servos}")
     if args.baud not in XL330_M288.bauds:
@@ -502,31 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         plant = SO101Plant(servo_map=KOCH_SERVO_JOINTS)
     models = None if args.model is None else [MODELS[args.model]] * args.servos
     bus = make_bus(args.servos, plant, models=models, baud=args.baud, timing=not args.no_timing)
-    try:  # a servo answers within microseconds: keep answering on a busy machine (root only)
-        os.setpriority(os.PRIO_PROCESS, 0, -10)
-    except OSError:
-        pass
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    with bus:
-        print(bus.port, flush=True)
-        cams = camera.serve_from(args, plant, lambda text: print(text, flush=True))
-        if args.hand:
-            from hardware.emulators import hand
-            from hardware.emulators.so101_plant import joint_ranges_steps, middle_steps
-
-            print(hand.HAND_HELP, file=sys.stderr, flush=True)
-            threading.Thread(target=hand.serve_commands, daemon=True, args=(
-                plant, middle_steps(), joint_ranges_steps(), sys.stdin,
-                lambda text: print(text, flush=True), bus.stop)).start()
-        done.wait()
-        if cams is not None:
-            cams.close()
-    outside = sum(s.goals_outside_limits for s in bus.servos)
-    print(f"served {bus.stats['frames']} frames; goals outside limits: {outside}; dropped: "
-          f"{dict((k, v) for k, v in bus.stats.items() if k != 'frames')}", file=sys.stderr)
-    return 0
+    return serve.serve(ap, args, bus, plant, "koch")
 
 
 if __name__ == "__main__":

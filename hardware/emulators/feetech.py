@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import random
-import signal
 import sys
 import threading
 import time
@@ -35,6 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from hardware.emulators import serve
 from hardware.emulators.plants import IdealPlant, Plant
 from hardware.emulators.pty_link import PtyLink
 from hardware.emulators.sts3215 import STS3215
@@ -381,16 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plant", choices=("ideal", "so101"), default="ideal",
                     help="what the servos move: ideal joints, or the simulated SO-101 of "
                          "sim/arm (6 servos)")
-    ap.add_argument("--hand", action="store_true",
-                    help="read hand commands on stdin (middle, sweep, pose, release): what a "
-                         "person does during `robolearn calibrate` or moving a leader arm "
-                         "(--plant so101)")
-    from hardware.emulators import camera
-
-    camera.add_arguments(ap)
+    serve.add_arguments(ap, "so101")
     args = ap.parse_args(argv)
-    if args.hand and args.plant != "so101":
-        ap.error("--hand moves the simulated arm: use it with --plant so101")
     if not 1 <= args.servos <= MAX_ID:
         ap.error(f"--servos must be in 1..{MAX_ID}, got {args.servos}")
     plant: Plant | None = None
@@ -401,31 +392,7 @@ def main(argv: list[str] | None = None) -> int:
 
         plant = SO101Plant()
     bus = make_bus(args.servos, plant, baud=args.baud, timing=not args.no_timing)
-    try:  # a servo answers within microseconds: keep answering on a busy machine (root only)
-        os.setpriority(os.PRIO_PROCESS, 0, -10)
-    except OSError:
-        pass
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    with bus:
-        print(bus.port, flush=True)
-        cams = camera.serve_from(args, plant, lambda text: print(text, flush=True))
-        if args.hand:
-            from hardware.emulators import hand
-            from hardware.emulators.so101_plant import joint_ranges_steps, middle_steps
-
-            print(hand.HAND_HELP, file=sys.stderr, flush=True)
-            threading.Thread(target=hand.serve_commands, daemon=True, args=(
-                plant, middle_steps(), joint_ranges_steps(), sys.stdin,
-                lambda text: print(text, flush=True), bus.stop)).start()
-        done.wait()
-        if cams is not None:
-            cams.close()
-    outside = sum(s.goals_outside_limits for s in bus.servos)
-    print(f"served {bus.stats['frames']} frames; goals outside limits: {outside}; dropped: "
-          f"{dict((k, v) for k, v in bus.stats.items() if k != 'frames')}", file=sys.stderr)
-    return 0
+    return serve.serve(ap, args, bus, plant, "so101")
 
 
 if __name__ == "__main__":

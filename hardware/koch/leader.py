@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hardware.arms.units import UnitsTable, arm_table
-from hardware.so101.robot import GRIPPER_SPAN_RAD
-from hardware.teleop.leader import LeaderArmDevice, LeaderConfig, calibration_dir
+from hardware.arms.lerobot_util import calibration_dir
+from hardware.teleop.leader import LeaderArmDevice, LeaderConfig
 
 
 @dataclass
@@ -33,9 +32,6 @@ class KochLeaderDevice(LeaderArmDevice):
     follower = "koch"
     emulator = "hardware.emulators.dynamixel"  # its servos are XL330-M077 (lerobot checks)
     emulator_args = ("--servos", "6", "--plant", "koch", "--model", "xl330-m077")
-
-    def units_table(self, cfg: LeaderConfig) -> UnitsTable:
-        return arm_table(GRIPPER_SPAN_RAD, cfg.signs, cfg.offsets_deg)
 
     def make_lerobot(self, cfg: LeaderConfig) -> Any:
         from lerobot.motors import MotorNormMode

@@ -24,9 +24,7 @@ from typing import Any
 import numpy as np
 
 from hardware.arms.lerobot_arm import ArmConfig, LerobotArm
-from hardware.arms.lerobot_arm import calibration_dir as _dir
-from hardware.arms.units import UnitsTable, arm_table
-from hardware.so101.robot import GRIPPER_SPAN_RAD
+from hardware.arms.lerobot_util import calibration_dir as _dir
 from robolearn.robot import RobotError
 
 WATCHDOG_UNIT_MS = 20  # Bus_Watchdog counts in 20 ms
@@ -55,9 +53,6 @@ class Koch(LerobotArm):
     velocity_rad_s = 0.229 * 2 * math.pi / 60  # Dynamixel X Present_Velocity: 0.229 rev/min
     emulator = "hardware.emulators.dynamixel"  # device emulator (`python -m`)
     emulator_args = ("--servos", "6", "--plant", "koch")
-
-    def units_table(self, cfg: Any) -> UnitsTable:
-        return arm_table(GRIPPER_SPAN_RAD, cfg.signs, cfg.offsets_deg)
 
     def make_lerobot(self, cfg: Any, cameras: dict[str, Any]) -> Any:
         from lerobot.robots.koch_follower import KochFollower, KochFollowerConfig

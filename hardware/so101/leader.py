@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hardware.arms.units import UnitsTable, arm_table
-from hardware.so101.robot import GRIPPER_SPAN_RAD
-from hardware.teleop.leader import LeaderArmDevice, LeaderConfig, calibration_dir
+from hardware.arms.lerobot_util import calibration_dir
+from hardware.teleop.leader import LeaderArmDevice, LeaderConfig
 
 
 @dataclass
@@ -30,9 +29,6 @@ class SO101LeaderDevice(LeaderArmDevice):
     follower = "so101"
     emulator = "hardware.emulators.feetech"  # the leader's STS3215 are the follower's model
     emulator_args = ("--servos", "6", "--plant", "so101")
-
-    def units_table(self, cfg: LeaderConfig) -> UnitsTable:
-        return arm_table(GRIPPER_SPAN_RAD, cfg.signs, cfg.offsets_deg)
 
     def make_lerobot(self, cfg: LeaderConfig) -> Any:
         from lerobot.teleoperators.so_leader import SOLeader, SOLeaderTeleopConfig

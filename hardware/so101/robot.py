@@ -33,10 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hardware.arms.lerobot_arm import ArmConfig, LerobotArm
-from hardware.arms.lerobot_arm import calibration_dir as _dir
-from hardware.arms.units import UnitsTable, arm_table
-
-GRIPPER_SPAN_RAD = math.radians(100)  # the simulated gripper's 0 .. 100 % range
+from hardware.arms.lerobot_util import calibration_dir as _dir
 
 
 @dataclass
@@ -53,9 +50,6 @@ class SO101(LerobotArm):
     verify_default = True  # Feetech protocol 0 has an 8-bit checksum: read twice, compare
     emulator = "hardware.emulators.feetech"  # device emulator (`python -m`)
     emulator_args = ("--servos", "6", "--plant", "so101")
-
-    def units_table(self, cfg: Any) -> UnitsTable:
-        return arm_table(GRIPPER_SPAN_RAD, cfg.signs, cfg.offsets_deg)
 
     def make_lerobot(self, cfg: Any, cameras: dict[str, Any]) -> Any:
         from lerobot.robots.so_follower import SOFollower, SOFollowerRobotConfig

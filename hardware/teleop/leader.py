@@ -46,6 +46,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from hardware.arms.lerobot_util import reason as _reason
+from hardware.arms.lerobot_util import run_calibration, units_for
 from hardware.arms.units import UnitsTable
 from hardware.teleop.base import (
     ArmMapperConfig,
@@ -158,9 +160,9 @@ class LeaderArmDevice(TeleopDevice):
         self._lr: Any = None  # the lerobot teleoperator, while connected
 
     # ------------------------------------------------------------------ per arm
-    @abstractmethod
     def units_table(self, cfg: LeaderConfig) -> UnitsTable:
         """The follower's :class:`UnitsTable` with this config's signs and offsets."""
+        return units_for(cfg)
 
     @abstractmethod
     def make_lerobot(self, cfg: LeaderConfig) -> Any:
@@ -309,23 +311,4 @@ class LeaderArmDevice(TeleopDevice):
     def calibrate(self) -> Path:
         """lerobot's interactive calibration of the leader (prompts on the terminal); returns
         the calibration file written."""
-        lr = self._open_bus()
-        try:
-            lr.calibration = {}  # a new calibration, not "use the file"
-            lr.calibrate()
-        finally:
-            try:
-                lr.bus.disconnect(disable_torque=True)
-            except Exception as exc:
-                log.warning("%s: disconnect after calibration: %s", self.name, _reason(exc))
-        return Path(lr.calibration_fpath)
-
-
-def calibration_dir(cfg: LeaderConfig) -> Path | None:
-    """``calibration_dir`` as lerobot takes it (None: lerobot's default directory)."""
-    return None if cfg.calibration_dir in (None, "") else Path(cfg.calibration_dir).expanduser()
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+        return run_calibration(self._open_bus(), self.name)
