@@ -90,11 +90,13 @@ def _read_until(proc: subprocess.Popen[bytes], text: str, timeout: float = 60.0)
     return seen.decode(errors="replace")
 
 
-def calibrate(robot: str, emu: Emulator, cal_dir: Path) -> Path:
-    """``robolearn calibrate`` as a user runs it, the emulator's hand doing the moving."""
+def calibrate(robot: str, emu: Emulator, cal_dir: Path, key: str = "robot",
+              release: bool = True) -> Path:
+    """``robolearn calibrate`` as a user runs it, the emulator's hand doing the moving;
+    ``key="teleop"`` for a leader arm; ``release=False`` keeps the hand holding the arm."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "robolearn.cli", "calibrate", f"robot={robot}",
-         f"robot.port={emu.port}", f"robot.calibration_dir={cal_dir}", "robot.id=test"],
+        [sys.executable, "-m", "robolearn.cli", "calibrate", f"{key}={robot}",
+         f"{key}.port={emu.port}", f"{key}.calibration_dir={cal_dir}", f"{key}.id=test"],
         cwd=ROOT, env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None
     try:
@@ -110,7 +112,8 @@ def calibrate(robot: str, emu: Emulator, cal_dir: Path) -> Path:
     finally:
         if proc.poll() is None:
             proc.kill()
-    emu.hand("release")
+    if release:
+        emu.hand("release")
     path = cal_dir / "test.json"
     assert path.is_file()
     return path

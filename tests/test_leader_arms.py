@@ -36,7 +36,7 @@ from robolearn.safety import SafetyConfig  # noqa: E402
 from robolearn_core.config import ConfigError  # noqa: E402
 from robolearn_core.registry import resolve  # noqa: E402
 from sim.arm.model import HOME, JOINT_LIMITS, JOINTS  # noqa: E402
-from tests.test_arm_drivers import ENV, ROOT, Emulator, _read_until  # noqa: E402
+from tests.test_arm_drivers import ENV, ROOT, Emulator, calibrate  # noqa: E402
 from tests.test_collect import Terminal  # noqa: E402
 
 LIFT = "robolearn/SimArmLift-v0"
@@ -100,25 +100,7 @@ class Leader:
 
 def calibrate_leader(name: str, emu: Emulator, cal_dir: Path) -> None:
     """``robolearn calibrate teleop=NAME`` as a user runs it, the emulator's hand moving."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "robolearn.cli", "calibrate", f"teleop={name}",
-         f"teleop.port={emu.port}", f"teleop.calibration_dir={cal_dir}", "teleop.id=test"],
-        cwd=ROOT, env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdin is not None
-    try:
-        _read_until(proc, "middle of its range of motion")
-        emu.hand("middle")
-        proc.stdin.write(b"\n")
-        proc.stdin.flush()
-        _read_until(proc, "Recording positions")
-        emu.hand("sweep 1.0")
-        proc.stdin.write(b"\n")
-        proc.stdin.flush()
-        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert (cal_dir / "test.json").is_file()
+    calibrate(name, emu, cal_dir, key="teleop", release=False)
 
 
 @pytest.fixture(scope="module", params=_distinct_leaders())
