@@ -165,20 +165,28 @@ while True:
 """
 
 
+def kill_host_mid_motion(port: str, cal: str, robot: str, clock: Any = time.perf_counter
+                         ) -> float:
+    """Start a host process driving ``robot`` on ``port`` (the :data:`HOST` script), let it
+    swing the arm for 0.4-0.7 s, SIGKILL it; returns ``clock()`` at the kill, once it is dead."""
+    proc = subprocess.Popen([sys.executable, "-c", HOST, port, cal, robot], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "driving", proc.stderr
+    time.sleep(0.4 + np.random.default_rng().uniform(0, 0.3))
+    proc.send_signal(signal.SIGKILL)
+    killed = float(clock())
+    proc.wait()
+    return killed
+
+
 def trial_host_killed(cal: str) -> tuple[float, bool, float]:
     """The host process SIGKILLed mid-motion: seconds until the arm stands still, whether
     torque is still on, and how far (rad) the arm is from the last goal it was sent."""
     plant = SO101Plant()
     with make_bus(6, plant) as bus:
-        proc = subprocess.Popen([sys.executable, "-c", HOST, bus.port, cal, "so101"], cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "driving", proc.stderr
-        time.sleep(0.4 + np.random.default_rng().uniform(0, 0.3))
-        proc.send_signal(signal.SIGKILL)
-        t_kill = time.perf_counter()
-        proc.wait()
+        t_kill = kill_host_mid_motion(bus.port, cal, "so101")
         still_since = None
         while time.perf_counter() - t_kill < 2.0:
             speed = abs(plant.sense(1).velocity) * 2 * np.pi / 4096
@@ -219,15 +227,7 @@ def trial_koch_host_killed(cal: str) -> float:
 
     plant = SO101Plant(servo_map=KOCH_SERVO_JOINTS)
     with dynamixel.make_bus(6, plant) as bus:
-        proc = subprocess.Popen([sys.executable, "-c", HOST, bus.port, cal, "koch"], cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "driving", proc.stderr
-        time.sleep(0.4 + np.random.default_rng().uniform(0, 0.3))
-        proc.send_signal(signal.SIGKILL)
-        t_kill = time.monotonic()
-        proc.wait()
+        t_kill = kill_host_mid_motion(bus.port, cal, "koch", clock=time.monotonic)
         while time.monotonic() - t_kill < 1.0:
             with bus.lock:
                 fired = [bus.servo(i).watchdog_fired_at for i in range(1, 7)]
