@@ -137,11 +137,13 @@ class LerobotArm(Robot):
 
     # ------------------------------------------------------------------ features
     def _make_features(self) -> dict[str, Feature]:
-        feats = {"observation.state": Feature("float32", (12,), names=(
-            *[f"{j}.pos" for j in self.joints], *[f"{j}.vel" for j in self.joints]))}
+        """The simulated arm's own features (the same names, units and shapes)."""
+        from sim.arm.robot import camera_feature, joint_state_feature
+
+        feats = {"observation.state": joint_state_feature()}
         for cam in self.cfg.cameras:
-            feats[f"observation.images.{cam}"] = Feature(
-                "uint8", (self.cfg.camera_height, self.cfg.camera_width, 3), image=True)
+            feats[f"observation.images.{cam}"] = camera_feature(self.cfg.camera_height,
+                                                                self.cfg.camera_width)
         return feats
 
     @property

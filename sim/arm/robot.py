@@ -62,6 +62,18 @@ class SimArmConfig:
             self.layout = LayoutConfig(**self.layout)
 
 
+def joint_state_feature() -> Feature:
+    """``observation.state``: joint positions (rad) then velocities (rad/s), in JOINTS order;
+    what a real arm's driver must give too (``hardware/arms``) for a policy to move over."""
+    return Feature("float32", (2 * len(JOINTS),), names=(
+        *[f"{j}.pos" for j in JOINTS], *[f"{j}.vel" for j in JOINTS]))
+
+
+def camera_feature(height: int, width: int) -> Feature:
+    """``observation.images.<camera>``: an RGB frame ``(H, W, 3)``."""
+    return Feature("uint8", (height, width, 3), image=True)
+
+
 class SimArm(Robot):
     simulated = True
     name = "sim_arm"
@@ -101,8 +113,7 @@ class SimArm(Robot):
     def _make_features(self) -> dict[str, Feature]:
         cfg = self.cfg
         feats = {
-            "observation.state": Feature("float32", (12,), names=(
-                *[f"{j}.pos" for j in JOINTS], *[f"{j}.vel" for j in JOINTS])),
+            "observation.state": joint_state_feature(),
             # cube - tcp: where the cube is relative to the jaws, which a policy otherwise has
             # to work out through the forward kinematics of the joint angles (lift BC: the
             # gripper closed at a fixed step, 1.4 cm too high, without it)
@@ -111,8 +122,8 @@ class SimArm(Robot):
                 "bin.x", "bin.y", "bin.z", "tcp_to_cube.x", "tcp_to_cube.y", "tcp_to_cube.z")),
         }
         for cam in cfg.cameras:
-            feats[f"observation.images.{cam}"] = Feature(
-                "uint8", (cfg.camera_height, cfg.camera_width, 3), image=True)
+            feats[f"observation.images.{cam}"] = camera_feature(cfg.camera_height,
+                                                                cfg.camera_width)
         return feats
 
     @property
