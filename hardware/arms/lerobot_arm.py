@@ -308,24 +308,19 @@ class LerobotArm(Robot):
                              f"({_reason(exc)})") from exc
         return result
 
-    def _read(self, register: str, tolerance: float, normalize: bool = False,
-              relative: float = 0.0, per_second: float = 0.0) -> np.ndarray:
-        """``register`` of every joint in joint order: in sim units for Present_Position
-        (``normalize``: lerobot's calibrated values through the units table), raw otherwise.
-        With ``verify_reads``, two reads in a row must agree within ``tolerance`` (in those
-        units; plus ``per_second`` times the time between the reads, what the arm may really
-        have moved; plus ``relative`` times the value): a reply garbled so that it still passes
-        an 8-bit checksum is not taken as a reading; disagreement on every retry is a
-        :class:`RobotError` naming the register."""
+    def _read_positions(self) -> np.ndarray:
+        """Present_Position of every joint, rad, in joint order. With ``verify_reads``, two
+        reads in a row must agree within :attr:`position_tolerance` plus what a joint moving at
+        :attr:`max_speed_rad_s` covers between them: a reply garbled so that it still passes an
+        8-bit checksum is not taken as a reading; disagreement on every retry is a
+        :class:`RobotError`."""
         bus = self._bus()
         verify = self.verify_default if self.cfg.verify_reads is None else self.cfg.verify_reads
 
         def once() -> np.ndarray:
-            raw = self._io(f"reading {register}", bus.sync_read, register, normalize=normalize,
-                           num_retry=self.cfg.read_retries)
-            if normalize:
-                return self.units.to_sim(raw)
-            return np.array([raw[j] for j in self.joints], dtype=np.float64)
+            return self.units.to_sim(self._io("reading Present_Position", bus.sync_read,
+                                              "Present_Position",
+                                              num_retry=self.cfg.read_retries))
 
         t_last = time.perf_counter()
         last = once()
@@ -334,15 +329,15 @@ class LerobotArm(Robot):
         for _ in range(self.cfg.read_retries + 1):
             t_new = time.perf_counter()
             new = once()
-            allowed = tolerance + per_second * (t_new - t_last) + relative * np.abs(new)
+            allowed = self.position_tolerance + self.max_speed_rad_s * (t_new - t_last)
             if np.all(np.abs(new - last) <= allowed):
                 return new
             t_last = t_new
             self.garbled_reads += 1
             last = new
-        raise RobotError(f"{self.name} on {self.cfg.port}: {register} readings keep disagreeing "
-                         f"({self.cfg.read_retries + 2} reads, the last {new.round(4).tolist()}): "
-                         f"a noisy bus or a loose cable")
+        raise RobotError(f"{self.name} on {self.cfg.port}: Present_Position readings keep "
+                         f"disagreeing ({self.cfg.read_retries + 2} reads, the last "
+                         f"{new.round(4).tolist()}): a noisy bus or a loose cable")
 
     def _velocities(self) -> np.ndarray:
         """Joint speeds, rad/s in the servos' own directions. Not read twice: a velocity
@@ -363,8 +358,7 @@ class LerobotArm(Robot):
 
     def positions(self) -> np.ndarray:
         """Joint angles now, rad ``(6,)``."""
-        q = self._read("Present_Position", self.position_tolerance, normalize=True,
-                       per_second=self.max_speed_rad_s)
+        q = self._read_positions()
         if not np.all(np.isfinite(q)):
             raise RobotError(f"{self.name}: non-finite joint reading {q.tolist()}")
         self._last_q = q
