@@ -138,6 +138,7 @@ ROBOTS: dict[str, str] = {
     "so101": "hardware.so101.robot:SO101",
     "so100": "hardware.so101.robot:SO100",
     "koch": "hardware.koch.robot:Koch",
+    "rc_car": "hardware.rc_car.robot:RCCar",
 }
 
 
