@@ -38,6 +38,12 @@ def hardware_robots() -> list[str]:
     return [name for name in ROBOTS if getattr(resolve(ROBOTS, name, "robot"), "emulator", None)]
 
 
+def calibrated_robots() -> list[str]:
+    """Hardware robots calibrated through lerobot's flow (the arms; an RC car has none)."""
+    return [name for name in hardware_robots()
+            if hasattr(resolve(ROBOTS, name, "robot"), "calibrate")]
+
+
 def choice(cls: type, name: str) -> type:
     """``cls`` (a robot's or teleop device's config) with the ``type`` field that
     ``robot=NAME`` / ``teleop=NAME`` set on the command line (``robot.type=NAME``)."""
@@ -72,11 +78,11 @@ def calibrate_schema(path: str | None, overrides: list[str]) -> type:
         raise ConfigError("calibrate: choose robot=NAME (a follower arm) or teleop=NAME (a "
                           "leader arm), not both")
     if teleop is None:
-        key, name, known = "robot", str(robot or "so101"), hardware_robots()
+        key, name, known = "robot", str(robot or "so101"), calibrated_robots()
     else:
         key, name, known = "teleop", str(teleop), leader_teleops()
     if name not in known:
-        what = "hardware robot" if key == "robot" else "leader arm"
+        what = "calibrated hardware robot" if key == "robot" else "leader arm"
         raise ConfigError(f"{key}: {name!r} is not a {what}; known: {', '.join(known)}")
     cls = choice(robot_config_class(name) if key == "robot"
                  else resolve(TELEOPS, name, "teleop").config_class, name)
@@ -114,24 +120,36 @@ def calibrate_leader(cfg: Any) -> int:
 
 @dataclass
 class EmulateConfig:
-    robot: str = "so101"  # the arm to emulate (positional ROBOT): so101, so100, koch
-    hand: bool = False  # take hand commands on stdin (middle, sweep, pose, release)
+    robot: str = "so101"  # the robot to emulate (positional ROBOT): so101, so100, koch, rc_car
+    hand: bool = False  # arms: take hand commands on stdin (middle, sweep, pose, release)
     timing: bool = True  # answer at the bytes' wire time at the port's baud rate
     cameras: list[str] = field(default_factory=list)  # scene cameras to serve (front, wrist)
     camera_width: int = 64  # served frame width, px
     camera_height: int = 64  # served frame height, px
     camera_fps: int = 30  # served frame rate, Hz
+    track: str = "oval"  # rc_car: the simulated track the car drives on
+    status: str = ""  # rc_car: write the judge's JSON status (collisions, laps) to this file
 
     def __post_init__(self) -> None:
         known = hardware_robots()
         if self.robot not in known:
             raise InvalidValue("robot", f"{self.robot!r} has no emulator; known: "
                                              f"{', '.join(known)}")
+        arm = self.robot in calibrated_robots()
+        for key, used in (("hand", self.hand), ("timing", not self.timing),
+                          ("cameras", self.cameras)):
+            if used and not arm:
+                raise InvalidValue(key, f"is for the emulated arms, not {self.robot}")
+        if arm and (self.status or self.track != "oval"):
+            raise InvalidValue("track" if self.track != "oval" else "status",
+                               f"is for the emulated RC car, not {self.robot}")
 
 
 def emulate(cfg: EmulateConfig) -> int:
     cls = resolve(ROBOTS, cfg.robot, "robot")
     argv = list(cls.emulator_args)
+    if cfg.robot not in calibrated_robots():
+        argv += ["--track", cfg.track] + (["--status", cfg.status] if cfg.status else [])
     if cfg.hand:
         argv.append("--hand")
     if not cfg.timing:

@@ -50,7 +50,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
                 "leader arm (teleop=so101_leader teleop.port=...)",
             choices=("robot", "teleop")),
     Command("emulate", "robolearn.arm_cmds:EmulateConfig", "robolearn.arm_cmds:emulate",
-            ("robot",), "emulate an arm's servo bus on a pseudo-terminal; prints its port"),
+            ("robot",), "emulate a robot's hardware on a pseudo-terminal (an arm's servo bus, "
+            "the RC car's firmware in simavr); prints its port"),
     Command("deploy", "robolearn.deploy:schema_for", "robolearn.deploy:run", ("checkpoint",),
             "run a checkpoint on a robot (robot=NAME robot.KEY=VALUE), recording every step",
             choices=("robot",)),

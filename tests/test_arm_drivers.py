@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("lerobot")
 
-from robolearn.arm_cmds import hardware_robots  # noqa: E402
+from robolearn.arm_cmds import calibrated_robots, hardware_robots  # noqa: E402
 from robolearn.robot import ROBOTS, RobotError, make_robot  # noqa: E402
 from robolearn_core.registry import resolve  # noqa: E402
 
@@ -119,7 +119,7 @@ def calibrate(robot: str, emu: Emulator, cal_dir: Path, key: str = "robot",
     return path
 
 
-@pytest.fixture(scope="module", params=hardware_robots())
+@pytest.fixture(scope="module", params=calibrated_robots())
 def calibrated(request: Any, tmp_path_factory: Any) -> Iterator[tuple[str, Path]]:
     """A robot name and the directory of its calibration, made through lerobot's flow."""
     robot = request.param
@@ -185,7 +185,7 @@ def test_goals_outside_the_calibrated_limits_never_reach_the_bus(
 
 
 def test_uncalibrated_arm_is_refused_with_the_command(tmp_path: Path) -> None:
-    robot = hardware_robots()[0]
+    robot = calibrated_robots()[0]
     emu = Emulator(robot)
     try:
         arm = _arm(robot, tmp_path, emu.port)

@@ -136,12 +136,12 @@ class RcCarPlant:
                  pose_hz: float = 50.0, status: str | None = None) -> None:
         import zmq
 
-        from robolearn.robot import make_robot
+        from sim.car.robot import SimCar
         from sim.car.tasks import LapTask
 
         self.board, self.ticks_per_rev = board, ticks_per_rev
         self.signal_loss_s = signal_loss_ms / 1000
-        self.car = make_robot("sim_car", track=track, fps=physics_hz, max_action_delta=0.0)
+        self.car = SimCar(track=track, fps=physics_hz, max_action_delta=0.0)
         self.car.connect()
         m = self.car.model
         self._spin = [int(m.jnt_qposadr[m.joint(n).id]) for n in ("spin_rl", "spin_rr")]
@@ -229,6 +229,7 @@ class RcCarPlant:
                "x": float(st["pos"][0]), "y": float(st["pos"][1]), "yaw": float(st["yaw"]),
                "speed": float(st["speed"]), "steer_us": s_us, "esc_us": e_us,
                "esc_pulses": self.board.pulses["E"], "overruns": self.overruns}
+        assert self.status_path is not None
         tmp = f"{self.status_path}.tmp"
         with open(tmp, "w") as f:
             json.dump(doc, f)

@@ -138,7 +138,7 @@ class FrameReader:
         self.oversize = 0
 
     def feed(self, data: bytes) -> list[bytes]:
-        frames = []
+        frames: list[bytes] = []
         start = 0
         while True:
             end = data.find(b"\x00", start)

@@ -92,7 +92,8 @@ class RCCarConfig:
                 raise ValueError(f"robot.{key} must be in [1000, 2000] us")
         ends = (self.steer_center_us + abs(self.steer_span_us),
                 self.steer_center_us - abs(self.steer_span_us),
-                self.esc_neutral_us + self.esc_forward_us, self.esc_neutral_us - self.esc_reverse_us)
+                self.esc_neutral_us + self.esc_forward_us,
+                self.esc_neutral_us - self.esc_reverse_us)
         if min(ends) < P.PULSE_MIN_US or max(ends) > P.PULSE_MAX_US or min(
                 self.esc_forward_us, self.esc_reverse_us) < 0:
             raise ValueError("robot: steer_center_us +- steer_span_us and esc_neutral_us + "
@@ -336,7 +337,7 @@ class RCCar(Robot):
         import zmq
 
         url = "tcp://" + self.config.localisation[len("zmq://"):]
-        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock: Any = zmq.Context.instance().socket(zmq.SUB)
         sock.setsockopt(zmq.CONFLATE, 1)  # only the newest pose matters
         sock.setsockopt_string(zmq.SUBSCRIBE, "")
         sock.connect(url)
