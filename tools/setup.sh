@@ -13,8 +13,10 @@ say() { echo "robolearn setup: $*" >&2; }
 
 # What each package is for: ffmpeg -> FFmpeg's shared libraries for lerobot's video decoder
 # (torchcodec); libosmesa6 -> headless MuJoCo rendering on CPU (cameras, videos); libegl1/libgl1 ->
-# headless rendering on a GPU machine (EGL) and the GL dispatch that OSMesa's PyOpenGL loads.
-PKGS=(ffmpeg libosmesa6 libegl1 libgl1)
+# headless rendering on a GPU machine (EGL) and the GL dispatch that OSMesa's PyOpenGL loads;
+# make, gcc-avr, avr-libc -> the RC car's firmware; simavr, libsimavr-dev, gcc -> its simulated
+# board (firmware in the loop); clang -> libFuzzer for the firmware's frame parser.
+PKGS=(ffmpeg libosmesa6 libegl1 libgl1 make gcc-avr avr-libc simavr libsimavr-dev gcc clang)
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=()
   for p in "${PKGS[@]}"; do

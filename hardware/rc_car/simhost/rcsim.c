@@ -43,7 +43,8 @@ static avr_irq_t *uart_in, *enc_pin;
 static avr_cycle_count_t rise[2];
 static uint64_t enc_target, enc_emitted;
 static avr_cycle_count_t enc_spacing;
-static int enc_active, quit;
+static int enc_active, quit, reset_requested, need_poll;
+static void (*core_reset)(avr_t *);
 static char line[256];
 static size_t line_len;
 
@@ -126,9 +127,7 @@ static void command(const char *s) {
             avr_cycle_timer_register(avr, enc_spacing, edge_rise, NULL);
         }
     } else if (s[0] == 'R') {
-        avr_reset(avr);
-        rise[0] = rise[1] = 0;
-        if (logf) fprintf(logf, "X %llu reset\n", (unsigned long long)t_us(avr->cycle));
+        reset_requested = 1; /* not from inside a cycle timer: the reset clears them all */
     } else if (s[0] == 'Q') {
         quit = 1;
     }
@@ -162,7 +161,19 @@ static avr_cycle_count_t poll(avr_t *a, avr_cycle_count_t when, void *p) {
                           (unsigned long long)rx_count);
     }
     read_stdin();
+    if (logf) fflush(logf); /* whole lines for readers, at most one poll late */
     return when + avr_usec_to_cycles(a, POLL_US);
+}
+
+/* Every reset (ours, or the firmware's watchdog): the chip's cycle timers are gone, so the poll
+ * timer is armed again from the main loop, and pulse and encoder state restart. */
+static void on_reset(avr_t *a) {
+    if (core_reset) core_reset(a);
+    need_poll = 1;
+    enc_active = 0;
+    enc_target = enc_emitted;
+    rise[0] = rise[1] = 0;
+    if (logf) fprintf(logf, "X %llu reset\n", (unsigned long long)t_us(a->cycle));
 }
 
 int main(int argc, char **argv) {
@@ -194,6 +205,8 @@ int main(int argc, char **argv) {
     avr_load_firmware(avr, &f);
     avr->frequency = freq;
     avr->sleep = on_sleep;
+    core_reset = avr->reset;
+    avr->reset = on_reset;
     avr->log = 0;
     if (log_path && !(logf = fopen(log_path, "w"))) {
         fprintf(stderr, "rcsim: cannot write %s: %s\n", log_path, strerror(errno));
@@ -240,6 +253,14 @@ int main(int argc, char **argv) {
     cycle0 = avr->cycle;
     avr_cycle_timer_register_usec(avr, POLL_US, poll, NULL);
     while (!quit) {
+        if (reset_requested) {
+            reset_requested = 0;
+            avr_reset(avr);
+        }
+        if (need_poll) {
+            need_poll = 0;
+            avr_cycle_timer_register_usec(avr, POLL_US, poll, NULL);
+        }
         int state = avr_run(avr);
         if (state == cpu_Done || state == cpu_Crashed) {
             fprintf(stderr, "rcsim: the firmware stopped (state %d) at %llu us\n", state,
