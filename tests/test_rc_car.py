@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from hardware.rc_car import protocol as P
 from hardware.rc_car.trials import (
     JITTER_US,
     Emulator,
+    FakeBoard,
     failsafe_trial,
     first_pulses_after_reset,
     pure_pursuit_run,
@@ -156,49 +156,6 @@ def _sim_lap_time() -> float:
             if task.laps:
                 return task.lap_times[0]
     raise AssertionError("pure pursuit did not lap the oval in simulation")
-
-
-class FakeBoard:
-    """A byte-level double of the car's board on a pty: answers HELLO with ``version`` and
-    interleaves ``garbage`` between valid telemetry frames."""
-
-    def __init__(self, version: int = P.PROTOCOL_VERSION, garbage: bytes = b"") -> None:
-        self.master, slave = os.openpty()
-        self.port = os.ttyname(slave)
-        self._slave = slave
-        self.version, self.garbage = version, garbage
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _telemetry(self, seq: int, armed: bool) -> bytes:
-        body = struct.pack("<HBIIIIHHHHHH", seq, P.FLAG_LINKED | P.FLAG_READY | (
-            P.FLAG_ARMED if armed else 0), int(time.monotonic() * 1e6) & 0xFFFFFFFF, 0, 0, 0,
-            1500, 1500, 0, 0, 0, 0)
-        return P.encode(bytes((P.TELEMETRY,)) + body)
-
-    def _run(self) -> None:
-        reader, armed, seq = P.FrameReader(), False, 0
-        while not self._stop:
-            try:
-                data = os.read(self.master, 256)
-            except OSError:
-                return
-            for f in reader.feed(data):
-                payload = P.decode(f)
-                if payload[0] == P.HELLO:
-                    out = P.encode(struct.pack("<BBBBHB", P.HELLO_REPLY, self.version, 9, 9,
-                                               80, 0))
-                else:
-                    if payload[0] in (P.ARM, P.DRIVE):
-                        armed, seq = True, struct.unpack("<H", payload[1:3])[0]
-                    out = self.garbage + self._telemetry(seq, armed) + self.garbage
-                os.write(self.master, out)
-
-    def close(self) -> None:
-        self._stop = True
-        os.close(self.master)
-        os.close(self._slave)
 
 
 def test_driver_names_a_firmware_of_another_protocol_version() -> None:

@@ -243,25 +243,31 @@ class RCCar(Robot):
             if time.monotonic() > deadline:
                 raise RobotError("rc_car: the firmware never became ready to arm")
             time.sleep(0.05)
-        self._seq += 1
-        before = self.stats["telemetry"]
-        self._write(P.arm(self._seq, cfg.failsafe_ms))
-        if not self._wait(lambda: self.stats["telemetry"] > before and self._telemetry is not None
-                          and self._telemetry.armed, cfg.telemetry_timeout_s):
-            raise RobotError(f"rc_car: the firmware refused ARM (flags "
-                             f"{self._telemetry.flags if self._telemetry else '?'})")
+        end = time.monotonic() + cfg.telemetry_timeout_s
+        while True:  # a lost or damaged reply: ask again (ARM is idempotent)
+            self._seq += 1
+            self._write(P.arm(self._seq, cfg.failsafe_ms))
+            if self._wait(lambda: self._telemetry is not None and self._telemetry.armed
+                          and self._telemetry.last_seq == self._seq & 0xFFFF, 0.05):
+                break
+            if time.monotonic() > end:
+                raise RobotError(f"rc_car: the firmware refused ARM (flags "
+                                 f"{self._telemetry.flags if self._telemetry else '?'})")
         self._armed = True
         self._steer = self._throttle = 0.0
 
     def _status(self) -> P.Telemetry:
         """Fresh telemetry (asks for it); raises RobotError if none comes."""
         before = self.stats["telemetry"]
-        self._write(P.status())
-        if not self._wait(lambda: self.stats["telemetry"] > before,
-                          self.config.telemetry_timeout_s):
-            raise RobotError(self._link_error or f"rc_car: no telemetry from the firmware on "
-                             f"{self.config.port} for {self.config.telemetry_timeout_s} s "
-                             "(link lost?)")
+        end = time.monotonic() + self.config.telemetry_timeout_s
+        while True:  # a lost or damaged reply: ask again
+            self._write(P.status())
+            if self._wait(lambda: self.stats["telemetry"] > before, 0.05):
+                break
+            if time.monotonic() > end:
+                raise RobotError(self._link_error or (
+                    f"rc_car: no telemetry from the firmware on {self.config.port} for "
+                    f"{self.config.telemetry_timeout_s} s (link lost?)"))
         assert self._telemetry is not None
         return self._telemetry
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hardware.rc_car import protocol as P
 
 ROOT = Path(__file__).resolve().parents[2]
 JITTER_US = 10  # pulse widths within this of 1500 us are neutral: the ISR-timed edges jitter by
@@ -190,3 +194,53 @@ def pure_pursuit_run(robot: Any, steps: int, fps: float, speed: float = 2.0,
             time.sleep(max(0.0, next_t - time.monotonic()))
         obs = robot.observe()
     return time.monotonic() - t0
+
+
+class FakeBoard:
+    """A byte-level double of the car's board on a pty: answers HELLO with ``version`` and
+    interleaves ``garbage`` between valid telemetry frames."""
+
+    def __init__(self, version: int = P.PROTOCOL_VERSION, garbage: bytes = b"") -> None:
+        self.master, slave = os.openpty()
+        self.port = os.ttyname(slave)
+        self._slave = slave
+        self.version, self.garbage = version, garbage
+        self.damage: Any = None  # optional f(frame bytes) -> bytes sent instead
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _telemetry(self, seq: int, armed: bool) -> bytes:
+        body = struct.pack("<HBIIIIHHHHHH", seq, P.FLAG_LINKED | P.FLAG_READY | (
+            P.FLAG_ARMED if armed else 0), int(time.monotonic() * 1e6) & 0xFFFFFFFF, 0, 0, 0,
+            1500, 1500, 0, 0, 0, 0)
+        return P.encode(bytes((P.TELEMETRY,)) + body)
+
+    def _run(self) -> None:
+        reader, armed, seq = P.FrameReader(), False, 0
+        while not self._stop:
+            try:
+                data = os.read(self.master, 256)
+            except OSError:
+                return
+            for f in reader.feed(data):
+                payload = P.decode(f)
+                if payload[0] == P.HELLO:
+                    out = P.encode(struct.pack("<BBBBHB", P.HELLO_REPLY, self.version, 9, 9,
+                                               80, 0))
+                else:
+                    if payload[0] in (P.ARM, P.DRIVE):
+                        armed, seq = True, struct.unpack("<H", payload[1:3])[0]
+                    tele = self._telemetry(seq, armed)
+                    if self.damage is not None:
+                        tele = self.damage(tele)
+                    out = self.garbage + tele + self.garbage
+                try:
+                    os.write(self.master, out)
+                except OSError:
+                    return  # closed under us
+
+    def close(self) -> None:
+        self._stop = True
+        os.close(self.master)
+        os.close(self._slave)
