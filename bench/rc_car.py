@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -255,8 +254,9 @@ def bench_policy(emu: Emulator, run_dir: str, runs: int, run_s: float) -> None:
     lo, hi = _wilson(clean, runs)
     print(f"\n== policy: {run_dir} (BC), {runs} runs of {run_s:g} s from the 12 checkpoints, "
           f"lateral offsets within 0.2 m")
-    print(f"through the firmware: {clean}/{runs} runs without a wall contact ({100 * clean / runs:.0f}%, "
-          f"95% CI {100 * lo:.0f}-{100 * hi:.0f}); checkpoints reached per run median "
+    print(f"through the firmware: {clean}/{runs} runs without a wall contact "
+          f"({100 * clean / runs:.0f}%, 95% CI {100 * lo:.0f}-{100 * hi:.0f}); checkpoints "
+          f"reached per run median "
           f"{statistics.median(progress):.0f}; baseline pure simulation: {sim_clean}/{runs}")
 
 
