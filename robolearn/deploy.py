@@ -80,6 +80,9 @@ class DeployConfig:
     output: str | None = None
     teleop: str = "none"  # device that can take over: none | keyboard | gamepad | spacemouse
     teleop_config: dict[str, Any] = field(default_factory=dict)  # the device's config fields
+    # autonomy deadman (F1TENTH's): the policy drives only while this teleop button is held
+    # (gamepad: lb); released, the robot gets its hold action (a car: no throttle). None: off
+    deadman: str | None = None
     fps: float | None = None  # control rate, Hz; None: the robot's own
     # between the policy and the robot (safety.max_delta null: 0.15 rad per step on an arm
     # (ARM_MAX_DELTA), the robot's own limit on a car)
@@ -108,6 +111,39 @@ class DeployConfig:
         if self.teleop not in ("none", "keyboard", "gamepad", "spacemouse"):
             raise InvalidValue("teleop", f"must be none, keyboard, gamepad or spacemouse, got "
                                          f"{self.teleop!r}")
+        if self.deadman and self.teleop == "none":
+            raise InvalidValue("deadman", "needs a teleop device to hold it (teleop=gamepad)")
+
+
+class Deadman:
+    """The policy's action while ``button`` is held on the teleop device, the robot's hold
+    action otherwise; on each new press the policy plans afresh (``restart``)."""
+
+    def __init__(self, select: Any, device: Any, button: str, hold: Any, restart: Any) -> None:
+        if not hasattr(device, "held"):
+            raise ValueError(f"deadman={button}: the teleop device reports no buttons")
+        self.select, self.device, self.button = select, device, button
+        self.hold, self.restart = hold, restart
+        self.released_steps = 0  # steps the policy was held back
+        self._was_held = False
+
+    def reset(self, seed: int | None = None) -> None:
+        """A new episode: the policy's own reset (the loop calls this), released."""
+        owner = getattr(self.select, "__self__", self.select)
+        if hasattr(owner, "reset"):
+            owner.reset(seed=seed)
+        self._was_held = False
+
+    def __call__(self, obs: dict[str, Any]) -> Any:
+        held = self.button in self.device.held()
+        if not held:
+            self.released_steps += 1
+            self._was_held = False
+            return self.hold()
+        if not self._was_held:
+            self.restart()
+            self._was_held = True
+        return self.select(obs)
 
 
 # --------------------------------------------------------------------------- what runs where
@@ -324,16 +360,23 @@ def deploy(cfg: DeployConfig, *, policy: Any = None, teleop: Any = None) -> int:
         loop = ControlLoop(env, LoopConfig(fps=fps, realtime=True, max_steps=limit,
                                            safety=safety), rec)
         driver = Driver(device, inference.restart) if device is not None else None
+        select = inference.select_action
+        if cfg.deadman:
+            select = Deadman(select, device, cfg.deadman, robot.hold_action, inference.restart)
         status = Status(loop, inference, driver, cfg.episodes)
         say(f"deploying {policy_dir} on {name} at {fps:g} Hz ({meta['inference']} inference, "
             f"{cfg.threads or 'default'} torch threads, safety.max_delta={safety.max_delta}) "
             f"into {store.path}; Ctrl-C stops")
-        return _episodes(cfg, loop, inference, driver, status, meta, task)
+        code = _episodes(cfg, loop, select, inference, driver, status, meta, task)
+        if isinstance(select, Deadman):
+            say(f"deadman {cfg.deadman} released for {select.released_steps} steps (the robot "
+                "held, no policy action sent)")
+        return code
     return 1  # not reached (mypy: ExitStack may swallow exceptions)
 
 
-def _episodes(cfg: DeployConfig, loop: ControlLoop, inference: Any, driver: Driver | None,
-              status: Status, meta: dict[str, Any], task: Task) -> int:
+def _episodes(cfg: DeployConfig, loop: ControlLoop, select: Any, inference: Any,
+              driver: Driver | None, status: Status, meta: dict[str, Any], task: Task) -> int:
     episode = 0
     try:
         with status.live():
@@ -341,7 +384,7 @@ def _episodes(cfg: DeployConfig, loop: ControlLoop, inference: Any, driver: Driv
                 status.start(episode)
                 if driver is not None:
                     driver.reset()
-                result = loop.run_episode(inference.select_action, driver,
+                result = loop.run_episode(select, driver,
                                           seed=cfg.seed + episode, source=Source.POLICY,
                                           observer=status,
                                           stop_when=None if driver is None else driver.ended,

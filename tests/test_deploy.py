@@ -375,3 +375,39 @@ def test_a_planning_error_or_stall_reaches_the_loop() -> None:
         for _ in range(100):
             stalling.select_action({})
             time.sleep(0.01)
+
+
+class ScriptedPad:
+    """A gamepad as the loop sees it: never drives, and holds the deadman button ``lb`` for
+    steps ``start <= t < stop`` of each episode."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop, self.t = start, stop, -1
+
+    def reset(self) -> None:
+        self.t = -1
+
+    def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        self.t += 1
+        return None
+
+    def held(self) -> frozenset[str]:
+        return frozenset({"lb"}) if self.start <= self.t < self.stop else frozenset()
+
+
+def test_the_policy_drives_only_while_the_deadman_is_held(car_run: Path, tmp_path: Path) -> None:
+    """deadman=lb (F1TENTH's autonomy button): released, the car gets its hold action (no
+    throttle); held, the policy's; every step recorded."""
+    out = tmp_path / "deadman"
+    cfg = _config(f"checkpoint={car_run}", "max_steps=20", f"output={out}", "fps=100",
+                  "teleop=gamepad", "deadman=lb")
+    assert deploy(cfg, teleop=ScriptedPad(5, 12)) == 0
+    with EpisodeStore.open(out) as store:
+        throttle = store.episode(0)["action"][:, 1]
+    assert np.all(throttle[:5] == 0)
+    assert np.all(throttle[5:12] != 0)  # the policy drives
+    # released: throttle back to 0 at the car's own rate limit (0.2 a step), then held there
+    assert np.all(np.abs(throttle[13:]) <= np.abs(throttle[12:-1]) + 1e-6)
+    assert np.all(throttle[17:] == 0), throttle
+    with pytest.raises(Exception, match="deadman"):
+        _config(f"checkpoint={car_run}", "deadman=lb")  # no device to hold it

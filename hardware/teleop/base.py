@@ -351,9 +351,16 @@ class Teleop:
         self.alone = False  # no policy runs: an absolute device drives every step
         self._last_input: float | None = None
         self._events: list[str] = []
+        self.buttons: frozenset[str] = frozenset()  # held at the last read (deploy's deadman)
+
+    def held(self) -> frozenset[str]:
+        """The buttons held at the last :meth:`get_action` (the control loop reads the device
+        once a step, before the policy)."""
+        return self.buttons
 
     def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
         state = self.device.read()
+        self.buttons = state.buttons
         for event in state.events:
             if event == "takeover":
                 self.takeover = not self.takeover
