@@ -136,6 +136,10 @@ ENVS: dict[str, dict[str, Any]] = {
     "robolearn/SO101-v0": {"robot": "so101", "task": "unscored", "max_steps": 900},
     "robolearn/SO100-v0": {"robot": "so100", "task": "unscored", "max_steps": 900},
     "robolearn/Koch-v0": {"robot": "koch", "task": "unscored", "max_steps": 900},
+    # the real car: laps judged from its own estimates (pose from robot.localisation; a real car
+    # senses no wall contact, so the collision term is 0 there)
+    "robolearn/RCCar-v0": {"robot": "rc_car", "task": "car_laps", "max_steps": 1200,
+                           "robot_kwargs": {"track": "oval"}},
 }
 
 

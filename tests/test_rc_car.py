@@ -229,3 +229,62 @@ def test_firmware_parser_fuzzed_with_an_independent_oracle(tmp_path: Path) -> No
     assert "Done 20000 runs" in out.stderr
     applied = int(out.stderr.split(" commands applied")[0].split()[-1])
     assert applied > 100, out.stderr[-500:]
+
+
+def test_deploy_a_sim_trained_checkpoint_on_the_emulated_car(emu: Emulator, tmp_path: Path
+                                                             ) -> None:
+    """``robolearn deploy CHECKPOINT robot=rc_car robot.port=...``: the policy trained on
+    sim_car drives the car through its firmware, every step recorded under the rc_car's name;
+    then the board dies mid-episode and deploy ends in one line, the steps kept."""
+    import subprocess
+    import sys
+
+    from data.store import EpisodeStore
+    from tests.test_deploy import _checkpoint
+
+    run = _checkpoint(tmp_path / "car", "robolearn/SimCar-v0")
+    out = tmp_path / "deployed"
+    emu.command("place 0")
+    cmd = [sys.executable, "-m", "robolearn.cli", "deploy", str(run), "robot=rc_car",
+           f"robot.port={emu.port}", f"robot.localisation={emu.localisation}", "max_steps=30",
+           f"output={out}", "-q"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    with EpisodeStore.open(out) as store:
+        assert len(store) == 1 and store.info(0).length == 30
+        assert store.metadata.get("robot", store.info(0).metadata.get("robot")) == "rc_car"
+
+
+def test_a_board_that_dies_mid_deploy_is_named_and_the_steps_kept(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from data.store import EpisodeStore
+    from tests.test_deploy import _checkpoint
+
+    run = _checkpoint(tmp_path / "car", "robolearn/SimCar-v0")
+    board = Emulator()
+    out = tmp_path / "cut"
+    time.sleep(1.1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robolearn.cli", "deploy", str(run), "robot=rc_car",
+         f"robot.port={board.port}", f"robot.localisation={board.localisation}",
+         "max_steps=100000", f"output={out}", "-q"], stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith("deploying"), line
+        time.sleep(1.5)
+        board.proc.send_signal(signal.SIGKILL)  # the emulator and its board: the link is gone
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+        board.stop()
+    assert proc.returncode == 1, rest
+    said = [ln for ln in rest.splitlines() if ln.startswith("robolearn deploy")]
+    assert len(said) == 1 and "rc_car" in said[0] and "kept" in said[0], rest
+    with EpisodeStore.open(out) as store:
+        assert len(store) == 1 and store.info(0).length >= 10
