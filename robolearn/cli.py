@@ -43,6 +43,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             "record demonstrations (scripted expert or a teleop device) into an episode store"),
     Command("train", "robolearn.train:schema_for", "robolearn.train:run", (),
             "train a registered policy on an episode store (resumes where it stopped)"),
+    Command("improve", "robolearn.improve:ImproveConfig", "robolearn.improve:run", ("start",),
+            "interactive imitation: the robot acts, asks its teacher, learns (method=dagger|"
+            "hgdagger|thrifty|askdagger)"),
     Command("eval", "robolearn.evaluate:EvalConfig", "robolearn.evaluate:run", ("checkpoint",),
             "run a checkpoint for N seeded episodes: success rate with its CI, return, videos"),
     Command("calibrate", "robolearn.arm_cmds:calibrate_schema", "robolearn.arm_cmds:calibrate",

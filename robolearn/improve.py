@@ -1,0 +1,408 @@
+"""``robolearn improve START method=... teacher=expert rounds=N``: interactive imitation.
+
+The robot acts, asks its teacher when the method says so, and learns from the answers, round
+after round. ``START`` is a BC training run (its ``dataset.json`` names the demonstrations) or
+an episode store of demonstrations; the novice is a bootstrap ensemble of MLPs
+(:class:`policies.interactive.NoviceEnsemble`) refitted on all data at the start of each round.
+
+Methods (what runs the robot at each step, who labels what):
+
+- ``dagger``: the teacher labels every step; the robot executes the teacher's action with
+  probability beta (``beta=exponential|linear|first|none``, ``beta_p``), else the novice's;
+- ``hgdagger``: the teacher takes over when its rule says (``teacher.rule``); only the steps it
+  controls are labelled;
+- ``thrifty``: the robot hands control to the teacher when its novelty (ensemble variance)
+  exceeds a threshold set from the target intervention rate ``alpha`` (on held-out demos, then
+  on the autonomous steps of the previous rounds), and takes it back when its novelty is below
+  the threshold again and its plan agrees with the teacher's (``teacher.tolerance``);
+- ``askdagger``: the robot asks when its uncertainty is at or above SAG's threshold (``sag.*``:
+  mode, target, random query probability); FIER turns the answer into data: an accepted plan is
+  a validation demo (executed), a rejected one gets the teacher's action (an annotation demo,
+  executed), and a plan rejected on a random-only query is executed and only labelled; PIER
+  weights the data by uncertainty, outcome and age (``pier=true``).
+
+Every step goes into ``OUTPUT/session.zarr`` through the control loop with its provenance:
+``interactive.event`` (:data:`EVENTS`), ``interactive.label`` (the teacher's answer, NaN where
+none was asked), ``interactive.uncertainty`` and ``interactive.threshold`` at that moment; each
+episode's metadata names its round and method. ``OUTPUT/rounds.jsonl`` has one line a round
+(labels so far, queries, interventions, the threshold, the success rate of the novice that ran
+it when ``eval_episodes`` > 0). Run the same command again and an interrupted session resumes
+where it stopped (the novice is refitted from the same data and seed).
+
+Expert labels counted: DAgger every labelled step; HG-DAgger and ThriftyDAgger every step the
+teacher controls; ASkDAgger every query answered (validated, annotated or labelled).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import MISSING
+
+from data.schema import Feature
+from data.store import EpisodeStore
+from policies.interactive import (
+    EnsembleConfig,
+    NoviceEnsemble,
+    PIERConfig,
+    SAGConfig,
+    beta,
+    pier,
+    quantile_threshold,
+    sag_threshold,
+)
+from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.loop import ControlLoop, LoopConfig, create_store
+from robolearn.teacher import SimulatedTeacher, TeacherConfig
+from robolearn_core.config import ConfigError, InvalidValue
+from robolearn_core.progress import console
+
+log = logging.getLogger("robolearn.improve")
+
+METHODS = ("dagger", "hgdagger", "thrifty", "askdagger")
+# interactive.event codes
+NONE, LABELLED, TAKEOVER, VALIDATED, ANNOTATED, REJECTED = 0, 1, 2, 3, 4, 5
+EVENTS = {NONE: "novice acted, nobody asked", LABELLED: "teacher labelled (DAgger)",
+          TAKEOVER: "teacher in control", VALIDATED: "queried: plan accepted, executed",
+          ANNOTATED: "queried: plan rejected, teacher's action executed",
+          REJECTED: "random query: plan rejected, executed and labelled"}
+
+
+@dataclass
+class ImproveConfig:
+    start: str = MISSING  # a BC run directory (its dataset.json) or a demonstration store
+    method: str = "askdagger"  # dagger | hgdagger | thrifty | askdagger
+    teacher: str = "expert"  # expert: the env's scripted expert, degraded by teacher_config
+    teacher_config: TeacherConfig = field(default_factory=TeacherConfig)  # its degradations, rule
+    rounds: int = 6  # rounds of collecting, each followed by a refit
+    episodes: int = 4  # episodes collected per round
+    max_steps: int | None = None  # steps per episode; None: the demonstrations' env's
+    output: str = "outputs/improve"  # the session directory (run again to resume)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)  # the novice's members
+    beta: str = "exponential"  # dagger: exponential | linear | first | none
+    beta_p: float = 0.5  # dagger: beta_i = beta_p ** i (exponential)
+    alpha: float = 0.05  # thrifty: target share of steps handed to the teacher
+    sag: SAGConfig = field(default_factory=SAGConfig)  # askdagger: S-Aware Gating
+    pier: bool = True  # askdagger: prioritised, importance-weighted replay
+    pier_config: PIERConfig = field(default_factory=PIERConfig)  # askdagger: PIER's constants
+    eval_episodes: int = 0  # per round, the novice alone on held-out seeds (0: no evaluation)
+    eval_seed: int = 100_000  # first seed of the evaluation episodes (held out)
+    seed: int = 0  # seeds fits, gates and the collected episodes
+    threads: int = 1  # torch CPU threads (fits and the novice's steps)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InvalidValue("method", f"{self.method!r} not one of {', '.join(METHODS)}")
+        if self.teacher != "expert":
+            raise InvalidValue("teacher", f"{self.teacher!r}: only the simulated expert is "
+                                          "built (a human through a teleop device is not yet)")
+        if self.rounds < 1 or self.episodes < 1:
+            raise InvalidValue("rounds", "rounds and episodes must be >= 1")
+        if not 0 < self.alpha < 1:
+            raise InvalidValue("alpha", f"must be in (0, 1), got {self.alpha}")
+
+
+# --------------------------------------------------------------------------- data
+def demo_store(start: str) -> Path:
+    p = Path(start)
+    if (p / "zarr.json").exists():
+        return p
+    meta = p / "dataset.json"
+    if meta.exists():
+        return Path(json.loads(meta.read_text())["dataset"])
+    raise ConfigError(f"start: {start} is neither an episode store nor a training run (no "
+                      "dataset.json)")
+
+
+@dataclass
+class Data:
+    """Everything the novice learns from: demonstrations plus what the session gathered."""
+
+    obs: np.ndarray  # (N, D)
+    act: np.ndarray  # (N, A)
+    u: np.ndarray  # (N,) uncertainty when collected (0: offline)
+    r: np.ndarray  # (N,) +1 validated, -1 annotation (the novice was wrong), 0 offline/other
+    age: np.ndarray  # (N,) round it came from (0: offline)
+
+
+def load_demos(path: Path) -> tuple[Data, dict[str, Any]]:
+    with EpisodeStore.open(path, "r") as store:
+        if "observation.state" not in store.features:
+            raise ConfigError(f"start: {path} has no observation.state")
+        obs = np.concatenate([store.episode(i, ["observation.state"])["observation.state"]
+                              for i in range(len(store))])
+        act = np.concatenate([store.episode(i, ["action"])["action"] for i in range(len(store))])
+        meta = dict(store.metadata)
+    n = len(obs)
+    return Data(obs.astype(np.float32), act.astype(np.float32), np.zeros(n), np.zeros(n),
+                np.zeros(n)), meta
+
+
+def session_history(path: Path) -> dict[str, np.ndarray]:
+    """Per step of the session store: obs, label, event, uncertainty, round, source."""
+    keys = ["observation.state", "interactive.label", "interactive.event",
+            "interactive.uncertainty", "interactive.threshold", "action"]
+    out: dict[str, list[np.ndarray]] = {k: [] for k in keys + ["round"]}
+    if not (path / "zarr.json").exists():
+        return {}
+    with EpisodeStore.open(path, "r") as store:
+        for i in range(len(store)):
+            ep = store.episode(i, keys)
+            for k in keys:
+                out[k].append(ep[k])
+            out["round"].append(np.full(len(ep["action"]),
+                                        int(store.info(i).metadata.get("round", 0))))
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+
+
+def aggregate(demos: Data, hist: dict[str, np.ndarray]) -> Data:
+    """Demonstrations plus the session's labelled steps (validation demos carry the accepted
+    plan, annotations and teacher control the teacher's action; a random-only rejection is a
+    label for SAG, not a demonstration)."""
+    if not hist or hist["interactive.event"].size == 0:
+        return demos
+    ev = hist["interactive.event"]
+    keep = np.isin(ev, (LABELLED, TAKEOVER, VALIDATED, ANNOTATED))
+    r = np.where(ev == VALIDATED, 1.0, np.where(ev == ANNOTATED, -1.0, 0.0))[keep]
+    return Data(np.concatenate([demos.obs, hist["observation.state"][keep]]),
+                np.concatenate([demos.act, hist["interactive.label"][keep]]),
+                np.concatenate([demos.u, hist["interactive.uncertainty"][keep]]),
+                np.concatenate([demos.r, r]),
+                np.concatenate([demos.age, hist["round"][keep] + 1.0]))
+
+
+def label_count(hist: dict[str, np.ndarray]) -> int:
+    if not hist:
+        return 0
+    return int(np.isin(hist["interactive.event"], (LABELLED, TAKEOVER, VALIDATED, ANNOTATED,
+                                                   REJECTED)).sum())
+
+
+# --------------------------------------------------------------------------- the gate
+class Gate:
+    """One method's per-step decision, seen by the control loop as the teleop device (the
+    teacher's action when the teacher acts, else None) and as the policy (the novice's)."""
+
+    def __init__(self, cfg: ImproveConfig, novice: NoviceEnsemble, teacher: SimulatedTeacher,
+                 round_index: int, threshold: float, rng: np.random.Generator,
+                 action_dim: int) -> None:
+        self.cfg, self.novice, self.teacher = cfg, novice, teacher
+        self.round, self.threshold, self.rng = round_index, threshold, rng
+        self.beta = beta(cfg.beta, round_index, cfg.beta_p, cfg.rounds)
+        self.in_control = False  # thrifty: the teacher holds control
+        self._plan = np.zeros(action_dim, np.float32)
+        self._extra: dict[str, Any] = {}
+        self._nan = np.full(action_dim, np.nan, np.float32)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.teacher.reset(seed)
+        self.in_control = False
+
+    def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        plan, u = self.novice.act(obs)
+        self._plan = plan
+        self.teacher.label(obs)  # the teacher watches every step (cached; counted only if used)
+        event, label, teacher_acts = NONE, self._nan, False
+        m = self.cfg.method
+        if m == "dagger":
+            label, event = self.teacher.label(obs), LABELLED
+            teacher_acts = bool(self.rng.random() < self.beta)
+        elif m == "hgdagger":
+            if self.teacher.wants_control(obs, plan):
+                label, event, teacher_acts = self.teacher.label(obs), TAKEOVER, True
+        elif m == "thrifty":
+            if not self.in_control and u > self.threshold:
+                self.in_control = True
+            elif self.in_control and u <= self.threshold and self.teacher.judge(obs, plan):
+                self.in_control = False
+            if self.in_control:
+                label, event, teacher_acts = self.teacher.label(obs), TAKEOVER, True
+        else:  # askdagger
+            active = u >= self.threshold
+            if active or self.rng.random() < self.cfg.sag.p_rand:
+                if self.teacher.judge(obs, plan):
+                    label, event = plan, VALIDATED
+                elif active:
+                    label, event, teacher_acts = self.teacher.label(obs), ANNOTATED, True
+                else:
+                    label, event = self.teacher.label(obs), REJECTED
+        self.teacher.tick()
+        self._extra = {"interactive.event": np.int8(event),
+                       "interactive.label": np.asarray(label, np.float32),
+                       "interactive.uncertainty": np.float32(u),
+                       "interactive.threshold": np.float32(self.threshold)}
+        return np.asarray(label, np.float32) if teacher_acts else None
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return self._plan
+
+    def extras(self) -> dict[str, Any]:
+        return self._extra
+
+
+def extra_features(action_dim: int) -> dict[str, Feature]:
+    return {"interactive.event": Feature("int8", ()),
+            "interactive.label": Feature("float32", (action_dim,)),
+            "interactive.uncertainty": Feature("float32", ()),
+            "interactive.threshold": Feature("float32", ())}
+
+
+# --------------------------------------------------------------------------- rounds
+class Session:
+    """A resumable improve session in ``cfg.output``."""
+
+    def __init__(self, cfg: ImproveConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.output)
+        self.demos_path = demo_store(cfg.start)
+        self.demos, self.meta = load_demos(self.demos_path)
+        env_id = self.meta.get("env_id")
+        if env_id not in ENVS:
+            raise ConfigError(f"start: {self.demos_path} names no registered env ({env_id!r})")
+        self.env_id = env_id
+        self.overrides = dict(self.meta.get("env_overrides", {}))
+        if cfg.max_steps is not None:
+            self.overrides["max_steps"] = cfg.max_steps
+        self.rounds_path = self.out / "rounds.jsonl"
+        self.store_path = self.out / "session.zarr"
+        marker = self.out / "improve.json"
+        if self.out.exists() and any(self.out.iterdir()) and not marker.exists():
+            raise ConfigError(f"output: {self.out} exists and is not an improve session; "
+                              "choose another")
+        self.out.mkdir(parents=True, exist_ok=True)
+        if marker.exists():
+            before = json.loads(marker.read_text())
+            if before.get("method") != cfg.method or before.get("start") != str(cfg.start):
+                raise ConfigError(f"output: {self.out} holds a {before.get('method')} session "
+                                  f"from {before.get('start')}; resume it with the same start "
+                                  "and method, or choose another output")
+        else:
+            marker.write_text(json.dumps({"method": cfg.method, "start": str(cfg.start),
+                                          "config": asdict(cfg)}, indent=1, default=str))
+
+    def make_env(self) -> RobotEnv:
+        return make_env(**{**ENVS[self.env_id], **self.overrides})
+
+    def done_rounds(self) -> list[dict[str, Any]]:
+        if not self.rounds_path.exists():
+            return []
+        return [json.loads(line) for line in self.rounds_path.read_text().splitlines() if line]
+
+    def fit(self, data: Data, round_index: int, n_demos: int) -> NoviceEnsemble:
+        c = self.cfg
+        ens = NoviceEnsemble(Feature("float32", (data.obs.shape[1],)),
+                             Feature("float32", (data.act.shape[1],)),
+                             EnsembleConfig(**{**asdict(c.ensemble),
+                                               "seed": c.seed * 101 + round_index}))
+        probs = weights = None
+        if c.method == "askdagger" and c.pier and round_index > 0:
+            probs, weights = pier(data.u, data.age, data.r, n_demos, c.pier_config)
+        ens.fit(data.obs, data.act, weights=weights, probs=probs)
+        return ens
+
+    def threshold(self, ens: NoviceEnsemble, hist: dict[str, np.ndarray], round_index: int,
+                  rng: np.random.Generator) -> float:
+        c = self.cfg
+        if c.method == "thrifty":
+            if hist and (hist["interactive.event"] == NONE).sum() > 25:
+                auto = hist["interactive.event"] == NONE
+                return quantile_threshold(hist["interactive.uncertainty"][auto], c.alpha)
+            n = len(self.demos.obs)  # held-out 10% of the demonstrations
+            held = np.random.default_rng(c.seed).choice(n, max(n // 10, 1), replace=False)
+            _, nov = ens.predict(self.demos.obs[held])
+            return quantile_threshold(nov, c.alpha)
+        if c.method == "askdagger":
+            if not hist:
+                return 0.0  # no outcomes known yet: ask about everything (as SAG does)
+            ev = hist["interactive.event"]
+            label = np.where(ev == VALIDATED, 1, np.where(np.isin(ev, (ANNOTATED, REJECTED)),
+                                                          -1, 0))
+            return sag_threshold(hist["interactive.uncertainty"], label, hist["round"],
+                                 round_index, c.sag, rng)
+        return float("nan")
+
+    def evaluate(self, ens: NoviceEnsemble, env: RobotEnv) -> float:
+        loop = ControlLoop(env, LoopConfig(realtime=False))
+        ok = 0
+        for i in range(self.cfg.eval_episodes):
+            r = loop.run_episode(lambda o: ens.act(o)[0], seed=self.cfg.eval_seed + i,
+                                 record=False)
+            ok += bool(r.success)
+        return ok / self.cfg.eval_episodes
+
+    def run(self) -> list[dict[str, Any]]:
+        c = self.cfg
+        env = self.make_env()
+        done = self.done_rounds()
+        store = None
+        try:
+            if (self.store_path / "zarr.json").exists():
+                store = EpisodeStore.open(self.store_path, "a")
+            else:
+                store = create_store(str(self.store_path), env, self.env_id, self.overrides,
+                                     extra_features(env.robot.action_feature.shape[0]),
+                                     start=str(self.demos_path), method=c.method)
+            teacher = SimulatedTeacher(env, c.teacher_config)
+            with store, store.recorder(task=env.task.description or env.task.name) as rec:
+                for k in range(len(done), c.rounds + 1):
+                    hist = session_history(self.store_path) if len(store) else {}
+                    data = aggregate(self.demos, hist)
+                    rng = np.random.default_rng(c.seed * 7_919 + k)
+                    ens = self.fit(data, k, int((data.age > 0).sum()))
+                    row: dict[str, Any] = {"round": k, "labels": label_count(hist),
+                                           "demo_steps": int(len(self.demos.obs)),
+                                           "data": int(len(data.obs))}
+                    if c.eval_episodes:
+                        row["success"] = self.evaluate(ens, env)
+                    if k == c.rounds:  # the last fit: evaluated, nothing more collected
+                        ens.save(self.out / "novice")
+                        self._log(row)
+                        done.append(row)
+                        break
+                    thr = self.threshold(ens, hist, k, rng)
+                    row["threshold"] = thr
+                    gate = Gate(c, ens, teacher, k, thr, rng, env.robot.action_feature.shape[0])
+                    loop = ControlLoop(env, LoopConfig(realtime=False), rec)
+                    have = sum(1 for i in range(len(store))
+                               if store.info(i).metadata.get("round") == k)
+                    for e in range(have, c.episodes):
+                        if c.method == "askdagger" and e > 0:  # SAG follows each new outcome
+                            h = session_history(self.store_path)
+                            gate.threshold = self.threshold(ens, h, k, rng)
+                        loop.run_episode(gate, gate, seed=c.seed * 1_000 + k * 100 + e,
+                                         step_extras=gate.extras, round=k, method=c.method)
+                    h = session_history(self.store_path)
+                    sel = h["round"] == k
+                    ev = h["interactive.event"][sel]
+                    row.update({"labels_after": label_count(h), "steps": int(sel.sum()),
+                                "queries": int(np.isin(ev, (VALIDATED, ANNOTATED, REJECTED)).sum()),
+                                "takeovers": int((ev == TAKEOVER).sum())})
+                    self._log(row)
+                    done.append(row)
+        finally:
+            env.close()
+        return done
+
+    def _log(self, row: dict[str, Any]) -> None:
+        with open(self.rounds_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        parts = [f"round {row['round']}", f"labels {row.get('labels_after', row['labels'])}"]
+        if "success" in row:
+            parts.append(f"novice success {100 * row['success']:.0f}%")
+        if "queries" in row:
+            parts.append(f"queries {row['queries']}, takeovers {row['takeovers']}")
+        console.print(", ".join(parts))
+
+
+def run(cfg: ImproveConfig) -> int:
+    import torch
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    Session(cfg).run()
+    return 0

@@ -1,0 +1,127 @@
+"""Who answers a query or takes over during interactive learning (``robolearn improve``).
+
+A teacher has four answers (:class:`Teacher`): the action it would take here (``label``: an
+annotation), whether the novice's planned action is acceptable (``judge``: a validation), whether
+it takes control now (``wants_control``: HG-DAgger's and RLIF's human gate), and ``reset`` at
+an episode start.
+
+:class:`SimulatedTeacher` is the scripted expert (``robolearn.experts``), optionally degraded,
+so every method runs unattended and reproducibly:
+
+- ``noise``: Gaussian action noise (std, in action units) on what it labels and does;
+- ``delay``: reaction delay in steps (it answers for the state ``delay`` steps ago);
+- ``weak``: a weaker policy (a checkpoint) that acts in its place;
+- ``rule``: its intervention rule: ``distance`` (take over when the novice's action is farther
+  than ``threshold`` from its own, for ``hold`` steps), ``random`` (with probability ``p``
+  a step, for ``hold`` steps), or ``never``.
+``tolerance`` is how far (max-norm, action units) a plan may be from its own action and still
+be judged acceptable.
+
+The human teacher (any teleop device, with the plan shown before it answers) is not built yet.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Teacher(Protocol):
+    def reset(self, seed: int | None = None) -> None: ...
+
+    def label(self, obs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+    def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool: ...
+
+    def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool: ...
+
+
+@dataclass
+class TeacherConfig:
+    noise: float = 0.0  # std of Gaussian action noise, action units
+    delay: int = 0  # reaction delay, steps
+    weak: str = ""  # a checkpoint that acts in the expert's place (a weaker teacher)
+    rule: str = "distance"  # intervention rule: distance | random | never
+    threshold: float = 0.3  # distance rule: take over above this max-norm distance
+    p: float = 0.05  # random rule: probability of a takeover each step
+    hold: int = 4  # steps a takeover lasts (RLIF's intervene_n_steps)
+    tolerance: float = 0.15  # judge: a plan within this max-norm distance is acceptable
+    seed: int = 0  # seeds its noise and random takeovers
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("distance", "random", "never"):
+            raise ValueError(f"teacher.rule {self.rule!r}: distance, random or never")
+        if self.noise < 0 or self.delay < 0 or self.hold < 1 or not 0 <= self.p <= 1:
+            raise ValueError("teacher: noise >= 0, delay >= 0, hold >= 1, p in [0, 1]")
+
+
+class SimulatedTeacher:
+    """The scripted expert of ``env`` as a teacher (see the module docstring)."""
+
+    def __init__(self, env: Any, cfg: TeacherConfig | None = None) -> None:
+        from robolearn.experts import make_expert
+
+        self.cfg = cfg or TeacherConfig()
+        self.expert = make_expert(env)
+        self.weak: Any = None
+        if self.cfg.weak:
+            from policies.base import Policy
+            from robolearn.deploy import checkpoint_data
+
+            self.weak = Policy.load(checkpoint_data(self.cfg.weak)[0])
+        self.low, self.high = env.robot.action_bounds
+        self._rng = np.random.default_rng(self.cfg.seed)
+        self._past: deque[dict[str, np.ndarray]] = deque(maxlen=self.cfg.delay + 1)
+        self._holding = 0
+        self._cached: tuple[int, np.ndarray] | None = None
+        self._step = 0
+
+    def reset(self, seed: int | None = None) -> None:
+        self.expert.reset(seed)
+        if self.weak is not None:
+            self.weak.reset(seed)
+        if seed is not None:
+            self._rng = np.random.default_rng(self.cfg.seed * 1_000_003 + seed)
+        self._past.clear()
+        self._holding = 0
+        self._cached = None
+        self._step = 0
+
+    def label(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Its action here (once per step: asking twice gives the same answer)."""
+        if self._cached is not None and self._cached[0] == self._step:
+            return self._cached[1]
+        self._past.append(obs)
+        seen = self._past[0]  # the state ``delay`` steps ago
+        source = self.weak.select_action if self.weak is not None else self.expert
+        a = np.asarray(source(seen), dtype=np.float64)
+        if self.cfg.noise > 0:
+            a = a + self._rng.normal(0.0, self.cfg.noise, a.shape)
+        a = np.clip(a, self.low, self.high).astype(np.float32)
+        self._cached = (self._step, a)
+        return a
+
+    def tick(self) -> None:
+        """The step is over (the improve loop calls this once per step)."""
+        self._step += 1
+
+    def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:
+        return bool(np.max(np.abs(np.asarray(plan) - self.label(obs))) <= self.cfg.tolerance)
+
+    def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:
+        c = self.cfg
+        if self._holding > 0:
+            self._holding -= 1
+            return True
+        if c.rule == "never":
+            return False
+        if c.rule == "random":
+            take = bool(self._rng.random() < c.p)
+        else:
+            take = bool(np.max(np.abs(np.asarray(plan) - self.label(obs))) > c.threshold)
+        if take:
+            self._holding = c.hold - 1
+        return take
