@@ -72,6 +72,13 @@ EXPERTS: dict[str, str] = {
 }
 
 
+# robot -> expert settings for teaching (robolearn.teacher): a teacher labels states another
+# policy drove to, so its answer must depend on the state alone. The arm's expert otherwise
+# follows its own commanded path (smoother demonstrations, but labels that ignore where the
+# arm really is); the car's pure pursuit is a function of the state already.
+TEACHER_KWARGS: dict[str, dict[str, Any]] = {"sim_arm": {"feedback": True}}
+
+
 def make_expert(env: RobotEnv, **kwargs: Any) -> Expert:
     expert: Expert = resolve(EXPERTS, env.robot.name, "expert")(env, **kwargs)
     return expert

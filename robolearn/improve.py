@@ -77,6 +77,8 @@ EVENTS = {NONE: "novice acted, nobody asked", LABELLED: "teacher labelled (DAgge
 class ImproveConfig:
     start: str = MISSING  # a BC run directory (its dataset.json) or a demonstration store
     method: str = "askdagger"  # dagger | hgdagger | thrifty | askdagger
+    env: str | None = None  # where the robot practises; None: the demonstrations' env
+    robot_kwargs: dict[str, Any] = field(default_factory=dict)  # robot settings over the env's
     teacher: str = "expert"  # expert: the env's scripted expert, degraded by teacher_config
     teacher_config: TeacherConfig = field(default_factory=TeacherConfig)  # its degradations, rule
     rounds: int = 6  # rounds of collecting, each followed by a refit
@@ -261,11 +263,17 @@ class Session:
         self.out = Path(cfg.output)
         self.demos_path = demo_store(cfg.start)
         self.demos, self.meta = load_demos(self.demos_path)
-        env_id = self.meta.get("env_id")
+        env_id = cfg.env or self.meta.get("env_id")
         if env_id not in ENVS:
-            raise ConfigError(f"start: {self.demos_path} names no registered env ({env_id!r})")
+            raise ConfigError(f"env: {env_id!r} is not a registered env (start: "
+                              f"{self.demos_path})")
         self.env_id = env_id
-        self.overrides = dict(self.meta.get("env_overrides", {}))
+        self.overrides = dict(self.meta.get("env_overrides", {})) if cfg.env in (
+            None, self.meta.get("env_id")) else {}
+        if cfg.robot_kwargs:
+            self.overrides["robot_kwargs"] = {**ENVS[env_id].get("robot_kwargs", {}),
+                                              **self.overrides.get("robot_kwargs", {}),
+                                              **cfg.robot_kwargs}
         if cfg.max_steps is not None:
             self.overrides["max_steps"] = cfg.max_steps
         self.rounds_path = self.out / "rounds.jsonl"
@@ -349,7 +357,8 @@ class Session:
                                      start=str(self.demos_path), method=c.method)
             teacher = SimulatedTeacher(env, c.teacher_config)
             with store, store.recorder(task=env.task.description or env.task.name) as rec:
-                for k in range(len(done), c.rounds + 1):
+                # resume after the last round that collected (a final fit's row collects nothing)
+                for k in range(sum("labels_after" in r for r in done), c.rounds + 1):
                     hist = session_history(self.store_path) if len(store) else {}
                     data = aggregate(self.demos, hist)
                     rng = np.random.default_rng(c.seed * 7_919 + k)
@@ -365,7 +374,7 @@ class Session:
                         done.append(row)
                         break
                     thr = self.threshold(ens, hist, k, rng)
-                    row["threshold"] = thr
+                    row["threshold"] = None if np.isnan(thr) else thr
                     gate = Gate(c, ens, teacher, k, thr, rng, env.robot.action_feature.shape[0])
                     loop = ControlLoop(env, LoopConfig(realtime=False), rec)
                     have = sum(1 for i in range(len(store))

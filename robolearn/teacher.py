@@ -23,7 +23,7 @@ The human teacher (any teleop device, with the plan shown before it answers) is 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,6 +49,7 @@ class TeacherConfig:
     p: float = 0.05  # random rule: probability of a takeover each step
     hold: int = 4  # steps a takeover lasts (RLIF's intervene_n_steps)
     tolerance: float = 0.15  # judge: a plan within this max-norm distance is acceptable
+    expert: dict[str, Any] = field(default_factory=dict)  # the scripted expert's settings
     seed: int = 0  # seeds its noise and random takeovers
 
     def __post_init__(self) -> None:
@@ -62,10 +63,11 @@ class SimulatedTeacher:
     """The scripted expert of ``env`` as a teacher (see the module docstring)."""
 
     def __init__(self, env: Any, cfg: TeacherConfig | None = None) -> None:
-        from robolearn.experts import make_expert
+        from robolearn.experts import TEACHER_KWARGS, make_expert
 
         self.cfg = cfg or TeacherConfig()
-        self.expert = make_expert(env)
+        self.expert = make_expert(env, **{**TEACHER_KWARGS.get(env.robot.name, {}),
+                                          **self.cfg.expert})
         self.weak: Any = None
         if self.cfg.weak:
             from policies.base import Policy

@@ -41,6 +41,10 @@ class ExpertConfig:
     close_steps: int = 8  # control steps to close the jaws before checking the grasp
     release_steps: int = 8  # control steps to open the jaws over the bin
     phase_timeout: int = 90  # control steps before a stuck phase moves on / starts over
+    # re-anchor the commanded tcp at the measured one each step, so the action depends on the
+    # state it sees alone: a teacher labelling states another policy drove to (DAgger); off,
+    # the command follows its own speed-limited path (smoother demonstrations)
+    feedback: bool = False
 
     def __post_init__(self) -> None:
         if min(self.fps, self.speed, self.tolerance, self.hover) <= 0:
@@ -79,6 +83,9 @@ class ScriptedArmExpert:
 
     def _joints(self, goal: np.ndarray, s: dict[str, Any], point_down: bool) -> np.ndarray:
         """Advance the commanded tcp toward ``goal`` at the speed limit; IK to joint targets."""
+        if self.cfg.feedback:
+            self.cmd = np.asarray(s["ee_pos"], dtype=np.float64).copy()
+            self.q = np.asarray(s["joint_pos"], dtype=np.float64)[:5].copy()
         step = goal - self.cmd
         dist = float(np.linalg.norm(step))
         max_step = self.cfg.speed / self.cfg.fps

@@ -1,0 +1,192 @@
+"""Expert labels to reach a success rate: BC from more demonstrations against DAgger, HG-DAgger,
+ThriftyDAgger and ASkDAgger, all from the same small BC start, with the simulated teacher.
+
+``python -m bench.interactive [--quick] [--seeds 0,1,2] [--methods ...] [--out DIR]``
+
+Setting (the car; see the README for why not the arm yet): the start is one 40-step scripted
+demonstration on the oval's first straight; the robot practises on the technical track with
+noisy starts (``reset_lateral_noise`` 0.4 m, ``reset_yaw_noise`` 0.5 rad), 400 steps an
+episode, success = a lap. Each method runs ``--rounds`` rounds of ``--episodes`` episodes; after
+each round's refit the novice alone is evaluated on ``--eval`` held-out seeds. Baseline: BC on
+1, 2, 4, ... scripted demonstrations of the practice setting (every demo step is a label).
+Prints, per method and seed, the labels when the novice first reached ``--target`` and the
+curve; writes ``success_vs_labels.png`` and ``results.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SETTING = {"env": "robolearn/SimCarTechnical-v0",
+           "robot_kwargs": {"reset_lateral_noise": 0.4, "reset_yaw_noise": 0.5},
+           "max_steps": 400}
+
+
+def _demo(root: Path) -> Path:
+    from robolearn.cli import main
+
+    path = root / "start.zarr"
+    if not (path / "zarr.json").exists():
+        assert main(["collect", str(path), "env=robolearn/SimCar-v0", "episodes=1",
+                     "max_steps=40", "-q"]) == 0
+    return path
+
+
+def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> list[dict]:
+    from policies.interactive import EnsembleConfig, SAGConfig
+    from robolearn.improve import ImproveConfig, Session
+    from robolearn.teacher import TeacherConfig
+
+    cfg = ImproveConfig(start=str(start), method=method, output=str(out / f"{method}_{seed}"),
+                        rounds=args.rounds, episodes=args.episodes, eval_episodes=args.eval,
+                        seed=seed, env=SETTING["env"], robot_kwargs=SETTING["robot_kwargs"],
+                        max_steps=SETTING["max_steps"],
+                        ensemble=EnsembleConfig(steps=args.fit_steps, members=args.members),
+                        sag=SAGConfig(target=0.9, p_rand=0.2, n_min=15),
+                        teacher_config=TeacherConfig(seed=seed))
+    return Session(cfg).run()
+
+
+def run_bc(seed: int, out: Path, args: Any) -> list[dict]:
+    """BC on n scripted demos of the practice setting, n = 1, 2, 4, ..."""
+    import torch
+
+    from data.schema import Feature
+    from policies.interactive import EnsembleConfig, NoviceEnsemble
+    from robolearn.env import ENVS, make_env
+    from robolearn.experts import make_expert
+    from robolearn.loop import ControlLoop, LoopConfig
+
+    torch.set_num_threads(1)
+    kw = {**ENVS[SETTING["env"]], "max_steps": SETTING["max_steps"],
+          "robot_kwargs": {**ENVS[SETTING["env"]].get("robot_kwargs", {}),
+                           **SETTING["robot_kwargs"]}}
+    env = make_env(**kw)
+    expert = make_expert(env)
+    loop = ControlLoop(env, LoopConfig(realtime=False))
+    obs_all: list[np.ndarray] = []
+    act_all: list[np.ndarray] = []
+    rows = []
+    n, made = 1, 0
+    try:
+        while n <= args.bc_max:
+            while made < n:
+                demo = _Demo(expert)
+                loop.run_episode(demo, seed=50_000 + seed * 1000 + made, record=False)
+                obs_all += demo.states
+                act_all += demo.actions
+                made += 1
+            ens = NoviceEnsemble(Feature("float32", (obs_all[0].shape[0],)),
+                                 Feature("float32", (2,)),
+                                 EnsembleConfig(steps=args.fit_steps, members=args.members,
+                                                seed=seed))
+            ens.fit(np.stack(obs_all), np.stack(act_all))
+            ok = sum(bool(loop.run_episode(lambda o, e=ens: e.act(o)[0], seed=100_000 + i,
+                                           record=False).success) for i in range(args.eval))
+            rows.append({"round": n, "labels": len(obs_all), "success": ok / args.eval})
+            print(f"  bc seed {seed}: {n} demos, {len(obs_all)} labels, {ok}/{args.eval}",
+                  flush=True)
+            n *= 2
+    finally:
+        env.close()
+    return rows
+
+
+class _Demo:
+    """The scripted expert driving, its (state, action) pairs kept: one demonstration."""
+
+    def __init__(self, expert: Any) -> None:
+        self.expert = expert
+        self.states: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+
+    def reset(self, seed: int | None = None) -> None:
+        self.expert.reset(seed)
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        a = np.asarray(self.expert(obs), np.float32)
+        self.states.append(np.asarray(obs["observation.state"]).copy())
+        self.actions.append(a)
+        return a
+
+
+def labels_to(rows: list[dict], target: float) -> int | None:
+    for r in rows:
+        if r.get("success", 0) >= target:
+            return int(r["labels"])
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--methods", default="bc,dagger,hgdagger,thrifty,askdagger")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--episodes", type=int, default=2)
+    ap.add_argument("--eval", type=int, default=50)
+    ap.add_argument("--fit-steps", type=int, default=1000)
+    ap.add_argument("--members", type=int, default=5)
+    ap.add_argument("--bc-max", type=int, default=8)
+    ap.add_argument("--target", type=float, default=0.9)
+    ap.add_argument("--out", default="bench/results/interactive")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds, args.episodes, args.eval, args.fit_steps, args.members = 2, 1, 10, 500, 3
+        args.seeds, args.bc_max = "0", 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = _demo(out)
+    results: dict[str, dict[int, list[dict]]] = {}
+    for method in args.methods.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            t0 = time.monotonic()
+            rows = run_bc(seed, out, args) if method == "bc" else \
+                run_method(method, seed, start, out, args)
+            results.setdefault(method, {})[seed] = rows
+            print(f"{method} seed {seed} ({time.monotonic() - t0:.0f} s): labels to "
+                  f"{args.target:.0%}: {labels_to(rows, args.target)}; curve "
+                  f"{[(r['labels'], r.get('success')) for r in rows]}", flush=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print("\n| method | labels to reach the target, per seed | median |")
+    print("|---|---|---|")
+    for method, by_seed in results.items():
+        got = [labels_to(rows, args.target) for rows in by_seed.values()]
+        done = [g for g in got if g is not None]
+        med = f"{int(np.median(done))}" if len(done) == len(got) else "not reached by all"
+        print(f"| {method} | {', '.join(str(g) for g in got)} | {med} |")
+    _plot(results, out / "success_vs_labels.png", args.target)
+    return 0
+
+
+def _plot(results: dict[str, dict[int, list[dict]]], path: Path, target: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (method, by_seed) in enumerate(results.items()):
+        for j, rows in enumerate(by_seed.values()):
+            ax.plot([r["labels"] for r in rows], [r.get("success", 0) for r in rows],
+                    color=f"C{i}", alpha=0.8, marker="o", ms=3,
+                    label=method if j == 0 else None)
+    ax.axhline(target, color="grey", ls="--", lw=0.8)
+    ax.set_xscale("symlog", linthresh=100)
+    ax.set_xlabel("expert labels")
+    ax.set_ylabel("success (novice alone)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Interactive imitation: the learning parts on synthetic data (SAG tracks its targets, PIER's
+priorities, beta schedules, the ensemble's novelty), and ``robolearn improve`` on the simulated
+car: real MuJoCo, real stores, a session that improves the novice and resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.schema import Feature
+from data.store import EpisodeStore
+from policies.interactive import (
+    EnsembleConfig,
+    NoviceEnsemble,
+    PIERConfig,
+    SAGConfig,
+    beta,
+    pier,
+    realised_rate,
+    sag_threshold,
+)
+from robolearn.cli import main
+from robolearn.improve import ANNOTATED, LABELLED, NONE, VALIDATED
+
+
+def _synthetic(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Uncertainties and outcomes: the higher u, the likelier the plan is wrong."""
+    u = rng.uniform(0, 1, n)
+    fail = rng.random(n) < 1 / (1 + np.exp(-(u - 0.6) * 10))
+    return u, fail
+
+
+@pytest.mark.parametrize("target", [0.7, 0.8, 0.9])
+def test_sag_realises_its_target_sensitivity_on_held_out_data(target: float) -> None:
+    """Outcomes are known only where SAG would have queried (u >= its threshold, or a random
+    query), the rest imputed: the threshold still meets the target on fresh samples."""
+    rng = np.random.default_rng(0)
+    cfg = SAGConfig(mode="sensitivity", target=target, p_rand=0.2)
+    u, fail = _synthetic(3000, rng)
+    queried = rng.random(u.size) < 0.5  # what an earlier, looser gate asked about
+    label = np.where(queried, np.where(fail, -1, 1), 0)
+    gamma = sag_threshold(u, label, np.zeros(u.size, int), 0, cfg, rng)
+    u2, fail2 = _synthetic(20000, rng)
+    got = realised_rate(u2, fail2, gamma, cfg.p_rand, "sensitivity")
+    assert abs(got - target) <= 0.05, (target, got, gamma)
+
+
+def test_sag_modes_and_the_lack_of_data() -> None:
+    rng = np.random.default_rng(1)
+    u, fail = _synthetic(5000, rng)
+    label = np.where(fail, -1, 1)
+    rounds = np.zeros(u.size, int)
+    for mode, target in (("specificity", 0.6), ("success", 0.95)):
+        cfg = SAGConfig(mode=mode, target=target, p_rand=0.1)
+        gamma = sag_threshold(u, label, rounds, 0, cfg, rng)
+        u2, f2 = _synthetic(20000, rng)
+        assert abs(realised_rate(u2, f2, gamma, 0.1, mode) - target) <= 0.05, mode
+    few = np.array([0.3, 0.5, 0.9])
+    assert sag_threshold(few, np.array([1, -1, 1]), np.zeros(3, int), 0, SAGConfig(), rng) \
+        == pytest.approx(0.3)  # not enough failures yet: ask about everything
+
+
+def test_pier_priorities_follow_the_reference() -> None:
+    u = np.array([0.1, 0.9, 0.1, 0.9, 0.5])
+    age = np.array([3, 3, 3, 3, 0])
+    r = np.array([1, 1, -1, -1, 0])  # validated, validated, failure, failure, offline
+    prob, w = pier(u, age, r, 10, PIERConfig(alpha=1.0))
+    p = prob / prob[4]  # relative to the offline entry (priority 1)
+    assert p[0] < p[1] < 1 < p[3] < p[2] <= 2  # recent low-u successes least, failures most
+    assert np.all(w <= 1) and w.max() == pytest.approx(1.0)
+
+
+def test_beta_schedules() -> None:
+    assert [beta("exponential", i, 0.5) for i in range(3)] == [1.0, 0.5, 0.25]
+    assert [beta("first", i) for i in range(3)] == [1.0, 0.0, 0.0]
+    assert beta("linear", 5, rounds=10) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="beta schedule"):
+        beta("sometimes", 0)
+
+
+def test_the_ensemble_is_more_uncertain_away_from_its_data() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (400, 3)).astype(np.float32)
+    y = np.stack([np.sin(2 * x[:, 0]), x[:, 1] * x[:, 2]], 1).astype(np.float32)
+    ens = NoviceEnsemble(Feature("float32", (3,)), Feature("float32", (2,)),
+                         EnsembleConfig(members=4, steps=400, hidden_dim=64))
+    ens.fit(x, y)
+    pred, near = ens.predict(x[:100])
+    _, far = ens.predict(rng.uniform(4, 6, (100, 3)).astype(np.float32))
+    assert np.median(far) > 5 * np.median(near)
+    assert np.abs(pred - y[:100]).mean() < 0.1  # and it learned the mapping
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 40-step scripted demonstration on the oval's first straight: a small BC policy."""
+    path = tmp_path_factory.mktemp("demo") / "tiny.zarr"
+    assert main(["collect", str(path), "env=robolearn/SimCar-v0", "episodes=1",
+                 "max_steps=40", "-q"]) == 0
+    return path
+
+
+SETTING = ["env=robolearn/SimCarTechnical-v0", "max_steps=400",
+           "robot_kwargs={reset_lateral_noise: 0.4, reset_yaw_noise: 0.5}",
+           "ensemble.steps=600", "ensemble.members=3", "-q"]
+
+
+def _rounds(out: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+
+
+def test_dagger_improves_the_small_bc_policy(tiny_demo: Path, tmp_path: Path) -> None:
+    """From a 40-step demo (the novice laps the technical track with noisy starts on few of
+    10 seeds), two DAgger rounds of 1 episode each lift it well above where it started."""
+    out = tmp_path / "dagger"
+    assert main(["improve", str(tiny_demo), "method=dagger", "rounds=2", "episodes=1",
+                 "eval_episodes=10", f"output={out}", *SETTING]) == 0
+    rows = _rounds(out)
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert rows[-1]["success"] >= rows[0]["success"] + 0.4, rows
+    with EpisodeStore.open(out / "session.zarr") as store:
+        ep = store.episode(0)
+        assert np.all(ep["interactive.event"] == LABELLED)  # DAgger labels every step
+        assert np.isfinite(ep["interactive.label"]).all()
+        assert store.info(0).metadata["round"] == 0
+
+
+def test_askdagger_records_its_queries_and_resumes(tiny_demo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ask"
+    base = ["improve", str(tiny_demo), "method=askdagger", "episodes=1", f"output={out}",
+            "sag.n_min=5", *SETTING]
+    assert main([*base, "rounds=1"]) == 0
+    assert main([*base, "rounds=2"]) == 0  # the same session, one more round
+    rows = _rounds(out)
+    assert [r["round"] for r in rows] == [0, 1, 1, 2]  # round 1 was the last fit, then went on
+    with EpisodeStore.open(out / "session.zarr") as store:
+        assert len(store) == 2 and [store.info(i).metadata["round"] for i in range(2)] == [0, 1]
+        ev = np.concatenate([store.episode(i)["interactive.event"] for i in range(2)])
+        label = np.concatenate([store.episode(i)["interactive.label"] for i in range(2)])
+        u = np.concatenate([store.episode(i)["interactive.uncertainty"] for i in range(2)])
+    assert {VALIDATED, ANNOTATED} <= set(ev.tolist())
+    assert np.isnan(label[ev == NONE]).all() and np.isfinite(label[ev != NONE]).all()
+    assert np.isfinite(u).all()
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    assert main(["improve", str(tiny_demo), "method=dagger", f"output={other}", "-q"]) == 2
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
