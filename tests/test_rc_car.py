@@ -4,6 +4,7 @@ fuzzer and byte-level doubles for the driver's error paths."""
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import subprocess
@@ -292,3 +293,40 @@ def test_a_board_that_dies_mid_deploy_is_named_and_the_steps_kept(tmp_path: Path
     assert len(said) == 1 and "rc_car" in said[0] and "kept" in said[0], rest
     with EpisodeStore.open(out) as store:
         assert len(store) == 1 and store.info(0).length >= 10
+
+
+def test_collect_drives_the_emulated_car_from_the_keyboard(emu: Emulator, tmp_path: Path
+                                                           ) -> None:
+    """``robolearn collect env=robolearn/RCCar-v0 robot.port=... source=teleop
+    teleop=keyboard``: the keys reach the car through the firmware (the emulator sees the ESC
+    pulses and the car moving), every step recorded as teleop."""
+    from data.store import EpisodeStore
+    from tests.test_collect import Terminal
+
+    out = tmp_path / "laps.zarr"
+    emu.command("place 0")
+    time.sleep(0.4)  # the judge's status is written 10 times a second
+    before = emu.status()
+    term = Terminal(["collect", str(out), "env=robolearn/RCCar-v0", f"robot.port={emu.port}",
+                     f"robot.localisation={emu.localisation}", "source=teleop",
+                     "teleop=keyboard", "episodes=1"])
+    try:
+        term.wait_for("episode 1 of 1 (seed 0): enter: start", timeout=60)
+        term.type(b"\r")
+        term.type(b"w", times=30)  # 1.5 s of throttle
+        term.wait_for("speed ")
+        term.type(b"\r")
+        term.wait_for("episode over (you ended it)", timeout=30)
+        time.sleep(0.5)
+        term.type(b"k")
+        rc = term.close()
+    finally:
+        term.proc.kill()
+    assert rc == 0, term.text
+    st = emu.status()
+    assert math.hypot(st["x"] - before["x"], st["y"] - before["y"]) > 0.2, (before, st)
+    with EpisodeStore.open(out) as store:
+        ep = store.episode(0)
+        assert ep.info.sources.get("teleop", 0) == ep.info.length > 10
+        assert ep["action"][:, 1].max() > 0.5  # the w key's throttle was sent
+        assert np.abs(ep["observation.state"][:, 4]).max() > 0.3  # the encoder saw it move
