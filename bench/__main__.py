@@ -20,6 +20,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "fuzz": ("bench.fuzz_emulators", [], ["--quick"]),  # 1e5 frames into each servo emulator
     "deploy": ("bench.deploy_timing", [], ["--steps", "200"]),  # loop lateness, sync vs async
     "rc_car": ("bench.rc_car", [], ["--quick"]),  # firmware in simavr: failsafe, lap, rtt, fuzz
+    "interactive": ("bench.interactive", [], ["--quick"]),  # labels to 90%: BC vs DAgger family
     # needs a checkpoint: python -m bench.so101_lift CHECKPOINT; recipe: python -m bench.vision_lift
 }
 

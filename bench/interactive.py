@@ -116,6 +116,81 @@ class _Demo:
         return a
 
 
+def sag_on_rollouts(session: Path, args: Any) -> list[dict]:
+    """SAG on real rollouts: the session's final novice drives; on calibration rollouts the
+    teacher judges a random half of the steps (the rest unknown, imputed), SAG sets gamma for
+    each target; on held-out rollouts the teacher judges every step, and the realised
+    sensitivity (failures queried, random queries included) is compared with the target."""
+    import torch
+
+    from policies.interactive import NoviceEnsemble, SAGConfig, realised_rate, sag_threshold
+    from robolearn.env import ENVS, make_env
+    from robolearn.loop import ControlLoop, LoopConfig
+    from robolearn.teacher import SimulatedTeacher
+
+    torch.set_num_threads(1)
+    if (session / "novice").is_dir():
+        ens = NoviceEnsemble.load(session / "novice")
+    else:  # a demonstration store: the small BC start (many wrong plans to gate)
+        from data.schema import Feature
+        from policies.interactive import EnsembleConfig
+        from robolearn.improve import load_demos
+
+        demos, _ = load_demos(session)
+        ens = NoviceEnsemble(Feature("float32", (demos.obs.shape[1],)),
+                             Feature("float32", (demos.act.shape[1],)),
+                             EnsembleConfig(steps=args.fit_steps, members=args.members))
+        ens.fit(demos.obs, demos.act)
+    kw = {**ENVS[SETTING["env"]], "max_steps": SETTING["max_steps"],
+          "robot_kwargs": {**ENVS[SETTING["env"]].get("robot_kwargs", {}),
+                           **SETTING["robot_kwargs"]}}
+    env = make_env(**kw)
+    teacher = SimulatedTeacher(env)
+    loop = ControlLoop(env, LoopConfig(realtime=False))
+
+    class Judged:
+        def __init__(self) -> None:
+            self.u: list[float] = []
+            self.fail: list[bool] = []
+
+        def reset(self, seed: int | None = None) -> None:
+            teacher.reset(seed)
+
+        def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+            plan, u = ens.act(obs)
+            self.u.append(u)
+            self.fail.append(not teacher.judge(obs, plan))
+            teacher.tick()
+            return plan
+
+    def rollouts(first: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        j = Judged()
+        for i in range(n):
+            loop.run_episode(j, seed=first + i, record=False)
+        return np.asarray(j.u), np.asarray(j.fail)
+
+    try:
+        u_cal, f_cal = rollouts(200_000, args.sag_episodes)
+        u_test, f_test = rollouts(300_000, args.sag_episodes)
+    finally:
+        env.close()
+    rng = np.random.default_rng(0)
+    known = rng.random(u_cal.size) < 0.5
+    label = np.where(known, np.where(f_cal, -1, 1), 0)
+    rows = []
+    for target in (0.7, 0.8, 0.9):
+        cfg = SAGConfig(mode="sensitivity", target=target, p_rand=0.2)
+        gamma = sag_threshold(u_cal, label, np.zeros(u_cal.size, int), 0, cfg, rng)
+        got = realised_rate(u_test, f_test, gamma, cfg.p_rand, "sensitivity")
+        queried = float(np.mean(u_test >= gamma) * (1 - cfg.p_rand) + cfg.p_rand)
+        rows.append({"target": target, "realised": got, "gamma": gamma,
+                     "query_rate": queried, "failures_test": int(f_test.sum()),
+                     "steps_test": int(f_test.size)})
+        print(f"SAG sensitivity target {target}: realised {got:.3f} on {f_test.size} held-out "
+              f"steps ({int(f_test.sum())} wrong plans), query rate {queried:.2f}", flush=True)
+    return rows
+
+
 def labels_to(rows: list[dict], target: float) -> int | None:
     for r in rows:
         if r.get("success", 0) >= target:
@@ -137,12 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bc-max", type=int, default=8)
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--out", default="bench/results/interactive")
+    ap.add_argument("--sag-episodes", type=int, default=10)
+    ap.add_argument("--sag-session", help="measure SAG only, on rollouts of this askdagger "
+                                          "session's novice (its output directory), or of BC "
+                                          "on this demonstration store")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.episodes, args.eval, args.fit_steps, args.members = 2, 1, 10, 500, 3
         args.seeds, args.bc_max = "0", 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.sag_session:
+        rows = sag_on_rollouts(Path(args.sag_session), args)
+        (out / "sag.json").write_text(json.dumps(rows, indent=1))
+        return 0
     start = _demo(out)
     results: dict[str, dict[int, list[dict]]] = {}
     for method in args.methods.split(","):
