@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-SETTING = {"env": "robolearn/SimCarTechnical-v0",
+SETTING: dict[str, Any] = {"env": "robolearn/SimCarTechnical-v0",
            "robot_kwargs": {"reset_lateral_noise": 0.4, "reset_yaw_noise": 0.5},
            "max_steps": 400}
 
@@ -57,7 +57,6 @@ def run_bc(seed: int, out: Path, args: Any) -> list[dict]:
     """BC on n scripted demos of the practice setting, n = 1, 2, 4, ..."""
     import torch
 
-    from data.schema import Feature
     from policies.interactive import EnsembleConfig, NoviceEnsemble
     from robolearn.env import ENVS, make_env
     from robolearn.experts import make_expert
@@ -70,7 +69,7 @@ def run_bc(seed: int, out: Path, args: Any) -> list[dict]:
     env = make_env(**kw)
     expert = make_expert(env)
     loop = ControlLoop(env, LoopConfig(realtime=False))
-    obs_all: list[np.ndarray] = []
+    obs_all: list[dict[str, np.ndarray]] = []
     act_all: list[np.ndarray] = []
     rows = []
     n, made = 1, 0
@@ -82,11 +81,11 @@ def run_bc(seed: int, out: Path, args: Any) -> list[dict]:
                 obs_all += demo.states
                 act_all += demo.actions
                 made += 1
-            ens = NoviceEnsemble(Feature("float32", (obs_all[0].shape[0],)),
-                                 Feature("float32", (2,)),
+            ens = NoviceEnsemble({**env.features, "action": env.robot.action_feature},
                                  EnsembleConfig(steps=args.fit_steps, members=args.members,
                                                 seed=seed))
-            ens.fit(np.stack(obs_all), np.stack(act_all))
+            ens.fit({k: np.stack([o[k] for o in obs_all]) for k in ens.obs_keys},
+                    np.stack(act_all))
             ok = sum(bool(loop.run_episode(lambda o, e=ens: e.act(o)[0], seed=100_000 + i,
                                            record=False).success) for i in range(args.eval))
             rows.append({"round": n, "labels": len(obs_all), "success": ok / args.eval})
@@ -103,7 +102,7 @@ class _Demo:
 
     def __init__(self, expert: Any) -> None:
         self.expert = expert
-        self.states: list[np.ndarray] = []
+        self.states: list[dict[str, np.ndarray]] = []
         self.actions: list[np.ndarray] = []
 
     def reset(self, seed: int | None = None) -> None:
@@ -111,7 +110,7 @@ class _Demo:
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         a = np.asarray(self.expert(obs), np.float32)
-        self.states.append(np.asarray(obs["observation.state"]).copy())
+        self.states.append({k: np.asarray(v).copy() for k, v in obs.items()})
         self.actions.append(a)
         return a
 
@@ -132,14 +131,12 @@ def sag_on_rollouts(session: Path, args: Any) -> list[dict]:
     if (session / "novice").is_dir():
         ens = NoviceEnsemble.load(session / "novice")
     else:  # a demonstration store: the small BC start (many wrong plans to gate)
-        from data.schema import Feature
         from policies.interactive import EnsembleConfig
         from robolearn.improve import load_demos
 
-        demos, _ = load_demos(session)
-        ens = NoviceEnsemble(Feature("float32", (demos.obs.shape[1],)),
-                             Feature("float32", (demos.act.shape[1],)),
-                             EnsembleConfig(steps=args.fit_steps, members=args.members))
+        demos, _, features = load_demos(session)
+        ens = NoviceEnsemble(features, EnsembleConfig(steps=args.fit_steps,
+                                                      members=args.members))
         ens.fit(demos.obs, demos.act)
     kw = {**ENVS[SETTING["env"]], "max_steps": SETTING["max_steps"],
           "robot_kwargs": {**ENVS[SETTING["env"]].get("robot_kwargs", {}),

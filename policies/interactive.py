@@ -46,14 +46,21 @@ class EnsembleConfig:
 
 class NoviceEnsemble:
     """``members`` MLP policies (robolearn's :class:`MLPPolicy`, one step in, one step out) on
-    ``observation.state``. ``act(obs)`` returns the members' mean action and the novelty:
-    the mean over action dimensions of the across-member variance, in normalised action
-    units (comparable across robots and rounds)."""
+    the robot's low-dimensional observations (``observation.state``, and
+    ``observation.environment_state`` where the robot has one: the arm's cube pose).
+    ``act(obs)`` returns the members' mean action and the novelty: the mean over action
+    dimensions of the across-member variance, in normalised action units (comparable across
+    robots and rounds)."""
 
-    def __init__(self, state: Feature, action: Feature, cfg: EnsembleConfig | None = None
-                 ) -> None:
+    def __init__(self, features: dict[str, Feature], cfg: EnsembleConfig | None = None) -> None:
         self.cfg = cfg or EnsembleConfig()
-        self.features = {"observation.state": state, "action": action}
+        if "action" not in features:
+            raise ValueError("NoviceEnsemble: features need an 'action'")
+        self.features = dict(features)
+        self.obs_keys = sorted(k for k in features if k.startswith("observation.")
+                               and not features[k].image)
+        if not self.obs_keys:
+            raise ValueError("NoviceEnsemble: no low-dimensional observation to learn from")
         self.members: list[MLPPolicy] = []
         self.fits = 0
 
@@ -61,21 +68,26 @@ class NoviceEnsemble:
         c = self.cfg
         mc = MLPConfig(obs_horizon=1, action_horizon=1, n_action_steps=1,
                        hidden_dim=c.hidden_dim, n_layers=c.n_layers, seed=seed)
-        return MLPPolicy(mc, self.features, stats)  # type: ignore[arg-type]
+        feats = {k: self.features[k] for k in [*self.obs_keys, "action"]}
+        return MLPPolicy(mc, feats, stats)  # type: ignore[arg-type]
 
-    def fit(self, obs: np.ndarray, act: np.ndarray, *, weights: np.ndarray | None = None,
-            probs: np.ndarray | None = None) -> dict[str, float]:
-        """Train every member from scratch on ``(obs (N, D), act (N, A))``. ``probs`` (N,):
-        sampling probabilities (PIER), ``weights`` (N,): per-sample loss weights (its
-        importance weights); default uniform. Returns the members' final mean loss."""
-        n = len(obs)
-        if n == 0 or len(act) != n:
-            raise ValueError(f"fit: {n} observations and {len(act)} actions")
-        obs_t = torch.as_tensor(obs, dtype=torch.float32)
+    def fit(self, obs: dict[str, np.ndarray], act: np.ndarray, *,
+            weights: np.ndarray | None = None, probs: np.ndarray | None = None
+            ) -> dict[str, float]:
+        """Train every member from scratch on ``obs`` (key -> (N, ...)) and ``act (N, A)``.
+        ``probs`` (N,): sampling probabilities (PIER), ``weights`` (N,): per-sample loss
+        weights (its importance weights); default uniform. Returns the final mean loss."""
+        n = len(act)
+        if n == 0 or any(len(obs[k]) != n for k in self.obs_keys):
+            raise ValueError(f"fit: {n} actions and observations of "
+                             f"{[len(obs[k]) for k in self.obs_keys]} steps")
+        obs_t = {k: torch.as_tensor(obs[k], dtype=torch.float32) for k in self.obs_keys}
         act_t = torch.as_tensor(act, dtype=torch.float32)
         w_t = torch.as_tensor(np.ones(n) if weights is None else weights, dtype=torch.float32)
         stats = {k: {"mean": v.mean(0), "std": v.std(0) + 1e-6, "min": v.min(0),
-                     "max": v.max(0)} for k, v in (("observation.state", obs), ("action", act))}
+                     "max": v.max(0)}
+                 for k, v in [*((k, np.asarray(obs[k])) for k in self.obs_keys),
+                              ("action", np.asarray(act))]}
         c = self.cfg
         gen = np.random.default_rng(c.seed * 7919 + self.fits)
         p = None if probs is None else np.asarray(probs, dtype=np.float64) / np.sum(probs)
@@ -90,7 +102,7 @@ class NoviceEnsemble:
             loss = torch.zeros(())
             for _ in range(c.steps):
                 b = idx[gen.integers(0, len(idx), min(c.batch_size, len(idx)))]
-                batch = {"observation.state": obs_t[b][:, None]}
+                batch = {k: v[b][:, None] for k, v in obs_t.items()}
                 target = policy.normalizer.normalize("action", act_t[b][:, None])[:, 0]
                 pred = policy._forward(batch)
                 err = (pred - target).square().mean(-1)
@@ -105,11 +117,12 @@ class NoviceEnsemble:
         return {"loss": float(np.mean(losses))}
 
     @torch.no_grad()
-    def predict(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean actions ``(B, A)`` and novelty ``(B,)`` for states ``(B, D)``."""
+    def predict(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean actions ``(B, A)`` and novelty ``(B,)`` for observations key -> ``(B, ...)``."""
         if not self.members:
             raise RuntimeError("NoviceEnsemble: fit() it first")
-        x = {"observation.state": torch.as_tensor(states, dtype=torch.float32)[:, None]}
+        x = {k: torch.as_tensor(np.asarray(obs[k]), dtype=torch.float32)[:, None]
+             for k in self.obs_keys}
         outs = torch.stack([m._forward(x) for m in self.members])  # (K, B, A) normalised
         novelty = outs.var(0, unbiased=False).mean(-1) if len(self.members) > 1 \
             else torch.zeros(outs.shape[1])
@@ -117,7 +130,7 @@ class NoviceEnsemble:
         return mean.numpy().astype(np.float32), novelty.numpy()
 
     def act(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
-        a, u = self.predict(np.asarray(obs["observation.state"], dtype=np.float32)[None])
+        a, u = self.predict({k: np.asarray(obs[k])[None] for k in self.obs_keys})
         return a[0], float(u[0])
 
     def save(self, directory: str | Path) -> Path:
@@ -137,7 +150,7 @@ class NoviceEnsemble:
             raise FileNotFoundError(f"{directory}: no member_<i> policies")
         members = [Policy.load(p) for p in paths]
         first: Any = members[0]
-        ens = cls(first.features["observation.state"], first.features["action"], cfg)
+        ens = cls(first.features, cfg)
         ens.members = members  # type: ignore[assignment]
         return ens
 

@@ -125,29 +125,37 @@ def demo_store(start: str) -> Path:
 class Data:
     """Everything the novice learns from: demonstrations plus what the session gathered."""
 
-    obs: np.ndarray  # (N, D)
+    obs: dict[str, np.ndarray]  # low-dimensional observation key -> (N, ...)
     act: np.ndarray  # (N, A)
     u: np.ndarray  # (N,) uncertainty when collected (0: offline)
     r: np.ndarray  # (N,) +1 validated, -1 annotation (the novice was wrong), 0 offline/other
     age: np.ndarray  # (N,) round it came from (0: offline)
 
 
-def load_demos(path: Path) -> tuple[Data, dict[str, Any]]:
+def obs_keys(features: dict[str, Feature]) -> list[str]:
+    """The observations the novice learns from: every low-dimensional one."""
+    return sorted(k for k, f in features.items() if k.startswith("observation.") and not f.image)
+
+
+def load_demos(path: Path) -> tuple[Data, dict[str, Any], dict[str, Feature]]:
     with EpisodeStore.open(path, "r") as store:
-        if "observation.state" not in store.features:
-            raise ConfigError(f"start: {path} has no observation.state")
-        obs = np.concatenate([store.episode(i, ["observation.state"])["observation.state"]
-                              for i in range(len(store))])
-        act = np.concatenate([store.episode(i, ["action"])["action"] for i in range(len(store))])
+        keys = obs_keys(store.features)
+        if not keys:
+            raise ConfigError(f"start: {path} has no low-dimensional observation")
+        eps = [store.episode(i, [*keys, "action"]) for i in range(len(store))]
+        if not eps:
+            raise ConfigError(f"start: {path} has no episodes")
+        obs = {k: np.concatenate([e[k] for e in eps]).astype(np.float32) for k in keys}
+        act = np.concatenate([e["action"] for e in eps]).astype(np.float32)
         meta = dict(store.metadata)
-    n = len(obs)
-    return Data(obs.astype(np.float32), act.astype(np.float32), np.zeros(n), np.zeros(n),
-                np.zeros(n)), meta
+        features = {k: store.features[k] for k in [*keys, "action"]}
+    n = len(act)
+    return Data(obs, act, np.zeros(n), np.zeros(n), np.zeros(n)), meta, features
 
 
-def session_history(path: Path) -> dict[str, np.ndarray]:
-    """Per step of the session store: obs, label, event, uncertainty, round, source."""
-    keys = ["observation.state", "interactive.label", "interactive.event",
+def session_history(path: Path, observations: list[str]) -> dict[str, np.ndarray]:
+    """Per step of the session store: observations, label, event, uncertainty, round."""
+    keys = [*observations, "interactive.label", "interactive.event",
             "interactive.uncertainty", "interactive.threshold", "action"]
     out: dict[str, list[np.ndarray]] = {k: [] for k in keys + ["round"]}
     if not (path / "zarr.json").exists():
@@ -171,7 +179,7 @@ def aggregate(demos: Data, hist: dict[str, np.ndarray]) -> Data:
     ev = hist["interactive.event"]
     keep = np.isin(ev, (LABELLED, TAKEOVER, VALIDATED, ANNOTATED))
     r = np.where(ev == VALIDATED, 1.0, np.where(ev == ANNOTATED, -1.0, 0.0))[keep]
-    return Data(np.concatenate([demos.obs, hist["observation.state"][keep]]),
+    return Data({k: np.concatenate([v, hist[k][keep]]) for k, v in demos.obs.items()},
                 np.concatenate([demos.act, hist["interactive.label"][keep]]),
                 np.concatenate([demos.u, hist["interactive.uncertainty"][keep]]),
                 np.concatenate([demos.r, r]),
@@ -262,7 +270,8 @@ class Session:
         self.cfg = cfg
         self.out = Path(cfg.output)
         self.demos_path = demo_store(cfg.start)
-        self.demos, self.meta = load_demos(self.demos_path)
+        self.demos, self.meta, self.features = load_demos(self.demos_path)
+        self.obs_keys = [k for k in self.features if k != "action"]
         env_id = cfg.env or self.meta.get("env_id")
         if env_id not in ENVS:
             raise ConfigError(f"env: {env_id!r} is not a registered env (start: "
@@ -303,8 +312,7 @@ class Session:
 
     def fit(self, data: Data, round_index: int, n_demos: int) -> NoviceEnsemble:
         c = self.cfg
-        ens = NoviceEnsemble(Feature("float32", (data.obs.shape[1],)),
-                             Feature("float32", (data.act.shape[1],)),
+        ens = NoviceEnsemble(self.features,
                              EnsembleConfig(**{**asdict(c.ensemble),
                                                "seed": c.seed * 101 + round_index}))
         probs = weights = None
@@ -320,9 +328,9 @@ class Session:
             if hist and (hist["interactive.event"] == NONE).sum() > 25:
                 auto = hist["interactive.event"] == NONE
                 return quantile_threshold(hist["interactive.uncertainty"][auto], c.alpha)
-            n = len(self.demos.obs)  # held-out 10% of the demonstrations
+            n = len(self.demos.act)  # held-out 10% of the demonstrations
             held = np.random.default_rng(c.seed).choice(n, max(n // 10, 1), replace=False)
-            _, nov = ens.predict(self.demos.obs[held])
+            _, nov = ens.predict({k: v[held] for k, v in self.demos.obs.items()})
             return quantile_threshold(nov, c.alpha)
         if c.method == "askdagger":
             if not hist:
@@ -359,13 +367,13 @@ class Session:
             with store, store.recorder(task=env.task.description or env.task.name) as rec:
                 # resume after the last round that collected (a final fit's row collects nothing)
                 for k in range(sum("labels_after" in r for r in done), c.rounds + 1):
-                    hist = session_history(self.store_path) if len(store) else {}
+                    hist = session_history(self.store_path, self.obs_keys) if len(store) else {}
                     data = aggregate(self.demos, hist)
                     rng = np.random.default_rng(c.seed * 7_919 + k)
                     ens = self.fit(data, k, int((data.age > 0).sum()))
                     row: dict[str, Any] = {"round": k, "labels": label_count(hist),
-                                           "demo_steps": int(len(self.demos.obs)),
-                                           "data": int(len(data.obs))}
+                                           "demo_steps": int(len(self.demos.act)),
+                                           "data": int(len(data.act))}
                     if c.eval_episodes:
                         row["success"] = self.evaluate(ens, env)
                     if k == c.rounds:  # the last fit: evaluated, nothing more collected
@@ -381,11 +389,11 @@ class Session:
                                if store.info(i).metadata.get("round") == k)
                     for e in range(have, c.episodes):
                         if c.method == "askdagger" and e > 0:  # SAG follows each new outcome
-                            h = session_history(self.store_path)
+                            h = session_history(self.store_path, self.obs_keys)
                             gate.threshold = self.threshold(ens, h, k, rng)
                         loop.run_episode(gate, gate, seed=c.seed * 1_000 + k * 100 + e,
                                          step_extras=gate.extras, round=k, method=c.method)
-                    h = session_history(self.store_path)
+                    h = session_history(self.store_path, self.obs_keys)
                     sel = h["round"] == k
                     ev = h["interactive.event"][sel]
                     row.update({"labels_after": label_count(h), "steps": int(sel.sum()),

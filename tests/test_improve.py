@@ -84,11 +84,12 @@ def test_the_ensemble_is_more_uncertain_away_from_its_data() -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (400, 3)).astype(np.float32)
     y = np.stack([np.sin(2 * x[:, 0]), x[:, 1] * x[:, 2]], 1).astype(np.float32)
-    ens = NoviceEnsemble(Feature("float32", (3,)), Feature("float32", (2,)),
+    ens = NoviceEnsemble({"observation.state": Feature("float32", (3,)),
+                          "action": Feature("float32", (2,))},
                          EnsembleConfig(members=4, steps=400, hidden_dim=64))
-    ens.fit(x, y)
-    pred, near = ens.predict(x[:100])
-    _, far = ens.predict(rng.uniform(4, 6, (100, 3)).astype(np.float32))
+    ens.fit({"observation.state": x}, y)
+    pred, near = ens.predict({"observation.state": x[:100]})
+    _, far = ens.predict({"observation.state": rng.uniform(4, 6, (100, 3)).astype(np.float32)})
     assert np.median(far) > 5 * np.median(near)
     assert np.abs(pred - y[:100]).mean() < 0.1  # and it learned the mapping
 
