@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--out", default="bench/results/interactive")
     ap.add_argument("--sag-episodes", type=int, default=10)
+    ap.add_argument("--merge", nargs="+", metavar="DIR",
+                    help="only merge the results.json of earlier runs (one seed each) into "
+                         "--out: the table and the plot")
     ap.add_argument("--sag-session", help="measure SAG only, on rollouts of this askdagger "
                                           "session's novice (its output directory), or of BC "
                                           "on this demonstration store")
@@ -219,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds, args.bc_max = "0", 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        merged: dict[str, dict[int, list[dict]]] = {}
+        for d in args.merge:
+            for method, by_seed in json.loads((Path(d) / "results.json").read_text()).items():
+                merged.setdefault(method, {}).update({int(k): v for k, v in by_seed.items()})
+        _report(merged, out, args.target)
+        return 0
     if args.sag_session:
         rows = sag_on_rollouts(Path(args.sag_session), args)
         (out / "sag.json").write_text(json.dumps(rows, indent=1))
@@ -235,15 +245,19 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.target:.0%}: {labels_to(rows, args.target)}; curve "
                   f"{[(r['labels'], r.get('success')) for r in rows]}", flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    _report(results, out, args.target)
+    return 0
+
+
+def _report(results: dict[str, dict[int, list[dict]]], out: Path, target: float) -> None:
     print("\n| method | labels to reach the target, per seed | median |")
     print("|---|---|---|")
     for method, by_seed in results.items():
-        got = [labels_to(rows, args.target) for rows in by_seed.values()]
+        got = [labels_to(rows, target) for rows in by_seed.values()]
         done = [g for g in got if g is not None]
         med = f"{int(np.median(done))}" if len(done) == len(got) else "not reached by all"
         print(f"| {method} | {', '.join(str(g) for g in got)} | {med} |")
-    _plot(results, out / "success_vs_labels.png", args.target)
-    return 0
+    _plot(results, out / "success_vs_labels.png", target)
 
 
 def _plot(results: dict[str, dict[int, list[dict]]], path: Path, target: float) -> None:
@@ -260,6 +274,7 @@ def _plot(results: dict[str, dict[int, list[dict]]], path: Path, target: float) 
                     label=method if j == 0 else None)
     ax.axhline(target, color="grey", ls="--", lw=0.8)
     ax.set_xscale("symlog", linthresh=100)
+    ax.set_xlim(left=0)
     ax.set_xlabel("expert labels")
     ax.set_ylabel("success (novice alone)")
     ax.legend()
