@@ -39,7 +39,8 @@ from robolearn.task import make_task
 from robolearn_core.config import load_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs"
-MODES = [("sync", 0), ("sync", 1), ("async", 0), ("async", 1)]  # (inference, threads; 0: default)
+# (inference, threads; 0: default); "process": async with the planner in a child process
+MODES = [("sync", 0), ("sync", 1), ("async", 0), ("async", 1), ("process", 1)]
 
 
 def robot_settings(name: str, overrides: list[str]) -> dict[str, Any]:
@@ -106,8 +107,9 @@ def measure(policy: Any, name: str, settings: dict[str, Any], mode: str, threads
     torch.set_num_threads(threads or default_threads)
     env = RobotEnv(make_robot(name, **settings), make_task("unscored"), max_steps=steps)
     try:
-        inference = make_inference(policy, "on" if mode == "async" else "off", fps,
-                                   threads=threads, hold=env.robot.hold_action, stall_s=2.0)
+        inference = make_inference(policy, "off" if mode == "sync" else "on", fps,
+                                   threads=threads, hold=env.robot.hold_action, stall_s=2.0,
+                                   process=mode == "process")
         timed = Timed(inference)
         store = create_store(str(out), env, None, {})
         with store, store.recorder(task="timing") as rec:

@@ -32,11 +32,17 @@ A chunk planned from the observation of step ``s`` holds the actions for steps
 ACT's temporal ensembling needs a chunk every step; run asynchronously, ACT executes its newest
 chunk instead (planned back to back). Torch's intra-op thread count is per thread: the planning
 thread sets its own (``threads``).
+
+``process=True`` plans in a child process instead (:class:`PlannerProcess`, a copy of the
+policy; windows and chunks cross a pipe as tensors, resets are forwarded): a policy made of
+many small torch calls (diffusion's denoising loop) takes Python's GIL back between calls, and in
+a thread the control loop then waits for it; measured on the emulated SO-101 (README).
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import threading
 import time
 from collections import deque
@@ -77,13 +83,76 @@ class AsyncStats:
     plan_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
+def _planner_main(policy_bytes: bytes, threads: int, conn: Any) -> None:
+    """The planning process: ``("plan", window)`` -> ``("ok", chunk)`` or ``("error", text)``;
+    ``("reset", seed)`` resets the copy's history and noise; ``None`` ends it. Tensors cross
+    the pipe as numpy arrays (plain pickles; torch's own reducers would pass shared-memory
+    file descriptors)."""
+    import pickle
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    policy = pickle.loads(policy_bytes)
+    policy.eval()
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        kind, arg = msg
+        if kind == "reset":
+            policy.reset(seed=arg)
+            continue
+        try:
+            window = {k: torch.from_numpy(v) for k, v in arg.items()}
+            conn.send(("ok", policy.plan(window).numpy()))
+        except Exception as exc:  # noqa: BLE001  (sent back, raised in the control thread)
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class PlannerProcess:
+    """``plan(window)`` computed by a copy of ``policy`` in a child process (spawned: no
+    inherited torch threads)."""
+
+    def __init__(self, policy: Any, threads: int = 1) -> None:
+        import pickle
+
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_planner_main,
+                                 args=(pickle.dumps(policy), threads, child),
+                                 name="robolearn-planner", daemon=True)
+        self._proc.start()
+        child.close()
+
+    def reset(self, seed: int | None = None) -> None:
+        self._conn.send(("reset", seed))
+
+    def plan(self, window: dict[str, Tensor]) -> Tensor:
+        self._conn.send(("plan", {k: v.detach().cpu().numpy() for k, v in window.items()}))
+        kind, value = self._conn.recv()
+        if kind == "error":
+            raise RuntimeError(f"in the planning process: {value}")
+        return torch.from_numpy(value)
+
+    def close(self) -> None:
+        try:
+            self._conn.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self._proc.join(timeout=5)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+
+
 class AsyncChunks:
     """``select_action(obs)`` of a chunked policy whose chunks are planned in a background
     thread (module doc: trigger, alignment, lateness). ``period_s``: the control period;
     ``hold()``: the action that keeps the robot where it is (sent before the first chunk)."""
 
     def __init__(self, policy: ChunkPlanner, period_s: float, *,
-                 hold: Any | None = None, threads: int = 1, stall_s: float = 0.5) -> None:
+                 hold: Any | None = None, threads: int = 1, stall_s: float = 0.5,
+                 process: bool = False) -> None:
         if period_s <= 0 or threads < 0 or stall_s <= 0:
             raise ValueError(f"AsyncChunks: need period_s > 0, threads >= 0, stall_s > 0; got "
                              f"{period_s}, {threads}, {stall_s}")
@@ -99,6 +168,10 @@ class AsyncChunks:
         self._planning: int | None = None  # the episode of the plan being computed
         self._closed = False
         self._episode = 0
+        # a reset for the planning process, sent by the planning thread before its next plan
+        # (the pipe is that thread's alone): the seed, or the no-seed marker
+        self._pending_reset: tuple[int | None] | None = None
+        self._planner = PlannerProcess(policy, threads) if process else None
         self._new_episode()
         self._thread = threading.Thread(target=self._work, name="robolearn-inference",
                                         daemon=True)
@@ -115,6 +188,7 @@ class AsyncChunks:
                 raise InferenceStalled("the policy's planning did not finish at the episode's end")
             self._result = None
             self._episode += 1
+            self._pending_reset = (seed,)
         self.policy.reset(seed=seed)
         self._new_episode()
 
@@ -125,6 +199,7 @@ class AsyncChunks:
         with self._cv:
             self._result = self._request = None
             self._episode += 1  # a plan in flight is dropped when it arrives (its episode)
+            self._pending_reset = (None,)
         self.policy.reset()
         self._new_episode()
 
@@ -221,11 +296,17 @@ class AsyncChunks:
                 assert self._request is not None
                 episode, step, window = self._request
                 self._request, self._planning = None, episode
+                reset, self._pending_reset = self._pending_reset, None
             t0 = time.perf_counter()
             chunk: Tensor | None = None
             error: BaseException | None = None
             try:
-                chunk = self.policy.plan(window)
+                if self._planner is not None:
+                    if reset is not None:
+                        self._planner.reset(reset[0])
+                    chunk = self._planner.plan(window)
+                else:
+                    chunk = self.policy.plan(window)
             except BaseException as exc:  # handed to the control thread, raised there
                 error = exc
             with self._cv:
@@ -239,6 +320,8 @@ class AsyncChunks:
             self._closed = True
             self._cv.notify_all()
         self._thread.join(timeout=max(30.0, 10 * self.stall_s))
+        if self._planner is not None:
+            self._planner.close()
 
     def __enter__(self) -> AsyncChunks:
         return self

@@ -89,6 +89,10 @@ class DeployConfig:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     threads: int = 1  # torch CPU threads for inference (0: torch's default: slow on a busy CPU)
     async_inference: str = "auto"  # plan chunks off the control path: auto | on | off
+    # where off-path planning runs: thread, or process (a copy of the policy in a child
+    # process: no GIL shared with the control loop; a diffusion policy's many small torch calls
+    # otherwise delay it, README "Real arms: Measured")
+    planner: str = "thread"
     device: str = "auto"  # torch device for the policy; auto: cuda when available, else cpu
     seed: int = 0  # first episode's seed (a simulated robot's start state)
 
@@ -108,6 +112,8 @@ class DeployConfig:
         if self.async_inference not in ("auto", "on", "off"):
             raise InvalidValue("async_inference", f"must be auto, on or off, got "
                                                   f"{self.async_inference!r}")
+        if self.planner not in ("thread", "process"):
+            raise InvalidValue("planner", f"must be thread or process, got {self.planner!r}")
         if self.teleop not in ("none", "keyboard", "gamepad", "spacemouse"):
             raise InvalidValue("teleop", f"must be none, keyboard, gamepad or spacemouse, got "
                                          f"{self.teleop!r}")
@@ -292,7 +298,7 @@ def warmup_ms(policy: Any) -> float:
 
 
 def make_inference(policy: Any, mode: str, fps: float, *, threads: int,
-                   hold: Any, stall_s: float) -> Inline | AsyncChunks:
+                   hold: Any, stall_s: float, process: bool = False) -> Inline | AsyncChunks:
     """The policy as the control loop calls it: inline, or off the control path
     (``mode``: on, off, or auto: a chunked policy whose re-plan takes over ASYNC_WHEN of the
     period)."""
@@ -304,7 +310,8 @@ def make_inference(policy: Any, mode: str, fps: float, *, threads: int,
              period_ms, threads or "torch default",
              "planned off the control path" if off_path else "inline")
     if off_path:
-        return AsyncChunks(policy, 1 / fps, hold=hold, threads=threads, stall_s=stall_s)
+        return AsyncChunks(policy, 1 / fps, hold=hold, threads=threads, stall_s=stall_s,
+                           process=process)
     return Inline(policy)
 
 
@@ -342,7 +349,8 @@ def deploy(cfg: DeployConfig, *, policy: Any = None, teleop: Any = None) -> int:
     with contextlib.ExitStack() as stack:
         # timed (and warmed up) before the robot connects: nothing waits with torque on
         inference = make_inference(policy, cfg.async_inference, fps, threads=cfg.threads,
-                                   hold=robot.hold_action, stall_s=safety.watchdog_s)
+                                   hold=robot.hold_action, stall_s=safety.watchdog_s,
+                                   process=cfg.planner == "process")
         if isinstance(inference, AsyncChunks):
             stack.callback(inference.close)
         if hasattr(device, "__enter__"):

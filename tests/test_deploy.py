@@ -411,3 +411,33 @@ def test_the_policy_drives_only_while_the_deadman_is_held(car_run: Path, tmp_pat
     assert np.all(throttle[17:] == 0), throttle
     with pytest.raises(Exception, match="deadman"):
         _config(f"checkpoint={car_run}", "deadman=lb")  # no device to hold it
+
+
+def test_a_planning_process_gives_the_thread_s_actions(arm_run: Path) -> None:
+    """planner=process: the chunks come from a copy of the policy in a child process (no GIL
+    shared with the control loop), the same actions as the planning thread's for the same
+    episode, resets forwarded; a failing plan is raised in the control thread."""
+    loaded = Policy.load(arm_run / "checkpoints" / "last" / "policy")
+    env = make_env("sim_arm", "arm_lift", max_steps=30)
+    actions: dict[bool, np.ndarray] = {}
+    try:
+        for process in (False, True):
+            loop = ControlLoop(env, LoopConfig(fps=1000, max_steps=30, realtime=False))
+            with AsyncChunks(loaded, 1 / 20, hold=None, process=process) as runner:
+                store_free = loop.run_episode(runner.select_action, seed=3, record=False)
+                assert store_free.steps == 30
+                runner.reset(seed=3)
+                obs, _ = env.reset(seed=3)
+                actions[process] = np.stack([runner.select_action(obs) for _ in range(10)])
+    finally:
+        env.close()
+    np.testing.assert_allclose(actions[True], actions[False], atol=1e-5)
+    failing = AsyncChunks(StepPlanner(delay=0.0, fail_at=0), 0.01, hold=lambda: np.zeros(1),
+                          process=True)
+    try:
+        with pytest.raises(RuntimeError, match="in the planning process: ValueError"):
+            for _ in range(3000):  # the child process starts (imports torch) first: seconds
+                failing.select_action({})
+                time.sleep(0.01)
+    finally:
+        failing.close()
