@@ -61,6 +61,7 @@ from hardware.teleop.keyboard import KeyboardConfig, KeyboardDevice
 from robolearn_core.config import ConfigError, InvalidValue
 
 log = logging.getLogger(__name__)
+CONNECT_ATTEMPTS = 3  # tries at lerobot's connect before a lost status packet is an error
 
 KEY_SOURCES = ("keyboard", "none")
 
@@ -199,21 +200,39 @@ class LeaderArmDevice(TeleopDevice):
         if self.keyboard is not None:  # first: a missing terminal costs no bus traffic
             self._connect_keys(self.keyboard)
         try:
-            self._lr = lr = self._open_bus()
-            if not lr.calibration:
-                raise DeviceError(f"teleop={self.name} '{self.cfg.id}' has no calibration file "
-                                  f"({lr.calibration_fpath}); run: {self.calibrate_command()}")
-            if not lr.bus.is_calibrated:  # the file is this leader's (by id): write it back
-                lr.bus.disable_torque()
-                lr.bus.write_calibration(lr.calibration)
-            lr.configure()  # lerobot's: the leader's torque off (Koch: gripper as a trigger)
-            self.settle()
+            for attempt in range(CONNECT_ATTEMPTS):
+                try:
+                    self._connect_bus()
+                    break
+                except DeviceError:
+                    raise  # ours, and final (no calibration file)
+                except (ConnectionError, RuntimeError) as exc:
+                    # a lost status packet during lerobot's connect (its motor check, its
+                    # configure writes: "There is no status packet", lerobot#1252) is transient
+                    # on a busy USB-serial link: close, and try again a few times
+                    self._close()
+                    if attempt + 1 == CONNECT_ATTEMPTS:
+                        raise
+                    log.warning("%s: connect attempt %d failed (%s); retrying", self.name,
+                                attempt + 1, _reason(exc))
+                    time.sleep(0.2)
         except BaseException as exc:
             self.disconnect()
             if isinstance(exc, Exception) and not isinstance(exc, DeviceError):
                 raise DeviceError(f"teleop={self.name} on {self.cfg.port}: connect failed "
                                   f"({_reason(exc)})") from exc
             raise
+
+    def _connect_bus(self) -> None:
+        self._lr = lr = self._open_bus()
+        if not lr.calibration:
+            raise DeviceError(f"teleop={self.name} '{self.cfg.id}' has no calibration file "
+                              f"({lr.calibration_fpath}); run: {self.calibrate_command()}")
+        if not lr.bus.is_calibrated:  # the file is this leader's (by id): write it back
+            lr.bus.disable_torque()
+            lr.bus.write_calibration(lr.calibration)
+        lr.configure()  # lerobot's: the leader's torque off (Koch: gripper as a trigger)
+        self.settle()
 
     def _connect_keys(self, keyboard: KeyboardDevice) -> None:
         try:
