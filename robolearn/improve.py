@@ -153,21 +153,31 @@ def load_demos(path: Path) -> tuple[Data, dict[str, Any], dict[str, Feature]]:
     return Data(obs, act, np.zeros(n), np.zeros(n), np.zeros(n)), meta, features
 
 
-def session_history(path: Path, observations: list[str]) -> dict[str, np.ndarray]:
-    """Per step of the session store: observations, label, event, uncertainty, round."""
-    keys = [*observations, "interactive.label", "interactive.event",
-            "interactive.uncertainty", "interactive.threshold", "action"]
-    out: dict[str, list[np.ndarray]] = {k: [] for k in keys + ["round"]}
-    if not (path / "zarr.json").exists():
-        return {}
-    with EpisodeStore.open(path, "r") as store:
-        for i in range(len(store)):
-            ep = store.episode(i, keys)
-            for k in keys:
-                out[k].append(ep[k])
-            out["round"].append(np.full(len(ep["action"]),
-                                        int(store.info(i).metadata.get("round", 0))))
-    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+class History:
+    """Per step of the session store: observations, label, event, uncertainty, round. Each
+    :meth:`update` reads only the episodes committed since the last one (the session reads its
+    history at every round and, for ASkDAgger, after every episode)."""
+
+    def __init__(self, observations: list[str]) -> None:
+        self.keys = [*observations, "interactive.label", "interactive.event",
+                     "interactive.uncertainty", "interactive.threshold", "action"]
+        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in [*self.keys, "round"]}
+        self._read = 0  # episodes read so far
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def update(self, store: EpisodeStore) -> dict[str, np.ndarray]:
+        """The whole history ({} before the first episode), with the store's new episodes."""
+        if len(store) == self._read:
+            return self._arrays
+        for i in range(self._read, len(store)):
+            ep = store.episode(i, self.keys)
+            for k in self.keys:
+                self._parts[k].append(ep[k])
+            self._parts["round"].append(np.full(len(ep["action"]),
+                                                int(store.info(i).metadata.get("round", 0))))
+        self._read = len(store)
+        self._arrays = {k: np.concatenate(v) for k, v in self._parts.items()}
+        return self._arrays
 
 
 def aggregate(demos: Data, hist: dict[str, np.ndarray]) -> Data:
@@ -364,10 +374,11 @@ class Session:
                                      extra_features(env.robot.action_feature.shape[0]),
                                      start=str(self.demos_path), method=c.method)
             teacher = SimulatedTeacher(env, c.teacher_config)
+            history = History(self.obs_keys)
             with store, store.recorder(task=env.task.description or env.task.name) as rec:
                 # resume after the last round that collected (a final fit's row collects nothing)
                 for k in range(sum("labels_after" in r for r in done), c.rounds + 1):
-                    hist = session_history(self.store_path, self.obs_keys) if len(store) else {}
+                    hist = history.update(store)
                     data = aggregate(self.demos, hist)
                     rng = np.random.default_rng(c.seed * 7_919 + k)
                     ens = self.fit(data, k, int((data.age > 0).sum()))
@@ -389,11 +400,11 @@ class Session:
                                if store.info(i).metadata.get("round") == k)
                     for e in range(have, c.episodes):
                         if c.method == "askdagger" and e > 0:  # SAG follows each new outcome
-                            h = session_history(self.store_path, self.obs_keys)
+                            h = history.update(store)
                             gate.threshold = self.threshold(ens, h, k, rng)
                         loop.run_episode(gate, gate, seed=c.seed * 1_000 + k * 100 + e,
                                          step_extras=gate.extras, round=k, method=c.method)
-                    h = session_history(self.store_path, self.obs_keys)
+                    h = history.update(store)
                     sel = h["round"] == k
                     ev = h["interactive.event"][sel]
                     row.update({"labels_after": label_count(h), "steps": int(sel.sum()),

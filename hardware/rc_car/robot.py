@@ -38,9 +38,10 @@ import numpy as np
 
 from data.schema import Feature
 from hardware.rc_car import protocol as P
+from hardware.rc_car.sensing import Odometry, PoseStream
 from robolearn.robot import Robot, RobotError
 from sim.car.robot import state_names
-from sim.car.tracks import Track
+from sim.car.tracks import Track, car_frame
 
 WHEEL_RADIUS = 0.05  # m, the emulated car's (sim_car's) wheel
 TICKS_PER_REV = 64  # encoder edges a wheel turn, the emulator's default
@@ -107,34 +108,6 @@ class RCCarConfig:
             raise ValueError("robot.recovery_throttle must be in [-1, 0)")
 
 
-class _Odometry:
-    """Speed from encoder edge timestamps; dead-reckoned pose through the bicycle model."""
-
-    def __init__(self, cfg: RCCarConfig) -> None:
-        self.cfg = cfg
-        self.speed = 0.0
-        self.x = self.y = self.yaw = 0.0
-        self._ticks: int | None = None
-        self._edge_us = 0
-
-    def update(self, t: P.Telemetry, steer: float, direction: float) -> None:
-        if self._ticks is None:
-            self._ticks, self._edge_us = t.ticks, t.last_edge_us
-            return
-        dticks = (t.ticks - self._ticks) & 0xFFFFFFFF
-        if dticks:
-            dt = ((t.last_edge_us - self._edge_us) & 0xFFFFFFFF) / 1e6
-            if dt > 0:
-                self.speed = dticks / self.cfg.ticks_per_metre / dt
-            self._ticks, self._edge_us = t.ticks, t.last_edge_us
-            ds = direction * dticks / self.cfg.ticks_per_metre
-            self.yaw += ds * math.tan(steer * self.cfg.max_steer) / self.cfg.wheelbase
-            self.x += ds * math.cos(self.yaw)
-            self.y += ds * math.sin(self.yaw)
-        elif ((t.time_us - t.last_edge_us) & 0xFFFFFFFF) > 150_000:
-            self.speed = 0.0  # no edge for 150 ms: standing (below ~0.05 m/s)
-
-
 class RCCar(Robot):
     """The RC car through its firmware; see the module docstring for what each value means."""
 
@@ -167,9 +140,8 @@ class RCCar(Robot):
         self._seq = 0
         self._steer, self._throttle = 0.0, 0.0
         self._armed = False
-        self._odo = _Odometry(cfg)
-        self._pose_sock: Any = None
-        self._pose: tuple[float, float, float, float] | None = None  # x, y, yaw, received at
+        self._odo = Odometry(cfg.ticks_per_metre, cfg.wheelbase, cfg.max_steer)
+        self._poses: PoseStream | None = None  # robot.localisation=zmq://...
         self._window: list[tuple[float, float]] = []
         self._idx = 0
         self._rng = np.random.default_rng()
@@ -211,7 +183,7 @@ class RCCar(Robot):
         try:
             self._handshake()
             if cfg.localisation.startswith("zmq://"):
-                self._open_localisation()
+                self._poses = PoseStream(cfg.localisation, cfg.localisation_timeout_s)
         except BaseException:
             self.disconnect()
             raise
@@ -319,6 +291,7 @@ class RCCar(Robot):
             self.stats["oversize_frames"] = self._frames.oversize
 
     def disconnect(self) -> None:
+        super().disconnect()  # also ends the telemetry reader's loop
         ser, self._serial = self._serial, None
         if ser is not None:
             try:
@@ -329,56 +302,17 @@ class RCCar(Robot):
             except Exception:  # noqa: BLE001  (the link may already be gone: firmware failsafe)
                 pass
             self._armed = False
-            super().disconnect()
             if self._reader is not None:
                 self._reader.join(timeout=1)
             ser.close()
-        if self._pose_sock is not None:
-            self._pose_sock.close(linger=0)
-            self._pose_sock = None
-        super().disconnect()
+        if self._poses is not None:
+            self._poses.close()
+            self._poses = None
 
     # ------------------------------------------------------------------ localisation
-    def _open_localisation(self) -> None:
-        import zmq
-
-        url = "tcp://" + self.config.localisation[len("zmq://"):]
-        sock: Any = zmq.Context.instance().socket(zmq.SUB)
-        sock.setsockopt(zmq.CONFLATE, 1)  # only the newest pose matters
-        sock.setsockopt_string(zmq.SUBSCRIBE, "")
-        sock.connect(url)
-        self._pose_sock = sock
-        if not sock.poll(2000):
-            raise RobotError(f"rc_car: no pose from robot.localisation = "
-                             f"{self.config.localisation} within 2 s")
-        self._read_pose()
-
-    def _read_pose(self) -> tuple[float, float, float]:
-        import json
-
-        import zmq
-
-        while True:
-            try:
-                msg = self._pose_sock.recv_string(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            try:
-                d = json.loads(msg)
-                self._pose = (float(d["x"]), float(d["y"]), float(d["yaw"]), time.monotonic())
-            except (ValueError, KeyError, TypeError) as exc:
-                raise RobotError(f"rc_car: bad message from robot.localisation = "
-                                 f"{self.config.localisation} ({exc}): {msg[:80]!r}") from None
-        if self._pose is None or time.monotonic() - self._pose[3] > \
-                self.config.localisation_timeout_s:
-            age = "never" if self._pose is None else f"{time.monotonic() - self._pose[3]:.2f} s ago"
-            raise RobotError(f"rc_car: localisation lost: last pose from "
-                             f"{self.config.localisation} {age}")
-        return self._pose[:3]
-
     def _pose_now(self) -> tuple[float, float, float]:
-        if self._pose_sock is not None:
-            return self._read_pose()
+        if self._poses is not None:
+            return self._poses.read()
         with self._lock:
             return self._odo.x, self._odo.y, self._odo.yaw
 
@@ -411,12 +345,12 @@ class RCCar(Robot):
             self._arm()
         else:
             self.stop()
-        if self._pose_sock is None:
+        if self._poses is None:
             k = int((options or {}).get("checkpoint", 0)) % len(self.track.checkpoints)
             i = int(self.track.checkpoint_index[k])
+            x0, y0 = (float(v) for v in self.track.centreline[i])
             with self._lock:
-                self._odo.x, self._odo.y = (float(v) for v in self.track.centreline[i])
-                self._odo.yaw = float(self.track.heading[i])
+                self._odo.place(x0, y0, float(self.track.heading[i]))
         self._window.clear()
         x, y, _ = self._pose_now()
         self._idx = self.track.project(np.array((x, y)))
@@ -467,18 +401,13 @@ class RCCar(Robot):
         cfg = self.config
         x, y, yaw = self._pose_now()
         s, c = math.sin(yaw), math.cos(yaw)
-        with self._lock:
-            v = self._odo.speed * (-1.0 if self._throttle < 0 else 1.0)
-            steer, throttle = self._steer, self._throttle
+        v, yaw_rate, steer, throttle = self._motion()
         self._idx = self.track.project(np.array((x, y)), self._idx)
         self._window = (self._window + [(x, y)])[-cfg.stuck_steps:]
         nxt = self.track.next_checkpoint(float(self.track.s[self._idx]))
         k = cfg.n_checkpoints_obs
-        cps = self.track.checkpoints_ext[nxt:nxt + k]
-        out = [x, y, s, c, v, 0.0, v * math.tan(steer * cfg.max_steer) / cfg.wheelbase, steer,
-               throttle]
-        for px, py in cps.tolist():
-            out += [c * (px - x) + s * (py - y), c * (py - y) - s * (px - x)]
+        cps = self.track.checkpoints_ext[nxt:nxt + k].tolist()
+        out = [x, y, s, c, v, 0.0, yaw_rate, steer, throttle, *car_frame(cps, x, y, s, c)]
         return {"observation.state": np.asarray(out, dtype=np.float32)}
 
     def state(self) -> dict[str, Any]:
@@ -486,21 +415,28 @@ class RCCar(Robot):
         the encoder. ``collision`` is always False (the car has no contact sensor); ``time`` is
         the firmware's clock (s)."""
         x, y, yaw = self._pose_now()
-        with self._lock:
-            v = self._odo.speed * (-1.0 if self._throttle < 0 else 1.0)
-            t = self._telemetry
+        v, yaw_rate, _, _ = self._motion()
+        t = self._telemetry
         i = self.track.project(np.array((x, y)), self._idx)
         cx, cy = self.track.centreline[i]
         nx, ny = self.track.normal[i]
         return {"pos": np.array((x, y, 0.0)), "yaw": yaw,
                 "vel": (v * math.cos(yaw), v * math.sin(yaw)), "speed": abs(v),
-                "v_body": (v, 0.0), "yaw_rate": v * math.tan(self._steer * self.config.max_steer)
-                / self.config.wheelbase, "progress": float(self.track.s[i]),
+                "v_body": (v, 0.0), "yaw_rate": yaw_rate, "progress": float(self.track.s[i]),
                 "lateral": (x - cx) * nx + (y - cy) * ny, "collision": False, "flipped": False,
                 "stuck": self._stuck(), "time": (t.time_us / 1e6) if t else 0.0,
                 "checkpoints": self.track.checkpoints,
                 "checkpoint_radius": self.track.checkpoint_radius,
                 "track_length": self.track.length, "firmware": self.firmware_counters()}
+
+    def _motion(self) -> tuple[float, float, float, float]:
+        """(forward speed, yaw rate from the bicycle model, steering, throttle): the encoder's
+        speed signed by the commanded throttle, with the commands last sent."""
+        with self._lock:
+            steer, throttle = self._steer, self._throttle
+            v = self._odo.speed * (-1.0 if throttle < 0 else 1.0)
+        cfg = self.config
+        return v, v * math.tan(steer * cfg.max_steer) / cfg.wheelbase, steer, throttle
 
     def firmware_counters(self) -> dict[str, int]:
         """The firmware's own counters from the latest telemetry (frames it dropped, commands

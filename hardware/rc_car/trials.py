@@ -147,8 +147,6 @@ def failsafe_trial(emu: Emulator, mode: str, seed: int = 0, retries: int = 3) ->
 
 def _failsafe_attempt(emu: Emulator, mode: str, seed: int) -> FailsafeTrial | None:
     start = emu.log_size()
-    before = [e for e in emu.log_since(0)[-2000:] if e[0] == "R"]
-    count0 = int(before[-1][2]) if before else 0
     host = subprocess.Popen([sys.executable, "-c", HOST, emu.port, mode, str(seed)], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     assert host.stdout is not None
@@ -161,8 +159,8 @@ def _failsafe_attempt(emu: Emulator, mode: str, seed: int) -> FailsafeTrial | No
     time.sleep(0.35)  # well past the failsafe
     events = emu.log_since(start)
     rx = [(int(e[1]), int(e[2])) for e in events if e[0] == "R"]
-    if mode == "garbage":
-        t_last = next(t for t, c in rx if c == count0 + valid)
+    if mode == "garbage":  # rcsim counts bytes since it started; this host's first is rx[0]
+        t_last = next(t for t, c in rx if c == rx[0][1] - 1 + valid)
     else:
         t_last = rx[-1][0]
     esc = [(int(e[1]), int(e[3])) for e in events if e[0] == "P" and e[2] == "E"]

@@ -22,7 +22,7 @@ from data.schema import Feature
 from robolearn.robot import Robot
 from sim import require_rendering
 from sim.car.model import ACTUATORS, build_mjcf
-from sim.car.tracks import Track
+from sim.car.tracks import Track, car_frame
 
 
 def state_names(k: int) -> tuple[str, ...]:
@@ -301,8 +301,7 @@ class SimCar(Robot):
                    self._throttle)
         nxt = self._next_cp[self._idx]
         rel = self._cps_ext[nxt:nxt + k]
-        out[9:] = [v for px, py in rel
-                   for v in (c * (px - x) + s * (py - y), c * (py - y) - s * (px - x))]
+        out[9:] = car_frame(rel, x, y, s, c)
         out = out.copy()
         obs = {"observation.state": out}
         if cfg.camera:

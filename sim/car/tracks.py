@@ -27,6 +27,15 @@ _FIELDS = {"name", "width", "checkpoint_spacing", "points", "checkpoint_radius",
            "wall_thickness", "description"}
 
 
+def car_frame(points: list[list[float]], x: float, y: float, s: float, c: float
+              ) -> list[float]:
+    """World points ``[[px, py], ...]`` as ``[dx0, dy0, dx1, ...]`` in the frame of a car at
+    ``(x, y)`` heading ``(sin, cos) = (s, c)`` (x forward, y left): how the cars' observations
+    give their next checkpoints."""
+    return [v for px, py in points
+            for v in (c * (px - x) + s * (py - y), c * (py - y) - s * (px - x))]
+
+
 class TrackError(ValueError):
     """A track file is missing, unreadable or inconsistent; the message names file and field."""
 
