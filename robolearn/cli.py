@@ -46,6 +46,17 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("improve", "robolearn.improve:ImproveConfig", "robolearn.improve:run", ("start",),
             "interactive imitation: the robot acts, asks its teacher, learns (method=dagger|"
             "hgdagger|thrifty|askdagger)"),
+    Command("learner", "robolearn.practice.learner:schema_for", "robolearn.practice.learner:run",
+            ("output",), "practice: learn from actors over gRPC, serve them weights (policy=rlpd|"
+            "sac; resumes exactly)"),
+    Command("actor", "robolearn.practice.actor:schema_for", "robolearn.practice.actor:run",
+            ("learner",), "practice: one robot acting for a learner (learner=HOST:PORT), "
+                          "recording every step"),
+    Command("course", "robolearn.practice.course:CourseConfig", "robolearn.practice.course:run",
+            ("store",), "a car's course (checkpoints) from a recorded demo lap: robot.course="),
+    Command("practice", "robolearn.practice.session:PracticeConfig",
+            "robolearn.practice.session:run", ("output",),
+            "practice on this machine: a learner and N actors, each its own process"),
     Command("eval", "robolearn.evaluate:EvalConfig", "robolearn.evaluate:run", ("checkpoint",),
             "run a checkpoint for N seeded episodes: success rate with its CI, return, videos"),
     Command("calibrate", "robolearn.arm_cmds:calibrate_schema", "robolearn.arm_cmds:calibrate",

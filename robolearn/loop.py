@@ -86,6 +86,22 @@ class EpisodeResult:
     safety: SafetyStats
 
 
+@dataclass
+class Transition:
+    """One step as the loop made it: the observation the action was chosen from, the action
+    actually sent (after the safety filter and the robot's own limits), the reward, the next
+    observation, how the step ended the episode, who chose the action, and the step's info."""
+
+    obs: dict[str, np.ndarray]
+    action: np.ndarray
+    reward: float
+    next_obs: dict[str, np.ndarray]
+    terminated: bool
+    truncated: bool
+    source: Source
+    info: dict[str, Any]
+
+
 def step_features(env: RobotEnv) -> dict[str, Feature]:
     """Schema for a store that records this env through the loop: observations, the action
     actually sent, and the step's reward (``next.reward``, LeRobot's name)."""
@@ -126,6 +142,8 @@ class ControlLoop:
                     stop_when: Callable[[], bool] | None = None,
                     review: Callable[[EpisodeResult], tuple[bool, bool | None]] | None = None,
                     step_extras: Callable[[], dict[str, Any]] | None = None,
+                    sink: Callable[[Transition], None] | None = None,
+                    start_obs: dict[str, np.ndarray] | None = None,
                     **episode_metadata: Any) -> EpisodeResult:
         """Run one episode. ``source`` labels the non-intervention steps (default: teleop
         when there is no policy, else policy). ``observer(env)`` is called after the reset
@@ -134,20 +152,27 @@ class ControlLoop:
         decides, before the commit, whether the recorded episode is kept and how it is
         labelled (None: the task's own verdict). ``step_extras()`` returns more values to record
         with each step (features the store was created with: what an interactive method asked
-        and was told at that step), called after the action was chosen."""
+        and was told at that step), called after the action was chosen. ``sink(transition)``
+        gets every step as a :class:`Transition` (practice: the actor hands it to its learner).
+        ``start_obs``: go on from this observation instead of resetting the env (practice after
+        a recovery manoeuvre: the task's laps and clock continue; a new stored episode starts,
+        so no stored step is paired with an observation from after the manoeuvre)."""
         if policy is None and teleop is None:
             raise ValueError("run_episode needs a policy, a teleop device, or both")
         base = Source.parse(source) if source is not None else (
             Source.TELEOP if policy is None else Source.POLICY)
         try:  # a reset may move the robot (a real arm homes): a failure here stops it too
-            obs, _ = self.env.reset(seed=seed)
+            if start_obs is None:
+                obs, _ = self.env.reset(seed=seed)
+            else:
+                obs = start_obs
             if observer is not None:
                 observer(self.env)
             self.safety.reset(last=self.env.robot.hold_action())
             # a policy object, or its bound method (``policy.select_action``): either way its
             # history, queued chunk and sampling noise (seeded by the episode's) start afresh
             owner = getattr(policy, "__self__", policy)
-            if owner is not None and hasattr(owner, "reset"):
+            if owner is not None and hasattr(owner, "reset") and start_obs is None:
                 owner.reset(seed=seed)
         except BaseException as exc:
             exc.add_note(f"episode seed={seed}, before its first step: {self._halt(exc, None)}")
@@ -193,6 +218,9 @@ class ControlLoop:
                         extra = step_extras() if step_extras is not None else {}
                         rec.add({**obs, "action": sent, "next.reward": np.float32(reward),
                                  **extra}, source=src)
+                    if sink is not None:
+                        sink(Transition(obs, sent, float(reward), new_obs, bool(terminated),
+                                        bool(truncated), src, info))
                     sources[src.name.lower()] = sources.get(src.name.lower(), 0) + 1
                     for k, v in info.get("reward_terms", {}).items():
                         terms_sum[k] = terms_sum.get(k, 0.0) + float(v)

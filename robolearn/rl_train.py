@@ -42,7 +42,13 @@ import torch
 import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from data import EpisodeStore, Source, StoreError
 from data.schema import Feature
-from policies.rl.replay import ReplayBuffer, discounted_returns, learner_reward, load_transitions
+from policies.rl.replay import (
+    ReplayBuffer,
+    discounted_returns,
+    learner_reward,
+    load_transitions,
+    mixed_batch,
+)
 from robolearn.env import (
     ENVS,
     RobotEnv,
@@ -131,17 +137,25 @@ def rl_features(env: RobotEnv) -> tuple[dict[str, Feature], dict[str, dict[str, 
     """What the agent sees and acts on, and its normalization statistics: observations as they
     are (identity; LayerNorm critics cope with the scales), images to [-1, 1], actions mapped
     from the robot's bounds to [-1, 1] (the actor's tanh then covers exactly the legal range)."""
-    feats = {k: f for k, f in env.features.items() if k.startswith("observation.")}
+    low, high = env.robot.action_bounds
+    return rl_features_of(env.features, env.robot.action_feature, low, high)
+
+
+def rl_features_of(features: dict[str, Feature], action: Feature, low: np.ndarray,
+                   high: np.ndarray
+                   ) -> tuple[dict[str, Feature], dict[str, dict[str, np.ndarray]]]:
+    """:func:`rl_features` from the parts (a learner that only knows its actors' spec)."""
+    feats = {k: f for k, f in features.items() if k.startswith("observation.")}
     stats: dict[str, dict[str, np.ndarray]] = {}
     for k, f in feats.items():
         shape = (f.shape[-1],) if f.image else f.shape
         mid, spread = (0.5, 0.5) if f.image else (0.0, 1.0)
         stats[k] = {"mean": np.full(shape, mid, np.float32), "std": np.full(shape, spread,
                                                                              np.float32)}
-    low, high = (b.astype(np.float32) for b in env.robot.action_bounds)
+    low, high = (np.asarray(b, np.float32) for b in (low, high))
     stats["action"] = {"min": low, "max": high, "mean": (low + high) / 2,
                        "std": (high - low) / 2}
-    return {**feats, "action": env.robot.action_feature}, stats
+    return {**feats, "action": action}, stats
 
 
 class Runner:
@@ -242,18 +256,9 @@ class Runner:
 
     def batch(self) -> dict[str, torch.Tensor]:
         """``utd`` minibatches, each ``offline_ratio`` offline and the rest online."""
-        a, g = self.acfg, self.agent.generator
-        n_off = round(a.batch_size * a.offline_ratio) \
-            if self.offline is not None and a.keep_offline else 0
-        on = self.online.sample(a.utd * (a.batch_size - n_off), g)
-        if n_off == 0:
-            return on
-        off = self.offline.sample(a.utd * n_off, g)  # type: ignore[union-attr]
-        off["offline"] = torch.ones(a.utd * n_off, device=self.device)
-        on["offline"] = torch.zeros(a.utd * (a.batch_size - n_off), device=self.device)
-        return {k: torch.cat([off[k].unflatten(0, (a.utd, n_off)),
-                              on[k].unflatten(0, (a.utd, a.batch_size - n_off))], 1).flatten(0, 1)
-                for k in on}
+        a = self.acfg
+        return mixed_batch(self.online, self.offline if a.keep_offline else None, a.utd,
+                           a.batch_size, a.offline_ratio, self.agent.generator)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:

@@ -137,6 +137,24 @@ def discounted_returns(rewards: Sequence[float] | np.ndarray, gamma: float) -> n
     return mc
 
 
+def mixed_batch(online: ReplayBuffer, offline: ReplayBuffer | None, utd: int, batch_size: int,
+                offline_ratio: float, generator: torch.Generator | None = None
+                ) -> dict[str, Tensor]:
+    """``utd`` minibatches of ``batch_size``, each ``offline_ratio`` from ``offline`` (RLPD's
+    symmetric sampling; marked ``offline`` = 1) and the rest from ``online``; ``offline`` None:
+    all online."""
+    n_off = round(batch_size * offline_ratio) if offline is not None else 0
+    on = online.sample(utd * (batch_size - n_off), generator)
+    if n_off == 0 or offline is None:
+        return on
+    off = offline.sample(utd * n_off, generator)
+    off["offline"] = torch.ones(utd * n_off, device=online.device)
+    on["offline"] = torch.zeros(utd * (batch_size - n_off), device=online.device)
+    return {k: torch.cat([off[k].unflatten(0, (utd, n_off)),
+                          on[k].unflatten(0, (utd, batch_size - n_off))], 1).flatten(0, 1)
+            for k in on}
+
+
 def learner_reward(reward: float, terminated: bool, step_info: dict[str, Any],
                    success_terminates: bool, gamma: float, absorbing_success: bool = True
                    ) -> float:

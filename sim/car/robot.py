@@ -22,7 +22,7 @@ from data.schema import Feature
 from robolearn.robot import Robot
 from sim import require_rendering
 from sim.car.model import ACTUATORS, build_mjcf
-from sim.car.tracks import Track, car_frame
+from sim.car.tracks import Track, car_frame, load_course
 
 
 def state_names(k: int) -> tuple[str, ...]:
@@ -38,6 +38,9 @@ STATE_NAMES = state_names(3)  # with the default 3 checkpoints
 @dataclass
 class SimCarConfig:
     track: str = "oval"  # track name (sim/car/tracks/<name>.json) or path to a track JSON file
+    # checkpoints recorded by driving (``robolearn course``: FastRLAP's goals from a demo lap)
+    # instead of the track's own; they are what the observation and the lap task use
+    course: str | None = None
     fps: float = 20.0  # control rate, Hz; act() advances the physics by 1 / fps
     timestep: float = 0.005  # s, MuJoCo physics step; 1 / (fps * timestep) must be an integer
     max_speed: float = 5.0  # m/s, rear-wheel surface speed at throttle 1
@@ -124,6 +127,8 @@ class SimCar(Robot):
         self.config = cfg = SimCarConfig(**kwargs)
         self.fps = cfg.fps
         self.track = tr = Track.load(cfg.track)
+        if cfg.course:
+            self.track = tr = tr.with_checkpoints(*load_course(cfg.course))
         self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.track, cfg))
         self.data = mujoco.MjData(self.model)
         self.n_substeps = cfg.n_substeps

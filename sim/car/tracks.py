@@ -15,6 +15,7 @@ resampled every ``RESAMPLE_DS`` metres; the walls run parallel to it at ``width 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,28 @@ class Track:
         """Index of the first checkpoint strictly ahead of arc length ``s``."""
         return int(np.searchsorted(self.checkpoint_s, s, side="right")) % len(self.checkpoints)
 
+    def with_checkpoints(self, points: Any, radius: float | None = None) -> Track:
+        """This track with ``points (C, 2)`` as its checkpoints (a course recorded by driving:
+        FastRLAP's goals), in driving order; each is placed at the arc length of its closest
+        centreline point. ``radius``: reach distance (default: the track's)."""
+        pts = np.asarray(points, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 4:
+            raise TrackError(f"a course needs at least 4 checkpoints (x, y), got shape "
+                             f"{pts.shape}")
+        idx = np.array([self.project(p) for p in pts])
+        order = np.argsort(self.s[idx], kind="stable")
+        if len(set(idx.tolist())) < len(idx):
+            raise TrackError("two checkpoints of the course share a centreline point; record "
+                             "the course with a larger spacing")
+        t = copy.copy(self)
+        t.checkpoint_index = idx[order]
+        t.checkpoint_s = self.s[t.checkpoint_index]
+        t.checkpoints = pts[order]
+        t.checkpoints_ext = np.vstack([t.checkpoints] * 2)
+        if radius is not None:
+            t.checkpoint_radius = float(radius)
+        return t
+
     def wall_segments(self, spacing: float = 0.25) -> np.ndarray:
         """Wall centre-lines as segments ``(M, 2, 2)`` (both walls), offset by half the
         thickness so the inner faces lie at ``width / 2``."""
@@ -222,3 +245,39 @@ class Track:
         pts = np.vstack([self.left_wall, self.right_wall])
         margin = self.wall_thickness
         return pts.min(axis=0) - margin, pts.max(axis=0) + margin
+
+
+def course_from_path(xy: Any, spacing: float) -> np.ndarray:
+    """Checkpoints ``(C, 2)`` every ``spacing`` metres along the first lap of a driven path
+    ``xy (T, 2)`` (FastRLAP's goals, which its code has a person enter by hand). The lap ends
+    where the path, having gone at least ``4 * spacing`` away, comes back within ``spacing`` of
+    its start; a path that never closes is an error."""
+    xy = np.asarray(xy, dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2 or len(xy) < 3:
+        raise TrackError(f"a driven path needs (T >= 3, 2) positions, got shape {xy.shape}")
+    if spacing <= 0:
+        raise TrackError(f"checkpoint spacing must be > 0, got {spacing}")
+    seg = np.linalg.norm(np.diff(xy, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    back = np.linalg.norm(xy - xy[0], axis=1)
+    away = np.flatnonzero(back > 4 * spacing)
+    closing = np.flatnonzero((back < spacing) & (np.arange(len(xy)) > (away[0] if len(away)
+                                                                        else len(xy))))
+    if not len(closing):
+        raise TrackError(f"the path ({s[-1]:.1f} m) never comes back to its start: record "
+                         "one whole lap")
+    end = int(closing[0])
+    n = max(int(round(s[end] / spacing)), 4)
+    at = np.arange(n) * (s[end] / n)
+    return np.stack([np.interp(at, s[:end + 1], xy[:end + 1, 0]),
+                     np.interp(at, s[:end + 1], xy[:end + 1, 1])], axis=1)
+
+
+def load_course(path: str | Path) -> tuple[np.ndarray, float | None]:
+    """A course file (``robolearn course``): ``{"checkpoints": [[x, y], ...],
+    "checkpoint_radius": r | null, ...}`` -> (checkpoints, radius)."""
+    try:
+        spec = json.loads(Path(path).read_text())
+        return np.asarray(spec["checkpoints"], dtype=np.float64), spec.get("checkpoint_radius")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise TrackError(f"course file {path}: {type(e).__name__}: {e}") from None

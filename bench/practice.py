@@ -1,0 +1,278 @@
+"""Practice sessions, measured: ``python -m bench.practice fastrlap|actors|link|kill``.
+
+- ``fastrlap``: FastRLAP on the simulated car. One demo lap at half the scripted driver's speed
+  (pure pursuit at ``DEMO_SPEED`` instead of 2.0 m/s) is recorded; ``robolearn course`` turns its
+  path into the course's checkpoints; ``robolearn practice`` (learner + actor processes over
+  gRPC) practises with SAC from nothing else. Baseline: the demo lap's own time; target: a lap
+  <= 0.6x of it within 20 minutes of robot time (env steps / 20 Hz). Curves of lap time against
+  robot minutes and wall minutes, per seed.
+- ``actors``: the same session with two actors against one, in the same run: env steps/s and
+  the robot time (summed over actors) and wall time to the target lap time.
+- ``link``: weight delivery latency learner -> actor (p50/p99) and transitions/s through the
+  gRPC link, against the same payloads through an in-process ``queue.Queue``.
+- ``kill``: a session whose learner is SIGKILLed 10 times: transitions lost, time from the
+  learner's return to the actor's first step, steps taken while the learner was down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENV = "robolearn/SimCar-v0"
+DEMO_SPEED = 1.0  # m/s: half of PurePursuitConfig.speed (2.0)
+FPS = 20.0
+
+
+def record_demo(out: Path, speed: float = DEMO_SPEED, seed: int = 0) -> float:
+    """One lap by the pure-pursuit driver at ``speed`` into ``out``; returns its lap time (s)."""
+    import sim  # noqa: F401
+    from robolearn.env import ENVS, make_env
+    from robolearn.loop import ControlLoop, LoopConfig, create_store
+    from sim.car.driver import PurePursuitDriver
+
+    env = make_env(**ENVS[ENV])
+    driver = PurePursuitDriver.for_robot(env.robot, speed=speed)
+    store = create_store(str(out), env, ENV, {})
+    with store, store.recorder(task=env.task.description, source="scripted") as rec:
+        loop = ControlLoop(env, LoopConfig(realtime=False, max_steps=4000), recorder=rec)
+        # on 2 s past the lap: the path closes on itself (robolearn course needs that)
+        done_at: list[int] = []
+
+        def stop() -> bool:
+            if env.task.laps >= 1 and not done_at:
+                done_at.append(env.task.checkpoints_reached)
+            return bool(done_at) and env.task.checkpoints_reached >= done_at[0] + 2
+
+        loop.run_episode(lambda obs: driver(env.robot.state()), seed=seed, stop_when=stop)
+    lap = float(env.task.lap_times[0])
+    env.close()
+    return lap
+
+
+def _practice(out: Path, seed: int, actors: int, env_steps: int, time_scale: float,
+              course: Path, learner_args: list[str]) -> None:
+    from robolearn.practice.session import PracticeConfig
+    from robolearn.practice.session import run as practice
+
+    cfg = PracticeConfig(output=str(out), env=ENV, actors=actors, env_steps=env_steps,
+                         time_scale=time_scale, policy="sac", seed=seed,
+                         learner_args=learner_args,
+                         actor_args=[f"robot.course={course}"])
+    code = practice(cfg)
+    if code:
+        raise SystemExit(f"practice {out} failed ({code})")
+
+
+def laps(out: Path) -> list[dict[str, Any]]:
+    rows = []
+    for f in sorted(out.glob("actor*/laps.jsonl")):
+        rows += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+    return sorted(rows, key=lambda r: r["wall_s"])
+
+
+def first_reaching(rows: list[dict[str, Any]], target: float, actors: int = 1
+                   ) -> dict[str, float] | None:
+    """The first lap at or under ``target``: robot minutes (summed over actors: each actor's
+    steps at that moment, approximated by its own count times the actors) and wall minutes."""
+    for r in rows:
+        if r["lap_time"] <= target:
+            return {"robot_min": r["robot_s"] * actors / 60, "wall_min": r["wall_s"] / 60,
+                    "lap_time": r["lap_time"]}
+    return None
+
+
+LEARNER = ["policy_config.utd=2", "policy_config.batch_size=256", "start_after=1000",
+           "checkpoint_every_s=60", "threads=1"]
+
+
+def fastrlap(args: argparse.Namespace) -> dict[str, Any]:
+    out = args.out / "fastrlap"
+    out.mkdir(parents=True, exist_ok=True)
+    demo = out / "demo.zarr"
+    if not demo.exists():
+        demo_lap = record_demo(demo)
+        (out / "demo.json").write_text(json.dumps({"lap_time": demo_lap, "speed": DEMO_SPEED}))
+    demo_lap = json.loads((out / "demo.json").read_text())["lap_time"]
+    course = out / "course.json"
+    if not course.exists():
+        from robolearn.practice.course import CourseConfig
+        from robolearn.practice.course import run as make_course
+
+        make_course(CourseConfig(store=str(demo), output=str(course), spacing=1.0))
+    target = 0.6 * demo_lap
+    report: dict[str, Any] = {"demo_lap_s": demo_lap, "target_s": target,
+                              "env_steps": args.steps, "time_scale": args.time_scale,
+                              "learner": LEARNER, "seeds": {}}
+    for seed in args.seeds:
+        run_dir = out / f"seed{seed}"
+        if not (run_dir / "actor0" / "actor.json").exists():
+            _practice(run_dir, seed, 1, args.steps, args.time_scale, course, LEARNER)
+        rows = laps(run_dir)
+        report["seeds"][seed] = {"first_at_target": first_reaching(rows, target),
+                                 "laps": len(rows),
+                                 "best_lap_s": min((r["lap_time"] for r in rows), default=None),
+                                 "last5_median_s": float(np.median([r["lap_time"]
+                                                                     for r in rows[-5:]]))
+                                 if rows else None}
+        print(json.dumps({seed: report["seeds"][seed]}), flush=True)
+    _plot(out, report, demo_lap)
+    return report
+
+
+def _plot(out: Path, report: dict[str, Any], demo_lap: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for seed in report["seeds"]:
+        rows = laps(out / f"seed{seed}")
+        for ax, key, scale in ((axes[0], "robot_s", 60), (axes[1], "wall_s", 60)):
+            ax.plot([r[key] / scale for r in rows], [r["lap_time"] for r in rows], ".-",
+                    label=f"seed {seed}")
+    for ax, name in zip(axes, ("robot minutes (env steps / 20 Hz)", "wall minutes (this CPU)"),
+                        strict=True):
+        ax.axhline(demo_lap, color="k", ls="--", label="demo lap")
+        ax.axhline(0.6 * demo_lap, color="g", ls=":", label="0.6x demo")
+        ax.set_xlabel(name)
+    axes[0].set_ylabel("lap time (s)")
+    axes[0].legend()
+    fig.suptitle("FastRLAP practice on the simulated car (SAC, learner and actor over gRPC)")
+    fig.tight_layout()
+    Path("docs").mkdir(exist_ok=True)
+    fig.savefig("docs/practice_lap_time.png", dpi=100)
+
+
+def _car_actor_weights() -> dict[str, np.ndarray]:
+    """The SAC actor's weights for the car (what a practice session publishes)."""
+    import sim  # noqa: F401
+    from policies.rl import agent_class
+    from robolearn.env import ENVS, make_env
+    from robolearn.practice.actor import robot_spec
+    from robolearn.practice.learner import actor_state, build_agent
+
+    env = make_env(**ENVS[ENV])
+    agent = build_agent("sac", agent_class("sac").config_class(device="cpu"),
+                        robot_spec(env, ENV))
+    env.close()
+    return actor_state(agent)
+
+
+def link(args: argparse.Namespace) -> dict[str, Any]:
+    """gRPC link vs an in-process queue.Queue, same payloads, same serialisation
+    (safetensors), both ends in this process (the link over real loopback TCP)."""
+    import queue
+    import threading
+
+    from robolearn.practice.link import ActorLink, LinkServer, pack, stack_rows, unpack
+
+    car = _car_actor_weights()
+    big = {"w": np.random.default_rng(0).standard_normal(5_000_000).astype(np.float32)}
+    report: dict[str, Any] = {"weights": {}, "transitions": {}}
+    n_rows = 20_000
+    rows = [{"obs/observation.state": np.full(15, i, np.float32), "action": np.zeros(2,
+             np.float32), "reward": np.float32(i), "done": np.float32(0),
+             "next_obs/observation.state": np.full(15, i + 1, np.float32)}
+            for i in range(n_rows)]
+    got_rows = [0]
+
+    def hello(aid: str, spec: dict[str, Any], resend_from: int) -> tuple[int, int, str]:
+        return got_rows[0], got_rows[0], "{}"
+
+    def receive(aid: str, first: int, arrays: dict[str, np.ndarray]) -> tuple[int, int]:
+        got_rows[0] = first + len(arrays["reward"])
+        return got_rows[0], got_rows[0]
+
+    server = LinkServer("127.0.0.1:0", hello, receive).start()
+    actor = ActorLink(server.address, "bench", {}).start()
+    assert actor.wait_up(10)
+    for name, w in (("car_sac_actor", car), ("20MB", big)):
+        nbytes = len(pack(w))
+        lat_link = []
+        for i in range(args.reps):
+            n0 = actor.stats.weight_versions
+            server.publish(w, i)
+            while actor.stats.weight_versions == n0:
+                time.sleep(0.0005)
+            lat_link.append(actor.stats.latencies_ms[-1])
+            actor.latest()
+            time.sleep(0.02)
+        q: queue.Queue[tuple[float, bytes]] = queue.Queue()
+        lat_q: list[float] = []
+
+        def consume(q: queue.Queue[tuple[float, bytes]] = q, lat_q: list[float] = lat_q,
+                    n: int = args.reps) -> None:
+            for _ in range(n):
+                t, data = q.get()
+                unpack(data, "weights")
+                lat_q.append(1000 * (time.time() - t))
+
+        t = threading.Thread(target=consume)
+        t.start()
+        for _ in range(args.reps):
+            q.put((time.time(), pack(w)))  # publish packs once, like the link
+            time.sleep(0.02)
+        t.join()
+        p = {k: float(np.percentile(v, pct)) for k, v, pct in
+             (("link_p50_ms", lat_link, 50), ("link_p99_ms", lat_link, 99),
+              ("queue_p50_ms", lat_q, 50), ("queue_p99_ms", lat_q, 99))}
+        p["bytes"] = nbytes
+        p["p50_ratio_link_over_queue"] = p["link_p50_ms"] / p["queue_p50_ms"]
+        report["weights"][name] = p
+        print(name, json.dumps(p), flush=True)
+    t0 = time.perf_counter()
+    for r in rows:
+        actor.push(r)
+    while actor.acked() < n_rows:
+        time.sleep(0.001)
+    link_rate = n_rows / (time.perf_counter() - t0)
+    q2: queue.Queue[bytes | None] = queue.Queue()
+    seen = [0]
+
+    def drain() -> None:
+        while (data := q2.get()) is not None:
+            seen[0] += len(unpack(data, "batch")["reward"])
+
+    t = threading.Thread(target=drain)
+    t.start()
+    t0 = time.perf_counter()
+    for i in range(0, n_rows, 64):  # the link's own batching
+        q2.put(pack(stack_rows(rows[i:i + 64])))
+    q2.put(None)
+    t.join()
+    queue_rate = n_rows / (time.perf_counter() - t0)
+    report["transitions"] = {"link_per_s": link_rate, "queue_per_s": queue_rate,
+                             "ratio_link_over_queue": link_rate / queue_rate, "n": n_rows}
+    print(json.dumps(report["transitions"]), flush=True)
+    actor.close()
+    server.stop(0)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("what", choices=["fastrlap", "actors", "link", "kill"])
+    p.add_argument("--out", type=Path, default=Path("outputs/bench_practice"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=24_000)
+    p.add_argument("--time-scale", type=float, default=4.0)
+    p.add_argument("--reps", type=int, default=100, help="weight versions per size (link)")
+    args = p.parse_args(argv)
+    t0 = time.time()
+    report = {"fastrlap": fastrlap, "link": link}[args.what](args)
+    report["wall_s"] = time.time() - t0
+    (args.out / f"{args.what}.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""``robolearn actor``: one robot practising for a learner (``robolearn learner``).
+
+The actor steps its robot through the control loop (:class:`robolearn.loop.ControlLoop`: fixed
+rate, safety filter, watchdog, a teleop device able to take over, recording), the same loop
+``collect``, ``eval`` and ``deploy`` use. Each step goes to its episode store
+(``output/episodes.zarr``, source ``autonomous``, interventions marked) and, through the loop's
+``sink``, to the link; new weights are taken between steps (the policy call loads the newest
+version the link holds). Nothing here waits for a gradient step.
+
+- Until the learner has made one update, the actor acts uniformly at random over the action
+  bounds (the learner's ``start_after`` transitions); then the agent's stochastic policy.
+- The link down (learner killed, network gone: no message for ``liveness_s``): the episode ends
+  there, the robot is stopped and held stopped, the store keeps every step; when the learner is
+  back the actor resends what the learner lacks and practises on.
+- A stuck or flipped car runs FastRLAP's recovery manoeuvre and practises on in the same task
+  episode (a new stored episode starts: no stored step pairs with a post-manoeuvre
+  observation).
+- Lap times (tasks that time laps) go to ``output/laps.jsonl`` with robot time (steps / the
+  robot's control rate) and wall time: the curves of practice. ``output/events.jsonl`` has the
+  link's story: ``link_down`` (the robot stopped), ``link_up``, ``first_step`` after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import sim  # noqa: F401  (headless GL backend before mujoco loads)
+from data import EpisodeStore, Source
+from robolearn.env import ENVS, RobotEnv, make_env, robot_config, robot_kwargs, unknown_env
+from robolearn.loop import ControlLoop, LoopConfig, Transition, create_store
+from robolearn.practice.link import DEFAULT_ADDRESS, ActorLink, Security, read_token
+from robolearn.rundir import check_output, start_output
+from robolearn.safety import SafetyConfig
+from robolearn_core.config import InvalidValue, to_yaml
+
+log = logging.getLogger("robolearn.actor")
+
+ACTOR_ENTRIES = ("episodes.zarr", "laps.jsonl", "events.jsonl", "config.yaml", "actor.json")
+
+
+@dataclass
+class ActorConfig:
+    learner: str = DEFAULT_ADDRESS  # the learner's host:port
+    actor_id: str = "actor0"  # unique per robot in a session
+    env: str = "robolearn/SimCar-v0"  # the robot and task this actor practises
+    robot: Any = None  # settings of the env's robot; None: the env's own
+    output: str = "outputs/practice/actor0"  # episodes.zarr, laps.jsonl
+    token: str | None = None
+    token_file: str | None = None
+    tls_ca: str | None = None  # PEM certificate to trust for the learner (TLS)
+    env_steps: int | None = None  # stop after this many steps of this actor; None: Ctrl-C
+    max_episode_steps: int | None = None  # None: the env's limit
+    time_scale: float = 1.0  # simulated robots: run the loop this many times real time
+    seed: int = 0
+    threads: int = 1  # torch CPU threads for inference (the default threads cost 20x here)
+    liveness_s: float = 3.0  # the link is down after this long without a learner message
+    random_until_learned: bool = True  # uniform random actions until the first update
+    teleop: str = "none"  # device that can take over: none | keyboard | gamepad | spacemouse
+    teleop_config: dict[str, Any] = field(default_factory=dict)
+    # bounds, rate limit (FastRLAP: max_delta=0.2 on a real car's [-1, 1]), NaN handling,
+    # watchdog
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+    def __post_init__(self) -> None:
+        if self.env not in ENVS:
+            raise InvalidValue("env", unknown_env(self.env))
+        self.robot = robot_config(self.env, self.robot)
+        if self.time_scale <= 0:
+            raise InvalidValue("time_scale", f"must be > 0, got {self.time_scale}")
+        if self.teleop not in ("none", "keyboard", "gamepad", "spacemouse"):
+            raise InvalidValue("teleop", f"must be none, keyboard, gamepad or spacemouse, got "
+                                         f"{self.teleop!r}")
+        if self.env_steps is not None and self.env_steps < 1:
+            raise InvalidValue("env_steps", f"must be >= 1, got {self.env_steps}")
+
+
+def schema_for(path: str | None, overrides: list[str]) -> type:
+    from robolearn.env import with_robot
+
+    return with_robot(ActorConfig, path, overrides)
+
+
+def robot_spec(env: RobotEnv, env_id: str) -> dict[str, Any]:
+    """What the learner needs to know of this robot (JSON)."""
+    low, high = env.robot.action_bounds
+    return {"env": env_id, "robot": env.robot.name, "fps": env.robot.fps,
+            "features": {k: f.to_json() for k, f in env.features.items()
+                         if k.startswith("observation.")},
+            "action": env.robot.action_feature.to_json(),
+            "low": np.asarray(low).tolist(), "high": np.asarray(high).tolist()}
+
+
+class PracticePolicy:
+    """The actor's policy: uniform random until the learner has learned, then the agent's
+    stochastic actions with the newest weights the link holds (taken between steps)."""
+
+    def __init__(self, link: ActorLink, low: np.ndarray, high: np.ndarray, seed: int,
+                 random_until_learned: bool) -> None:
+        self.link, self.low, self.high = link, np.asarray(low), np.asarray(high)
+        self.rng = np.random.default_rng(seed)
+        self.random_until_learned = random_until_learned
+        self.agent: Any = None
+        self.version = self.learner_step = 0
+        self.seed = seed
+
+    def _take_weights(self) -> None:
+        got = self.link.latest()
+        if got is None:
+            return
+        if self.agent is None:
+            self.agent = _agent_from(self.link.policy_json, self.link.spec, self.seed)
+        self.agent.actor.load_state_dict({k: torch.from_numpy(np.array(v))
+                                          for k, v in got.state.items()})
+        self.version, self.learner_step = got.version, got.learner_step
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        self._take_weights()
+        if self.agent is None or (self.random_until_learned and self.learner_step == 0):
+            return self.rng.uniform(self.low, self.high)
+        return self.agent.explore(obs).cpu().numpy()
+
+
+def _agent_from(policy_json: str, spec: dict[str, Any], seed: int) -> Any:
+    """The learner's agent, rebuilt on the CPU to act (its config as the learner sent it)."""
+    from omegaconf import OmegaConf
+
+    from policies.rl import agent_class
+    from robolearn.practice.learner import build_agent
+
+    msg = json.loads(policy_json)
+    acls = agent_class(msg["policy"]).config_class
+    cfg: Any = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(acls),
+                                                   OmegaConf.create(msg["config"])))
+    cfg = dataclasses.replace(cfg, device="cpu", seed=seed,
+                              actor=dataclasses.replace(cfg.actor, device="cpu"))
+    agent = build_agent(msg["policy"], cfg, spec)
+    agent.actor.eval()
+    return agent
+
+
+class Actor:
+    def __init__(self, cfg: ActorConfig) -> None:
+        self.cfg = cfg
+        torch.set_num_threads(max(cfg.threads, 1))
+        self.out = Path(cfg.output)
+        env_kwargs = dict(ENVS[cfg.env])
+        self.overrides: dict[str, Any] = {}
+        kwargs = robot_kwargs(cfg.env, cfg.robot)
+        if kwargs != env_kwargs.get("robot_kwargs", {}):
+            self.overrides["robot_kwargs"] = kwargs
+        if cfg.max_episode_steps:
+            self.overrides["max_steps"] = cfg.max_episode_steps
+        self.env_kwargs = {**env_kwargs, **self.overrides}
+        self.stop = threading.Event()
+        self.steps = 0  # this actor's steps, all sessions (robot time = steps / fps)
+        self.t_start = time.time()
+        self._first_step = False  # the next step is the first after a reconnection
+
+    def run(self) -> int:
+        cfg = self.cfg
+        check_output(self.out, wipe=False, entries=ACTOR_ENTRIES)
+        start_output(self.out, wipe=False, entries=ACTOR_ENTRIES, kind="actor")
+        env = make_env(**self.env_kwargs)
+        robot = env.robot
+        if not robot.simulated and cfg.time_scale != 1.0:
+            raise InvalidValue("time_scale", "a real robot runs in real time (time_scale=1)")
+        link = ActorLink(cfg.learner, cfg.actor_id, robot_spec(env, cfg.env),
+                         security=Security(read_token(cfg.token, cfg.token_file),
+                                           tls_ca=cfg.tls_ca),
+                         liveness_s=cfg.liveness_s).start()
+        low, high = robot.action_bounds
+        policy = PracticePolicy(link, low, high, cfg.seed, cfg.random_until_learned)
+        teleop = None
+        if cfg.teleop != "none":
+            from hardware.teleop import make_teleop
+
+            teleop = make_teleop(cfg.teleop, robot, **cfg.teleop_config)
+        path = self.out / "episodes.zarr"
+        store = (EpisodeStore.open(path, "a") if (path / "zarr.json").exists()
+                 else create_store(str(path), env, cfg.env, self.overrides,
+                                   actor_id=cfg.actor_id))
+        self.steps = store.num_frames  # committed steps of earlier runs of this actor
+        laps_file = open(self.out / "laps.jsonl", "a")
+        self.events = open(self.out / "events.jsonl", "a")
+        (self.out / "config.yaml").write_text(to_yaml(cfg))
+        for sig in (signal.SIGTERM,):
+            signal.signal(sig, lambda *_: self.stop.set())
+        loop_cfg = LoopConfig(fps=robot.fps * cfg.time_scale, realtime=True,
+                              safety=cfg.safety)
+        episode = 0
+        try:
+            with store, store.recorder(task=env.task.description or env.task.name,
+                                       source=Source.AUTONOMOUS) as rec:
+                loop = ControlLoop(env, loop_cfg, recorder=rec)
+                link_lost = False
+
+                def sink(t: Transition) -> None:
+                    self._sink(link, env, t, laps_file)
+
+                def stop_when() -> bool:
+                    nonlocal link_lost
+                    link_lost = not link.up
+                    return (link_lost or self.stop.is_set() or robot.needs_recovery()
+                            or self._budget_spent())
+
+                start_obs = None
+                while not (self.stop.is_set() or self._budget_spent()):
+                    if not link.up:
+                        robot.stop()  # held in its safe state until the learner is back
+                        if link.stats.connects:  # (not before the first connection)
+                            self._event("link_down", error=link.stats.last_error)
+                        log.info("actor %s: waiting for the learner at %s (%s)", cfg.actor_id,
+                                 cfg.learner, link.stats.last_error or "connecting")
+                        while not link.wait_up(0.5):
+                            if self.stop.is_set():
+                                return 0
+                        self._event("link_up")
+                        self._first_step = True
+                        start_obs = None
+                    seed = cfg.seed * 1_000_003 + episode
+                    result = loop.run_episode(
+                        policy, teleop, seed=seed, sink=sink, stop_when=stop_when,
+                        start_obs=start_obs, actor_id=cfg.actor_id,
+                        weights_version=policy.version)
+                    episode += 1
+                    start_obs = None
+                    if not (result.terminated or link_lost or self.stop.is_set()) \
+                            and robot.needs_recovery():
+                        start_obs = env.recover()  # FastRLAP: back off, then practise on
+                # every transition reaches the learner before a clean exit (when it is up)
+                deadline = time.monotonic() + 10
+                while link.pending and link.up and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        finally:
+            laps_file.close()
+            self.events.close()
+            link.close()
+            env.close()
+            (self.out / "actor.json").write_text(json.dumps({
+                "actor_id": cfg.actor_id, "steps": self.steps, "sent": link.next_seq,
+                "acked": link.acked(), "connects": link.stats.connects,
+                "disconnects": link.stats.disconnects, "resent": link.stats.resent,
+                "weight_versions": link.stats.weight_versions,
+                "weight_latency_ms": _percentiles(link.stats.latencies_ms)}, indent=1))
+        return 0
+
+    def _event(self, name: str, **more: Any) -> None:
+        self.events.write(json.dumps({"event": name, "time": time.time(), "steps": self.steps,
+                                      **more}) + "\n")
+        self.events.flush()
+
+    def _budget_spent(self) -> bool:
+        return self.cfg.env_steps is not None and self.steps >= self.cfg.env_steps
+
+    def _sink(self, link: ActorLink, env: RobotEnv, t: Transition, laps_file: Any) -> None:
+        row: dict[str, Any] = {f"obs/{k}": v for k, v in t.obs.items()
+                               if k.startswith("observation.")}
+        row.update({f"next_obs/{k}": v for k, v in t.next_obs.items()
+                    if k.startswith("observation.")})
+        row.update(action=np.asarray(t.action, np.float32), reward=np.float32(t.reward),
+                   done=np.float32(t.terminated),
+                   intervention=np.uint8(t.source == Source.INTERVENTION))
+        link.push(row)
+        self.steps += 1
+        if self._first_step:
+            self._event("first_step")
+            self._first_step = False
+        if t.info.get("reward_terms", {}).get("lap"):
+            laps = getattr(env.task, "lap_times", [])
+            if laps:
+                rec = {"actor_id": self.cfg.actor_id, "lap_time": laps[-1],
+                       "robot_s": self.steps / env.robot.fps,
+                       "wall_s": time.time() - self.t_start, "steps": self.steps,
+                       "collisions": getattr(env.task, "collisions", 0)}
+                laps_file.write(json.dumps(rec) + "\n")
+                laps_file.flush()
+
+
+def _percentiles(x: list[float]) -> dict[str, float]:
+    if not x:
+        return {}
+    a = np.asarray(x)
+    return {"n": len(a), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
+
+
+def run(cfg: ActorConfig) -> int:
+    return Actor(cfg).run()
