@@ -21,6 +21,10 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "deploy": ("bench.deploy_timing", [], ["--steps", "200"]),  # loop lateness, sync vs async
     "rc_car": ("bench.rc_car", [], ["--quick"]),  # firmware in simavr: failsafe, lap, rtt, fuzz
     "interactive": ("bench.interactive", [], ["--quick"]),  # labels to 90%: BC vs DAgger family
+    # the actor-learner link vs an in-process queue; the learner SIGKILLed under an actor.
+    # learning curves: python -m bench.practice fastrlap | actors
+    "practice_link": ("bench.practice", ["link"], ["link", "--reps", "20"]),
+    "practice_kill": ("bench.practice", ["kill"], ["kill", "--kills", "3"]),
     # needs a checkpoint: python -m bench.so101_lift CHECKPOINT; recipe: python -m bench.vision_lift
 }
 

@@ -257,17 +257,187 @@ def link(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def _events(actor_out: Path, name: str) -> list[dict[str, Any]]:
+    f = actor_out / "events.jsonl"
+    rows = [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
+    return [r for r in rows if r["event"] == name]
+
+
+def _wait(cond: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out")
+        time.sleep(0.01)
+
+
+def kill(args: argparse.Namespace) -> dict[str, Any]:
+    """The learner SIGKILLed ``--kills`` times under a practising actor (simulated car)."""
+    import shutil
+    import signal
+    import socket
+    import subprocess
+
+    import torch
+
+    from data import EpisodeStore
+    from robolearn.practice.session import start_learner
+
+    out = args.out / "kill"
+    shutil.rmtree(out, ignore_errors=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    largs = [str(out / "learner"), f"address=127.0.0.1:{port}", "policy=sac", "threads=1",
+             "start_after=500", "checkpoint_every_s=2"]
+    learner, _ = start_learner(largs)
+    actor = subprocess.Popen([sys.executable, "-m", "robolearn.cli", "actor",
+                              f"127.0.0.1:{port}", f"output={out / 'a0'}", "time_scale=2"])
+    a0 = out / "a0"
+    kills = []
+    try:
+        _wait(lambda: _events(a0, "first_step"), 120)
+        for k in range(args.kills):
+            time.sleep(args.kill_every)
+            t_kill = time.time()
+            learner.send_signal(signal.SIGKILL)
+            learner.wait()
+            _wait(lambda k=k: len(_events(a0, "link_down")) == k + 1, 30)
+            time.sleep(1.0)  # down for a while
+            learner, _ = start_learner(largs)
+            t_listen = time.time()
+            _wait(lambda k=k: len(_events(a0, "first_step")) == k + 2, 30)
+            down, up = _events(a0, "link_down")[-1], _events(a0, "link_up")[-1]
+            first = _events(a0, "first_step")[-1]
+            kills.append({"detect_s": down["time"] - t_kill,
+                          "resume_s": first["time"] - t_listen,
+                          "steps_while_down": up["steps"] - down["steps"]})
+            print(json.dumps(kills[-1]), flush=True)
+        time.sleep(args.kill_every)
+    finally:
+        actor.send_signal(signal.SIGTERM)  # stops the car, commits, flushes to the learner
+        actor.wait(timeout=60)
+        learner.send_signal(signal.SIGTERM)  # last checkpoint
+        learner.wait(timeout=120)
+    rep = json.loads((a0 / "actor.json").read_text())
+    state = torch.load(out / "learner/checkpoints/last/training_state.pt", weights_only=False)
+    with EpisodeStore.open(a0 / "episodes.zarr", "r") as store:
+        stored = store.num_frames
+    resume = [k["resume_s"] for k in kills]
+    return {"kills": kills, "actor_steps": rep["steps"], "stored_steps": stored,
+            "learner_has": int(state["next_seq"]["actor0"]),
+            "lost": rep["steps"] - int(state["next_seq"]["actor0"]),
+            "resent": rep["resent"], "connects": rep["connects"],
+            "resume_s_max": max(resume), "resume_s_median": float(np.median(resume)),
+            "detect_s_max": max(k["detect_s"] for k in kills),
+            "steps_while_down_total": sum(k["steps_while_down"] for k in kills)}
+
+
+def actors(args: argparse.Namespace) -> dict[str, Any]:
+    """One actor against two (same learner settings, seed, per-actor budget), same run."""
+    fr = args.out / "fastrlap"
+    course, demo = fr / "course.json", json.loads((fr / "demo.json").read_text())
+    target = 0.6 * demo["lap_time"]
+    report: dict[str, Any] = {"target_s": target, "steps_per_actor": args.steps,
+                              "time_scale": args.time_scale, "learner": LEARNER}
+    for n in (1, 2):
+        run_dir = args.out / f"actors{n}"
+        if not (run_dir / "actor0" / "actor.json").exists():
+            t0 = time.time()
+            _practice(run_dir, 0, n, args.steps, args.time_scale, course, LEARNER)
+            (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.time() - t0}))
+        rows = laps(run_dir)
+        wall = json.loads((run_dir / "wall.json").read_text())["wall_s"]
+        reached = first_reaching(rows, target, n)
+        report[f"{n}_actor"] = {
+            "env_steps_per_s": n * args.steps / wall, "wall_s": wall,
+            "to_target": reached, "best_lap_s": min((r["lap_time"] for r in rows), default=None)}
+        print(n, json.dumps(report[f"{n}_actor"]), flush=True)
+    one, two = report["1_actor"], report["2_actor"]
+    report["steps_per_s_ratio_2_over_1"] = two["env_steps_per_s"] / one["env_steps_per_s"]
+    if one["to_target"] and two["to_target"]:
+        report["wall_to_target_ratio_2_over_1"] = (two["to_target"]["wall_min"]
+                                                   / one["to_target"]["wall_min"])
+    return report
+
+
+ARM = "robolearn/SimArmLift-v0"
+
+
+def record_labelled(out: Path, episodes: int, seed: int = 0) -> None:
+    """Arm episodes seen by the front camera, each frame labelled success or failure by the
+    simulator (standing in for the person who holds a key while the robot shows success):
+    2 of 3 episodes by the scripted expert (reaching, grasping, lifting, then holding for 15
+    steps), 1 of 3 by a policy that acts at random (failures)."""
+    import sim  # noqa: F401
+    from data import EpisodeStore
+    from data.schema import Feature
+    from robolearn.env import ENVS, make_env
+    from robolearn.experts import make_expert
+    from robolearn.loop import step_features
+
+    env = make_env(**{**ENVS[ARM], "robot_kwargs": {"cameras": ["front"]}})
+    feats = {k: f for k, f in step_features(env).items() if k != "next.reward"}
+    feats["label.success"] = Feature("float32", ())
+    store = EpisodeStore.create(out, {k: f.to_json() for k, f in feats.items()}, env.robot.fps,
+                                robot_type=env.robot.name)
+    rng = np.random.default_rng(seed)
+    low, high = env.robot.action_bounds
+    with store, store.recorder(task="lift", source="scripted") as rec:
+        for ep in range(episodes):
+            obs, _ = env.reset(seed=seed * 1000 + ep)
+            scripted = ep % 3 != 2
+            expert = make_expert(env)
+            expert.reset()
+            after = 0
+            for _ in range(160):
+                act = expert(obs) if scripted else rng.uniform(low, high)
+                ok = env.task.success(env.robot)
+                rec.add({**{k: obs[k] for k in env.features}, "action": np.asarray(act,
+                         np.float32), "label.success": np.float32(ok)})
+                after += int(ok)
+                if after > 15:
+                    break
+                obs, *_ = env.step(act)
+            rec.end_episode(success=after > 0)
+    env.close()
+
+
+def classifier(args: argparse.Namespace) -> dict[str, Any]:
+    """HIL-SERL's reward classifier: precision and recall on held-out labelled frames."""
+    import shutil
+
+    from robolearn.practice.reward_cmd import RewardTrainConfig, train
+
+    out = args.out / "classifier"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    t0 = time.time()
+    record_labelled(out / "frames.zarr", args.episodes)
+    t_rec = time.time() - t0
+    train(RewardTrainConfig(store=str(out / "frames.zarr"), output=str(out / "model"),
+                            holdout=args.episodes // 4))
+    report = json.loads((out / "model" / "eval.json").read_text())
+    report.update(episodes=args.episodes, holdout=args.episodes // 4, record_s=t_rec,
+                  train_s=time.time() - t0 - t_rec)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["fastrlap", "actors", "link", "kill"])
+    p.add_argument("what", choices=["fastrlap", "actors", "link", "kill", "classifier"])
+    p.add_argument("--episodes", type=int, default=24, help="labelled arm episodes")
     p.add_argument("--out", type=Path, default=Path("outputs/bench_practice"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=24_000)
     p.add_argument("--time-scale", type=float, default=4.0)
     p.add_argument("--reps", type=int, default=100, help="weight versions per size (link)")
+    p.add_argument("--kills", type=int, default=10)
+    p.add_argument("--kill-every", type=float, default=4.0, help="s of practice between kills")
     args = p.parse_args(argv)
     t0 = time.time()
-    report = {"fastrlap": fastrlap, "link": link}[args.what](args)
+    report = {"fastrlap": fastrlap, "link": link, "kill": kill, "actors": actors,
+              "classifier": classifier}[args.what](args)
     report["wall_s"] = time.time() - t0
     (args.out / f"{args.what}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

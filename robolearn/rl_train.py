@@ -59,6 +59,7 @@ from robolearn.env import (
     unknown_env,
 )
 from robolearn.loop import create_store
+from robolearn.robot import ROBOTS
 from robolearn.rundir import (
     RUN_ENTRIES,
     check_output,
@@ -74,6 +75,7 @@ from robolearn.rundir import (
 )
 from robolearn.safety import SafetyConfig, SafetyFilter
 from robolearn_core.config import ConfigError, InvalidValue, to_yaml
+from robolearn_core.registry import resolve
 
 # what the runner writes in its output directory (a fresh start deletes these, nothing else)
 RL_ENTRIES = (*RUN_ENTRIES, "online.zarr")
@@ -178,6 +180,13 @@ class Runner:
         if cfg.max_episode_steps:
             self.env_overrides["max_steps"] = cfg.max_episode_steps
         self.env_kwargs.update(self.env_overrides)
+        if not resolve(ROBOTS, self.env_kwargs["robot"], "robot").simulated:
+            # this runner steps the robot between gradient updates, with no fixed rate and no
+            # watchdog: a simulated robot waits, a real one would keep its last command
+            raise ConfigError(f"env: {cfg.env} drives a real robot ({self.env_kwargs['robot']});"
+                              " practise on it with `robolearn practice` (or `robolearn "
+                              "learner` + `robolearn actor`), whose control loop holds its rate "
+                              "under a watchdog while the learner learns beside it")
         self.env = make_env(**self.env_kwargs)
         self.features, stats = rl_features(self.env)
         if cfg.obs_norm == "dataset":

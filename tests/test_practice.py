@@ -345,3 +345,73 @@ def test_a_path_that_never_closes_is_named(tmp_path: Path) -> None:
 
     with pytest.raises(TrackError, match="never comes back"):
         course_from_path(np.stack([np.linspace(0, 30, 100), np.zeros(100)], 1), 1.0)
+
+
+def test_the_in_process_rl_runner_refuses_a_real_robot(tmp_path: Path) -> None:
+    out = subprocess.run(_cli("train", "policy=sac", "env=robolearn/RCCar-v0",
+                              f"output={tmp_path / 'rl'}", "robot.port=/dev/null"),
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and "robolearn practice" in out.stderr
+    assert not (tmp_path / "rl").exists()
+
+
+# ---------------------------------------------------------------------- HIL-SERL's reward
+@pytest.mark.parametrize("threshold", [-1.0, 1.0])
+def test_an_actor_with_a_reward_classifier_learns_from_its_verdict_alone(
+        tmp_path: Path, threshold: float) -> None:
+    """threshold -1: every frame is a success (reward 1, each episode ends at once);
+    threshold 1: none is (reward 0, though the arm task's own shaped reward is not)."""
+    from policies.reward_classifier import ClassifierConfig, RewardClassifier
+
+    RewardClassifier(ClassifierConfig(threshold=threshold)).save(tmp_path / "clf")
+    learner = FakeLearner()
+    got: list[dict[str, np.ndarray]] = []
+
+    def receive(aid: str, first: int, arrays: dict[str, np.ndarray]) -> tuple[int, int]:
+        got.append(arrays)
+        return learner.receive(aid, first, arrays)
+
+    server = LinkServer("127.0.0.1:0", learner.hello, receive).start()
+    try:
+        proc = subprocess.run(_cli(
+            "actor", server.address, "env=robolearn/SimArmLift-v0", "robot.cameras=[front]",
+            f"output={tmp_path / 'a'}", "env_steps=40", "time_scale=10",
+            f"reward_classifier={tmp_path / 'clf'}"), cwd=ROOT, timeout=180)
+        assert proc.returncode == 0
+    finally:
+        server.stop(0)
+    reward = np.concatenate([a["reward"] for a in got])
+    done = np.concatenate([a["done"] for a in got])
+    assert len(reward) == 40
+    assert (reward == (threshold < 0)).all() and (done == (threshold < 0)).all()
+    from data import EpisodeStore
+
+    with EpisodeStore.open(tmp_path / "a" / "episodes.zarr", "r") as store:
+        assert store.num_frames == 40
+        assert len(store) == (40 if threshold < 0 else 1)  # a success ends the episode
+        env_reward = np.concatenate([store.episode(i, ["next.reward"])["next.reward"]
+                                     for i in range(len(store))])
+    assert np.abs(env_reward).sum() > 0  # the env's own reward is kept in the store
+
+
+def test_the_reward_classifier_learns_labelled_frames(tmp_path: Path) -> None:
+    from bench.practice import record_labelled
+    from robolearn.practice.reward_cmd import RewardTrainConfig, train
+
+    record_labelled(tmp_path / "frames.zarr", 12)
+    cfg = RewardTrainConfig(store=str(tmp_path / "frames.zarr"), output=str(tmp_path / "m"),
+                            holdout=3)
+    cfg.classifier.steps = 1000
+    assert train(cfg) == 0
+    heldout = json.loads((tmp_path / "m" / "eval.json").read_text())["heldout"]
+    assert heldout["positives"] > 0 and heldout["precision"] >= 0.8 and \
+        heldout["recall"] >= 0.5, heldout
+    # the baseline: the same network untrained, on the same held-out frames
+    from policies.reward_classifier import RewardClassifier, precision_recall
+    from robolearn.practice.reward_cmd import load_labelled
+
+    x, y = load_labelled(str(tmp_path / "frames.zarr"), cfg.classifier.cameras,
+                         "label.success", range(9, 12))
+    untrained = precision_recall(RewardClassifier(cfg.classifier), x, y)
+    assert untrained["precision"] + untrained["recall"] < \
+        heldout["precision"] + heldout["recall"] - 0.3, untrained

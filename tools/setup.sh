@@ -16,7 +16,8 @@ say() { echo "robolearn setup: $*" >&2; }
 # headless rendering on a GPU machine (EGL) and the GL dispatch that OSMesa's PyOpenGL loads;
 # make, gcc-avr, avr-libc -> the RC car's firmware; simavr, libsimavr-dev, gcc -> its simulated
 # board (firmware in the loop); clang -> libFuzzer for the firmware's frame parser.
-PKGS=(ffmpeg libosmesa6 libegl1 libgl1 make gcc-avr avr-libc simavr libsimavr-dev gcc clang)
+# openssl -> the self-signed certificate of the actor-learner link's TLS test.
+PKGS=(ffmpeg libosmesa6 libegl1 libgl1 make gcc-avr avr-libc simavr libsimavr-dev gcc clang openssl)
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=()
   for p in "${PKGS[@]}"; do

@@ -66,6 +66,9 @@ class ActorConfig:
     threads: int = 1  # torch CPU threads for inference (the default threads cost 20x here)
     liveness_s: float = 3.0  # the link is down after this long without a learner message
     random_until_learned: bool = True  # uniform random actions until the first update
+    # HIL-SERL: the reward is a learned success classifier's (robolearn reward train): 1 on a
+    # frame it calls a success, which ends the episode; the env's own reward is not used
+    reward_classifier: str | None = None
     teleop: str = "none"  # device that can take over: none | keyboard | gamepad | spacemouse
     teleop_config: dict[str, Any] = field(default_factory=dict)
     # bounds, rate limit (FastRLAP: max_delta=0.2 on a real car's [-1, 1]), NaN handling,
@@ -166,6 +169,8 @@ class Actor:
         self.steps = 0  # this actor's steps, all sessions (robot time = steps / fps)
         self.t_start = time.time()
         self._first_step = False  # the next step is the first after a reconnection
+        self.classifier: Any = None
+        self._classified_success = False
 
     def run(self) -> int:
         cfg = self.cfg
@@ -181,6 +186,18 @@ class Actor:
                          liveness_s=cfg.liveness_s).start()
         low, high = robot.action_bounds
         policy = PracticePolicy(link, low, high, cfg.seed, cfg.random_until_learned)
+        self.classifier = None
+        if cfg.reward_classifier:
+            from policies.reward_classifier import RewardClassifier
+
+            try:
+                self.classifier = RewardClassifier.load(cfg.reward_classifier)
+            except (ValueError, OSError) as exc:
+                raise InvalidValue("reward_classifier", str(exc)) from None
+            lacking = [k for k in self.classifier.cfg.cameras if k not in env.features]
+            if lacking:
+                raise InvalidValue("reward_classifier", f"it looks at {lacking}, which "
+                                   f"{robot.name} does not observe (robot.cameras=...)")
         teleop = None
         if cfg.teleop != "none":
             from hardware.teleop import make_teleop
@@ -212,7 +229,7 @@ class Actor:
                     nonlocal link_lost
                     link_lost = not link.up
                     return (link_lost or self.stop.is_set() or robot.needs_recovery()
-                            or self._budget_spent())
+                            or self._budget_spent() or self._classified_success)
 
                 start_obs = None
                 while not (self.stop.is_set() or self._budget_spent()):
@@ -235,6 +252,7 @@ class Actor:
                         weights_version=policy.version)
                     episode += 1
                     start_obs = None
+                    self._classified_success = False
                     if not (result.terminated or link_lost or self.stop.is_set()) \
                             and robot.needs_recovery():
                         start_obs = env.recover()  # FastRLAP: back off, then practise on
@@ -268,8 +286,12 @@ class Actor:
                                if k.startswith("observation.")}
         row.update({f"next_obs/{k}": v for k, v in t.next_obs.items()
                     if k.startswith("observation.")})
-        row.update(action=np.asarray(t.action, np.float32), reward=np.float32(t.reward),
-                   done=np.float32(t.terminated),
+        reward, done = t.reward, t.terminated
+        if self.classifier is not None:  # HIL-SERL: success (by the classifier) ends it
+            reward = self.classifier.reward(t.next_obs)
+            done = self._classified_success = reward > 0
+        row.update(action=np.asarray(t.action, np.float32), reward=np.float32(reward),
+                   done=np.float32(done),
                    intervention=np.uint8(t.source == Source.INTERVENTION))
         link.push(row)
         self.steps += 1

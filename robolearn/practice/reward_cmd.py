@@ -1,0 +1,88 @@
+"""``robolearn reward train STORE``: HIL-SERL's reward classifier from labelled frames.
+
+The labels are a per-step feature of the store (``labels=label.success``: 1 where a person
+marked the frame a success, 0 elsewhere; ``bench.practice classifier`` records them with the
+simulator's verdict standing in for the person). Episodes ``holdout`` (the last N) are kept out
+of training and measured: precision and recall of ``P(success) > threshold``. The classifier is
+saved in ``output`` and an actor uses it with ``reward_classifier=DIR``: its reward is then 1 on
+a frame the classifier calls a success (which ends the episode), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data import EpisodeStore, StoreError
+from policies.reward_classifier import (
+    ClassifierConfig,
+    precision_recall,
+    train_classifier,
+)
+from robolearn_core.config import ConfigError, InvalidValue
+
+log = logging.getLogger("robolearn.reward")
+
+
+@dataclass
+class RewardTrainConfig:
+    store: str = ""  # episode store with camera frames and a per-step label feature
+    output: str = "outputs/reward_classifier"  # weights.safetensors, classifier.json, eval.json
+    labels: str = "label.success"  # the per-step feature: 1 success, 0 failure
+    holdout: int = 4  # last episodes kept out of training, measured
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+
+    def __post_init__(self) -> None:
+        if not self.store:
+            raise InvalidValue("store", "name the store of labelled frames")
+        if self.holdout < 0:
+            raise InvalidValue("holdout", f"must be >= 0, got {self.holdout}")
+
+
+def load_labelled(store_path: str, cameras: list[str], labels: str, episodes: range
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    try:
+        with EpisodeStore.open(store_path, "r") as store:
+            missing = [k for k in [*cameras, labels] if k not in store.features]
+            if missing:
+                raise ConfigError(f"store: {store_path} lacks {missing} (it has "
+                                  f"{sorted(store.features)})")
+            frames: dict[str, list[np.ndarray]] = {k: [] for k in cameras}
+            ys = []
+            for i in episodes:
+                ep = store.episode(i, [*cameras, labels])
+                for k in cameras:
+                    frames[k].append(np.asarray(ep[k]))
+                ys.append(np.asarray(ep[labels]).reshape(-1))
+    except (StoreError, OSError) as exc:
+        raise ConfigError(f"store: {store_path}: {exc}") from None
+    return {k: np.concatenate(v) for k, v in frames.items()}, np.concatenate(ys)
+
+
+def train(cfg: RewardTrainConfig) -> int:
+    out = Path(cfg.output)
+    if (out / "classifier.json").exists():
+        raise ConfigError(f"output: {out} already holds a classifier")
+    with EpisodeStore.open(cfg.store, "r") as store:
+        n = len(store)
+    if n <= cfg.holdout:
+        raise ConfigError(f"holdout: {cfg.store} has {n} episodes; keep fewer than that out")
+    cams = cfg.classifier.cameras
+    x, y = load_labelled(cfg.store, cams, cfg.labels, range(n - cfg.holdout))
+    try:
+        model = train_classifier(x, y, cfg.classifier)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.labels}: {exc}") from None
+    model.save(out)
+    report: dict[str, Any] = {"train_frames": len(y), "train_positives": int(y.sum())}
+    if cfg.holdout:
+        xh, yh = load_labelled(cfg.store, cams, cfg.labels, range(n - cfg.holdout, n))
+        report["heldout"] = precision_recall(model, xh, yh)
+    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    log.info("reward classifier -> %s: %s", out, json.dumps(report))
+    return 0
