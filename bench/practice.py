@@ -423,9 +423,106 @@ def classifier(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def rc_car(args: argparse.Namespace) -> dict[str, Any]:
+    """FastRLAP on the emulated RC car: robolearn's firmware in simavr driving the MuJoCo car,
+    the driver over a pty at 115200 baud, the pose from the emulator's localisation stream;
+    real time (a real robot's loop runs at its own rate), the course of the ``fastrlap`` demo."""
+    import shutil
+    import signal
+    import subprocess
+
+    from hardware.rc_car.trials import Emulator
+    from robolearn.practice.session import start_learner
+
+    fr = args.out / "fastrlap"
+    course = fr / "course.json"
+    if not course.exists():
+        raise SystemExit("run `python -m bench.practice fastrlap` first (the demo's course)")
+    target = 0.6 * json.loads((fr / "demo.json").read_text())["lap_time"]
+    out = args.out / "rc_car"
+    shutil.rmtree(out, ignore_errors=True)
+    emu = Emulator()
+    learner, address = start_learner([str(out / "learner"), "address=127.0.0.1:0",
+                                      "policy=sac", *LEARNER])
+    t0 = time.time()
+    try:
+        code = subprocess.call([sys.executable, "-m", "robolearn.cli", "actor", address,
+                                "env=robolearn/RCCar-v0", f"robot.port={emu.port}",
+                                f"robot.localisation={emu.localisation}",
+                                f"robot.course={course}", f"output={out / 'actor0'}",
+                                f"env_steps={args.steps}"])
+    finally:
+        learner.send_signal(signal.SIGTERM)
+        learner.wait(timeout=120)
+        status = emu.status()
+        emu.stop()
+    rows = laps(out)
+    report = {"exit": code, "env_steps": args.steps, "wall_s": time.time() - t0,
+              "target_s": target, "laps": len(rows),
+              "lap_times": [round(r["lap_time"], 2) for r in rows],
+              "first_at_target": first_reaching(rows, target),
+              "emulator": {k: status.get(k) for k in ("collisions", "laps", "lap_times")},
+              "actor": json.loads((out / "actor0" / "actor.json").read_text())}
+    return report
+
+
+# RLPD's arm recipe (configs/arm_lift_rlpd.yaml), as learner settings
+ARM_LEARNER = ["policy=rlpd", "obs_norm=dataset", "dataset_reward=success",
+               "policy_config.n_critics=10", "policy_config.critic_subset=2",
+               "policy_config.utd=4", "policy_config.batch_size=128",
+               "policy_config.critic_hidden=[128,128]", "policy_config.init_temperature=0.01",
+               "policy_config.actor.hidden=[128,128]", "policy_config.actor.obs_clip=5.0",
+               "policy_config.actor.relative_actions=[shoulder_pan,shoulder_lift,elbow_flex,"
+               "wrist_flex,wrist_roll]", "policy_config.actor.relative_step=0.15",
+               "start_after=1000", "threads=1", "checkpoint_every_s=60"]
+
+
+def arm(args: argparse.Namespace) -> dict[str, Any]:
+    """HIL-SERL-style practice on the simulated arm: RLPD from 10 scripted demos (their reward
+    relabelled to success: 1 on the lifting step), the reward during practice from the learned
+    classifier on the front camera (no task reward), the policy on the arm's state."""
+    from robolearn.practice.session import PracticeConfig
+    from robolearn.practice.session import run as practice
+    from robolearn.vector import collect_scripted
+
+    out = args.out / "arm"
+    out.mkdir(parents=True, exist_ok=True)
+    demos = out / "demos.zarr"
+    if not demos.exists():
+        collect_scripted(ARM, str(demos), 10, 1, seed=10_000, progress=False).close()
+    clf = args.out / "classifier" / "model"
+    if not (clf / "classifier.json").exists():
+        classifier(args)
+    run_dir = out / f"seed{args.seeds[0]}"
+    if not (run_dir / "actor0" / "actor.json").exists():
+        cfg = PracticeConfig(
+            output=str(run_dir), env=ARM, actors=1, env_steps=args.steps, time_scale=1.0,
+            policy="rlpd", dataset=str(demos), seed=args.seeds[0], learner_args=ARM_LEARNER,
+            actor_args=["robot.cameras=[front]", "max_episode_steps=150",
+                        "observations=[observation.state,observation.environment_state]",
+                        f"reward_classifier={clf}"])
+        if practice(cfg):
+            raise SystemExit("arm practice failed")
+    from data import EpisodeStore
+
+    rows, steps = [], 0
+    with EpisodeStore.open(run_dir / "actor0" / "episodes.zarr", "r") as store:
+        for info in store.infos():
+            steps += info.length
+            rows.append({"steps": steps, "success": bool(info.success)})
+    window = 20
+    curve = [{"env_steps": rows[i]["steps"],
+              "success_rate": float(np.mean([r["success"] for r in rows[max(0, i - window + 1):
+                                                                        i + 1]]))}
+             for i in range(window - 1, len(rows), window)]
+    return {"episodes": len(rows), "env_steps": steps, "window": window, "curve": curve,
+            "learner": ARM_LEARNER}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["fastrlap", "actors", "link", "kill", "classifier"])
+    p.add_argument("what", choices=["fastrlap", "actors", "link", "kill", "classifier",
+                                    "rc_car", "arm"])
     p.add_argument("--episodes", type=int, default=24, help="labelled arm episodes")
     p.add_argument("--out", type=Path, default=Path("outputs/bench_practice"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -437,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     t0 = time.time()
     report = {"fastrlap": fastrlap, "link": link, "kill": kill, "actors": actors,
-              "classifier": classifier}[args.what](args)
+              "classifier": classifier, "rc_car": rc_car, "arm": arm}[args.what](args)
     report["wall_s"] = time.time() - t0
     (args.out / f"{args.what}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

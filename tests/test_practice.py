@@ -415,3 +415,44 @@ def test_the_reward_classifier_learns_labelled_frames(tmp_path: Path) -> None:
     untrained = precision_recall(RewardClassifier(cfg.classifier), x, y)
     assert untrained["precision"] + untrained["recall"] < \
         heldout["precision"] + heldout["recall"] - 0.3, untrained
+
+
+def test_interventions_are_marked_and_join_the_offline_half(tmp_path: Path) -> None:
+    """A takeover during practice: its steps reach the learner marked, and the learner adds
+    them to RLPD's offline half (HIL-SERL); the store marks them as interventions."""
+    from bench.practice import record_demo
+    from robolearn.practice.actor import Actor, ActorConfig
+    from robolearn.practice.learner import Learner, schema_for
+    from robolearn_core.config import load_config
+
+    class Takeover:  # hands on the controls for steps 5..9
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+            self.calls += 1
+            return np.array([0.0, 0.5]) if 6 <= self.calls <= 10 else None
+
+    record_demo(tmp_path / "demo.zarr", speed=2.0)
+    overrides = [f"output={tmp_path / 'learner'}", "policy=rlpd",
+                 f"dataset={tmp_path / 'demo.zarr'}", "start_after=100000"]
+    learner = Learner(load_config(schema_for(None, overrides), None, overrides))
+    demos = None
+    server = LinkServer("127.0.0.1:0", learner.hello, learner.receive).start()
+    try:
+        cfg = ActorConfig(learner=server.address, output=str(tmp_path / "a"), env_steps=20,
+                          time_scale=10)
+        (tmp_path / "learner").mkdir()
+        assert Actor(cfg, teleop=Takeover()).run() == 0
+        assert learner.offline is not None
+        demos = len(learner.offline) - learner.interventions
+    finally:
+        server.stop(0)
+    assert learner.received == 20 and learner.interventions == 5
+    assert learner.online is not None and len(learner.online) == 20
+    assert demos is not None and demos > 200  # the demo lap, then the 5 takeover steps
+    from data import EpisodeStore
+
+    with EpisodeStore.open(tmp_path / "a" / "episodes.zarr", "r") as store:
+        marked = sum(store.info(i).sources.get("intervention", 0) for i in range(len(store)))
+    assert marked == 5

@@ -41,7 +41,7 @@ from hardware.rc_car import protocol as P
 from hardware.rc_car.sensing import Odometry, PoseStream
 from robolearn.robot import Robot, RobotError
 from sim.car.robot import state_names
-from sim.car.tracks import Track, car_frame
+from sim.car.tracks import Track, car_frame, load_course
 
 WHEEL_RADIUS = 0.05  # m, the emulated car's (sim_car's) wheel
 TICKS_PER_REV = 64  # encoder edges a wheel turn, the emulator's default
@@ -54,6 +54,8 @@ class RCCarConfig:
     port: str = ""  # serial port of the car's board: /dev/ttyUSB0, or the emulator's pty
     baud: int = 115200  # serial rate the firmware uses (PROTOCOL.md)
     track: str = "oval"  # the surveyed track (name or JSON path): checkpoints in the observation
+    # checkpoints recorded by driving a demo lap (``robolearn course``) instead of the track's
+    course: str | None = None
     fps: float = 20.0  # control rate, Hz
     localisation: str = "dead_reckoning"  # or zmq://HOST:PORT, an external pose stream
     localisation_timeout_s: float = 0.3  # an older pose is a lost localisation (RobotError)
@@ -122,8 +124,11 @@ class RCCar(Robot):
         self.fps = cfg.fps
         try:
             self.track = Track.load(cfg.track)
+            if cfg.course:
+                self.track = self.track.with_checkpoints(*load_course(cfg.course))
         except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"robot.track = {cfg.track!r}: {exc}") from None
+            raise ValueError(f"robot.track = {cfg.track!r}, robot.course = {cfg.course!r}: "
+                             f"{exc}") from None
         if cfg.n_checkpoints_obs > len(self.track.checkpoints):
             raise ValueError(f"robot.n_checkpoints_obs = {cfg.n_checkpoints_obs} exceeds the "
                              f"{len(self.track.checkpoints)} checkpoints of {self.track.name!r}")

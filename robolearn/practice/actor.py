@@ -54,6 +54,9 @@ class ActorConfig:
     learner: str = DEFAULT_ADDRESS  # the learner's host:port
     actor_id: str = "actor0"  # unique per robot in a session
     env: str = "robolearn/SimCar-v0"  # the robot and task this actor practises
+    # what the policy observes (None: every observation.* feature); a reward classifier may
+    # look at more (a camera the policy does not use)
+    observations: list[str] | None = None
     robot: Any = None  # settings of the env's robot; None: the env's own
     output: str = "outputs/practice/actor0"  # episodes.zarr, laps.jsonl
     token: str | None = None
@@ -94,12 +97,19 @@ def schema_for(path: str | None, overrides: list[str]) -> type:
     return with_robot(ActorConfig, path, overrides)
 
 
-def robot_spec(env: RobotEnv, env_id: str) -> dict[str, Any]:
+def robot_spec(env: RobotEnv, env_id: str, observations: list[str] | None = None
+               ) -> dict[str, Any]:
     """What the learner needs to know of this robot (JSON)."""
     low, high = env.robot.action_bounds
+    keys = [k for k in env.features if k.startswith("observation.")]
+    if observations is not None:
+        unknown = [k for k in observations if k not in keys]
+        if unknown:
+            raise InvalidValue("observations", f"{env.robot.name} does not observe {unknown}; "
+                                               f"it observes {keys}")
+        keys = list(observations)
     return {"env": env_id, "robot": env.robot.name, "fps": env.robot.fps,
-            "features": {k: f.to_json() for k, f in env.features.items()
-                         if k.startswith("observation.")},
+            "features": {k: env.features[k].to_json() for k in keys},
             "action": env.robot.action_feature.to_json(),
             "low": np.asarray(low).tolist(), "high": np.asarray(high).tolist()}
 
@@ -116,16 +126,34 @@ class PracticePolicy:
         self.agent: Any = None
         self.version = self.learner_step = 0
         self.seed = seed
+        self._prepared = False
 
     def _take_weights(self) -> None:
+        """Load the newest weights into the agent (a copy of tensors: fast enough between
+        steps); the agent itself is built only in :meth:`prepare`, between episodes."""
+        if self.agent is None:
+            return
         got = self.link.latest()
         if got is None:
             return
-        if self.agent is None:
-            self.agent = _agent_from(self.link.policy_json, self.link.spec, self.seed)
         self.agent.actor.load_state_dict({k: torch.from_numpy(np.array(v))
                                           for k, v in got.state.items()})
         self.version, self.learner_step = got.version, got.learner_step
+
+    def prepare(self, timeout: float = 10.0) -> None:
+        """Between episodes: build the agent once the learner's weights are there (building it
+        inside a step would stall the control path: the RC car's failsafe fires at 80 ms). The
+        first call waits up to ``timeout`` for them; later calls never wait."""
+        deadline = time.monotonic() + (timeout if not self._prepared else 0.0)
+        self._prepared = True
+        while self.agent is None:
+            if self.link.stats.weight_versions:
+                self.agent = _agent_from(self.link.policy_json, self.link.spec, self.seed)
+                break
+            if not self.link.up or time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
+        self._take_weights()
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         self._take_weights()
@@ -153,8 +181,12 @@ def _agent_from(policy_json: str, spec: dict[str, Any], seed: int) -> Any:
 
 
 class Actor:
-    def __init__(self, cfg: ActorConfig) -> None:
+    """``teleop``: a device object (``get_action(obs) -> action | None``) in place of the one
+    ``cfg.teleop`` names (programs and tests)."""
+
+    def __init__(self, cfg: ActorConfig, teleop: Any = None) -> None:
         self.cfg = cfg
+        self.teleop = teleop
         torch.set_num_threads(max(cfg.threads, 1))
         self.out = Path(cfg.output)
         env_kwargs = dict(ENVS[cfg.env])
@@ -171,6 +203,7 @@ class Actor:
         self._first_step = False  # the next step is the first after a reconnection
         self.classifier: Any = None
         self._classified_success = False
+        self.obs_keys: list[str] = []
 
     def run(self) -> int:
         cfg = self.cfg
@@ -180,7 +213,9 @@ class Actor:
         robot = env.robot
         if not robot.simulated and cfg.time_scale != 1.0:
             raise InvalidValue("time_scale", "a real robot runs in real time (time_scale=1)")
-        link = ActorLink(cfg.learner, cfg.actor_id, robot_spec(env, cfg.env),
+        spec = robot_spec(env, cfg.env, cfg.observations)
+        self.obs_keys = list(spec["features"])
+        link = ActorLink(cfg.learner, cfg.actor_id, spec,
                          security=Security(read_token(cfg.token, cfg.token_file),
                                            tls_ca=cfg.tls_ca),
                          liveness_s=cfg.liveness_s).start()
@@ -198,8 +233,8 @@ class Actor:
             if lacking:
                 raise InvalidValue("reward_classifier", f"it looks at {lacking}, which "
                                    f"{robot.name} does not observe (robot.cameras=...)")
-        teleop = None
-        if cfg.teleop != "none":
+        teleop = self.teleop
+        if teleop is None and cfg.teleop != "none":
             from hardware.teleop import make_teleop
 
             teleop = make_teleop(cfg.teleop, robot, **cfg.teleop_config)
@@ -245,6 +280,7 @@ class Actor:
                         self._event("link_up")
                         self._first_step = True
                         start_obs = None
+                    policy.prepare()
                     seed = cfg.seed * 1_000_003 + episode
                     result = loop.run_episode(
                         policy, teleop, seed=seed, sink=sink, stop_when=stop_when,
@@ -282,10 +318,8 @@ class Actor:
         return self.cfg.env_steps is not None and self.steps >= self.cfg.env_steps
 
     def _sink(self, link: ActorLink, env: RobotEnv, t: Transition, laps_file: Any) -> None:
-        row: dict[str, Any] = {f"obs/{k}": v for k, v in t.obs.items()
-                               if k.startswith("observation.")}
-        row.update({f"next_obs/{k}": v for k, v in t.next_obs.items()
-                    if k.startswith("observation.")})
+        row: dict[str, Any] = {f"obs/{k}": t.obs[k] for k in self.obs_keys}
+        row.update({f"next_obs/{k}": t.next_obs[k] for k in self.obs_keys})
         reward, done = t.reward, t.terminated
         if self.classifier is not None:  # HIL-SERL: success (by the classifier) ends it
             reward = self.classifier.reward(t.next_obs)

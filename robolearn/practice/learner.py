@@ -67,6 +67,11 @@ class LearnerConfig:
     tls_key: str | None = None  # PEM private key of tls_cert
     policy: str = "rlpd"  # sac | rlpd (rlpd needs dataset=: the demos of its offline half)
     dataset: str | None = None  # episode store of demonstrations (RLPD's offline half)
+    # the demos' reward: "env" (as recorded) or "success" (1 on the step that ends a successful
+    # episode, else 0: what a success classifier pays, HIL-SERL's reward_classifier actors)
+    dataset_reward: str = "env"
+    obs_norm: str = "identity"  # identity | dataset (the demos' mean and std; as robolearn train)
+    obs_std_floor: float = 1e-2
     buffer_size: int = 200_000  # online replay capacity, transitions
     intervention_capacity: int = 50_000  # room for intervention steps in the offline half
     start_after: int = 1000  # transitions received before the first update
@@ -81,6 +86,14 @@ class LearnerConfig:
     resume: bool = True  # continue from output/checkpoints/last
 
     def __post_init__(self) -> None:
+        if self.dataset_reward not in ("env", "success"):
+            raise InvalidValue("dataset_reward", f"must be 'env' or 'success', got "
+                                                 f"{self.dataset_reward!r}")
+        if self.obs_norm not in ("identity", "dataset"):
+            raise InvalidValue("obs_norm", f"must be 'identity' or 'dataset', got "
+                                           f"{self.obs_norm!r}")
+        if self.obs_norm == "dataset" and not self.dataset:
+            raise InvalidValue("obs_norm", "'dataset' needs dataset=STORE")
         if self.policy not in PRACTICE_AGENTS:
             raise InvalidValue("policy", f"practice runs {' | '.join(PRACTICE_AGENTS)}, got "
                                          f"{self.policy!r}")
@@ -116,13 +129,17 @@ def spec_features(spec: dict[str, Any]) -> tuple[dict[str, Feature], Feature, np
                                                                           np.float32)
 
 
-def build_agent(policy: str, config: Any, spec: dict[str, Any]) -> Any:
-    """The agent for ``spec`` (the learner's, and each actor's copy to act with)."""
+def build_agent(policy: str, config: Any, spec: dict[str, Any],
+                obs_stats: dict[str, dict[str, np.ndarray]] | None = None) -> Any:
+    """The agent for ``spec`` (the learner's, and each actor's copy to act with).
+    ``obs_stats``: normalisation of observations (else identity); they are buffers of the
+    actor's weights, so an actor built without them gets them with the first weights."""
     from policies.rl import agent_class
     from robolearn.rl_train import rl_features_of
 
     feats, action, low, high = spec_features(spec)
     features, stats = rl_features_of(feats, action, low, high)
+    stats.update(obs_stats or {})
     try:
         return agent_class(policy)(config, features, stats)
     except InvalidValue as e:
@@ -166,8 +183,10 @@ class Learner:
     def _build(self, spec: dict[str, Any]) -> None:
         """Agent and replay for ``spec`` (the first actor's, or spec.json on a restart)."""
         self.spec = spec
-        self.agent = build_agent(self.cfg.policy, self._agent_config(), spec)
         features, _ = self._features()
+        self.agent = build_agent(self.cfg.policy, self._agent_config(), spec,
+                                 self._dataset_stats(features)
+                                 if self.cfg.obs_norm == "dataset" else None)
         self.online = ReplayBuffer(features, self.cfg.buffer_size, self.agent.device)
         if self.acfg.uses_offline_data:
             self.offline = self._load_offline(features)
@@ -178,6 +197,18 @@ class Learner:
 
         assert self.spec is not None
         return rl_features_of(*spec_features(self.spec))
+
+    def _dataset_stats(self, features: dict[str, Feature]) -> dict[str, dict[str, np.ndarray]]:
+        """Mean and floored std of the demos' low-dim observations (``obs_norm=dataset``)."""
+        from data import EpisodeStore
+        from policies.normalize import compute_stats
+
+        keys = [k for k, f in features.items() if k.startswith("observation.") and not f.image]
+        with EpisodeStore.open(self.cfg.dataset, "r") as store:
+            stats = compute_stats(store, keys)
+        return {k: {"mean": st["mean"].astype(np.float32),
+                    "std": np.maximum(st["std"], self.cfg.obs_std_floor).astype(np.float32)}
+                for k, st in stats.items()}
 
     def _load_offline(self, features: dict[str, Feature]) -> ReplayBuffer:
         from data import EpisodeStore, StoreError
@@ -190,8 +221,13 @@ class Learner:
                 if missing:
                     raise ConfigError(f"dataset: {path} lacks {missing}, which the actors' "
                                       f"robot has (the store has {sorted(store.features)})")
-                data = load_transitions(store, keys, self.acfg.gamma, False,
+                success = self.cfg.dataset_reward == "success"
+                # success: a successful scripted episode ends on its success step (done = 1
+                # there), which is exactly where a success classifier pays 1
+                data = load_transitions(store, keys, self.acfg.gamma, success,
                                         absorbing_success=False)
+                if success:
+                    data["reward"] = data["done"].astype(np.float32).copy()
         except (StoreError, OSError, ValueError) as exc:
             raise ConfigError(f"dataset: {path}: {exc}") from None
         buf = ReplayBuffer(features, len(data["reward"]) + self.cfg.intervention_capacity,
