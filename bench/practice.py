@@ -454,8 +454,10 @@ def rc_car(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         learner.send_signal(signal.SIGTERM)
         learner.wait(timeout=120)
-        status = emu.status()
-        emu.stop()
+        try:
+            status = emu.status()
+        finally:
+            emu.stop()
     rows = laps(out)
     report = {"exit": code, "env_steps": args.steps, "wall_s": time.time() - t0,
               "target_s": target, "laps": len(rows),

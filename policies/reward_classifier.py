@@ -28,15 +28,15 @@ from policies.encoders import EncoderConfig, ImageEncoder
 
 @dataclass
 class ClassifierConfig:
-    cameras: list[str] = field(default_factory=lambda: ["observation.images.front"])
+    cameras: list[str] = field(default_factory=lambda: ["observation.images.front"])  # seen
     threshold: float = 0.85  # success when sigmoid(logit) > threshold (HIL-SERL's)
-    hidden: int = 128
+    hidden: int = 128  # width of the head's hidden layer
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
-        channels=[16, 32, 32], keypoints=16, feature_dim=64, random_shift=4))
+        channels=[16, 32, 32], keypoints=16, feature_dim=64, random_shift=4))  # per camera
     steps: int = 1500  # gradient steps
     batch_size: int = 64  # half positives, half negatives
-    lr: float = 1e-3
-    seed: int = 0
+    lr: float = 1e-3  # Adam's learning rate
+    seed: int = 0  # initialisation and batch sampling
 
 
 class RewardClassifier(nn.Module):

@@ -59,13 +59,13 @@ class ActorConfig:
     observations: list[str] | None = None
     robot: Any = None  # settings of the env's robot; None: the env's own
     output: str = "outputs/practice/actor0"  # episodes.zarr, laps.jsonl
-    token: str | None = None
-    token_file: str | None = None
+    token: str | None = None  # the learner's shared secret
+    token_file: str | None = None  # ... read from the first line of this file instead
     tls_ca: str | None = None  # PEM certificate to trust for the learner (TLS)
     env_steps: int | None = None  # stop after this many steps of this actor; None: Ctrl-C
     max_episode_steps: int | None = None  # None: the env's limit
     time_scale: float = 1.0  # simulated robots: run the loop this many times real time
-    seed: int = 0
+    seed: int = 0  # seeds random actions, sampling and episode resets
     threads: int = 1  # torch CPU threads for inference (the default threads cost 20x here)
     liveness_s: float = 3.0  # the link is down after this long without a learner message
     random_until_learned: bool = True  # uniform random actions until the first update
@@ -73,7 +73,7 @@ class ActorConfig:
     # frame it calls a success, which ends the episode; the env's own reward is not used
     reward_classifier: str | None = None
     teleop: str = "none"  # device that can take over: none | keyboard | gamepad | spacemouse
-    teleop_config: dict[str, Any] = field(default_factory=dict)
+    teleop_config: dict[str, Any] = field(default_factory=dict)  # the device's config fields
     # bounds, rate limit (FastRLAP: max_delta=0.2 on a real car's [-1, 1]), NaN handling,
     # watchdog
     safety: SafetyConfig = field(default_factory=SafetyConfig)

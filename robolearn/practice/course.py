@@ -30,7 +30,7 @@ class CourseConfig:
     episode: int = 0  # which episode of the store is the demo lap
     spacing: float = 1.0  # m between checkpoints along the driven path
     checkpoint_radius: float | None = None  # m; None: the track's (0.75 x its width)
-    overwrite: bool = False
+    overwrite: bool = False  # replace an existing course file
 
     def __post_init__(self) -> None:
         if not self.store:

@@ -71,16 +71,16 @@ class LearnerConfig:
     # episode, else 0: what a success classifier pays, HIL-SERL's reward_classifier actors)
     dataset_reward: str = "env"
     obs_norm: str = "identity"  # identity | dataset (the demos' mean and std; as robolearn train)
-    obs_std_floor: float = 1e-2
+    obs_std_floor: float = 1e-2  # raw units: a feature constant in the demos stays finite
     buffer_size: int = 200_000  # online replay capacity, transitions
     intervention_capacity: int = 50_000  # room for intervention steps in the offline half
     start_after: int = 1000  # transitions received before the first update
     publish_every_s: float = 1.0  # seconds between weight versions (FastRLAP: 2 s)
     checkpoint_every_s: float = 30.0  # seconds between checkpoints (resend window of actors)
     log_every_s: float = 5.0  # seconds between metrics rows
-    max_actors: int = 16
+    max_actors: int = 16  # actors served at once; one more is refused with a message
     stop_after: int | None = None  # stop (with a checkpoint) after this many transitions
-    seed: int = 0
+    seed: int = 0  # seeds the agent and its sampling
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     keep_last: int = 2  # checkpoints kept
     resume: bool = True  # continue from output/checkpoints/last
@@ -392,6 +392,8 @@ class Learner:
             self.stop.set()
             updater.join(timeout=30)
             self.save()
+            metrics.write(json.dumps(self._metrics(time.monotonic() - t0, self.received - r0,
+                                                   self.updates - u0)) + "\n")  # the last
             metrics.close()
             self.server.stop(1.0)
         log.info("learner stopped: %d transitions, %d updates, checkpoint in %s",

@@ -35,7 +35,7 @@ class RewardTrainConfig:
     output: str = "outputs/reward_classifier"  # weights.safetensors, classifier.json, eval.json
     labels: str = "label.success"  # the per-step feature: 1 success, 0 failure
     holdout: int = 4  # last episodes kept out of training, measured
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # model, training
 
     def __post_init__(self) -> None:
         if not self.store:

@@ -28,13 +28,13 @@ log = logging.getLogger("robolearn.practice")
 @dataclass
 class PracticeConfig:
     output: str = "outputs/practice"  # learner/ and actor0/, actor1/... under it
-    env: str = "robolearn/SimCar-v0"
+    env: str = "robolearn/SimCar-v0"  # the robot and task every actor practises
     actors: int = 1  # robots practising at once (simulated: one process each)
     env_steps: int = 24_000  # per actor (20 min of robot time at the car's 20 Hz)
     time_scale: float = 1.0  # simulated robots: run each loop this many times real time
     policy: str = "rlpd"  # sac | rlpd
     dataset: str | None = None  # demonstrations (RLPD's offline half)
-    seed: int = 0
+    seed: int = 0  # the learner's; actor k gets seed * 100 + k
     learner_args: list[str] = field(default_factory=list)  # more learner key=value settings
     actor_args: list[str] = field(default_factory=list)  # more settings for every actor
 
