@@ -31,7 +31,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,19 @@ def rl_features_of(features: dict[str, Feature], action: Feature, low: np.ndarra
     return {**feats, "action": action}, stats
 
 
+def obs_stats(store: EpisodeStore, features: dict[str, Feature], std_floor: float,
+              episodes: Iterable[int] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Mean and std (floored at ``std_floor``) of ``store``'s low-dim observations among
+    ``features``: the ``obs_norm=dataset`` normalisation (this runner's and the learner's)."""
+    from policies.normalize import compute_stats
+
+    keys = [k for k, f in features.items() if k.startswith("observation.") and not f.image]
+    stats = compute_stats(store, keys, episodes=episodes)
+    return {k: {"mean": st["mean"].astype(np.float32),
+                "std": np.maximum(st["std"], std_floor).astype(np.float32)}
+            for k, st in stats.items()}
+
+
 class Runner:
     def __init__(self, cfg: Any) -> None:
         from policies.rl import agent_class
@@ -235,15 +248,9 @@ class Runner:
         """``obs_norm=dataset``: mean and (floored) std of the dataset's low-dim observations.
         Why: identity leaves centimetre-scale features (the arm's gripper-to-cube vector) next to
         radian-scale joints; the critics' first layer then has to learn the scales first."""
-        from policies.normalize import compute_stats
-
-        keys = [k for k, f in self.features.items() if k.startswith("observation.")
-                and not f.image]
         with self._open_dataset() as store:  # the episodes the learner uses, no others
-            stats = compute_stats(store, keys, episodes=range(self._n_episodes(store)))
-        return {k: {"mean": st["mean"].astype(np.float32),
-                    "std": np.maximum(st["std"], self.cfg.obs_std_floor).astype(np.float32)}
-                for k, st in stats.items()}
+            return obs_stats(store, self.features, self.cfg.obs_std_floor,
+                             range(self._n_episodes(store)))
 
     def _n_episodes(self, store: EpisodeStore) -> int:
         """How many of the dataset's episodes (its first) the run learns from."""

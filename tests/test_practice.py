@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from robolearn.practice.link import ActorLink, LinkServer, Security
+from robolearn.practice.link import ActorLink, LinkServer
+from robolearn.practice.security import Security
 from robolearn_core.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -39,7 +39,8 @@ import sim  # noqa: F401  (headless GL backend before mujoco loads)
 from data import EpisodeStore, Source
 from robolearn.env import ENVS, RobotEnv, make_env, robot_config, robot_kwargs, unknown_env
 from robolearn.loop import ControlLoop, LoopConfig, Transition, create_store
-from robolearn.practice.link import DEFAULT_ADDRESS, ActorLink, Security, read_token
+from robolearn.practice.link import DEFAULT_ADDRESS, ActorLink
+from robolearn.practice.security import Security, read_token
 from robolearn.rundir import check_output, start_output
 from robolearn.safety import SafetyConfig
 from robolearn_core.config import InvalidValue, to_yaml

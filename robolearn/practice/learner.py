@@ -34,13 +34,8 @@ import torch
 
 from data.schema import Feature
 from policies.rl.replay import NO_MC, ReplayBuffer, load_transitions, mixed_batch
-from robolearn.practice.link import (
-    DEFAULT_ADDRESS,
-    LinkServer,
-    Refused,
-    Security,
-    read_token,
-)
+from robolearn.practice.link import DEFAULT_ADDRESS, LinkServer, Refused
+from robolearn.practice.security import Security, read_token
 from robolearn.rundir import (
     check_output,
     load_training_state,
@@ -175,6 +170,7 @@ class Learner:
         self.received = self.updates = self.interventions = 0
         self.ready = threading.Event()  # the agent exists (weights can be served)
         self.server: LinkServer | None = None
+        self.error: BaseException | None = None  # what stopped the update thread
 
     # ------------------------------------------------------------------ set-up
     def _agent_config(self) -> Any:
@@ -201,14 +197,10 @@ class Learner:
     def _dataset_stats(self, features: dict[str, Feature]) -> dict[str, dict[str, np.ndarray]]:
         """Mean and floored std of the demos' low-dim observations (``obs_norm=dataset``)."""
         from data import EpisodeStore
-        from policies.normalize import compute_stats
+        from robolearn.rl_train import obs_stats
 
-        keys = [k for k, f in features.items() if k.startswith("observation.") and not f.image]
         with EpisodeStore.open(self.cfg.dataset, "r") as store:
-            stats = compute_stats(store, keys)
-        return {k: {"mean": st["mean"].astype(np.float32),
-                    "std": np.maximum(st["std"], self.cfg.obs_std_floor).astype(np.float32)}
-                for k, st in stats.items()}
+            return obs_stats(store, features, self.cfg.obs_std_floor)
 
     def _load_offline(self, features: dict[str, Feature]) -> ReplayBuffer:
         from data import EpisodeStore, StoreError
@@ -243,9 +235,10 @@ class Learner:
                 self._build(spec)
                 (self.out / "spec.json").write_text(json.dumps(spec, indent=1))
                 self.publish()
-            elif not _same_spec(self.spec, spec):
+            elif diff := _spec_diff(self.spec, spec):
                 raise Refused(f"actor {actor_id}'s robot differs from this session's "
-                              f"({_spec_diff(self.spec, spec)}); one learner learns one robot's "
+                              f"({', '.join(diff)} differ: session {self.spec.get('env')}, "
+                              f"actor {spec.get('env')}); one learner learns one robot's "
                               "observations and actions")
             have = self.next_seq.get(actor_id, 0)
             if resend_from > have:  # the learner lost transitions the actor no longer holds
@@ -400,8 +393,6 @@ class Learner:
                  self.received, self.updates, self.out / "checkpoints")
         return 0
 
-    error: BaseException | None = None
-
     def _metrics(self, elapsed: float, received: int, updates: int) -> dict[str, Any]:
         return {"time": time.time(), "received": self.received, "updates": self.updates,
                 "utd_realised": self.updates / max(self.received, 1),
@@ -452,16 +443,10 @@ def _copy(tree: Any) -> Any:
     return tree
 
 
-def _same_spec(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = ("features", "action", "low", "high")
-    return all(json.dumps(a.get(k), sort_keys=True) == json.dumps(b.get(k), sort_keys=True)
-               for k in keys)
-
-
-def _spec_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
-    diffs = [k for k in ("features", "action", "low", "high")
-             if json.dumps(a.get(k), sort_keys=True) != json.dumps(b.get(k), sort_keys=True)]
-    return f"{', '.join(diffs)} differ: session {a.get('env')}, actor {b.get('env')}"
+def _spec_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The parts of two actors' specs that differ (none: one learner can learn both)."""
+    return [k for k in ("features", "action", "low", "high")
+            if json.dumps(a.get(k), sort_keys=True) != json.dumps(b.get(k), sort_keys=True)]
 
 
 def run(cfg: Any) -> int:

@@ -27,7 +27,6 @@ What it does that LeRobot's port of the same design (``lerobot/transport``) does
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import threading
@@ -36,16 +35,15 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
-from safetensors.numpy import load as st_load
-from safetensors.numpy import save as st_save
 
 from robolearn.practice import link_pb2 as pb
 from robolearn.practice import link_pb2_grpc as pbg
+from robolearn.practice.security import Security
+from robolearn.practice.wire import LinkError, chunks, pack, stack_rows, unpack
 from robolearn_core.config import ConfigError
 
 log = logging.getLogger("robolearn.link")
@@ -66,104 +64,9 @@ _CLIENT_OPTIONS = [*_KEEPALIVE, ("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
-class LinkError(RuntimeError):
-    """The link failed or refused something; the message names what."""
-
-
 class Refused(LinkError):
     """The learner refused an actor (protocol, spec, too many actors): reconnecting will not
     help until someone changes a setting."""
-
-
-# ---------------------------------------------------------------------- payloads
-def pack(arrays: dict[str, np.ndarray]) -> bytes:
-    """Named arrays -> safetensors bytes (no pickle)."""
-    return st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
-
-
-def unpack(data: bytes, what: str) -> dict[str, np.ndarray]:
-    try:
-        return dict(st_load(data))
-    except Exception as exc:  # safetensors raises its own error types for malformed headers
-        raise LinkError(f"{what}: not a safetensors payload ({type(exc).__name__}: {exc})") \
-            from None
-
-
-def chunks(data: bytes, size: int) -> list[bytes]:
-    return [data[i:i + size] for i in range(0, len(data), size)] or [b""]
-
-
-def stack_rows(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Transition rows (each ``obs/*``, ``next_obs/*``, ``action``, ``reward``, ``terminated``,
-    ``intervention``, ...) -> one array per key with a leading batch dim."""
-    return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
-
-
-# ---------------------------------------------------------------------- security
-def is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost
-
-
-@dataclass
-class Security:
-    """``token``: the shared secret every call carries (None: no check; allowed on loopback
-    only). ``tls_cert``/``tls_key``: the learner's certificate and key (PEM files);
-    ``tls_ca``: the certificate the actor trusts for the learner (PEM)."""
-
-    token: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_ca: str | None = None
-
-    def check_server(self, address: str) -> None:
-        if not is_loopback(address) and not (self.token and self.tls_cert and self.tls_key):
-            raise ConfigError(
-                f"address: {address} is reachable from other machines; the learner binds there "
-                "only with TLS and a shared token (tls_cert=PEM tls_key=PEM token=... or "
-                "token_file=...): anyone who reaches an open port could feed it transitions")
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ConfigError("tls_cert and tls_key: give both (the learner's certificate and "
-                              "its private key) or neither")
-
-    def server_credentials(self) -> grpc.ServerCredentials | None:
-        if not self.tls_cert:
-            return None
-        assert self.tls_key
-        return grpc.ssl_server_credentials([(_read(self.tls_key, "tls_key"),
-                                             _read(self.tls_cert, "tls_cert"))])
-
-    def channel(self, address: str) -> grpc.Channel:
-        if self.tls_ca:
-            creds = grpc.ssl_channel_credentials(root_certificates=_read(self.tls_ca, "tls_ca"))
-            return grpc.secure_channel(address, creds, options=_CLIENT_OPTIONS)
-        return grpc.insecure_channel(address, options=_CLIENT_OPTIONS)
-
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
-
-
-def _read(path: str, key: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror})") from None
-
-
-def read_token(token: str | None, token_file: str | None) -> str | None:
-    """The shared token from ``token`` or the first line of ``token_file`` (keeps it out of
-    the process list and shell history)."""
-    if token_file:
-        lines = _read(token_file, "token_file").decode().splitlines()
-        if not lines or not lines[0].strip():
-            raise ConfigError(f"token_file: {token_file} is empty")
-        return lines[0].strip()
-    return token or None
 
 
 # ---------------------------------------------------------------------- learner side
@@ -195,7 +98,6 @@ class LinkServer(pbg.LearnerServicer):
         self._weights = _Weights()
         self._cond = threading.Condition()
         self._stopping = threading.Event()
-        self._streams: dict[str, int] = {}  # actor id -> open weight streams
         self.actors_seen: set[str] = set()
         # two long-lived streams per actor, plus Hellos and headroom; beyond max_actors a Hello
         # is refused (never queued behind busy workers)
@@ -422,7 +324,7 @@ class ActorLink:
     def _run(self) -> None:
         backoff = 0.1
         while not self._closed.is_set():
-            channel = self.security.channel(self.address)
+            channel = self.security.channel(self.address, _CLIENT_OPTIONS)
             calls: list[Any] = []
             try:
                 self._session(channel, calls)
