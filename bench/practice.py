@@ -186,8 +186,9 @@ def actors(args: argparse.Namespace) -> dict[str, Any]:
 ARM = "robolearn/SimArmLift-v0"
 
 
-def record_labelled(out: Path, episodes: int, seed: int = 0) -> None:
-    """Arm episodes seen by the front camera, each frame labelled success or failure by the
+def record_labelled(out: Path, episodes: int, seed: int = 0,
+                    cameras: tuple[str, ...] = ("front",)) -> None:
+    """Arm episodes seen by ``cameras``, each frame labelled success or failure by the
     simulator (standing in for the person who holds a key while the robot shows success):
     2 of 3 episodes by the scripted expert (reaching, grasping, lifting, then holding for 15
     steps), 1 of 3 by a policy that acts at random (failures)."""
@@ -198,7 +199,7 @@ def record_labelled(out: Path, episodes: int, seed: int = 0) -> None:
     from robolearn.experts import make_expert
     from robolearn.loop import step_features
 
-    env = make_env(**{**ENVS[ARM], "robot_kwargs": {"cameras": ["front"]}})
+    env = make_env(**{**ENVS[ARM], "robot_kwargs": {"cameras": list(cameras)}})
     feats = {k: f for k, f in step_features(env).items() if k != "next.reward"}
     feats["label.success"] = Feature("float32", ())
     store = EpisodeStore.create(out, {k: f.to_json() for k, f in feats.items()}, env.robot.fps,
@@ -225,23 +226,30 @@ def record_labelled(out: Path, episodes: int, seed: int = 0) -> None:
     env.close()
 
 
+def _classifier_dir(args: argparse.Namespace) -> Path:
+    return args.out / ("classifier" if tuple(args.cameras) == ("front",)
+                       else "classifier_" + "_".join(args.cameras))
+
+
 def classifier(args: argparse.Namespace) -> dict[str, Any]:
     """HIL-SERL's reward classifier: precision and recall on held-out labelled frames."""
     import shutil
 
+    from policies.reward_classifier import ClassifierConfig
     from robolearn.practice.reward_cmd import RewardTrainConfig, train
 
-    out = args.out / "classifier"
+    out = _classifier_dir(args)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     t0 = time.time()
-    record_labelled(out / "frames.zarr", args.episodes)
+    record_labelled(out / "frames.zarr", args.episodes, cameras=tuple(args.cameras))
     t_rec = time.time() - t0
     train(RewardTrainConfig(store=str(out / "frames.zarr"), output=str(out / "model"),
-                            holdout=args.episodes // 4))
+                            holdout=args.episodes // 4, classifier=ClassifierConfig(
+                                cameras=[f"observation.images.{c}" for c in args.cameras])))
     report = json.loads((out / "model" / "eval.json").read_text())
     report.update(episodes=args.episodes, holdout=args.episodes // 4, record_s=t_rec,
-                  train_s=time.time() - t0 - t_rec)
+                  train_s=time.time() - t0 - t_rec, cameras=args.cameras)
     return report
 
 
@@ -302,45 +310,91 @@ ARM_LEARNER = ["policy=rlpd", "obs_norm=dataset", "dataset_reward=success",
 
 
 def arm(args: argparse.Namespace) -> dict[str, Any]:
-    """HIL-SERL-style practice on the simulated arm: RLPD from 10 scripted demos (their reward
-    relabelled to success: 1 on the lifting step), the reward during practice from the learned
-    classifier on the front camera (no task reward), the policy on the arm's state."""
+    """HIL-SERL-style practice on the simulated arm, in rounds. RLPD from 10 scripted demos
+    (their reward relabelled to success: 1 on the lifting step), the reward from the learned
+    classifier on ``--cameras`` (no task reward), the policy on the arm's state, and the
+    scripted expert taking over now and then (``--takeover-p`` a step, for ``--takeover-hold``
+    steps: HIL-SERL's interventions, unattended). After each round the round's failed episodes
+    (the simulator's verdict standing in for the person who reviews what the classifier ended)
+    become negatives and the classifier is retrained (HIL-SERL: relabel the false positives);
+    the next round practises afresh with it. Success is the simulator's, counted over episodes
+    no takeover touched."""
+    from policies.reward_classifier import ClassifierConfig
+    from robolearn.practice.reward_cmd import RewardTrainConfig
+    from robolearn.practice.reward_cmd import train as train_classifier
     from robolearn.practice.session import PracticeConfig
     from robolearn.practice.session import run as practice
     from robolearn.vector import collect_scripted
 
-    out = args.out / "arm"
+    out = args.out / ("arm" if tuple(args.cameras) == ("front",)
+                      else "arm_" + "_".join(args.cameras))
     out.mkdir(parents=True, exist_ok=True)
     demos = out / "demos.zarr"
     if not demos.exists():
         collect_scripted(ARM, str(demos), 10, 1, seed=10_000, progress=False).close()
-    clf = args.out / "classifier" / "model"
+    clf = _classifier_dir(args) / "model"
     if not (clf / "classifier.json").exists():
         classifier(args)
-    run_dir = out / f"seed{args.seeds[0]}"
-    if not (run_dir / "actor0" / "actor.json").exists():
-        cfg = PracticeConfig(
-            output=str(run_dir), env=ARM, actors=1, env_steps=args.steps, time_scale=1.0,
-            policy="rlpd", dataset=str(demos), seed=args.seeds[0], learner_args=ARM_LEARNER,
-            actor_args=["robot.cameras=[front]", "max_episode_steps=150",
-                        "observations=[observation.state,observation.environment_state]",
-                        f"reward_classifier={clf}"])
-        if practice(cfg):
-            raise SystemExit("arm practice failed")
+    seed = args.seeds[0]
+    cams = [f"observation.images.{c}" for c in args.cameras]
+    rounds, stores = [], []
+    for r in range(args.rounds):
+        run_dir = out / f"seed{seed}" / f"round{r}"
+        if r > 0:
+            clf = out / f"seed{seed}" / f"classifier{r}"
+            if not (clf / "classifier.json").exists():
+                train_classifier(RewardTrainConfig(
+                    store=str(_classifier_dir(args) / "frames.zarr"), output=str(clf),
+                    holdout=args.episodes // 4, negatives=[str(p) for p in stores],
+                    classifier=ClassifierConfig(cameras=cams)))
+        takeover = (["teleop=expert", f"teleop_config.p={args.takeover_p}",
+                     f"teleop_config.hold={args.takeover_hold}"]
+                    if args.takeover_p > 0 else [])
+        if not (run_dir / "actor0" / "actor.json").exists():
+            cfg = PracticeConfig(
+                output=str(run_dir), env=ARM, actors=1, env_steps=args.steps,
+                time_scale=1.0, policy="rlpd", dataset=str(demos), seed=seed,
+                learner_args=ARM_LEARNER,
+                actor_args=[f"robot.cameras=[{','.join(args.cameras)}]",
+                            "max_episode_steps=150",
+                            "observations=[observation.state,observation.environment_state]",
+                            f"reward_classifier={clf}", *takeover])
+            if practice(cfg):
+                raise SystemExit("arm practice failed")
+        store_path = run_dir / "actor0" / "episodes.zarr"
+        stores.append(store_path)
+        rounds.append({"round": r, "classifier": str(clf),
+                       "classifier_eval": json.loads((clf / "eval.json").read_text()),
+                       **_arm_round(store_path, args.window)})
+    return {"seed": seed, "rounds": rounds, "learner": ARM_LEARNER, "cameras": args.cameras,
+            "takeover_p": args.takeover_p, "takeover_hold": args.takeover_hold,
+            "steps_per_round": args.steps}
+
+
+def _arm_round(store_path: Path, window: int) -> dict[str, Any]:
+    """Success against env steps over episodes no takeover touched; false positives (the
+    classifier ended an episode the simulator does not call a success)."""
     from data import EpisodeStore
 
     rows, steps = [], 0
-    with EpisodeStore.open(run_dir / "actor0" / "episodes.zarr", "r") as store:
+    with EpisodeStore.open(store_path, "r") as store:
         for info in store.infos():
             steps += info.length
-            rows.append({"steps": steps, "success": bool(info.success)})
-    window = 20
-    curve = [{"env_steps": rows[i]["steps"],
-              "success_rate": float(np.mean([r["success"] for r in rows[max(0, i - window + 1):
+            rows.append({"steps": steps, "success": bool(info.success),
+                         "assisted": bool(info.sources.get("intervention", 0)),
+                         "short": info.length < 150 and not info.success})
+    auto = [r for r in rows if not r["assisted"]]
+    curve = [{"env_steps": auto[i]["steps"],
+              "success_rate": float(np.mean([r["success"] for r in auto[max(0, i - window + 1):
                                                                         i + 1]]))}
-             for i in range(window - 1, len(rows), window)]
-    return {"episodes": len(rows), "env_steps": steps, "window": window, "curve": curve,
-            "learner": ARM_LEARNER}
+             for i in range(window - 1, len(auto), window)]
+    last = auto[-window:]
+    return {"episodes": len(rows), "assisted": len(rows) - len(auto), "env_steps": steps,
+            "autonomous_successes": sum(r["success"] for r in auto),
+            "assisted_successes": sum(r["success"] for r in rows if r["assisted"]),
+            "false_positive_endings": sum(r["short"] for r in rows),
+            "last_window_success": float(np.mean([r["success"] for r in last])) if last else 0.0,
+            "window": window, "curve": curve}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=100, help="weight versions per size (link)")
     p.add_argument("--kills", type=int, default=10)
     p.add_argument("--kill-every", type=float, default=4.0, help="s of practice between kills")
+    p.add_argument("--cameras", nargs="+", default=["front"], help="the classifier's (arm)")
+    p.add_argument("--rounds", type=int, default=1, help="classifier rounds (arm)")
+    p.add_argument("--takeover-p", type=float, default=0.0,
+                   help="the expert's takeover probability a step (arm)")
+    p.add_argument("--takeover-hold", type=int, default=60, help="steps a takeover lasts (arm)")
+    p.add_argument("--window", type=int, default=20, help="episodes per success point (arm)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     from bench.practice_link import kill, link  # (they import this module's settings)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -144,6 +144,7 @@ class ControlLoop:
                     step_extras: Callable[[], dict[str, Any]] | None = None,
                     sink: Callable[[Transition], None] | None = None,
                     start_obs: dict[str, np.ndarray] | None = None,
+                    tags: Callable[[], Sequence[str]] | None = None,
                     **episode_metadata: Any) -> EpisodeResult:
         """Run one episode. ``source`` labels the non-intervention steps (default: teleop
         when there is no policy, else policy). ``observer(env)`` is called after the reset
@@ -156,7 +157,8 @@ class ControlLoop:
         gets every step as a :class:`Transition` (practice: the actor hands it to its learner).
         ``start_obs``: go on from this observation instead of resetting the env (practice after
         a recovery manoeuvre: the task's laps and clock continue; a new stored episode starts,
-        so no stored step is paired with an observation from after the manoeuvre)."""
+        so no stored step is paired with an observation from after the manoeuvre). ``tags()``:
+        the stored episode's tags, asked when it is committed (why it ended: ``recovery``)."""
         if policy is None and teleop is None:
             raise ValueError("run_episode needs a policy, a teleop device, or both")
         base = Source.parse(source) if source is not None else (
@@ -247,6 +249,7 @@ class ControlLoop:
             # cut by the step limit: an offline RL reader bootstraps only past the latter
             verdict = success if self.env.task.judges_success else None  # None: unknown
             rec.end_episode(success=verdict if label is None else label,
+                            tags=tuple(tags()) if tags is not None else (),
                             **{"ret": ret, "seed": seed, "terminated": bool(terminated),
                                **episode_metadata})
         elif rec is not None:

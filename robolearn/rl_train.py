@@ -58,7 +58,7 @@ from robolearn.env import (
     robot_kwargs,
     unknown_env,
 )
-from robolearn.loop import create_store
+from robolearn.loop import ControlLoop, LoopConfig, Transition, create_store
 from robolearn.robot import ROBOTS
 from robolearn.rundir import (
     RUN_ENTRIES,
@@ -73,7 +73,7 @@ from robolearn.rundir import (
     start_output,
     truncate_metrics,
 )
-from robolearn.safety import SafetyConfig, SafetyFilter
+from robolearn.safety import SafetyConfig
 from robolearn_core.config import ConfigError, InvalidValue, to_yaml
 from robolearn_core.registry import resolve
 
@@ -218,13 +218,26 @@ class Runner:
         self.online = ReplayBuffer(self.features, min(cfg.buffer_size, cfg.env_steps),
                                    self.device)
         self.offline = self._load_offline() if self.acfg.uses_offline_data else None
-        low, high = self.env.robot.action_bounds
-        self.safety = SafetyFilter(low, high, cfg.safety,
-                                   stop_action=self.env.robot.hold_action)
+        # practice steps the robot through the control loop collect, eval, deploy and the
+        # practice actor use (safety filter, recording, a stop at every episode's end); as
+        # fast as the simulation goes (no fixed rate: the robot waits for the updates, which
+        # is why this runner refuses real robots), so no watchdog either
+        self.loop = ControlLoop(self.env, LoopConfig(realtime=False, safety=cfg.safety))
+        self.safety = self.loop.safety
         self.eval_env: RobotEnv | None = None  # built at the first evaluation
         self.rng = np.random.default_rng(cfg.seed)  # uniform random actions
         self.env_step = self.episode = self.offline_step = self.updates = 0
         self.episodes_recorded = 0
+        # the practice loop's state, shared by the loop's sink (_learn) and stop_when (_pause)
+        self._ep_ret: float = 0.0  # the learner episode's return so far
+        self._ep_first: int = 0  # its first row in the replay (for Monte-Carlo returns)
+        self._ep_rewards: list[float] = []  # its learner rewards
+        self._ended: str = ""  # how the env ended the episode: terminated | truncated
+        self._why: str = ""  # why the loop paused it: budget_end | recovery
+        self._success = False  # the last step's success
+        self._last_save = 0  # env step of the last checkpoint
+        self._info: dict[str, Any] = {}  # the last update's metrics
+        self._t0, self._s0 = 0.0, 0  # practice's start: time, env step
 
     # ------------------------------------------------------------------ data
     @contextlib.contextmanager
@@ -410,7 +423,7 @@ class Runner:
 
         from robolearn_core.progress import console
 
-        cfg, a = self.cfg, self.acfg
+        cfg = self.cfg
         if self.env_step >= cfg.env_steps:  # a finished run invoked again: change nothing (a
             # later, larger budget must continue it as if this call had never happened)
             log.info("%s: already practised for %d env steps", self.out, self.env_step)
@@ -420,109 +433,100 @@ class Runner:
                      self.env_step, cfg.stop_at)
             return
         stop = min(cfg.env_steps, cfg.stop_at or cfg.env_steps)
-        start_learning = max(a.random_steps, a.warmup_steps)
-        success_ends = self.env.task.success_terminates()
-        last_save, info = self.env_step, {}
-        t0, s0 = time.perf_counter(), self.env_step
+        self._success_ends = self.env.task.success_terminates()
+        self._last_save, self._info = self.env_step, {}
+        self._t0, self._s0 = time.perf_counter(), self.env_step
         with contextlib.ExitStack() as stack, \
                 Progress(TextColumn("practising {task.fields[policy]}"), BarColumn(),
                          MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                          console=console, transient=True) as bar:
-            store, rec = self.open_store(), None
+            store = self.open_store()
+            self.loop.recorder = None
             if store is not None:  # a step in flight at an exception is kept as incomplete
-                stack.enter_context(store)  # (and dropped on resume); at the end, discarded
-                rec = stack.enter_context(store.recorder(task=self.env.task.description,
-                                                         source=Source.AUTONOMOUS))
-            task = bar.add_task("rl", total=cfg.env_steps, completed=self.env_step,
-                                policy=cfg.policy, status="")
-            ep_ret, seg_ret, obs = 0.0, 0.0, self._reset()
-            ep_first, ep_rewards = self.online.pos, []  # for its Monte-Carlo returns (Cal-QL)
-            while self.env_step < cfg.env_steps:
-                if self.env_step < a.random_steps:
-                    # uniform in the learner's units: over the bounds, or over the largest
-                    # offsets for relative action entries
-                    uniform = self.rng.uniform(-1.0, 1.0, len(self.safety.low))
-                    action = self.agent.robot_action(uniform, obs).cpu().numpy()
-                else:
-                    action = self.agent.explore(obs).cpu().numpy()
-                safe = self.safety(action)
-                if self.safety.stop_requested:  # a non-finite action with on_nonfinite=stop
-                    self.env.robot.stop()
-                nxt, reward, term, trunc, step_info = self.env.step(safe)
-                sent = np.asarray(step_info["action_sent"], np.float32)
-                learn_r = learner_reward(reward, term, step_info, success_ends, a.gamma,
-                                         cfg.absorbing_success)
-                self.online.add(obs, sent, learn_r, nxt, term)
-                ep_rewards.append(learn_r)
-                if rec is not None:
-                    rec.add({**obs, "action": sent, "next.reward": np.float32(reward)})
-                ep_ret += float(reward)
-                seg_ret += float(reward)
-                self.env_step += 1
-                if self.env_step > start_learning and len(self.online) >= a.batch_size:
-                    info = self.agent.update(self.batch())
-                    self.updates += a.utd
-                if self.env_step % cfg.log_every == 0:
-                    sps = (self.env_step - s0) / (time.perf_counter() - t0)
-                    self.log({"env_step": self.env_step, "updates": self.updates,
-                              "env_steps_per_s": sps, **_floats(info)}, self.env_step, "train")
-                    bar.update(task, status=f"{sps:.0f} steps/s")
-                if self.env_step % cfg.eval_every == 0:
-                    self.evaluate()
-                obs = nxt
-                if not (term or trunc) and self.env.robot.needs_recovery():
-                    obs = self.env.recover()  # FastRLAP: back off, then practise on
-                    # the rate limit counts from where the manoeuvre left the robot, not from
-                    # the command before it (the car may be reversing now)
-                    self.safety.last = np.asarray(self.env.robot.hold_action(), np.float64)
-                    if rec is not None and rec.num_steps:
-                        # the store's stretch ends here (truncated: its last step keeps no next
-                        # state) and the next starts after the manoeuvre; one stored episode
-                        # running on would make its reader pair this step with the recovered
-                        # observation, a transition that never happened (the replay has `nxt`)
-                        rec.end_episode(success=bool(step_info["success"]), terminated=False,
-                                        ret=seg_ret, seed=self._seed(self.episode),
-                                        tags=("recovery",))
-                        self.episodes_recorded += 1
-                    seg_ret = 0.0
-                if term or trunc:
-                    self.online.set_returns(ep_first, discounted_returns(ep_rewards, a.gamma))
-                    if rec is not None:
-                        rec.end_episode(success=bool(step_info["success"]),
-                                        terminated=bool(term), ret=seg_ret,
-                                        seed=self._seed(self.episode))
-                        self.episodes_recorded += 1
-                    self.log({"env_step": self.env_step, "episode": self.episode,
-                              "episode_return": ep_ret,
-                              "episode_success": float(step_info["success"])},
-                             self.env_step, "episode")
-                    self.episode += 1
-                    done_now = self.env_step >= stop  # stop <= env_steps
-                    if self.env_step - last_save >= cfg.save_every or done_now:
-                        self.save()
-                        last_save = self.env_step
-                    if done_now:
+                stack.enter_context(store)  # (and dropped on resume)
+                self.loop.recorder = stack.enter_context(store.recorder(
+                    task=self.env.task.description, source=Source.AUTONOMOUS))
+            self._bar, self._task = bar, bar.add_task(
+                "rl", total=cfg.env_steps, completed=self.env_step, policy=cfg.policy,
+                status="")
+            while True:  # one learner episode: loop episodes, split by recovery manoeuvres
+                self._ep_ret, self._ep_first, self._ep_rewards = 0.0, self.online.pos, []
+                start_obs: dict[str, np.ndarray] | None = None
+                while True:
+                    self._ended = self._why = ""
+                    self.loop.run_episode(
+                        self._act, seed=self._seed(self.episode), source=Source.AUTONOMOUS,
+                        sink=self._learn, stop_when=self._pause, start_obs=start_obs,
+                        tags=lambda: (self._why,) if self._why else ())
+                    self.episodes_recorded += self.loop.recorder is not None
+                    if self._why != "recovery":
                         break
-                    ep_ret, seg_ret, obs = 0.0, 0.0, self._reset()
-                    ep_first, ep_rewards = self.online.pos, []
-                bar.update(task, completed=self.env_step)
-            else:  # the budget ended mid-episode: commit its steps (the replay has them too)
-                self.online.set_returns(ep_first, discounted_returns(ep_rewards, a.gamma))
-                if rec is not None and rec.num_steps:
-                    rec.end_episode(success=bool(step_info["success"]), terminated=False,
-                                    ret=seg_ret, seed=self._seed(self.episode),
-                                    tags=("budget_end",))
-                    self.episodes_recorded += 1
+                    start_obs = self.env.recover()  # FastRLAP: back off, then practise on
+                # the episode ended (the env's verdict), or the budget ran out in it
+                self.online.set_returns(self._ep_first,
+                                        discounted_returns(self._ep_rewards,
+                                                           self.acfg.gamma))
+                if self._ended:
+                    self.log({"env_step": self.env_step, "episode": self.episode,
+                              "episode_return": self._ep_ret,
+                              "episode_success": float(self._success)},
+                             self.env_step, "episode")
                 self.episode += 1
-                self.save()
+                done_now = self.env_step >= stop  # stop <= env_steps
+                if self.env_step - self._last_save >= cfg.save_every or done_now:
+                    self.save()
+                    self._last_save = self.env_step
+                if done_now or not self._ended:
+                    break
+
+    def _act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The practising policy: uniform random at first, then the agent's exploration."""
+        if self.env_step < self.acfg.random_steps:
+            # uniform in the learner's units: over the bounds, or over the largest offsets for
+            # relative action entries
+            uniform = self.rng.uniform(-1.0, 1.0, len(self.safety.low))
+            return self.agent.robot_action(uniform, obs).cpu().numpy()
+        return self.agent.explore(obs).cpu().numpy()
+
+    def _learn(self, t: Transition) -> None:
+        """The loop's sink: each step into the replay, then the step's updates, logs and
+        evaluation (here, between two steps of a simulated robot)."""
+        cfg, a = self.cfg, self.acfg
+        learn_r = learner_reward(t.reward, t.terminated, t.info, self._success_ends, a.gamma,
+                                 cfg.absorbing_success)
+        self.online.add(t.obs, t.action, learn_r, t.next_obs, t.terminated)
+        self._ep_rewards.append(learn_r)
+        self._ep_ret += t.reward
+        self._success = bool(t.info["success"])
+        self.env_step += 1
+        if t.terminated or t.truncated:
+            self._ended = "terminated" if t.terminated else "truncated"
+        if self.env_step > max(a.random_steps, a.warmup_steps) \
+                and len(self.online) >= a.batch_size:
+            self._info = self.agent.update(self.batch())
+            self.updates += a.utd
+        if self.env_step % cfg.log_every == 0:
+            sps = (self.env_step - self._s0) / (time.perf_counter() - self._t0)
+            self.log({"env_step": self.env_step, "updates": self.updates,
+                      "env_steps_per_s": sps, **_floats(self._info)}, self.env_step, "train")
+            self._bar.update(self._task, status=f"{sps:.0f} steps/s")
+        if self.env_step % cfg.eval_every == 0:
+            self.evaluate()
+        self._bar.update(self._task, completed=self.env_step)
+
+    def _pause(self) -> bool:
+        """The loop's ``stop_when``, after a step that did not end the episode: the budget is
+        spent (the stored episode is tagged ``budget_end``), or the robot needs its recovery
+        manoeuvre (``recovery``: the store's stretch ends there, so no stored step pairs with
+        the observation after the manoeuvre, a transition that never happened)."""
+        if self.env_step >= self.cfg.env_steps:
+            self._why = "budget_end"
+        elif self.env.robot.needs_recovery():
+            self._why = "recovery"
+        return bool(self._why)
 
     def _seed(self, episode: int) -> int:
         return self.cfg.seed * 1_000_003 + episode
-
-    def _reset(self) -> dict[str, np.ndarray]:
-        obs, _ = self.env.reset(seed=self._seed(self.episode))
-        self.safety.reset(last=self.env.robot.hold_action())
-        return obs
 
     def evaluate(self) -> dict[str, Any]:
         from robolearn.evaluate import evaluate

@@ -127,3 +127,34 @@ class SimulatedTeacher:
         if take:
             self._holding = c.hold - 1
         return take
+
+
+class TeacherTakeover:
+    """A simulated teacher as a teleop device (``get_action(obs) -> action | None``), for the
+    control loop's takeover path: practice with HIL-SERL's interventions and no person at the
+    controls. The loop asks a teleop device before the policy, so the teacher cannot see the
+    policy's plan here: its rule is ``random`` (a takeover with probability ``p`` a step, held
+    ``hold`` steps) or ``never``; ``distance`` needs the plan and is refused."""
+
+    def __init__(self, env: Any, cfg: TeacherConfig) -> None:
+        if cfg.rule == "distance":
+            raise ValueError("teacher.rule distance compares the policy's plan, which a "
+                             "takeover device does not see; use rule=random or never")
+        self.teacher = SimulatedTeacher(env, cfg)
+        self.takeovers = self.steps = 0  # takeovers started, steps driven
+
+    def reset(self, seed: int | None = None) -> None:
+        """A new episode: no takeover held; the random takeovers reseeded by ``seed``."""
+        self.teacher.reset(seed)
+
+    def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        t = self.teacher
+        try:
+            was_holding = t._holding > 0
+            if not t.wants_control(obs, np.zeros(0)):
+                return None
+            self.takeovers += not was_holding
+            self.steps += 1
+            return t.label(obs)
+        finally:
+            t.tick()

@@ -1,14 +1,19 @@
 """Several environments in parallel processes (gymnasium's ``AsyncVectorEnv``), and scripted
 data collection from them into one episode store.
 
-Each worker process owns one robot and its scripted expert (``RobotEnv.expert_action``); only
-observations and actions cross process boundaries. The store has one writer, the main process,
-which buffers each environment's current episode and commits it when it ends.
+Scripted collection runs each episode through the control loop (:class:`ControlLoop`, as
+``collect``, ``eval``, ``deploy`` and practice do: safety filter, the sent action recorded, the
+robot stopped at the end) in a pool of worker processes. Each worker owns one robot and its
+scripted expert (``RobotEnv.expert_action``); episode ``i`` has seed ``seed + i`` whichever
+worker runs it, so the store is the same for any number of workers (and the same as
+``robolearn collect`` records with one). The store has one writer, the main process, which
+commits the episodes in order as they come back.
 """
 
 from __future__ import annotations
 
 import functools
+import multiprocessing
 from typing import Any
 
 import numpy as np
@@ -17,7 +22,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from data.schema import Source
 from data.store import EpisodeStore
 from robolearn.env import ENVS, RobotEnv, make_env
-from robolearn.loop import create_store
+from robolearn.loop import ControlLoop, LoopConfig, create_store
 from robolearn_core.progress import track
 
 
@@ -38,43 +43,88 @@ def make_vector_env(env_id: str, num_envs: int, *, asynchronous: bool = True,
     return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
 
 
+class _Episode:
+    """A recorder for one episode in a worker: the loop's rows, kept to send to the writer."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[dict[str, np.ndarray], Source]] = []
+        self.ending: dict[str, Any] | None = None
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.rows)
+
+    def add(self, row: dict[str, np.ndarray], source: Source = Source.SCRIPTED) -> None:
+        self.rows.append((row, source))
+
+    def end_episode(self, success: bool | None = None, **kwargs: Any) -> None:
+        self.ending = {"success": success, **kwargs}
+
+    def discard_episode(self) -> None:
+        self.rows, self.ending = [], None
+
+
+class _Worker:
+    def __init__(self, env_id: str, overrides: dict[str, Any]) -> None:
+        self.env = _make(env_id, overrides)
+        self.loop = ControlLoop(self.env, LoopConfig(realtime=False))
+
+    def episode(self, seed: int) -> _Episode:
+        ep = _Episode()
+        self.loop.recorder = ep
+        env = self.env
+        self.loop.run_episode(lambda obs: env.expert_action(), seed=seed,
+                              source=Source.SCRIPTED)
+        return ep
+
+
+_worker: _Worker | None = None  # the pool process's
+
+
+def _start_worker(env_id: str, overrides: dict[str, Any]) -> None:
+    global _worker
+    _worker = _Worker(env_id, overrides)
+
+
+def _run_episode(seed: int) -> _Episode:
+    assert _worker is not None
+    return _worker.episode(seed)
+
+
 def collect_scripted(env_id: str, store_path: str, episodes: int, num_envs: int = 2, *,
                      seed: int = 0, progress: bool = True, **overrides: Any) -> EpisodeStore:
     """Record ``episodes`` scripted-expert episodes of ``env_id`` into a new store, running
-    ``num_envs`` environments in parallel. Returns the store, open for writing."""
+    ``num_envs`` worker processes (1: in this process). Returns the store, open for writing."""
     probe = _make(env_id, overrides)
     task = probe.task.description or probe.task.name
     store = create_store(store_path, probe, env_id, overrides)
     probe.close()
-    envs: Any = make_vector_env(env_id, num_envs, **overrides)
+    seeds = [seed + i for i in range(episodes)]
+    pool: Any = None
+    local: _Worker | None = None
     try:
-        obs, _ = envs.reset(seed=[seed + i for i in range(num_envs)])
-        buffers: list[list[tuple[dict[str, np.ndarray], np.ndarray, float]]] = \
-            [[] for _ in range(num_envs)]
-        done = 0
+        if num_envs > 1:
+            pool = multiprocessing.get_context("forkserver").Pool(
+                num_envs, _start_worker, (env_id, overrides))
+            results = pool.imap(_run_episode, seeds)  # in order, as they finish
+        else:
+            local = _Worker(env_id, overrides)
+            results = map(local.episode, seeds)
         with store.recorder(task=task, source=Source.SCRIPTED) as rec, \
                 _bar(episodes, progress) as bar:
-            while done < episodes:
-                actions = np.stack(envs.call("expert_action"))
-                nxt, reward, term, trunc, info = envs.step(actions)
-                for i in range(num_envs):
-                    step_info = info.get("final_info", info) if (term[i] or trunc[i]) else info
-                    sent = step_info["action_sent"][i]
-                    buffers[i].append(({k: v[i] for k, v in obs.items()}, sent,
-                                       float(reward[i])))
-                    if (term[i] or trunc[i]) and done < episodes:
-                        for o, a, r in buffers[i]:
-                            rec.add({**o, "action": a, "next.reward": np.float32(r)})
-                        final = info.get("final_info", info)  # SAME_STEP: info is reset's
-                        rec.end_episode(success=bool(final["success"][i]), env_index=i,
-                                        terminated=bool(term[i]))  # vs cut by the step limit
-                        done += 1
-                        bar(1)
-                    if term[i] or trunc[i]:
-                        buffers[i] = []
-                obs = nxt
+            for ep in results:
+                if ep.ending is None:  # the loop kept no episode (it always does today)
+                    continue
+                for row, source in ep.rows:
+                    rec.add(row, source=source)
+                rec.end_episode(**ep.ending)
+                bar(1)
     finally:
-        envs.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if local is not None:
+            local.env.close()
     return store
 
 

@@ -102,6 +102,28 @@ def test_collect_scripted_in_parallel_processes(tmp_path: Path) -> None:
         assert [(i.length, i.metadata["terminated"]) for i in cut.infos()] == [(3, False)] * 2
 
 
+def test_collect_scripted_is_the_same_for_any_number_of_workers(tmp_path: Path) -> None:
+    """Each episode runs through the control loop with seed ``seed + i`` whichever worker
+    runs it: two worker processes record the very store one process records."""
+    stores = [collect_scripted("robolearn/SimCar-v0", str(tmp_path / f"w{n}"), episodes=3,
+                               num_envs=n, seed=7, progress=False, max_steps=40)
+              for n in (1, 2)]
+    try:
+        one, two = stores
+        assert len(one) == len(two) == 3
+        for i in range(3):
+            a, b = one.episode(i), two.episode(i)
+            assert one.info(i).metadata["seed"] == two.info(i).metadata["seed"] == 7 + i
+            for k in ("observation.state", "action", "next.reward"):
+                np.testing.assert_array_equal(a[k], b[k])
+        # different seeds, different episodes (the test could fail)
+        assert not np.array_equal(one.episode(0)["observation.state"],
+                                  one.episode(1)["observation.state"])
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_unknown_names_list_the_known_ones() -> None:
     with pytest.raises(KeyError, match="sim_arm"):
         make_env(robot="sim_rocket", task="arm_lift")

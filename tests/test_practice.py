@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from data.schema import Source
 from robolearn.practice.link import ActorLink, LinkServer
 from robolearn.practice.security import Security
 from robolearn_core.config import ConfigError
@@ -417,6 +418,28 @@ def test_the_reward_classifier_learns_labelled_frames(tmp_path: Path) -> None:
     assert untrained["precision"] + untrained["recall"] < \
         heldout["precision"] + heldout["recall"] - 0.3, untrained
 
+    # HIL-SERL's second round: the failed episodes of a practice store join the negatives
+    from data import EpisodeStore
+    from robolearn.practice.reward_cmd import load_failures
+
+    with EpisodeStore.open(tmp_path / "frames.zarr", "r") as store:
+        failed = [i for i, info in enumerate(store.infos()) if info.success is False]
+        want = np.concatenate([store.episode(i)["observation.images.front"] for i in failed])
+    assert failed == [2, 5, 8, 11]  # the random policy's episodes
+    np.testing.assert_array_equal(load_failures(str(tmp_path / "frames.zarr"),
+                                                ["observation.images.front"])
+                                  ["observation.images.front"], want)
+    again = RewardTrainConfig(store=str(tmp_path / "frames.zarr"), output=str(tmp_path / "m2"),
+                              holdout=3, negatives=[str(tmp_path / "frames.zarr")])
+    again.classifier.steps = 5
+    assert train(again) == 0
+    report = json.loads((tmp_path / "m2" / "eval.json").read_text())
+    assert report["negatives_from_practice"] == len(want)
+    assert report["train_frames"] == \
+        json.loads((tmp_path / "m" / "eval.json").read_text())["train_frames"] + len(want)
+    with pytest.raises(ConfigError, match="negatives: .* lacks .*wrist"):
+        load_failures(str(tmp_path / "frames.zarr"), ["observation.images.wrist"])
+
 
 def test_interventions_are_marked_and_join_the_offline_half(tmp_path: Path) -> None:
     """A takeover during practice: its steps reach the learner marked, and the learner adds
@@ -457,3 +480,41 @@ def test_interventions_are_marked_and_join_the_offline_half(tmp_path: Path) -> N
     with EpisodeStore.open(tmp_path / "a" / "episodes.zarr", "r") as store:
         marked = sum(store.info(i).sources.get("intervention", 0) for i in range(len(store)))
     assert marked == 5
+
+
+def test_the_scripted_expert_takes_over_as_a_simulated_teacher(tmp_path: Path) -> None:
+    """``teleop=expert``: the scripted expert takes over by its random rule (HIL-SERL's
+    interventions, unattended); its steps are the expert's actions, marked in the store and
+    counted by the learner. A rule that needs the policy's plan is refused by name."""
+    from robolearn.practice.actor import Actor, ActorConfig
+    from robolearn.practice.learner import Learner, schema_for
+    from robolearn_core.config import InvalidValue, load_config
+
+    overrides = [f"output={tmp_path / 'learner'}", "policy=sac", "start_after=100000"]
+    learner = Learner(load_config(schema_for(None, overrides), None, overrides))
+    server = LinkServer("127.0.0.1:0", learner.hello, learner.receive).start()
+    try:
+        (tmp_path / "learner").mkdir()
+        with pytest.raises(InvalidValue, match="distance"):
+            Actor(ActorConfig(learner=server.address, output=str(tmp_path / "d"), env_steps=5,
+                              teleop="expert", teleop_config={"rule": "distance"})).run()
+        cfg = ActorConfig(learner=server.address, output=str(tmp_path / "a"), env_steps=60,
+                          time_scale=10, teleop="expert",
+                          teleop_config={"p": 0.1, "hold": 5})
+        assert Actor(cfg).run() == 0
+    finally:
+        server.stop(0)
+    from data import EpisodeStore
+
+    marked = json.loads((tmp_path / "a" / "actor.json").read_text())["interventions"]
+    assert 5 <= marked < 60 and learner.interventions == marked
+    with EpisodeStore.open(tmp_path / "a" / "episodes.zarr", "r") as store:
+        assert sum(i.sources.get("intervention", 0) for i in store.infos()) == marked
+        runs = []  # lengths of the takeovers: the rule holds each for 5 steps
+        for i in range(len(store)):
+            src = store.episode(i, ["source"])["source"] == int(Source.INTERVENTION)
+            edges = np.flatnonzero(np.diff(np.r_[0, src.astype(int), 0]))
+            runs += [(int(b - a), int(b) == len(src))
+                     for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    # (two takeovers back to back make one run of 10)
+    assert runs and all(n % 5 == 0 or at_end for n, at_end in runs), runs

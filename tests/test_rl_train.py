@@ -199,8 +199,9 @@ def test_the_runner_applies_its_safety_config(on_nonfinite: str, tmp_path: Path)
     runner.env.robot.stop = counted_stop  # type: ignore[method-assign]
     assert runner.run() == 0
     assert runner.safety.stats.nonfinite == 30
-    # "hold" holds the default 5 consecutive non-finite actions, then stops the robot
-    assert stops == (30 if on_nonfinite == "stop" else 25)
+    # "hold" holds the default 5 consecutive non-finite actions, then stops the robot; the
+    # control loop stops it once more at the episode's end
+    assert stops == (30 if on_nonfinite == "stop" else 25) + 1
 
 
 def test_a_run_from_before_the_safety_config_resumes(car_demos: Path, tmp_path: Path,

@@ -22,6 +22,7 @@ version the link holds). Nothing here waits for a gradient step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -43,6 +44,7 @@ from robolearn.practice.link import DEFAULT_ADDRESS, ActorLink
 from robolearn.practice.security import Security, read_token
 from robolearn.rundir import check_output, start_output
 from robolearn.safety import SafetyConfig
+from robolearn.teacher import TeacherConfig, TeacherTakeover
 from robolearn_core.config import InvalidValue, to_yaml
 
 log = logging.getLogger("robolearn.actor")
@@ -73,8 +75,11 @@ class ActorConfig:
     # HIL-SERL: the reward is a learned success classifier's (robolearn reward train): 1 on a
     # frame it calls a success, which ends the episode; the env's own reward is not used
     reward_classifier: str | None = None
-    teleop: str = "none"  # device that can take over: none | keyboard | gamepad | spacemouse
-    teleop_config: dict[str, Any] = field(default_factory=dict)  # the device's config fields
+    # who can take over: none | keyboard | gamepad | spacemouse, or expert (the scripted
+    # expert as a simulated teacher, robolearn.teacher: unattended HIL-SERL interventions)
+    teleop: str = "none"
+    # the device's config fields; for expert, the teacher's (rule=random, p, hold, noise, ...)
+    teleop_config: dict[str, Any] = field(default_factory=dict)
     # bounds, rate limit (FastRLAP: max_delta=0.2 on a real car's [-1, 1]), NaN handling,
     # watchdog
     safety: SafetyConfig = field(default_factory=SafetyConfig)
@@ -85,9 +90,9 @@ class ActorConfig:
         self.robot = robot_config(self.env, self.robot)
         if self.time_scale <= 0:
             raise InvalidValue("time_scale", f"must be > 0, got {self.time_scale}")
-        if self.teleop not in ("none", "keyboard", "gamepad", "spacemouse"):
-            raise InvalidValue("teleop", f"must be none, keyboard, gamepad or spacemouse, got "
-                                         f"{self.teleop!r}")
+        if self.teleop not in ("none", "keyboard", "gamepad", "spacemouse", "expert"):
+            raise InvalidValue("teleop", f"must be none, keyboard, gamepad, spacemouse or "
+                                         f"expert, got {self.teleop!r}")
         if self.env_steps is not None and self.env_steps < 1:
             raise InvalidValue("env_steps", f"must be >= 1, got {self.env_steps}")
 
@@ -205,6 +210,7 @@ class Actor:
         self.classifier: Any = None
         self._classified_success = False
         self.obs_keys: list[str] = []
+        self.interventions = 0  # steps a teleop device or teacher drove
 
     def run(self) -> int:
         cfg = self.cfg
@@ -235,7 +241,9 @@ class Actor:
                 raise InvalidValue("reward_classifier", f"it looks at {lacking}, which "
                                    f"{robot.name} does not observe (robot.cameras=...)")
         teleop = self.teleop
-        if teleop is None and cfg.teleop != "none":
+        if teleop is None and cfg.teleop == "expert":
+            teleop = _expert_takeover(env, cfg)
+        elif teleop is None and cfg.teleop != "none":
             from hardware.teleop import make_teleop
 
             teleop = make_teleop(cfg.teleop, robot, **cfg.teleop_config)
@@ -253,8 +261,14 @@ class Actor:
                               safety=cfg.safety)
         episode = 0
         try:
-            with store, store.recorder(task=env.task.description or env.task.name,
-                                       source=Source.AUTONOMOUS) as rec:
+            with contextlib.ExitStack() as stack:
+                if hasattr(teleop, "__enter__"):  # a device: connected for the session
+                    stack.enter_context(teleop)
+                if hasattr(teleop, "set_mode"):
+                    teleop.set_mode("drive")
+                stack.enter_context(store)
+                rec = stack.enter_context(store.recorder(
+                    task=env.task.description or env.task.name, source=Source.AUTONOMOUS))
                 loop = ControlLoop(env, loop_cfg, recorder=rec)
                 link_lost = False
 
@@ -283,6 +297,10 @@ class Actor:
                         start_obs = None
                     policy.prepare()
                     seed = cfg.seed * 1_000_003 + episode
+                    if isinstance(teleop, TeacherTakeover):
+                        teleop.reset(seed)  # its random takeovers, seeded per episode
+                    elif hasattr(teleop, "reset") and start_obs is None:
+                        teleop.reset()  # a device: no takeover held into a new episode
                     result = loop.run_episode(
                         policy, teleop, seed=seed, sink=sink, stop_when=stop_when,
                         start_obs=start_obs, actor_id=cfg.actor_id,
@@ -307,7 +325,8 @@ class Actor:
                 "acked": link.acked(), "connects": link.stats.connects,
                 "disconnects": link.stats.disconnects, "resent": link.stats.resent,
                 "weight_versions": link.stats.weight_versions,
-                "weight_latency_ms": _percentiles(link.stats.latencies_ms)}, indent=1))
+                "weight_latency_ms": _percentiles(link.stats.latencies_ms),
+                "interventions": self.interventions}, indent=1))
         return 0
 
     def _event(self, name: str, **more: Any) -> None:
@@ -328,6 +347,7 @@ class Actor:
         row.update(action=np.asarray(t.action, np.float32), reward=np.float32(reward),
                    done=np.float32(done),
                    intervention=np.uint8(t.source == Source.INTERVENTION))
+        self.interventions += int(t.source == Source.INTERVENTION)
         link.push(row)
         self.steps += 1
         if self._first_step:
@@ -342,6 +362,19 @@ class Actor:
                        "collisions": getattr(env.task, "collisions", 0)}
                 laps_file.write(json.dumps(rec) + "\n")
                 laps_file.flush()
+
+
+def _expert_takeover(env: RobotEnv, cfg: ActorConfig) -> TeacherTakeover:
+    """``teleop=expert``: the scripted expert takes over by its rule (``teleop_config``: the
+    fields of :class:`robolearn.teacher.TeacherConfig`)."""
+    try:
+        tcfg = TeacherConfig(**{"rule": "random", "seed": cfg.seed, **cfg.teleop_config})
+        return TeacherTakeover(env, tcfg)
+    except TypeError as exc:
+        raise InvalidValue("teleop_config", f"{exc} (the fields of a simulated teacher: "
+                           "rule, p, hold, noise, delay, weak, expert, seed)") from None
+    except ValueError as exc:
+        raise InvalidValue("teleop_config", str(exc)) from None
 
 
 def _percentiles(x: list[float]) -> dict[str, float]:

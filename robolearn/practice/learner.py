@@ -269,9 +269,10 @@ class Learner:
                 rows["mc_return"] = np.full(n - skip, NO_MC, np.float32)
                 self.online.extend({k: rows[k] for k in self.online.data})
                 inter = rows.get("intervention")
-                if self.offline is not None and inter is not None and inter.any():
+                if inter is not None and inter.any():  # counted, and RLPD's offline half
                     mask = inter.astype(bool)
-                    self.offline.extend({k: rows[k][mask] for k in self.offline.data})
+                    if self.offline is not None:
+                        self.offline.extend({k: rows[k][mask] for k in self.offline.data})
                     self.interventions += int(mask.sum())
                 self.received += n - skip
                 self.next_seq[actor_id] = first_seq + n

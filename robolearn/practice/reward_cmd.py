@@ -35,6 +35,10 @@ class RewardTrainConfig:
     output: str = "outputs/reward_classifier"  # weights.safetensors, classifier.json, eval.json
     labels: str = "label.success"  # the per-step feature: 1 success, 0 failure
     holdout: int = 4  # last episodes kept out of training, measured
+    # HIL-SERL's second round: stores of practice episodes (an actor's episodes.zarr) whose
+    # failed episodes (success false: the task's verdict, or a person's) are all failure frames,
+    # the policy's false positives among them; episodes of unknown success are not used
+    negatives: list[str] = field(default_factory=list)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # model, training
 
     def __post_init__(self) -> None:
@@ -64,6 +68,24 @@ def load_labelled(store_path: str, cameras: list[str], labels: str, episodes: ra
     return {k: np.concatenate(v) for k, v in frames.items()}, np.concatenate(ys)
 
 
+def load_failures(store_path: str, cameras: list[str]) -> dict[str, np.ndarray]:
+    """Every frame of the episodes of ``store_path`` whose success is false."""
+    try:
+        with EpisodeStore.open(store_path, "r") as store:
+            missing = [k for k in cameras if k not in store.features]
+            if missing:
+                raise ConfigError(f"negatives: {store_path} lacks {missing} (record the "
+                                  f"practice with those cameras: robot.cameras=...)")
+            failed = [i for i, info in enumerate(store.infos()) if info.success is False]
+            frames = {k: [np.asarray(store.episode(i, [k])[k]) for i in failed]
+                      for k in cameras}
+    except (StoreError, OSError) as exc:
+        raise ConfigError(f"negatives: {store_path}: {exc}") from None
+    if not failed:
+        raise ConfigError(f"negatives: {store_path} has no failed episode")
+    return {k: np.concatenate(v) for k, v in frames.items()}
+
+
 def train(cfg: RewardTrainConfig) -> int:
     out = Path(cfg.output)
     if (out / "classifier.json").exists():
@@ -74,12 +96,19 @@ def train(cfg: RewardTrainConfig) -> int:
         raise ConfigError(f"holdout: {cfg.store} has {n} episodes; keep fewer than that out")
     cams = cfg.classifier.cameras
     x, y = load_labelled(cfg.store, cams, cfg.labels, range(n - cfg.holdout))
+    extra = 0
+    for path in cfg.negatives:
+        xn = load_failures(path, cams)
+        x = {k: np.concatenate([x[k], xn[k]]) for k in cams}
+        y = np.concatenate([y, np.zeros(len(xn[cams[0]]), y.dtype)])
+        extra += len(xn[cams[0]])
     try:
         model = train_classifier(x, y, cfg.classifier)
     except ValueError as exc:
         raise ConfigError(f"{cfg.labels}: {exc}") from None
     model.save(out)
-    report: dict[str, Any] = {"train_frames": len(y), "train_positives": int(y.sum())}
+    report: dict[str, Any] = {"train_frames": len(y), "train_positives": int(y.sum()),
+                              "negatives_from_practice": extra}
     if cfg.holdout:
         xh, yh = load_labelled(cfg.store, cams, cfg.labels, range(n - cfg.holdout, n))
         report["heldout"] = precision_recall(model, xh, yh)
