@@ -314,10 +314,11 @@ def arm(args: argparse.Namespace) -> dict[str, Any]:
     (their reward relabelled to success: 1 on the lifting step), the reward from the learned
     classifier on ``--cameras`` (no task reward), the policy on the arm's state, and the
     scripted expert taking over now and then (``--takeover-p`` a step, for ``--takeover-hold``
-    steps: HIL-SERL's interventions, unattended). After each round the round's failed episodes
-    (the simulator's verdict standing in for the person who reviews what the classifier ended)
-    become negatives and the classifier is retrained (HIL-SERL: relabel the false positives);
-    the next round practises afresh with it. Success is the simulator's, counted over episodes
+    steps: HIL-SERL's interventions, unattended). After each round the rounds' episodes are
+    reviewed (the simulator's verdict standing in for the person who looks at what the classifier
+    ended: every frame of a failed episode a failure, the last frame of a successful one a
+    success) and the classifier is retrained (HIL-SERL: relabel the false positives); the next
+    round practises afresh with it. Success is the simulator's, counted over episodes
     no takeover touched."""
     from policies.reward_classifier import ClassifierConfig
     from robolearn.practice.reward_cmd import RewardTrainConfig
@@ -345,14 +346,16 @@ def arm(args: argparse.Namespace) -> dict[str, Any]:
             if not (clf / "classifier.json").exists():
                 train_classifier(RewardTrainConfig(
                     store=str(_classifier_dir(args) / "frames.zarr"), output=str(clf),
-                    holdout=args.episodes // 4, negatives=[str(p) for p in stores],
+                    holdout=args.episodes // 4, reviewed=[str(p) for p in stores],
                     classifier=ClassifierConfig(cameras=cams)))
         takeover = (["teleop=expert", f"teleop_config.p={args.takeover_p}",
                      f"teleop_config.hold={args.takeover_hold}"]
                     if args.takeover_p > 0 else [])
         if not (run_dir / "actor0" / "actor.json").exists():
+            last = r == args.rounds - 1 and args.final_steps
             cfg = PracticeConfig(
-                output=str(run_dir), env=ARM, actors=1, env_steps=args.steps,
+                output=str(run_dir), env=ARM, actors=1,
+                env_steps=args.final_steps if last else args.steps,
                 time_scale=1.0, policy="rlpd", dataset=str(demos), seed=seed,
                 learner_args=ARM_LEARNER,
                 actor_args=[f"robot.cameras=[{','.join(args.cameras)}]",
@@ -368,7 +371,7 @@ def arm(args: argparse.Namespace) -> dict[str, Any]:
                        **_arm_round(store_path, args.window)})
     return {"seed": seed, "rounds": rounds, "learner": ARM_LEARNER, "cameras": args.cameras,
             "takeover_p": args.takeover_p, "takeover_hold": args.takeover_hold,
-            "steps_per_round": args.steps}
+            "steps_per_round": args.steps, "final_round_steps": args.final_steps}
 
 
 def _arm_round(store_path: Path, window: int) -> dict[str, Any]:
@@ -414,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--takeover-p", type=float, default=0.0,
                    help="the expert's takeover probability a step (arm)")
     p.add_argument("--takeover-hold", type=int, default=60, help="steps a takeover lasts (arm)")
+    p.add_argument("--final-steps", type=int, default=0,
+                   help="env steps of the last round (arm; 0: --steps)")
     p.add_argument("--window", type=int, default=20, help="episodes per success point (arm)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,11 @@ One runner serves every RL learner (the maths lives in each agent's ``update``):
 1. **offline** (``offline_steps`` > 0: IQL, Cal-QL, WSRL): gradient steps on transitions of the
    ``dataset`` episode store;
 2. **warm-up** (``warmup_steps``, WSRL): the pretrained policy drives, no updates;
-3. **online**: each environment step goes through the safety filter, into the online replay and
-   into ``<output>/online.zarr`` (source ``autonomous``), then ``utd`` critic updates run on a
+3. **online**: the robot steps through the control loop (:class:`robolearn.loop.ControlLoop`,
+   the one ``collect``, ``eval``, ``deploy`` and the practice actor use: safety filter,
+   recording into ``<output>/online.zarr`` with source ``autonomous``, the robot stopped at each
+   episode's end), here as fast as the simulation goes; the loop's sink puts each step into the
+   online replay, then ``utd`` critic updates run on a
    batch that is ``offline_ratio`` offline data (RLPD's symmetric sampling) and the rest online.
    The first ``random_steps`` actions are uniform in the learner's action units (over the
    action bounds; over the largest offsets for relative entries).

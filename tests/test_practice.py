@@ -418,27 +418,30 @@ def test_the_reward_classifier_learns_labelled_frames(tmp_path: Path) -> None:
     assert untrained["precision"] + untrained["recall"] < \
         heldout["precision"] + heldout["recall"] - 0.3, untrained
 
-    # HIL-SERL's second round: the failed episodes of a practice store join the negatives
+    # HIL-SERL's next round: reviewed practice episodes join the training frames (every
+    # frame of a failed one a failure, the last frame of a successful one a success)
     from data import EpisodeStore
-    from robolearn.practice.reward_cmd import load_failures
+    from robolearn.practice.reward_cmd import load_reviewed
 
+    cam = "observation.images.front"
     with EpisodeStore.open(tmp_path / "frames.zarr", "r") as store:
         failed = [i for i, info in enumerate(store.infos()) if info.success is False]
-        want = np.concatenate([store.episode(i)["observation.images.front"] for i in failed])
+        want = np.concatenate([store.episode(i)[cam] if i in failed
+                               else store.episode(i)[cam][-1:] for i in range(len(store))])
     assert failed == [2, 5, 8, 11]  # the random policy's episodes
-    np.testing.assert_array_equal(load_failures(str(tmp_path / "frames.zarr"),
-                                                ["observation.images.front"])
-                                  ["observation.images.front"], want)
+    xr, yr = load_reviewed(str(tmp_path / "frames.zarr"), [cam])
+    np.testing.assert_array_equal(xr[cam], want)
+    assert int(yr.sum()) == 8 and len(yr) == len(want)
     again = RewardTrainConfig(store=str(tmp_path / "frames.zarr"), output=str(tmp_path / "m2"),
-                              holdout=3, negatives=[str(tmp_path / "frames.zarr")])
+                              holdout=3, reviewed=[str(tmp_path / "frames.zarr")])
     again.classifier.steps = 5
     assert train(again) == 0
     report = json.loads((tmp_path / "m2" / "eval.json").read_text())
-    assert report["negatives_from_practice"] == len(want)
+    assert (report["reviewed_frames"], report["reviewed_positives"]) == (len(want), 8)
     assert report["train_frames"] == \
         json.loads((tmp_path / "m" / "eval.json").read_text())["train_frames"] + len(want)
-    with pytest.raises(ConfigError, match="negatives: .* lacks .*wrist"):
-        load_failures(str(tmp_path / "frames.zarr"), ["observation.images.wrist"])
+    with pytest.raises(ConfigError, match="reviewed: .* lacks .*wrist"):
+        load_reviewed(str(tmp_path / "frames.zarr"), ["observation.images.wrist"])
 
 
 def test_interventions_are_marked_and_join_the_offline_half(tmp_path: Path) -> None:

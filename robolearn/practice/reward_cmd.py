@@ -35,10 +35,11 @@ class RewardTrainConfig:
     output: str = "outputs/reward_classifier"  # weights.safetensors, classifier.json, eval.json
     labels: str = "label.success"  # the per-step feature: 1 success, 0 failure
     holdout: int = 4  # last episodes kept out of training, measured
-    # HIL-SERL's second round: stores of practice episodes (an actor's episodes.zarr) whose
-    # failed episodes (success false: the task's verdict, or a person's) are all failure frames,
-    # the policy's false positives among them; episodes of unknown success are not used
-    negatives: list[str] = field(default_factory=list)
+    # HIL-SERL's next round: stores of reviewed practice episodes (an actor's episodes.zarr;
+    # success is the task's verdict, or a person's): every frame of a failed episode is a
+    # failure (the policy's false positives among them), the last frame of a successful one (it
+    # ended there) a success; episodes of unknown success are not used
+    reviewed: list[str] = field(default_factory=list)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # model, training
 
     def __post_init__(self) -> None:
@@ -68,22 +69,30 @@ def load_labelled(store_path: str, cameras: list[str], labels: str, episodes: ra
     return {k: np.concatenate(v) for k, v in frames.items()}, np.concatenate(ys)
 
 
-def load_failures(store_path: str, cameras: list[str]) -> dict[str, np.ndarray]:
-    """Every frame of the episodes of ``store_path`` whose success is false."""
+def load_reviewed(store_path: str, cameras: list[str]
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Frames and labels from the reviewed episodes of ``store_path``: every frame of each
+    failed episode (0), the last frame of each successful one (1)."""
     try:
         with EpisodeStore.open(store_path, "r") as store:
             missing = [k for k in cameras if k not in store.features]
             if missing:
-                raise ConfigError(f"negatives: {store_path} lacks {missing} (record the "
+                raise ConfigError(f"reviewed: {store_path} lacks {missing} (record the "
                                   f"practice with those cameras: robot.cameras=...)")
-            failed = [i for i, info in enumerate(store.infos()) if info.success is False]
-            frames = {k: [np.asarray(store.episode(i, [k])[k]) for i in failed]
-                      for k in cameras}
+            verdicts = [(i, info.success) for i, info in enumerate(store.infos())
+                        if info.success is not None]
+            frames: dict[str, list[np.ndarray]] = {k: [] for k in cameras}
+            ys = []
+            for i, ok in verdicts:
+                ep = store.episode(i, cameras)
+                for k in cameras:
+                    frames[k].append(np.asarray(ep[k])[-1:] if ok else np.asarray(ep[k]))
+                ys.append(np.full(1 if ok else len(ep[cameras[0]]), float(ok), np.float32))
     except (StoreError, OSError) as exc:
-        raise ConfigError(f"negatives: {store_path}: {exc}") from None
-    if not failed:
-        raise ConfigError(f"negatives: {store_path} has no failed episode")
-    return {k: np.concatenate(v) for k, v in frames.items()}
+        raise ConfigError(f"reviewed: {store_path}: {exc}") from None
+    if not verdicts:
+        raise ConfigError(f"reviewed: {store_path} has no episode with a success verdict")
+    return {k: np.concatenate(v) for k, v in frames.items()}, np.concatenate(ys)
 
 
 def train(cfg: RewardTrainConfig) -> int:
@@ -96,19 +105,19 @@ def train(cfg: RewardTrainConfig) -> int:
         raise ConfigError(f"holdout: {cfg.store} has {n} episodes; keep fewer than that out")
     cams = cfg.classifier.cameras
     x, y = load_labelled(cfg.store, cams, cfg.labels, range(n - cfg.holdout))
-    extra = 0
-    for path in cfg.negatives:
-        xn = load_failures(path, cams)
-        x = {k: np.concatenate([x[k], xn[k]]) for k in cams}
-        y = np.concatenate([y, np.zeros(len(xn[cams[0]]), y.dtype)])
-        extra += len(xn[cams[0]])
+    n_labelled = len(y)
+    for path in cfg.reviewed:
+        xr, yr = load_reviewed(path, cams)
+        x = {k: np.concatenate([x[k], xr[k]]) for k in cams}
+        y = np.concatenate([y, yr.astype(y.dtype)])
     try:
         model = train_classifier(x, y, cfg.classifier)
     except ValueError as exc:
         raise ConfigError(f"{cfg.labels}: {exc}") from None
     model.save(out)
     report: dict[str, Any] = {"train_frames": len(y), "train_positives": int(y.sum()),
-                              "negatives_from_practice": extra}
+                              "reviewed_frames": len(y) - n_labelled,
+                              "reviewed_positives": int(y[n_labelled:].sum())}
     if cfg.holdout:
         xh, yh = load_labelled(cfg.store, cams, cfg.labels, range(n - cfg.holdout, n))
         report["heldout"] = precision_recall(model, xh, yh)
