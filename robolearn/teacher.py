@@ -106,6 +106,11 @@ class SimulatedTeacher:
         self._cached = (self._step, a)
         return a
 
+    @property
+    def holding(self) -> bool:
+        """Whether a takeover started on an earlier step is still held."""
+        return self._holding > 0
+
     def tick(self) -> None:
         """The step is over (the improve loop calls this once per step)."""
         self._step += 1
@@ -150,7 +155,7 @@ class TeacherTakeover:
     def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
         t = self.teacher
         try:
-            was_holding = t._holding > 0
+            was_holding = t.holding
             if not t.wants_control(obs, np.zeros(0)):
                 return None
             self.takeovers += not was_holding
