@@ -323,3 +323,41 @@ def pier(u: np.ndarray, age_round: np.ndarray, r: np.ndarray, n_demos: int,
     beta_now = cfg.beta0 + (1 - cfg.beta0) * min(n_demos / max(cfg.anneal, 1), 1.0)
     w = (1 / (len(prob) * prob)) ** beta_now
     return prob, w / w.max()
+
+
+# --------------------------------------------------------------------------- RLIF
+def rlif_transitions(obs: dict[str, np.ndarray], action: np.ndarray, takeover: np.ndarray,
+                     failed: bool) -> dict[str, np.ndarray]:
+    """One episode's steps -> RLIF's transitions (Luo, Dong et al. 2024), keyed like the RL
+    replay's rows (``obs/<key>``, ``next_obs/<key>``, ``action``, ``reward``, ``done``,
+    ``mc_return`` unknown) plus ``teacher`` (1 where the teacher chose the action).
+
+    No task reward: the transition that led into a takeover (the step before each takeover's
+    first step) gets reward -1, every other one 0. Every takeover step is kept, with the
+    teacher's action and reward 0 (the reference code inserts only the last of each
+    intervention). ``failed``: the episode terminated in failure (the robot needed a person
+    anyway): its last step is kept as terminal with reward -1; otherwise the last step has no
+    next state and is dropped (a truncated episode is bootstrapped, never ended)."""
+    from policies.rl.replay import NO_MC
+
+    n = len(action)
+    takeover = np.asarray(takeover, bool)
+    if len(takeover) != n or any(len(v) != n for v in obs.values()):
+        raise ValueError(f"rlif_transitions: {n} actions, {len(takeover)} takeover flags, "
+                         f"observations of {[len(v) for v in obs.values()]} steps")
+    keep = n if failed else n - 1
+    reward = np.zeros(n, np.float32)
+    starts = np.flatnonzero(takeover[1:] & ~takeover[:-1])  # step i leads into a takeover
+    reward[starts] = -1.0
+    done = np.zeros(n, np.float32)
+    if failed and n:
+        reward[-1], done[-1] = -1.0, 1.0
+    out: dict[str, np.ndarray] = {
+        "action": np.asarray(action, np.float32)[:keep], "reward": reward[:keep],
+        "done": done[:keep], "mc_return": np.full(max(keep, 0), NO_MC, np.float32),
+        "teacher": takeover[:keep].astype(np.float32)}
+    for k, v in obs.items():
+        v = np.asarray(v, np.float32)
+        out[f"obs/{k}"] = v[:keep]
+        out[f"next_obs/{k}"] = np.concatenate([v[1:], v[-1:]])[:keep]
+    return out

@@ -19,7 +19,11 @@ Methods (what runs the robot at each step, who labels what):
   mode, target, random query probability); FIER turns the answer into data: an accepted plan is
   a validation demo (executed), a rejected one gets the teacher's action (an annotation demo,
   executed), and a plan rejected on a random-only query is executed and only labelled; PIER
-  weights the data by uncertainty, outcome and age (``pier=true``).
+  weights the data by uncertainty, outcome and age (``pier=true``);
+- ``rlif``: the teacher takes over as in HG-DAgger, but the novice is an RL agent
+  (:mod:`robolearn.rlif`) whose only reward is the takeover itself (-1 on the step that led
+  into one), trained between rounds; it can end better than its teacher, since it learns to
+  avoid what makes the teacher step in, not to copy the teacher's actions.
 
 Every step goes into ``OUTPUT/session.zarr`` through the control loop with its provenance:
 ``interactive.event`` (:data:`EVENTS`), ``interactive.label`` (the teacher's answer, NaN where
@@ -29,8 +33,8 @@ episode's metadata names its round and method. ``OUTPUT/rounds.jsonl`` has one l
 it when ``eval_episodes`` > 0). Run the same command again and an interrupted session resumes
 where it stopped (the novice is refitted from the same data and seed).
 
-Expert labels counted: DAgger every labelled step; HG-DAgger and ThriftyDAgger every step the
-teacher controls; ASkDAgger every query answered (validated, annotated or labelled).
+Expert labels counted: DAgger every labelled step; HG-DAgger, ThriftyDAgger and RLIF every step
+the teacher controls; ASkDAgger every query answered (validated, annotated or labelled).
 """
 
 from __future__ import annotations
@@ -58,13 +62,14 @@ from policies.interactive import (
 )
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import ControlLoop, LoopConfig, create_store
+from robolearn.rlif import RLIFConfig, RLIFNovice
 from robolearn.teacher import SimulatedTeacher, TeacherConfig
 from robolearn_core.config import ConfigError, InvalidValue
 from robolearn_core.progress import console
 
 log = logging.getLogger("robolearn.improve")
 
-METHODS = ("dagger", "hgdagger", "thrifty", "askdagger")
+METHODS = ("dagger", "hgdagger", "thrifty", "askdagger", "rlif")
 # interactive.event codes
 NONE, LABELLED, TAKEOVER, VALIDATED, ANNOTATED, REJECTED = 0, 1, 2, 3, 4, 5
 EVENTS = {NONE: "novice acted, nobody asked", LABELLED: "teacher labelled (DAgger)",
@@ -76,7 +81,7 @@ EVENTS = {NONE: "novice acted, nobody asked", LABELLED: "teacher labelled (DAgge
 @dataclass
 class ImproveConfig:
     start: str = MISSING  # a BC run directory (its dataset.json) or a demonstration store
-    method: str = "askdagger"  # dagger | hgdagger | thrifty | askdagger
+    method: str = "askdagger"  # dagger | hgdagger | thrifty | askdagger | rlif
     env: str | None = None  # where the robot practises; None: the demonstrations' env
     robot_kwargs: dict[str, Any] = field(default_factory=dict)  # robot settings over the env's
     teacher: str = "expert"  # expert: the env's scripted expert, degraded by teacher_config
@@ -92,7 +97,9 @@ class ImproveConfig:
     sag: SAGConfig = field(default_factory=SAGConfig)  # askdagger: S-Aware Gating
     pier: bool = True  # askdagger: prioritised, importance-weighted replay
     pier_config: PIERConfig = field(default_factory=PIERConfig)  # askdagger: PIER's constants
+    rlif: RLIFConfig = field(default_factory=RLIFConfig)  # rlif: the RL learner and its updates
     eval_episodes: int = 0  # per round, the novice alone on held-out seeds (0: no evaluation)
+    eval_every: int = 1  # evaluate after every this many rounds (and after the last)
     eval_seed: int = 100_000  # first seed of the evaluation episodes (held out)
     seed: int = 0  # seeds fits, gates and the collected episodes
     threads: int = 1  # torch CPU threads (fits and the novice's steps)
@@ -105,6 +112,8 @@ class ImproveConfig:
                                           "built (a human through a teleop device is not yet)")
         if self.rounds < 1 or self.episodes < 1:
             raise InvalidValue("rounds", "rounds and episodes must be >= 1")
+        if self.eval_every < 1:
+            raise InvalidValue("eval_every", f"must be >= 1, got {self.eval_every}")
         if not 0 < self.alpha < 1:
             raise InvalidValue("alpha", f"must be in (0, 1), got {self.alpha}")
 
@@ -203,12 +212,15 @@ def label_count(hist: dict[str, np.ndarray]) -> int:
                                                    REJECTED)).sum())
 
 
+Novice = NoviceEnsemble | RLIFNovice
+
+
 # --------------------------------------------------------------------------- the gate
 class Gate:
     """One method's per-step decision, seen by the control loop as the teleop device (the
     teacher's action when the teacher acts, else None) and as the policy (the novice's)."""
 
-    def __init__(self, cfg: ImproveConfig, novice: NoviceEnsemble, teacher: SimulatedTeacher,
+    def __init__(self, cfg: ImproveConfig, novice: Novice, teacher: SimulatedTeacher,
                  round_index: int, threshold: float, rng: np.random.Generator,
                  action_dim: int) -> None:
         self.cfg, self.novice, self.teacher = cfg, novice, teacher
@@ -232,7 +244,7 @@ class Gate:
         if m == "dagger":
             label, event = self.teacher.label(obs), LABELLED
             teacher_acts = bool(self.rng.random() < self.beta)
-        elif m == "hgdagger":
+        elif m in ("hgdagger", "rlif"):
             if self.teacher.wants_control(obs, plan):
                 label, event, teacher_acts = self.teacher.label(obs), TAKEOVER, True
         elif m == "thrifty":
@@ -295,6 +307,7 @@ class Session:
                                               **cfg.robot_kwargs}
         if cfg.max_steps is not None:
             self.overrides["max_steps"] = cfg.max_steps
+        self._rlif: RLIFNovice | None = None  # rlif: the learner, kept across rounds
         self.rounds_path = self.out / "rounds.jsonl"
         self.store_path = self.out / "session.zarr"
         marker = self.out / "improve.json"
@@ -331,10 +344,10 @@ class Session:
         ens.fit(data.obs, data.act, weights=weights, probs=probs)
         return ens
 
-    def threshold(self, ens: NoviceEnsemble, hist: dict[str, np.ndarray], round_index: int,
+    def threshold(self, ens: Novice, hist: dict[str, np.ndarray], round_index: int,
                   rng: np.random.Generator) -> float:
         c = self.cfg
-        if c.method == "thrifty":
+        if c.method == "thrifty" and isinstance(ens, NoviceEnsemble):
             if hist and (hist["interactive.event"] == NONE).sum() > 25:
                 auto = hist["interactive.event"] == NONE
                 return quantile_threshold(hist["interactive.uncertainty"][auto], c.alpha)
@@ -352,12 +365,31 @@ class Session:
                                  round_index, c.sag, rng)
         return float("nan")
 
-    def evaluate(self, ens: NoviceEnsemble, env: RobotEnv) -> float:
+    def fit_rlif(self, k: int, store: EpisodeStore, env: RobotEnv) -> RLIFNovice:
+        """RLIF's learner after round ``k - 1``: built (BC on the demonstrations) or restored
+        from ``OUTPUT/rlif`` once, then trained on the episodes collected since its last fit;
+        saved after each fit, so a resumed session goes on from the same learner."""
+        if self._rlif is None:
+            low, high = env.robot.action_bounds
+            self._rlif = RLIFNovice(self.features, np.asarray(low), np.asarray(high),
+                                    self.cfg.rlif, self.cfg.seed)
+            if not self._rlif.restore(self.out / "rlif"):
+                self._rlif.pretrain(self.demos.obs, self.demos.act)
+        nv = self._rlif
+        if nv.round >= k:  # resumed after this round's fit
+            return nv
+        added = nv.read(store, TAKEOVER)
+        nv.learn(int(round(self.cfg.rlif.updates * added)))
+        nv.round = k
+        nv.save(self.out / "rlif")
+        return nv
+
+    def evaluate(self, novice: Novice, env: RobotEnv) -> float:
         loop = ControlLoop(env, LoopConfig(realtime=False))
+        act = novice.greedy if isinstance(novice, RLIFNovice) else (lambda o: novice.act(o)[0])
         ok = 0
         for i in range(self.cfg.eval_episodes):
-            r = loop.run_episode(lambda o: ens.act(o)[0], seed=self.cfg.eval_seed + i,
-                                 record=False)
+            r = loop.run_episode(act, seed=self.cfg.eval_seed + i, record=False)
             ok += bool(r.success)
         return ok / self.cfg.eval_episodes
 
@@ -381,11 +413,12 @@ class Session:
                     hist = history.update(store)
                     data = aggregate(self.demos, hist)
                     rng = np.random.default_rng(c.seed * 7_919 + k)
-                    ens = self.fit(data, k, int((data.age > 0).sum()))
+                    ens: Novice = (self.fit_rlif(k, store, env) if c.method == "rlif" else
+                                   self.fit(data, k, int((data.age > 0).sum())))
                     row: dict[str, Any] = {"round": k, "labels": label_count(hist),
                                            "demo_steps": int(len(self.demos.act)),
                                            "data": int(len(data.act))}
-                    if c.eval_episodes:
+                    if c.eval_episodes and (k % c.eval_every == 0 or k == c.rounds):
                         row["success"] = self.evaluate(ens, env)
                     if k == c.rounds:  # the last fit: evaluated, nothing more collected
                         ens.save(self.out / "novice")

@@ -10,12 +10,15 @@ so every method runs unattended and reproducibly:
 
 - ``noise``: Gaussian action noise (std, in action units) on what it labels and does;
 - ``delay``: reaction delay in steps (it answers for the state ``delay`` steps ago);
+- ``bias``: a constant offset on its actions (a mis-trimmed controller);
 - ``weak``: a weaker policy (a checkpoint) that acts in its place;
 - ``rule``: its intervention rule: ``distance`` (take over when the novice's action is farther
   than ``threshold`` from its own, for ``hold`` steps), ``random`` (with probability ``p``
   a step, for ``hold`` steps), or ``never``.
 ``tolerance`` is how far (max-norm, action units) a plan may be from its own action and still
-be judged acceptable.
+be judged acceptable; ``reference=expert`` compares plans with the undegraded expert's action
+instead (it judges like the expert, acts like the degraded teacher: RLIF's simulated teacher,
+whose gate is a strong agent's value and whose takeovers are a weaker policy's).
 
 The human teacher (any teleop device, with the plan shown before it answers) is not built yet.
 """
@@ -43,16 +46,23 @@ class Teacher(Protocol):
 class TeacherConfig:
     noise: float = 0.0  # std of Gaussian action noise, action units
     delay: int = 0  # reaction delay, steps
+    bias: list[float] = field(default_factory=list)  # constant offset on each action
+    # dimension (a mis-trimmed controller); [] for none
     weak: str = ""  # a checkpoint that acts in the expert's place (a weaker teacher)
     rule: str = "distance"  # intervention rule: distance | random | never
     threshold: float = 0.3  # distance rule: take over above this max-norm distance
     p: float = 0.05  # random rule: probability of a takeover each step
     hold: int = 4  # steps a takeover lasts (RLIF's intervene_n_steps)
     tolerance: float = 0.15  # judge: a plan within this max-norm distance is acceptable
+    reference: str = "self"  # what the distance rule and judge compare a plan with: self
+    # (its own, degraded action) | expert (the undegraded expert's: a teacher who sees a
+    # mistake at once but demonstrates with its degradations; RLIF's value-based gate)
     expert: dict[str, Any] = field(default_factory=dict)  # the scripted expert's settings
     seed: int = 0  # seeds its noise and random takeovers
 
     def __post_init__(self) -> None:
+        if self.reference not in ("self", "expert"):
+            raise ValueError(f"teacher.reference {self.reference!r}: self or expert")
         if self.rule not in ("distance", "random", "never"):
             raise ValueError(f"teacher.rule {self.rule!r}: distance, random or never")
         if self.noise < 0 or self.delay < 0 or self.hold < 1 or not 0 <= self.p <= 1:
@@ -68,6 +78,9 @@ class SimulatedTeacher:
         self.cfg = cfg or TeacherConfig()
         self.expert = make_expert(env, **{**TEACHER_KWARGS.get(env.robot.name, {}),
                                           **self.cfg.expert})
+        # the undegraded expert its rule and judge compare plans with (reference=expert)
+        self.reference = (make_expert(env, **TEACHER_KWARGS.get(env.robot.name, {}))
+                          if self.cfg.reference == "expert" else None)
         self.weak: Any = None
         if self.cfg.weak:
             from policies.base import Policy
@@ -75,14 +88,19 @@ class SimulatedTeacher:
 
             self.weak = Policy.load(checkpoint_data(self.cfg.weak)[0])
         self.low, self.high = env.robot.action_bounds
+        if self.cfg.bias and len(self.cfg.bias) != len(self.low):
+            raise ValueError(f"teacher.bias: {len(self.cfg.bias)} values for "
+                             f"{len(self.low)} action dimensions")
         self._rng = np.random.default_rng(self.cfg.seed)
-        self._past: deque[dict[str, np.ndarray]] = deque(maxlen=self.cfg.delay + 1)
+        self._past: deque[np.ndarray] = deque(maxlen=self.cfg.delay + 1)
         self._holding = 0
-        self._cached: tuple[int, np.ndarray] | None = None
+        self._cached: tuple[int, np.ndarray, np.ndarray] | None = None
         self._step = 0
 
     def reset(self, seed: int | None = None) -> None:
         self.expert.reset(seed)
+        if self.reference is not None:
+            self.reference.reset(seed)
         if self.weak is not None:
             self.weak.reset(seed)
         if seed is not None:
@@ -94,17 +112,31 @@ class SimulatedTeacher:
 
     def label(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Its action here (once per step: asking twice gives the same answer)."""
+        return self._answer(obs)[0]
+
+    def reference_action(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """What its rule and judge compare a plan with (``reference``): its own action, or the
+        undegraded expert's here and now."""
+        return self._answer(obs)[1]
+
+    def _answer(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if self._cached is not None and self._cached[0] == self._step:
-            return self._cached[1]
-        self._past.append(obs)
-        seen = self._past[0]  # the state ``delay`` steps ago
+            return self._cached[1], self._cached[2]
+        # its answer for the state ``delay`` steps ago: the action computed then, kept back
+        # (delaying the answer, not the observation, because a scripted expert may read the
+        # robot's state directly, as the car's does, and would ignore an old observation)
         source = self.weak.select_action if self.weak is not None else self.expert
-        a = np.asarray(source(seen), dtype=np.float64)
+        self._past.append(np.asarray(source(obs), dtype=np.float64))
+        a = self._past[0]
+        if self.cfg.bias:
+            a = a + np.asarray(self.cfg.bias, np.float64)
         if self.cfg.noise > 0:
             a = a + self._rng.normal(0.0, self.cfg.noise, a.shape)
         a = np.clip(a, self.low, self.high).astype(np.float32)
-        self._cached = (self._step, a)
-        return a
+        ref = a if self.reference is None else np.clip(
+            np.asarray(self.reference(obs), np.float64), self.low, self.high).astype(np.float32)
+        self._cached = (self._step, a, ref)
+        return a, ref
 
     @property
     def holding(self) -> bool:
@@ -116,7 +148,8 @@ class SimulatedTeacher:
         self._step += 1
 
     def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:
-        return bool(np.max(np.abs(np.asarray(plan) - self.label(obs))) <= self.cfg.tolerance)
+        return bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
+                    <= self.cfg.tolerance)
 
     def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:
         c = self.cfg
@@ -128,7 +161,8 @@ class SimulatedTeacher:
         if c.rule == "random":
             take = bool(self._rng.random() < c.p)
         else:
-            take = bool(np.max(np.abs(np.asarray(plan) - self.label(obs))) > c.threshold)
+            take = bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
+                        > c.threshold)
         if take:
             self._holding = c.hold - 1
         return take
@@ -156,6 +190,7 @@ class TeacherTakeover:
         t = self.teacher
         try:
             was_holding = t.holding
+            t.label(obs)  # it watches every step (its reaction delay counts steps)
             if not t.wants_control(obs, np.zeros(0)):
                 return None
             self.takeovers += not was_holding

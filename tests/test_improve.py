@@ -19,6 +19,7 @@ from policies.interactive import (
     beta,
     pier,
     realised_rate,
+    rlif_transitions,
     sag_threshold,
 )
 from robolearn.cli import main
@@ -78,6 +79,61 @@ def test_beta_schedules() -> None:
     assert beta("linear", 5, rounds=10) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="beta schedule"):
         beta("sometimes", 0)
+
+
+def test_rlif_rewards_the_step_into_each_takeover_and_keeps_the_teacher_s_steps() -> None:
+    obs = {"observation.state": np.arange(8, dtype=np.float32)[:, None]}
+    act = np.arange(8, dtype=np.float32)[:, None] * 10
+    takeover = np.array([0, 0, 1, 1, 0, 0, 1, 0], bool)
+    tr = rlif_transitions(obs, act, takeover, failed=False)
+    assert len(tr["reward"]) == 7  # truncated: the last step has no next state
+    assert tr["reward"].tolist() == [0, -1, 0, 0, 0, -1, 0]  # steps 1 and 5 led into takeovers
+    assert tr["teacher"].tolist() == [0, 0, 1, 1, 0, 0, 1]  # every teacher step kept
+    assert tr["done"].sum() == 0
+    assert tr["next_obs/observation.state"][:, 0].tolist() == list(range(1, 8))
+    assert tr["action"][2, 0] == 20  # the teacher's executed action, not the novice's
+    failed = rlif_transitions(obs, act, takeover, failed=True)
+    assert len(failed["reward"]) == 8 and failed["reward"][-1] == -1 and failed["done"][-1] == 1
+    first = rlif_transitions(obs, act, np.ones(8, bool), failed=False)
+    assert first["reward"].sum() == 0  # a takeover from the first step has no step before it
+    with pytest.raises(ValueError, match="takeover flags"):
+        rlif_transitions(obs, act, takeover[:5], failed=False)
+
+
+def test_the_teacher_s_delay_and_its_reference() -> None:
+    """A delayed teacher answers with the action it computed ``delay`` steps ago (the car's
+    expert reads the robot, so delaying its observation would change nothing); with
+    ``reference=expert`` its rule compares plans with the undegraded expert's action."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.teacher import SimulatedTeacher, TeacherConfig
+
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        obs, _ = env.reset(seed=3)
+        clean = SimulatedTeacher(env, TeacherConfig())
+        late = SimulatedTeacher(env, TeacherConfig(delay=3))
+        fast = SimulatedTeacher(env, TeacherConfig(expert={"speed": 4.0}, threshold=0.1,
+                                                   reference="expert", hold=1))
+        mine = SimulatedTeacher(env, TeacherConfig(expert={"speed": 4.0}, threshold=0.1,
+                                                   hold=1))
+        for t in (clean, late, fast, mine):
+            t.reset(3)
+        answers, delayed, takes = [], [], 0
+        for _ in range(30):
+            a = clean.label(obs)
+            answers.append(a)
+            delayed.append(late.label(obs))
+            assert np.allclose(fast.reference_action(obs), a)  # judged like the expert
+            assert not fast.wants_control(obs, a)  # the expert's own action is fine ...
+            takes += mine.wants_control(obs, a)  # ... but not always to itself
+            for t in (clean, late, fast, mine):
+                t.tick()
+            obs, *_ = env.step(a)
+        assert takes > 0
+        assert np.allclose(delayed[3:], answers[:-3])
+        assert not np.allclose(delayed[3:], answers[3:])
+    finally:
+        env.close()
 
 
 def test_the_ensemble_is_more_uncertain_away_from_its_data() -> None:

@@ -1,0 +1,192 @@
+"""RLIF's learner for ``robolearn improve method=rlif`` (Luo, Dong et al. 2024).
+
+Off-policy RL whose only reward is the teacher's intervention: the transition that led into a
+takeover costs -1, everything else 0 (:func:`policies.interactive.rlif_transitions`). The agent
+is robolearn's SAC with RLPD's critics (10 LayerNorm critics, target the min over 2) and RLPD's
+symmetric sampling, whose offline half holds the demonstrations and every teacher-driven step
+(the reference code keeps one step per intervention and samples online only; keeping them all
+gives the teacher's few actions weight among thousands of autonomous ones).
+
+How the session uses it (decisions, and why):
+
+- The actor starts as behaviour cloning on the demonstrations (``bc_steps``), so RLIF starts
+  from the same small BC policy as the other methods; the critics start untrained.
+- Learning happens between episodes, after each round (``updates`` agent updates per step
+  collected, each ``agent.utd`` critic steps): the robot is at rest then, so no gradient step
+  ever holds a moving robot. On a real robot the practice actor/learner of ``robolearn
+  practice`` is the way to learn during the episode.
+- The novice explores with the SAC actor's samples; it is evaluated with ``tanh(mean)``. Its
+  recorded uncertainty is the critics' spread (std across the ensemble) of Q(s, plan).
+- The whole learner (weights, optimisers, both replays, how many session episodes it has read)
+  is checkpointed after each fit, so a resumed session goes on from the same learner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data.schema import Feature
+from data.store import EpisodeStore
+from policies.interactive import rlif_transitions
+from policies.rl.replay import ReplayBuffer, mixed_batch
+from policies.rl.sac import SAC, SACConfig
+
+
+def _rlif_agent() -> SACConfig:
+    # a low, low-entropy temperature: rewards are 0 or -1, and the teacher's distance rule
+    # judges the executed (sampled) action, so SAC's usual spread (alpha 1, entropy -|A|/2)
+    # would call the teacher on exploration noise alone
+    return SACConfig(n_critics=10, critic_subset=2, utd=2, offline_ratio=0.5, random_steps=0,
+                     init_temperature=0.01, target_entropy=-4.0)
+
+
+@dataclass
+class RLIFConfig:
+    agent: SACConfig = field(default_factory=_rlif_agent)  # SAC with RLPD's critics and sampling
+    bc_steps: int = 2000  # actor pretraining on the demonstrations (the common BC start)
+    updates: float = 1.0  # agent updates per collected step, run after each round
+    capacity: int = 200_000  # replay capacity (transitions)
+    explore: bool = False  # collect with the actor's samples (True) or its mean action: the
+    # teacher's distance rule judges the executed action, so SAC's sampling noise alone would
+    # call the teacher (at a 0.3 threshold, on most steps); the takeovers are the exploration
+    critic_warmup: int = 500  # first updates train the critics only (the BC actor is kept
+    # until the critics have seen some takeovers: an actor climbing untrained critics forgets
+    # its demonstrations in a few hundred steps)
+
+    def __post_init__(self) -> None:
+        if min(self.bc_steps, self.updates, self.critic_warmup) < 0 or self.capacity < 1:
+            raise ValueError("rlif: bc_steps, updates, critic_warmup >= 0, capacity >= 1")
+
+
+class RLIFNovice:
+    """The RLIF learner seen by the improve loop as a novice: ``act(obs) -> (plan,
+    uncertainty)``, ``greedy(obs)`` for evaluation, ``learn_from(store)`` after each round."""
+
+    def __init__(self, features: dict[str, Feature], low: np.ndarray, high: np.ndarray,
+                 cfg: RLIFConfig, seed: int) -> None:
+        from robolearn.rl_train import rl_features_of
+
+        self.cfg = cfg
+        obs = {k: f for k, f in features.items() if k != "action"}
+        self.features, stats = rl_features_of(obs, features["action"], low, high)
+        agent_cfg = SACConfig(**{**vars(cfg.agent), "seed": seed * 7919 + cfg.agent.seed})
+        self.agent = SAC(agent_cfg, self.features, stats)
+        self.obs_keys = self.agent.obs_keys
+        dev = self.agent.device
+        self.online = ReplayBuffer(self.features, cfg.capacity, dev)
+        self.offline = ReplayBuffer(self.features, cfg.capacity, dev)
+        self.episodes_read = 0  # session episodes in the replay
+        self.updates_done = 0
+        self.round = -1  # the round whose fit this learner has done
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+        batch = self.agent._one(obs)
+        if self.cfg.explore:
+            plan = self.agent.explore(obs)
+        else:
+            mean, _ = self.agent.actor.dist(self.agent.actor.encode(batch))
+            plan = self.agent.actor.unnormalize_action(torch.tanh(mean), batch)[0]
+        feat = self.agent.actor.encode(batch)
+        net = self.agent.actor.normalize_action(plan[None], batch)
+        q = self.agent.critic(torch.cat([feat, net], -1))[:, 0]
+        return plan.cpu().numpy().astype(np.float32), float(q.std())
+
+    @torch.no_grad()
+    def greedy(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        batch = self.agent._one(obs)
+        mean, _ = self.agent.actor.dist(self.agent.actor.encode(batch))
+        return self.agent.actor.unnormalize_action(torch.tanh(mean), batch)[0].cpu().numpy()
+
+    # ------------------------------------------------------------------ learning
+    def pretrain(self, obs: dict[str, np.ndarray], act: np.ndarray) -> float:
+        """Behaviour cloning of the actor on the demonstrations; they also go into the offline
+        replay (reward 0, as RLIF inserts its expert data)."""
+        actor, n = self.agent.actor, len(act)
+        dev = self.agent.device
+        obs_t = {k: torch.as_tensor(obs[k], dtype=torch.float32, device=dev)
+                 for k in self.obs_keys}
+        act_t = torch.as_tensor(act, dtype=torch.float32, device=dev)
+        opt = torch.optim.Adam(actor.parameters(), lr=self.agent.config.lr)
+        gen = torch.Generator(dev).manual_seed(self.agent.config.seed)
+        loss = torch.zeros(())
+        for _ in range(self.cfg.bc_steps):
+            idx = torch.randint(0, n, (min(256, n),), device=dev, generator=gen)
+            batch = {k: v[idx][:, None] for k, v in obs_t.items()}
+            batch["action"] = act_t[idx][:, None]
+            loss, _ = actor.compute_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        # a demonstration: truncated (its last step dropped), never a takeover
+        self.offline.extend(rlif_transitions(obs, act, np.zeros(n, bool), failed=False))
+        return float(loss.detach())
+
+    def read(self, store: EpisodeStore, takeover_event: int) -> int:
+        """Add the store's episodes not read yet; returns the steps added."""
+        added = 0
+        for i in range(self.episodes_read, len(store)):
+            ep = store.episode(i, [*self.obs_keys, "action", "interactive.event"])
+            info = store.info(i)
+            meta = info.metadata or {}
+            failed = bool(meta.get("terminated")) and info.success is False
+            tr = rlif_transitions({k: ep[k] for k in self.obs_keys}, ep["action"],
+                                  ep["interactive.event"] == takeover_event, failed)
+            self.online.extend(tr)
+            teacher = tr["teacher"] > 0
+            if teacher.any():
+                self.offline.extend({k: v[teacher] for k, v in tr.items()})
+            added += len(ep["action"])
+        self.episodes_read = len(store)
+        return added
+
+    def learn(self, n: int) -> dict[str, float]:
+        a = self.agent.config
+        info: dict[str, Any] = {}
+        for _ in range(n):
+            batch = mixed_batch(self.online if len(self.online) else self.offline,
+                                self.offline, a.utd, a.batch_size, a.offline_ratio,
+                                self.agent.generator)
+            if self.updates_done < self.cfg.critic_warmup:
+                batch, b = self.agent.prepare(batch), a.batch_size
+                for i in range(a.utd):
+                    info = self.agent.update_critic({k: v[i * b:(i + 1) * b]
+                                                     for k, v in batch.items()})
+            else:
+                info = self.agent.update(batch)
+            self.updates_done += 1
+        return {k: float(v) for k, v in info.items()}
+
+    # ------------------------------------------------------------------ saving
+    def save(self, directory: str | Path) -> Path:
+        """The actor as a robolearn policy (``robolearn deploy`` runs it) plus the learner's
+        state (``learner.pt``) for resuming."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.agent.actor.save(out / "actor")
+        torch.save({"agent": self.agent.state_dict(), "optim": self.agent.optim_state(),
+                    "online": self.online.state_dict(), "offline": self.offline.state_dict(),
+                    "episodes_read": self.episodes_read, "updates_done": self.updates_done,
+                    "round": self.round}, out / "learner.pt.tmp")
+        (out / "learner.pt.tmp").replace(out / "learner.pt")  # a crash never half-writes it
+        return out
+
+    def restore(self, directory: str | Path) -> bool:
+        path = Path(directory) / "learner.pt"
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.agent.device, weights_only=False)
+        self.agent.load_state_dict(state["agent"])
+        self.agent.load_optim_state(state["optim"])
+        self.online.load_state_dict(state["online"])
+        self.offline.load_state_dict(state["offline"])
+        self.episodes_read = int(state["episodes_read"])
+        self.updates_done = int(state["updates_done"])
+        self.round = int(state["round"])
+        return True
