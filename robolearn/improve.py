@@ -39,6 +39,7 @@ the teacher controls; ASkDAgger every query answered (validated, annotated or la
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -63,7 +64,7 @@ from policies.interactive import (
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.loop import ControlLoop, LoopConfig, create_store
 from robolearn.rlif import RLIFConfig, RLIFNovice
-from robolearn.teacher import SimulatedTeacher, TeacherConfig
+from robolearn.teacher import HumanTeacher, SimulatedTeacher, Teacher, TeacherConfig
 from robolearn_core.config import ConfigError, InvalidValue
 from robolearn_core.progress import console
 
@@ -86,6 +87,9 @@ class ImproveConfig:
     robot_kwargs: dict[str, Any] = field(default_factory=dict)  # robot settings over the env's
     teacher: str = "expert"  # expert: the env's scripted expert, degraded by teacher_config
     teacher_config: TeacherConfig = field(default_factory=TeacherConfig)  # its degradations, rule
+    teleop: str = "keyboard"  # teacher=human: the person's device (keyboard | gamepad | ...)
+    teleop_config: dict[str, Any] = field(default_factory=dict)  # teacher=human: its settings
+    query_timeout_s: float = 60.0  # teacher=human: how long a query waits for an answer
     rounds: int = 6  # rounds of collecting, each followed by a refit
     episodes: int = 4  # episodes collected per round
     max_steps: int | None = None  # steps per episode; None: the demonstrations' env's
@@ -107,9 +111,13 @@ class ImproveConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise InvalidValue("method", f"{self.method!r} not one of {', '.join(METHODS)}")
-        if self.teacher != "expert":
-            raise InvalidValue("teacher", f"{self.teacher!r}: only the simulated expert is "
-                                          "built (a human through a teleop device is not yet)")
+        if self.teacher not in ("expert", "human"):
+            raise InvalidValue("teacher", f"{self.teacher!r}: expert (simulated) or human")
+        if self.teacher == "human" and self.method in ("dagger", "thrifty"):
+            raise InvalidValue("teacher", f"method={self.method} needs an answer at every "
+                               "step (dagger labels each one; thrifty hands control over "
+                               "without asking): run it with teacher=expert, or use "
+                               "hgdagger, rlif or askdagger with a person")
         if self.rounds < 1 or self.episodes < 1:
             raise InvalidValue("rounds", "rounds and episodes must be >= 1")
         if self.eval_every < 1:
@@ -220,7 +228,7 @@ class Gate:
     """One method's per-step decision, seen by the control loop as the teleop device (the
     teacher's action when the teacher acts, else None) and as the policy (the novice's)."""
 
-    def __init__(self, cfg: ImproveConfig, novice: Novice, teacher: SimulatedTeacher,
+    def __init__(self, cfg: ImproveConfig, novice: Novice, teacher: Teacher,
                  round_index: int, threshold: float, rng: np.random.Generator,
                  action_dim: int) -> None:
         self.cfg, self.novice, self.teacher = cfg, novice, teacher
@@ -254,10 +262,17 @@ class Gate:
                 self.in_control = False
             if self.in_control:
                 label, event, teacher_acts = self.teacher.label(obs), TAKEOVER, True
+        elif self.teacher.holding:  # askdagger: a person drives after rejecting a plan
+            label, event, teacher_acts = self.teacher.label(obs), ANNOTATED, True
         else:  # askdagger
             active = u >= self.threshold
             if active or self.rng.random() < self.cfg.sag.p_rand:
-                if self.teacher.judge(obs, plan):
+                if hasattr(self.teacher, "uncertainty"):  # a person sees why it asks
+                    self.teacher.uncertainty = (u, self.threshold)
+                verdict = self.teacher.judge(obs, plan)
+                if verdict is None:  # nobody answered: the novice acts, nothing labelled
+                    pass
+                elif verdict:
                     label, event = plan, VALIDATED
                 elif active:
                     label, event, teacher_acts = self.teacher.label(obs), ANNOTATED, True
@@ -405,9 +420,20 @@ class Session:
                 store = create_store(str(self.store_path), env, self.env_id, self.overrides,
                                      extra_features(env.robot.action_feature.shape[0]),
                                      start=str(self.demos_path), method=c.method)
-            teacher = SimulatedTeacher(env, c.teacher_config)
+            teacher: Teacher
+            human: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+            if c.teacher == "human":
+                from hardware.teleop import make_teleop
+
+                teleop = make_teleop(c.teleop, env.robot, **c.teleop_config)
+                names = list(env.robot.action_feature.names or [])
+                teacher = HumanTeacher(teleop, names, query_timeout_s=c.query_timeout_s)
+                human = teleop  # connected for the session, always disconnected
+            else:
+                teacher = SimulatedTeacher(env, c.teacher_config)
             history = History(self.obs_keys)
-            with store, store.recorder(task=env.task.description or env.task.name) as rec:
+            with human, store, store.recorder(task=env.task.description or env.task.name) \
+                    as rec:
                 # resume after the last round that collected (a final fit's row collects nothing)
                 for k in range(sum("labels_after" in r for r in done), c.rounds + 1):
                     hist = history.update(store)
@@ -428,7 +454,9 @@ class Session:
                     thr = self.threshold(ens, hist, k, rng)
                     row["threshold"] = None if np.isnan(thr) else thr
                     gate = Gate(c, ens, teacher, k, thr, rng, env.robot.action_feature.shape[0])
-                    loop = ControlLoop(env, LoopConfig(realtime=False), rec)
+                    # a person watches and drives at the robot's rate; the simulated teacher
+                    # needs no clock
+                    loop = ControlLoop(env, LoopConfig(realtime=c.teacher == "human"), rec)
                     have = sum(1 for i in range(len(store))
                                if store.info(i).metadata.get("round") == k)
                     for e in range(have, c.episodes):

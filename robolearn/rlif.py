@@ -2,10 +2,10 @@
 
 Off-policy RL whose only reward is the teacher's intervention: the transition that led into a
 takeover costs -1, everything else 0 (:func:`policies.interactive.rlif_transitions`). The agent
-is robolearn's SAC with RLPD's critics (10 LayerNorm critics, target the min over 2) and RLPD's
-symmetric sampling, whose offline half holds the demonstrations and every teacher-driven step
-(the reference code keeps one step per intervention and samples online only; keeping them all
-gives the teacher's few actions weight among thousands of autonomous ones).
+is robolearn's SAC with LayerNorm critics, learning from one replay that holds the
+demonstrations and every step of the session, the teacher's included (the reference code keeps
+one step per intervention). ``agent.offline_ratio`` > 0 switches to RLPD's symmetric sampling,
+with the demonstrations and the teacher's steps as the offline half.
 
 How the session uses it (decisions, and why):
 
@@ -15,7 +15,8 @@ How the session uses it (decisions, and why):
   collected, each ``agent.utd`` critic steps): the robot is at rest then, so no gradient step
   ever holds a moving robot. On a real robot the practice actor/learner of ``robolearn
   practice`` is the way to learn during the episode.
-- The novice explores with the SAC actor's samples; it is evaluated with ``tanh(mean)``. Its
+- The novice explores with its mean action plus small Gaussian noise (``explore``); it is
+  evaluated with its mean action. Its
   recorded uncertainty is the critics' spread (std across the ensemble) of Q(s, plan).
 - The whole learner (weights, optimisers, both replays, how many session episodes it has read)
   is checkpointed after each fit, so a resumed session goes on from the same learner.
@@ -38,29 +39,34 @@ from policies.rl.sac import SAC, SACConfig
 
 
 def _rlif_agent() -> SACConfig:
-    # a low, low-entropy temperature: rewards are 0 or -1, and the teacher's distance rule
-    # judges the executed (sampled) action, so SAC's usual spread (alpha 1, entropy -|A|/2)
-    # would call the teacher on exploration noise alone
-    return SACConfig(n_critics=10, critic_subset=2, utd=2, offline_ratio=0.5, random_steps=0,
+    # RLIF's settings where they fit this CPU: one replay holding demonstrations, autonomous
+    # and teacher steps alike, sampled uniformly (the reference's offline_ratio 0); 2
+    # LayerNorm critics, not RLPD's 10 (5x cheaper a step here, and at UTD 4 the ensemble
+    # was not needed on the car); a low temperature, since rewards are only 0 or -1
+    return SACConfig(n_critics=2, critic_subset=2, utd=4, offline_ratio=0.0, random_steps=0,
                      init_temperature=0.01, target_entropy=-4.0)
 
 
 @dataclass
 class RLIFConfig:
-    agent: SACConfig = field(default_factory=_rlif_agent)  # SAC with RLPD's critics and sampling
+    agent: SACConfig = field(default_factory=_rlif_agent)  # the SAC learner (LayerNorm critics)
     bc_steps: int = 2000  # actor pretraining on the demonstrations (the common BC start)
     updates: float = 1.0  # agent updates per collected step, run after each round
     capacity: int = 200_000  # replay capacity (transitions)
-    explore: bool = False  # collect with the actor's samples (True) or its mean action: the
-    # teacher's distance rule judges the executed action, so SAC's sampling noise alone would
-    # call the teacher (at a 0.3 threshold, on most steps); the takeovers are the exploration
+    explore: float = 0.1  # collect with the actor's mean action plus Gaussian noise of this
+    # std (action units), not SAC's samples: the teacher's rule judges the executed action,
+    # and SAC's spread (about +-0.4 here) alone called the teacher on most steps; with none
+    # (0) the novice only tries its own mean and the teacher's actions, and with a weak
+    # teacher never found the actions that keep the teacher away
     critic_warmup: int = 500  # first updates train the critics only (the BC actor is kept
     # until the critics have seen some takeovers: an actor climbing untrained critics forgets
     # its demonstrations in a few hundred steps)
 
     def __post_init__(self) -> None:
-        if min(self.bc_steps, self.updates, self.critic_warmup) < 0 or self.capacity < 1:
-            raise ValueError("rlif: bc_steps, updates, critic_warmup >= 0, capacity >= 1")
+        if min(self.bc_steps, self.updates, self.critic_warmup, self.explore) < 0 \
+                or self.capacity < 1:
+            raise ValueError("rlif: bc_steps, updates, critic_warmup, explore >= 0, "
+                             "capacity >= 1")
 
 
 class RLIFNovice:
@@ -72,6 +78,7 @@ class RLIFNovice:
         from robolearn.rl_train import rl_features_of
 
         self.cfg = cfg
+        self._low, self._high = (torch.as_tensor(np.asarray(b, np.float32)) for b in (low, high))
         obs = {k: f for k, f in features.items() if k != "action"}
         self.features, stats = rl_features_of(obs, features["action"], low, high)
         agent_cfg = SACConfig(**{**vars(cfg.agent), "seed": seed * 7919 + cfg.agent.seed})
@@ -88,11 +95,12 @@ class RLIFNovice:
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
         batch = self.agent._one(obs)
-        if self.cfg.explore:
-            plan = self.agent.explore(obs)
-        else:
-            mean, _ = self.agent.actor.dist(self.agent.actor.encode(batch))
-            plan = self.agent.actor.unnormalize_action(torch.tanh(mean), batch)[0]
+        mean, _ = self.agent.actor.dist(self.agent.actor.encode(batch))
+        plan = self.agent.actor.unnormalize_action(torch.tanh(mean), batch)[0]
+        if self.cfg.explore > 0:
+            noise = torch.randn(plan.shape, generator=self.agent.generator,
+                                device=plan.device) * self.cfg.explore
+            plan = torch.clamp(plan + noise, self._low, self._high)
         feat = self.agent.actor.encode(batch)
         net = self.agent.actor.normalize_action(plan[None], batch)
         q = self.agent.critic(torch.cat([feat, net], -1))[:, 0]
@@ -125,7 +133,10 @@ class RLIFNovice:
             loss.backward()
             opt.step()
         # a demonstration: truncated (its last step dropped), never a takeover
-        self.offline.extend(rlif_transitions(obs, act, np.zeros(n, bool), failed=False))
+        demo = rlif_transitions(obs, act, np.zeros(n, bool), failed=False)
+        self.online.extend(demo)
+        if self.agent.config.offline_ratio > 0:
+            self.offline.extend(demo)
         return float(loss.detach())
 
     def read(self, store: EpisodeStore, takeover_event: int) -> int:
@@ -140,7 +151,7 @@ class RLIFNovice:
                                   ep["interactive.event"] == takeover_event, failed)
             self.online.extend(tr)
             teacher = tr["teacher"] > 0
-            if teacher.any():
+            if teacher.any() and self.agent.config.offline_ratio > 0:
                 self.offline.extend({k: v[teacher] for k, v in tr.items()})
             added += len(ep["action"])
         self.episodes_read = len(store)
@@ -150,8 +161,8 @@ class RLIFNovice:
         a = self.agent.config
         info: dict[str, Any] = {}
         for _ in range(n):
-            batch = mixed_batch(self.online if len(self.online) else self.offline,
-                                self.offline, a.utd, a.batch_size, a.offline_ratio,
+            offline = self.offline if a.offline_ratio > 0 else None
+            batch = mixed_batch(self.online, offline, a.utd, a.batch_size, a.offline_ratio,
                                 self.agent.generator)
             if self.updates_done < self.cfg.critic_warmup:
                 batch, b = self.agent.prepare(batch), a.batch_size

@@ -20,11 +20,13 @@ be judged acceptable; ``reference=expert`` compares plans with the undegraded ex
 instead (it judges like the expert, acts like the degraded teacher: RLIF's simulated teacher,
 whose gate is a strong agent's value and whose takeovers are a weaker policy's).
 
-The human teacher (any teleop device, with the plan shown before it answers) is not built yet.
+:class:`HumanTeacher` is a person at any teleop device: takeovers as in ``deploy``, and for
+ASkDAgger's queries the robot pauses, shows its plan, and takes approve or reject.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,9 +39,14 @@ class Teacher(Protocol):
 
     def label(self, obs: dict[str, np.ndarray]) -> np.ndarray: ...
 
-    def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool: ...
+    def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool | None: ...
 
     def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool: ...
+
+    @property
+    def holding(self) -> bool: ...  # a takeover (or a person's drive) goes on
+
+    def tick(self) -> None: ...  # the step is over
 
 
 @dataclass
@@ -198,3 +205,97 @@ class TeacherTakeover:
             return t.label(obs)
         finally:
             t.tick()
+
+
+class HumanTeacher:
+    """A person at a teleop device (keyboard, gamepad, SpaceMouse, leader arm) as the teacher
+    of ``robolearn improve`` (``teacher=human teleop=...``).
+
+    - Takeovers (HG-DAgger, RLIF): the person takes over with the device as in ``deploy``
+      (the takeover toggle, or any driving input); the steps they drive are their labels.
+    - Queries (ASkDAgger): the robot pauses (nothing is stepped while it waits), shows its
+      plan ("I plan to do this, but I am uncertain": each action dimension's value, and the
+      uncertainty against the threshold), and the device switches to its ``query`` keys:
+      approve (the plan is executed: a validation) or reject (the person then drives: each
+      step they drive is an annotation, until the takeover toggle hands control back).
+    ``query_timeout_s``: how long a query waits for an answer; an unanswered one labels
+    nothing (``judge`` returns None) and the robot goes on with its plan.
+    DAgger (a label every step) and ThriftyDAgger (control handed over without asking) need a
+    teacher that answers at every step; they run with the simulated teacher only."""
+
+    def __init__(self, teleop: Any, names: list[str], *, query_timeout_s: float = 60.0,
+                 say: Any = None, poll_s: float = 0.02) -> None:
+        self.teleop, self.names = teleop, names
+        self.query_timeout_s, self.poll_s = query_timeout_s, poll_s
+        self.say = say or _console_print
+        self._step = 0
+        self._seen: tuple[int, np.ndarray | None] | None = None
+        self.queries = self.unanswered = 0
+        self.uncertainty: tuple[float, float] | None = None  # (u, threshold) for the prompt
+
+    def reset(self, seed: int | None = None) -> None:
+        self.teleop.set_mode("drive")
+        self.teleop.reset()
+        self._seen = None
+        self._step = 0
+
+    def _drive(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The device's action this step (None: the person is not driving); read once a step."""
+        if self._seen is None or self._seen[0] != self._step:
+            self._seen = (self._step, self.teleop.get_action(obs))
+        return self._seen[1]
+
+    def label(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        a = self._drive(obs)
+        return np.full(len(self.names), np.nan, np.float32) if a is None else a
+
+    @property
+    def holding(self) -> bool:
+        """Whether the person is driving (after a rejection, until they hand back)."""
+        return bool(self.teleop.takeover)
+
+    def tick(self) -> None:
+        self._step += 1
+
+    def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:
+        return self._drive(obs) is not None
+
+    def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool | None:
+        """Ask: show the plan, wait for approve or reject (the robot is not stepped)."""
+        self.queries += 1
+        parts = ", ".join(f"{n} {v:+.2f}" for n, v in zip(self.names, np.asarray(plan),
+                                                           strict=False))
+        why = ""
+        if self.uncertainty is not None:
+            why = f" (uncertainty {self.uncertainty[0]:.3g} >= {self.uncertainty[1]:.3g})"
+        keys = {e: k for k, e in self.teleop.device.event_map("query").items()}
+        self.say(f"I plan to do this, but I am uncertain{why}: {parts}. "
+                 f"[{keys.get('approve', '?')}] approve, [{keys.get('reject', '?')}] reject "
+                 "and drive")
+        self.teleop.set_mode("query")
+        answer: bool | None = None
+        deadline = time.monotonic() + self.query_timeout_s
+        try:
+            while answer is None and time.monotonic() < deadline:
+                for event in self.teleop.device.read().events:
+                    if event in ("approve", "reject"):
+                        answer = event == "approve"
+                        break
+                else:
+                    time.sleep(self.poll_s)
+        finally:
+            self.teleop.set_mode("drive")  # also ends any takeover held before the query
+        if answer is None:
+            self.unanswered += 1
+            self.say(f"no answer in {self.query_timeout_s:g} s: the robot goes on")
+            return None  # executed as planned, labelled by nobody (see the class docstring)
+        if not answer:
+            self.teleop.takeover = True  # the person drives from the next read on
+            self._seen = None
+        return answer
+
+
+def _console_print(text: str) -> None:
+    from robolearn_core.progress import console
+
+    console.print(text)

@@ -207,3 +207,120 @@ def test_askdagger_records_its_queries_and_resumes(tiny_demo: Path, tmp_path: Pa
     (other / "notes.txt").write_text("keep")
     assert main(["improve", str(tiny_demo), "method=dagger", f"output={other}", "-q"]) == 2
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_rlif_learns_from_the_takeovers_and_resumes(tiny_demo: Path, tmp_path: Path) -> None:
+    """An RLIF session: the teacher's takeovers are recorded, every step (the teacher's
+    included) goes into the learner's replay with -1 on each step that led into a takeover,
+    the learner is updated after each round, checkpointed, and picked up on resume; the final
+    actor is a robolearn policy."""
+    import torch
+
+    from policies.base import Policy
+
+    out = tmp_path / "rlif"
+    base = ["improve", str(tiny_demo), "method=rlif", "episodes=1", f"output={out}",
+            "rlif.bc_steps=200", "rlif.critic_warmup=20", "max_steps=120", *SETTING[:1],
+            *SETTING[2:]]
+    assert main([*base, "rounds=1"]) == 0
+    first = torch.load(out / "rlif" / "learner.pt", weights_only=False)
+    assert first["round"] == 1 and first["episodes_read"] == 1
+    assert main([*base, "rounds=2"]) == 0  # the same session, one more round
+    assert [r["round"] for r in _rounds(out)] == [0, 1, 1, 2]
+    state = torch.load(out / "rlif" / "learner.pt", weights_only=False)
+    assert state["round"] == 2 and state["episodes_read"] == 2
+    with EpisodeStore.open(out / "session.zarr") as store:
+        events = [store.episode(i)["interactive.event"] for i in range(len(store))]
+    steps = sum(len(e) for e in events)
+    assert state["updates_done"] == steps  # rlif.updates = 1 per collected step
+    takeover = [e == 2 for e in events]
+    starts = sum(int((t[1:] & ~t[:-1]).sum()) for t in takeover)
+    assert starts > 0 and sum(int(t.sum()) for t in takeover) > starts
+    online = state["online"]["data"]
+    n_demo = 39  # the 40-step demonstration, its last step dropped
+    assert state["online"]["size"] == n_demo + steps - len(events)
+    assert float(online["reward"].sum()) == -starts  # -1 on each step into a takeover
+    policy = Policy.load(out / "novice" / "actor")
+    with EpisodeStore.open(tiny_demo) as demo:
+        obs = {k: demo.episode(0)[k][0] for k in policy.obs_keys}
+    assert np.isfinite(policy.select_action(obs)).all()
+
+
+def _typed(master: int, fd: int, keys: bytes) -> None:
+    import os
+    import select
+
+    os.write(master, keys)
+    assert select.select([fd], [], [], 2.0)[0]
+
+
+def test_a_person_answers_queries_and_drives_through_a_keyboard(tmp_path: Path) -> None:
+    """The human teacher on a real terminal (a pseudo-terminal the keyboard device opens):
+    the plan is shown, y approves it, n rejects it and the person drives (w: throttle) until
+    space hands back; an unanswered query labels nothing."""
+    import os
+
+    from hardware.teleop import make_teleop
+    from robolearn.env import ENVS, make_env
+    from robolearn.teacher import HumanTeacher
+
+    master, slave = os.openpty()
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    said: list[str] = []
+    try:
+        obs, _ = env.reset(seed=0)
+        teleop = make_teleop("keyboard", env.robot, tty=os.ttyname(slave))
+        person = HumanTeacher(teleop, ["steering", "throttle"], query_timeout_s=0.3,
+                              say=said.append)
+        plan = np.array([0.25, -0.5], np.float32)
+        with teleop:
+            person.reset(0)
+            assert not person.wants_control(obs, plan) and not person.holding
+            assert np.isnan(person.label(obs)).all()  # nobody drives: no label
+            _typed(master, teleop.device.fd, b"y")
+            assert person.judge(obs, plan) is True
+            assert "steering +0.25, throttle -0.50" in said[-1] and "[y] approve" in said[-1]
+            person.tick()
+            _typed(master, teleop.device.fd, b"n")
+            assert person.judge(obs, plan) is False
+            assert person.holding  # the person drives now
+            person.tick()
+            _typed(master, teleop.device.fd, b"w")
+            assert person.label(obs)[1] > 0 and person.wants_control(obs, plan)
+            person.tick()
+            _typed(master, teleop.device.fd, b" ")  # the takeover toggle hands back
+            person.label(obs)
+            assert not person.holding
+            person.tick()
+            assert person.judge(obs, plan) is None  # nobody answered within 0.3 s
+            assert person.unanswered == 1 and person.queries == 3
+    finally:
+        env.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_an_improve_session_with_a_person_at_the_keyboard(tiny_demo: Path,
+                                                          tmp_path: Path) -> None:
+    """``teacher=human``: the session opens the keyboard, asks (ASkDAgger asks about every
+    step before it has outcomes), and records an unanswered query as nobody's label; methods
+    that need an answer at every step are refused by name."""
+    import os
+
+    master, slave = os.openpty()
+    out = tmp_path / "human"
+    try:
+        assert main(["improve", str(tiny_demo), "method=askdagger", "teacher=human",
+                     f"teleop_config={{tty: {os.ttyname(slave)}}}", "query_timeout_s=0.02",
+                     "rounds=1", "episodes=1", "max_steps=10", f"output={out}",
+                     *SETTING[:1], *SETTING[3:]]) == 0
+    finally:
+        os.close(master)
+        os.close(slave)
+    with EpisodeStore.open(out / "session.zarr") as store:
+        ep = store.episode(0)
+    assert len(ep["interactive.event"]) == 10
+    assert np.all(ep["interactive.event"] == NONE) and np.isnan(ep["interactive.label"]).all()
+    assert main(["improve", str(tiny_demo), "method=dagger", "teacher=human",
+                 f"output={tmp_path / 'no'}", "-q"]) == 2
+    assert not (tmp_path / "no").exists()

@@ -34,6 +34,7 @@ MODE_EVENTS: dict[str, tuple[str, ...]] = {
     "ready": ("start", "quit", "help"),  # before an episode: nothing moves, nothing is recorded
     "drive": ("end", "takeover", "help"),  # recording: the driving keys move the robot
     "review": ("keep", "success", "failure", "discard", "rerecord", "help"),  # after an episode
+    "query": ("approve", "reject", "help"),  # the robot asks about its plan (robolearn improve)
 }
 MODES = tuple(MODE_EVENTS)
 EVENT_TEXT = {  # what each event does, as key tables and prompts say it
@@ -41,6 +42,7 @@ EVENT_TEXT = {  # what each event does, as key tables and prompts say it
     "end": "end the episode", "takeover": "take over / hand back (toggle)",
     "keep": "keep (the task's verdict)", "success": "keep as a success",
     "failure": "keep as a failure", "discard": "discard", "rerecord": "re-record (same start)",
+    "approve": "approve the robot's plan", "reject": "reject it, then drive (takeover hands back)",
 }
 
 

@@ -45,6 +45,7 @@ GRIPPER_BUTTONS = ("rb", "lb")  # open, close
 
 DRIVE_EVENTS = {"start": "end", "b": "takeover"}
 READY_EVENTS = {"start": "start", "back": "quit"}
+QUERY_EVENTS = {"a": "approve", "x": "reject"}
 REVIEW_EVENTS = {"a": "keep", "y": "success", "x": "failure", "b": "discard", "back": "rerecord"}
 
 
@@ -57,13 +58,15 @@ class GamepadConfig:
     #   -> event before an episode: start starts recording, back quits
     review_events: dict[str, str] = field(default_factory=lambda: dict(REVIEW_EVENTS))  # button
     #   -> event after an episode: a keep, y success, x failure, b discard, back re-record
+    query_events: dict[str, str] = field(default_factory=lambda: dict(QUERY_EVENTS))  # button
+    #   -> event when the robot asks about its plan: a approve, x reject
     car_enable_button: str | None = "rb"  # deadman for driving a car; None: drive on any input
 
     def __post_init__(self) -> None:
         if self.index < 0:
             raise InvalidValue("index", f"must be >= 0, got {self.index}")
         for key, mode in (("events", "drive"), ("ready_events", "ready"),
-                          ("review_events", "review")):
+                          ("review_events", "review"), ("query_events", "query")):
             unknown = sorted(set(getattr(self, key)) - set(BUTTONS))
             if unknown:
                 raise InvalidValue(key, f"unknown button(s) {unknown}; known: "
@@ -107,7 +110,7 @@ class GamepadDevice(TeleopDevice):
     def __init__(self, cfg: GamepadConfig | None = None) -> None:
         self.cfg = cfg or GamepadConfig()
         self.maps = {"drive": self.cfg.events, "ready": self.cfg.ready_events,
-                     "review": self.cfg.review_events}
+                     "review": self.cfg.review_events, "query": self.cfg.query_events}
         self._pg: Any = None
         self._pad: Any = None
         self._held: frozenset[str] = frozenset()

@@ -57,6 +57,7 @@ ARM_BUTTONS = ("o", "c")  # gripper open, close
 
 DRIVE_EVENTS = {"enter": "end", "space": "takeover", "?": "help", "h": "help"}
 READY_EVENTS = {"enter": "start", "q": "quit", "?": "help", "h": "help"}
+QUERY_EVENTS = {"y": "approve", "n": "reject", "?": "help", "h": "help"}
 REVIEW_EVENTS = {"k": "keep", "s": "success", "f": "failure", "d": "discard", "r": "rerecord",
                  "?": "help", "h": "help"}
 
@@ -77,6 +78,8 @@ class KeyboardConfig:
     #   event before an episode: enter start, q quit, ? h help
     review_events: dict[str, str] = field(default_factory=lambda: dict(REVIEW_EVENTS))  # key
     #   -> event after an episode: k keep, s success, f failure, d discard, r re-record
+    query_events: dict[str, str] = field(default_factory=lambda: dict(QUERY_EVENTS))  # key
+    #   -> event when the robot asks about its plan: y approve, n reject
     hold_s: float = 0.1  # s a key's axis stays at +-1 after its last byte
     decay_s: float = 0.15  # s, time constant of the axis decay after hold_s
     button_hold_s: float = 0.6  # s a key counts as held after its last byte (auto-repeat gap)
@@ -98,6 +101,7 @@ class KeyboardConfig:
         check_events("events", self.events, "drive")
         check_events("ready_events", self.ready_events, "ready")
         check_events("review_events", self.review_events, "review")
+        check_events("query_events", self.query_events, "query")
         both = set(self.events) & driving
         if both:
             raise InvalidValue("events", f"key(s) {sorted(both)} also drive the robot")
@@ -144,7 +148,7 @@ class KeyboardDevice(TeleopDevice):
         self.axis_keys: dict[str, str] = self.cfg.axis_keys
         self.driving = driving_keys(self.cfg.layout, self.axis_keys)
         self.maps = {"drive": self.cfg.events, "ready": self.cfg.ready_events,
-                     "review": self.cfg.review_events}
+                     "review": self.cfg.review_events, "query": self.cfg.query_events}
         self.clock = clock
         self._given_fd = fd
         self.fd: int | None = None

@@ -17,7 +17,7 @@ def key_rows(device: TeleopDevice, kind: str, joints: Sequence[str]
     cells: dict[str, dict[str, str]] = {}
     for key, text in device.motion(kind, joints).items():
         cells.setdefault(key, {})["drive"] = text
-    for mode in ("drive", "ready", "review"):
+    for mode in ("drive", "ready", "review", "query"):
         for key, event in device.event_map(mode).items():
             cells.setdefault(key, {})[mode] = EVENT_TEXT[event]
     return _merge(cells)
@@ -58,17 +58,17 @@ def keys_markdown(arm_joints: Sequence[str]) -> str:
                     cell = cells.setdefault(key, {})
                     if "drive" in row:
                         cell[kind] = row["drive"]
-                    for mode in ("ready", "review"):
+                    for mode in ("ready", "review", "query"):
                         if mode in row and cell.get(mode, row[mode]) != row[mode]:
                             raise ValueError(f"{name}: {key} does different things {mode} "
                                              "for a car and an arm; the table has one column")
                         if mode in row:
                             cell[mode] = row[mode]
         out += [f"`teleop={name}`", "",
-                "| input | driving a car | driving an arm | before an episode | after an episode |",
-                "|---|---|---|---|---|"]
+                "| input | driving a car | driving an arm | before an episode | after an episode "
+                "| when the robot asks |", "|---|---|---|---|---|---|"]
         out += [f"| {_code(keys)} | " + " | ".join(row.get(c, "") for c in
-                                             ("car", "arm", "ready", "review")) + " |"
+                                             ("car", "arm", "ready", "review", "query")) + " |"
                 for keys, row in _merge(cells)]
         out.append("")
     return "\n".join(out)

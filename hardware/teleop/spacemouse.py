@@ -52,6 +52,7 @@ GRIPPER_BUTTONS = ("btn1", "btn0")  # open, close
 # default button -> event maps: while driving (per layout), before and after an episode
 DRIVE_EVENTS: dict[str, dict[str, str]] = {"car": {"btn1": "end", "btn0": "takeover"}, "arm": {}}
 READY_EVENTS = {"btn1": "start", "btn0": "quit"}
+QUERY_EVENTS = {"btn1": "approve", "btn0": "reject"}
 REVIEW_EVENTS = {"btn1": "keep", "btn0": "discard"}
 
 
@@ -106,6 +107,8 @@ class SpaceMouseConfig:
     #   -> event before an episode: btn1 starts recording, btn0 quits
     review_events: dict[str, str] = field(default_factory=lambda: dict(REVIEW_EVENTS))  # button
     #   -> event after an episode: btn1 keep, btn0 discard
+    query_events: dict[str, str] = field(default_factory=lambda: dict(QUERY_EVENTS))  # button
+    #   -> event when the robot asks about its plan: btn1 approve, btn0 reject
 
     def __post_init__(self) -> None:
         if not self.full_scale > 0:
@@ -117,6 +120,7 @@ class SpaceMouseConfig:
         check_events("events", self.events, "drive")
         check_events("ready_events", self.ready_events, "ready")
         check_events("review_events", self.review_events, "review")
+        check_events("query_events", self.query_events, "query")
         gripper = sorted(set(self.events) & set(GRIPPER_BUTTONS)) if self.layout == "arm" else []
         if gripper:
             raise InvalidValue("events", f"button(s) {gripper} drive the arm's gripper")
@@ -144,7 +148,7 @@ class SpaceMouseDevice(TeleopDevice):
         self._owned = False
         assert self.cfg.events is not None
         self.maps = {"drive": self.cfg.events, "ready": self.cfg.ready_events,
-                     "review": self.cfg.review_events}
+                     "review": self.cfg.review_events, "query": self.cfg.query_events}
         self._counts = dict.fromkeys(TRANSLATION + ROTATION, 0)
         self._held: frozenset[str] = frozenset()
 

@@ -1,0 +1,137 @@
+"""RLIF against HG-DAgger with the same suboptimal teacher, and against the teacher alone.
+
+``python -m bench.rlif [--seeds 0,1,2] [--rounds 30] [--eval 100] [--threshold 0.5] [--out DIR]``
+
+Setting: bench.interactive's (the car on the technical track, noisy starts, 400 steps an
+episode, success = a lap; start: one 40-step scripted demonstration on the oval's straight).
+The teacher: a weak policy acts (one MLP fitted on a single 120-step scripted demonstration of
+the technical track: BC that laps most starts, not all), and it steps in, for ``--hold`` steps,
+when the novice's action is more than ``--threshold`` (max-norm) from the undegraded scripted
+expert's (``reference=expert``: it sees a mistake like the expert, corrects like the weak
+policy). Each method runs ``--rounds`` rounds of one episode with this teacher; the final novice
+alone, and the teacher alone, are evaluated on the same ``--eval`` held-out seeds. Prints a
+table (success with Wilson 95% intervals, teacher steps used) and writes ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.interactive import SETTING, _demo
+
+
+def weak_teacher(root: Path) -> Path:
+    """One MLP on one 120-step scripted demonstration of the technical track (seed 0)."""
+    from policies.interactive import EnsembleConfig, NoviceEnsemble
+    from robolearn.cli import main
+    from robolearn.improve import load_demos
+
+    member = root / "weak" / "member_0"
+    if member.exists():
+        return member
+    demo = root / "weak_demo.zarr"
+    if not (demo / "zarr.json").exists():
+        assert main(["collect", str(demo), f"env={SETTING['env']}", "episodes=1",
+                     "max_steps=120", "-q"]) == 0
+    data, _, feats = load_demos(demo)
+    ens = NoviceEnsemble(feats, EnsembleConfig(members=1, steps=1000, bootstrap=False))
+    ens.fit(data.obs, data.act)
+    ens.save(root / "weak")
+    return member
+
+
+def teacher_alone(member: Path, n: int) -> float:
+    from policies.base import Policy
+    from robolearn.deploy import checkpoint_data
+    from robolearn.env import ENVS, make_env
+    from robolearn.loop import ControlLoop, LoopConfig
+
+    policy = Policy.load(checkpoint_data(str(member))[0])
+    env = make_env(**{**ENVS[SETTING["env"]], "max_steps": SETTING["max_steps"],
+                      "robot_kwargs": {**ENVS[SETTING["env"]].get("robot_kwargs", {}),
+                                       **SETTING["robot_kwargs"]}})
+    try:
+        loop = ControlLoop(env, LoopConfig(realtime=False))
+        ok = sum(bool(loop.run_episode(policy.select_action, seed=100_000 + i,
+                                       record=False).success) for i in range(n))
+    finally:
+        env.close()
+    return ok / n
+
+
+def run(method: str, seed: int, start: Path, member: Path, out: Path, args: Any) -> list[dict]:
+    from policies.interactive import EnsembleConfig
+    from robolearn.improve import ImproveConfig, Session
+    from robolearn.teacher import TeacherConfig
+
+    cfg = ImproveConfig(start=str(start), method=method, output=str(out / f"{method}_{seed}"),
+                        rounds=args.rounds, episodes=1, eval_episodes=args.eval,
+                        eval_every=args.rounds, seed=seed, env=SETTING["env"],
+                        robot_kwargs=SETTING["robot_kwargs"], max_steps=SETTING["max_steps"],
+                        ensemble=EnsembleConfig(steps=1000),
+                        teacher_config=TeacherConfig(seed=seed, weak=str(member),
+                                                     reference="expert", hold=args.hold,
+                                                     threshold=args.threshold))
+    return Session(cfg).run()
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    from robolearn.evaluate import wilson as w
+
+    lo, hi = w(k, n)
+    return float(lo), float(hi)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--methods", default="rlif,hgdagger")
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--eval", type=int, default=100)
+    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--hold", type=int, default=4)
+    ap.add_argument("--out", default="bench/results/rlif")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start, member = _demo(out), weak_teacher(out)
+    results: dict[str, Any] = {"teacher_alone": teacher_alone(member, args.eval),
+                               "args": vars(args)}
+    print(f"teacher alone: {results['teacher_alone']:.2f} of {args.eval}", flush=True)
+    for method in args.methods.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            t0 = time.monotonic()
+            rows = run(method, seed, start, member, out, args)
+            last = rows[-1]
+            results.setdefault(method, {})[seed] = {
+                "success": last["success"], "teacher_steps": last["labels"], "rows": rows,
+                "wall_s": time.monotonic() - t0}
+            print(f"{method} seed {seed} ({time.monotonic() - t0:.0f} s): success "
+                  f"{last['success']:.2f}, teacher steps {last['labels']}", flush=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    n = args.eval
+    k = round(results["teacher_alone"] * n)
+    lo, hi = wilson(k, n)
+    print("\n| who drives the evaluation | success per seed | pooled (95% CI) | teacher steps "
+          "per seed |\n|---|---|---|---|")
+    print(f"| the teacher alone | {k / n:.2f} | {k / n:.2f} ({lo:.2f}-{hi:.2f}) | - |")
+    for method in args.methods.split(","):
+        by = results[method]
+        ks = [round(v["success"] * n) for v in by.values()]
+        lo, hi = wilson(sum(ks), n * len(ks))
+        print(f"| {method} | {', '.join(f'{x / n:.2f}' for x in ks)} | "
+              f"{sum(ks) / (n * len(ks)):.2f} ({lo:.2f}-{hi:.2f}) | "
+              f"{', '.join(str(v['teacher_steps']) for v in by.values())} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
