@@ -79,6 +79,23 @@ EXPERTS: dict[str, str] = {
 TEACHER_KWARGS: dict[str, dict[str, Any]] = {"sim_arm": {"feedback": True}}
 
 
+def car_at_risk(robot: Any, margin: float = 0.2, min_speed: float = 0.5,
+                grace_s: float = 1.5) -> bool:
+    """What makes a person watching the car step in (the teacher's ``risk`` rule): it is
+    within ``margin`` m of a wall, touching one, stuck, or crawling under ``min_speed`` m/s
+    after the first ``grace_s`` s. It judges the outcome, not the steering: a car may take
+    its own line as long as it keeps off the walls and keeps going."""
+    s = robot.state()
+    near_wall = abs(float(s["lateral"])) > robot.track.width / 2 - margin
+    crawling = float(s["time"]) > grace_s and float(s["speed"]) < min_speed
+    return bool(near_wall or s["collision"] or s["stuck"] or crawling)
+
+
+# robot -> "module:function(robot, **kwargs) -> bool": the teacher's risk rule (whether the
+# robot is heading for a failure a person would step in to prevent)
+RISK_RULES: dict[str, str] = {"sim_car": "robolearn.experts:car_at_risk"}
+
+
 def make_expert(env: RobotEnv, **kwargs: Any) -> Expert:
     expert: Expert = resolve(EXPERTS, env.robot.name, "expert")(env, **kwargs)
     return expert

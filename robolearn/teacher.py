@@ -14,7 +14,9 @@ so every method runs unattended and reproducibly:
 - ``weak``: a weaker policy (a checkpoint) that acts in its place;
 - ``rule``: its intervention rule: ``distance`` (take over when the novice's action is farther
   than ``threshold`` from its own, for ``hold`` steps), ``random`` (with probability ``p``
-  a step, for ``hold`` steps), or ``never``.
+  a step, for ``hold`` steps), ``risk`` (when the robot heads for a failure a person would
+  prevent: per robot, :data:`robolearn.experts.RISK_RULES`; the car's: near a wall, stuck or
+  crawling), or ``never``.
 ``tolerance`` is how far (max-norm, action units) a plan may be from its own action and still
 be judged acceptable; ``reference=expert`` compares plans with the undegraded expert's action
 instead (it judges like the expert, acts like the degraded teacher: RLIF's simulated teacher,
@@ -56,7 +58,7 @@ class TeacherConfig:
     bias: list[float] = field(default_factory=list)  # constant offset on each action
     # dimension (a mis-trimmed controller); [] for none
     weak: str = ""  # a checkpoint that acts in the expert's place (a weaker teacher)
-    rule: str = "distance"  # intervention rule: distance | random | never
+    rule: str = "distance"  # intervention rule: distance | random | risk | never
     threshold: float = 0.3  # distance rule: take over above this max-norm distance
     p: float = 0.05  # random rule: probability of a takeover each step
     hold: int = 4  # steps a takeover lasts (RLIF's intervene_n_steps)
@@ -65,13 +67,15 @@ class TeacherConfig:
     # (its own, degraded action) | expert (the undegraded expert's: a teacher who sees a
     # mistake at once but demonstrates with its degradations; RLIF's value-based gate)
     expert: dict[str, Any] = field(default_factory=dict)  # the scripted expert's settings
+    risk: dict[str, Any] = field(default_factory=dict)  # risk rule's settings (the car's:
+    # margin, min_speed, grace_s; robolearn.experts.car_at_risk)
     seed: int = 0  # seeds its noise and random takeovers
 
     def __post_init__(self) -> None:
         if self.reference not in ("self", "expert"):
             raise ValueError(f"teacher.reference {self.reference!r}: self or expert")
-        if self.rule not in ("distance", "random", "never"):
-            raise ValueError(f"teacher.rule {self.rule!r}: distance, random or never")
+        if self.rule not in ("distance", "random", "risk", "never"):
+            raise ValueError(f"teacher.rule {self.rule!r}: distance, random, risk or never")
         if self.noise < 0 or self.delay < 0 or self.hold < 1 or not 0 <= self.p <= 1:
             raise ValueError("teacher: noise >= 0, delay >= 0, hold >= 1, p in [0, 1]")
 
@@ -95,6 +99,14 @@ class SimulatedTeacher:
 
             self.weak = Policy.load(checkpoint_data(self.cfg.weak)[0])
         self.low, self.high = env.robot.action_bounds
+        self.risk: Any = None
+        if self.cfg.rule == "risk":
+            from robolearn.experts import RISK_RULES
+            from robolearn_core.registry import resolve
+
+            robot = env.robot
+            rule = resolve(RISK_RULES, robot.name, "risk rule")
+            self.risk = lambda: rule(robot, **self.cfg.risk)
         if self.cfg.bias and len(self.cfg.bias) != len(self.low):
             raise ValueError(f"teacher.bias: {len(self.cfg.bias)} values for "
                              f"{len(self.low)} action dimensions")
@@ -167,6 +179,8 @@ class SimulatedTeacher:
             return False
         if c.rule == "random":
             take = bool(self._rng.random() < c.p)
+        elif c.rule == "risk":
+            take = bool(self.risk())
         else:
             take = bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
                         > c.threshold)

@@ -324,3 +324,37 @@ def test_an_improve_session_with_a_person_at_the_keyboard(tiny_demo: Path,
     assert main(["improve", str(tiny_demo), "method=dagger", "teacher=human",
                  f"output={tmp_path / 'no'}", "-q"]) == 2
     assert not (tmp_path / "no").exists()
+
+
+def test_the_car_s_risk_rule_steps_in_near_a_wall_and_when_it_crawls() -> None:
+    from robolearn.env import ENVS, make_env
+    from robolearn.experts import car_at_risk
+
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        env.reset(seed=0)
+        assert not car_at_risk(env.robot)  # standing on the centreline, in its first second
+        risky = []
+        for _ in range(60):  # full lock, slow: it circles into a wall
+            env.step(np.array([1.0, 0.3], np.float32))
+            risky.append(car_at_risk(env.robot))
+            if risky[-1]:
+                break
+        assert risky[-1] and not risky[0]
+        assert abs(env.robot.state()["lateral"]) > env.robot.track.width / 2 - 0.2 \
+            or env.robot.state()["collision"] or env.robot.state()["speed"] < 0.5
+        from robolearn.experts import make_expert
+
+        obs, _ = env.reset(seed=0)
+        expert = make_expert(env)
+        expert.reset(0)
+        for _ in range(60):  # the expert's 3 s: on its line, at speed, never at risk
+            obs, *_ = env.step(expert(obs))
+            assert not car_at_risk(env.robot)
+        for _ in range(100):  # then no throttle: it rolls to a stop, and a person steps in
+            env.step(np.zeros(2, np.float32))
+            if env.robot.state()["speed"] < 0.4:
+                break
+        assert car_at_risk(env.robot)
+    finally:
+        env.close()
