@@ -55,6 +55,8 @@ from policies.interactive import (
     EnsembleConfig,
     NoviceEnsemble,
     PIERConfig,
+    RiskConfig,
+    RiskQ,
     SAGConfig,
     beta,
     pier,
@@ -98,6 +100,8 @@ class ImproveConfig:
     beta: str = "exponential"  # dagger: exponential | linear | first | none
     beta_p: float = 0.5  # dagger: beta_i = beta_p ** i (exponential)
     alpha: float = 0.05  # thrifty: target share of steps handed to the teacher
+    risk: bool = True  # thrifty: also hand over when the risk critic's Q(s, plan) is low
+    risk_config: RiskConfig = field(default_factory=RiskConfig)  # thrifty: the risk critic
     sag: SAGConfig = field(default_factory=SAGConfig)  # askdagger: S-Aware Gating
     pier: bool = True  # askdagger: prioritised, importance-weighted replay
     pier_config: PIERConfig = field(default_factory=PIERConfig)  # askdagger: PIER's constants
@@ -235,6 +239,8 @@ class Gate:
         self.round, self.threshold, self.rng = round_index, threshold, rng
         self.beta = beta(cfg.beta, round_index, cfg.beta_p, cfg.rounds)
         self.in_control = False  # thrifty: the teacher holds control
+        self.risk: RiskQ | None = None  # thrifty: the risk critic and its two thresholds
+        self.risk_thr = self.back_thr = float("nan")
         self._plan = np.zeros(action_dim, np.float32)
         self._extra: dict[str, Any] = {}
         self._nan = np.full(action_dim, np.nan, np.float32)
@@ -256,9 +262,13 @@ class Gate:
             if self.teacher.wants_control(obs, plan):
                 label, event, teacher_acts = self.teacher.label(obs), TAKEOVER, True
         elif m == "thrifty":
-            if not self.in_control and u > self.threshold:
+            q = float("nan") if self.risk is None else float(
+                self.risk.value(obs_vector(obs, self.novice.obs_keys), plan))
+            risky = q < self.risk_thr  # False while there is no critic (NaN)
+            if not self.in_control and (u > self.threshold or risky):
                 self.in_control = True
-            elif self.in_control and u <= self.threshold and self.teacher.judge(obs, plan):
+            elif self.in_control and u <= self.threshold and not q <= self.back_thr \
+                    and self.teacher.judge(obs, plan):
                 self.in_control = False
             if self.in_control:
                 label, event, teacher_acts = self.teacher.label(obs), TAKEOVER, True
@@ -292,6 +302,13 @@ class Gate:
         return self._extra
 
 
+def obs_vector(obs: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
+    """The novice's observations as one vector per step (``(..., D)``)."""
+    return np.concatenate([np.asarray(obs[k], np.float32).reshape(
+        *np.shape(obs[k])[:np.ndim(obs[k]) - 1 if np.ndim(obs[k]) else 0], -1)
+        for k in keys], -1)
+
+
 def extra_features(action_dim: int) -> dict[str, Feature]:
     return {"interactive.event": Feature("int8", ()),
             "interactive.label": Feature("float32", (action_dim,)),
@@ -323,6 +340,7 @@ class Session:
         if cfg.max_steps is not None:
             self.overrides["max_steps"] = cfg.max_steps
         self._rlif: RLIFNovice | None = None  # rlif: the learner, kept across rounds
+        self._risk: RiskQ | None = None  # thrifty: the risk critic, kept across rounds
         self.rounds_path = self.out / "rounds.jsonl"
         self.store_path = self.out / "session.zarr"
         marker = self.out / "improve.json"
@@ -399,6 +417,48 @@ class Session:
         nv.save(self.out / "rlif")
         return nv
 
+    def fit_risk(self, ens: NoviceEnsemble, store: EpisodeStore, hist: dict[str, np.ndarray]
+                 ) -> tuple[RiskQ, float, float]:
+        """ThriftyDAgger's risk critic, trained further on every episode so far (the
+        demonstrations and the session's, robot and teacher steps alike; the next action is
+        this round's novice's), and its thresholds: the alpha-quantile of Q(s, plan) over the
+        earlier rounds' autonomous steps to hand over, their median to hand back (Thrifty's
+        a-priori 0.48 and 0.495 until 25 such steps exist)."""
+        keys = ens.obs_keys
+        eps: list[tuple[dict[str, np.ndarray], np.ndarray, bool]] = []
+        for path, src in ((self.demos_path, None), (self.store_path, store)):
+            s = src if src is not None else EpisodeStore.open(path, "r")
+            try:
+                for i in range(len(s)):
+                    ep = s.episode(i, [*keys, "action"])
+                    if len(ep["action"]):
+                        eps.append(({k: np.asarray(ep[k], np.float32) for k in keys},
+                                    np.asarray(ep["action"], np.float32),
+                                    bool(s.info(i).success)))
+            finally:
+                if src is None:
+                    s.close()
+        nxt = {k: np.concatenate([np.concatenate([o[k][1:], o[k][-1:]]) for o, _, _ in eps])
+               for k in keys}  # an episode's last step is terminal: its next is unused
+        x = np.concatenate([obs_vector(o, keys) for o, _, _ in eps])
+        a = np.concatenate([act for _, act, _ in eps])
+        ends = np.cumsum([len(act) for _, act, _ in eps]) - 1
+        done = np.zeros(len(a), np.float32)
+        done[ends] = 1.0
+        reward = np.zeros(len(a), np.float32)
+        reward[ends[[ok for _, _, ok in eps]]] = 1.0  # success: reward 1 where it ends
+        if self._risk is None:
+            self._risk = RiskQ(x.shape[1], a.shape[1], RiskConfig(
+                **{**asdict(self.cfg.risk_config), "seed": self.cfg.seed}))
+        self._risk.fit(x, a, obs_vector(nxt, keys), ens.predict(nxt)[0], reward, done)
+        risk_thr, back_thr = 0.48, 0.495
+        if hist and (hist["interactive.event"] == NONE).sum() > 25:
+            auto = hist["interactive.event"] == NONE
+            obs = {k: hist[k][auto] for k in keys}
+            q = self._risk.value(obs_vector(obs, keys), ens.predict(obs)[0])
+            risk_thr, back_thr = float(np.quantile(q, self.cfg.alpha)), float(np.median(q))
+        return self._risk, risk_thr, back_thr
+
     def evaluate(self, novice: Novice, env: RobotEnv) -> float:
         loop = ControlLoop(env, LoopConfig(realtime=False))
         act = novice.greedy if isinstance(novice, RLIFNovice) else (lambda o: novice.act(o)[0])
@@ -454,6 +514,10 @@ class Session:
                     thr = self.threshold(ens, hist, k, rng)
                     row["threshold"] = None if np.isnan(thr) else thr
                     gate = Gate(c, ens, teacher, k, thr, rng, env.robot.action_feature.shape[0])
+                    if c.method == "thrifty" and c.risk and isinstance(ens, NoviceEnsemble):
+                        gate.risk, gate.risk_thr, gate.back_thr = self.fit_risk(ens, store,
+                                                                                hist)
+                        row.update(risk_threshold=gate.risk_thr, risk_back=gate.back_thr)
                     # a person watches and drives at the robot's rate; the simulated teacher
                     # needs no clock
                     loop = ControlLoop(env, LoopConfig(realtime=c.teacher == "human"), rec)

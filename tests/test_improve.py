@@ -358,3 +358,44 @@ def test_the_car_s_risk_rule_steps_in_near_a_wall_and_when_it_crawls() -> None:
         assert car_at_risk(env.robot)
     finally:
         env.close()
+
+
+def test_thrifty_s_risk_critic_learns_which_actions_end_in_success() -> None:
+    """Synthetic episodes: from any state, action +1 leads to success in 3 steps, action -1
+    to failure; the critic ranks the good action above the bad one everywhere, and values a
+    successful ending near 1 and a failed one near 0."""
+    from policies.interactive import RiskConfig, RiskQ
+
+    rng = np.random.default_rng(0)
+    xs, acts, rewards, dones = [], [], [], []
+    for e in range(200):
+        good = e % 2 == 0
+        x = rng.normal(size=(3, 4)).astype(np.float32)
+        xs.append(x)
+        acts.append(np.full((3, 1), 1.0 if good else -1.0, np.float32))
+        rewards.append(np.array([0, 0, 1.0 if good else 0.0], np.float32))
+        dones.append(np.array([0, 0, 1], np.float32))
+    x = np.concatenate(xs)
+    a = np.concatenate(acts)
+    x_next = np.concatenate([np.concatenate([v[1:], v[-1:]]) for v in xs])
+    risk = RiskQ(4, 1, RiskConfig(steps=1500, hidden_dim=64))
+    risk.fit(x, a, x_next, a, np.concatenate(rewards), np.concatenate(dones))
+    probe = rng.normal(size=(50, 4)).astype(np.float32)
+    good = risk.value(probe, np.ones((50, 1), np.float32))
+    bad = risk.value(probe, -np.ones((50, 1), np.float32))
+    assert (good > bad).mean() > 0.9, (good.mean(), bad.mean())
+    assert good.mean() > 0.7 and bad.mean() < 0.3
+
+
+def test_thrifty_hands_over_on_risk_and_records_its_thresholds(tiny_demo: Path,
+                                                               tmp_path: Path) -> None:
+    out = tmp_path / "thrifty"
+    assert main(["improve", str(tiny_demo), "method=thrifty", "rounds=2", "episodes=1",
+                 "risk_config.steps=200", f"output={out}", "max_steps=120", *SETTING[:1],
+                 *SETTING[2:]]) == 0
+    rows = _rounds(out)
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert rows[0]["risk_threshold"] == 0.48 and rows[0]["risk_back"] == 0.495  # a priori
+    assert rows[1]["risk_threshold"] != 0.48  # from round 0's autonomous steps
+    assert 0 <= rows[1]["risk_threshold"] <= rows[1]["risk_back"] <= 1
+    assert rows[1]["takeovers"] > 0
