@@ -418,12 +418,14 @@ class Session:
         return nv
 
     def fit_risk(self, ens: NoviceEnsemble, store: EpisodeStore, hist: dict[str, np.ndarray]
-                 ) -> tuple[RiskQ, float, float]:
+                 ) -> tuple[RiskQ | None, float, float]:
         """ThriftyDAgger's risk critic, trained further on every episode so far (the
         demonstrations and the session's, robot and teacher steps alike; the next action is
         this round's novice's), and its thresholds: the alpha-quantile of Q(s, plan) over the
         earlier rounds' autonomous steps to hand over, their median to hand back (Thrifty's
-        a-priori 0.48 and 0.495 until 25 such steps exist)."""
+        a-priori 0.48 and 0.495 until 25 such steps exist). None until an episode has
+        succeeded: a critic that has seen no success values everything near 0 and would keep
+        the teacher in control for good."""
         keys = ens.obs_keys
         eps: list[tuple[dict[str, np.ndarray], np.ndarray, bool]] = []
         for path, src in ((self.demos_path, None), (self.store_path, store)):
@@ -447,6 +449,8 @@ class Session:
         done[ends] = 1.0
         reward = np.zeros(len(a), np.float32)
         reward[ends[[ok for _, _, ok in eps]]] = 1.0  # success: reward 1 where it ends
+        if not reward.any():
+            return None, float("nan"), float("nan")
         if self._risk is None:
             self._risk = RiskQ(x.shape[1], a.shape[1], RiskConfig(
                 **{**asdict(self.cfg.risk_config), "seed": self.cfg.seed}))
@@ -517,7 +521,8 @@ class Session:
                     if c.method == "thrifty" and c.risk and isinstance(ens, NoviceEnsemble):
                         gate.risk, gate.risk_thr, gate.back_thr = self.fit_risk(ens, store,
                                                                                 hist)
-                        row.update(risk_threshold=gate.risk_thr, risk_back=gate.back_thr)
+                        if gate.risk is not None:
+                            row.update(risk_threshold=gate.risk_thr, risk_back=gate.back_thr)
                     # a person watches and drives at the robot's rate; the simulated teacher
                     # needs no clock
                     loop = ControlLoop(env, LoopConfig(realtime=c.teacher == "human"), rec)

@@ -389,13 +389,16 @@ def test_thrifty_s_risk_critic_learns_which_actions_end_in_success() -> None:
 
 def test_thrifty_hands_over_on_risk_and_records_its_thresholds(tiny_demo: Path,
                                                                tmp_path: Path) -> None:
+    """Round 0: no success seen yet, no risk gate (the teacher drives it all); its laps train
+    the critic; round 1 gates with Thrifty's a-priori thresholds (no autonomous steps yet),
+    round 2 with thresholds from round 1's autonomous steps."""
     out = tmp_path / "thrifty"
-    assert main(["improve", str(tiny_demo), "method=thrifty", "rounds=2", "episodes=1",
-                 "risk_config.steps=200", f"output={out}", "max_steps=120", *SETTING[:1],
-                 *SETTING[2:]]) == 0
+    assert main(["improve", str(tiny_demo), "method=thrifty", "rounds=3", "episodes=1",
+                 "risk_config.steps=300", f"output={out}", *SETTING]) == 0
     rows = _rounds(out)
-    assert [r["round"] for r in rows] == [0, 1, 2]
-    assert rows[0]["risk_threshold"] == 0.48 and rows[0]["risk_back"] == 0.495  # a priori
-    assert rows[1]["risk_threshold"] != 0.48  # from round 0's autonomous steps
-    assert 0 <= rows[1]["risk_threshold"] <= rows[1]["risk_back"] <= 1
-    assert rows[1]["takeovers"] > 0
+    assert [r["round"] for r in rows] == [0, 1, 2, 3]
+    assert "risk_threshold" not in rows[0]  # no success in the 40-step demo
+    assert (rows[1]["risk_threshold"], rows[1]["risk_back"]) == (0.48, 0.495)
+    assert 0 < rows[1]["takeovers"] < rows[1]["steps"]
+    assert rows[2]["risk_threshold"] != 0.48  # from round 1's autonomous steps
+    assert 0 <= rows[2]["risk_threshold"] <= rows[2]["risk_back"] <= 1
