@@ -1,14 +1,17 @@
 """RLIF against HG-DAgger with the same suboptimal teacher, and against the teacher alone.
 
-``python -m bench.rlif [--seeds 0,1,2] [--rounds 30] [--eval 100] [--threshold 0.5] [--out DIR]``
+``python -m bench.rlif [--seeds 0,1,2] [--rounds 30] [--eval 100] [--rule risk|distance]
+[--threshold 0.5] [--teacher weak|expert] [--out DIR]``
 
 Setting: bench.interactive's (the car on the technical track, noisy starts, 400 steps an
 episode, success = a lap; start: one 40-step scripted demonstration on the oval's straight).
 The teacher: a weak policy acts (one MLP fitted on a single 120-step scripted demonstration of
-the technical track: BC that laps most starts, not all), and it steps in, for ``--hold`` steps,
-when the novice's action is more than ``--threshold`` (max-norm) from the undegraded scripted
-expert's (``reference=expert``: it sees a mistake like the expert, corrects like the weak
-policy). Each method runs ``--rounds`` rounds of one episode with this teacher; the final novice
+the technical track: BC that laps most starts, not all; ``--teacher expert``: the scripted
+expert itself), and it steps in for ``--hold`` steps by ``--rule``: ``distance``, when the
+novice's action is more than ``--threshold`` (max-norm) from the undegraded scripted expert's
+(``reference=expert``: it sees a mistake like the expert, corrects like the weak policy), or
+``risk``, when the car is near a wall, stuck or crawling (it judges outcomes, not actions).
+Each method runs ``--rounds`` rounds of one episode with this teacher; the final novice
 alone, and the teacher alone, are evaluated on the same ``--eval`` held-out seeds. Prints a
 table (success with Wilson 95% intervals, teacher steps used) and writes ``results.json``.
 """
@@ -73,9 +76,10 @@ def run(method: str, seed: int, start: Path, member: Path, out: Path, args: Any)
                         eval_every=args.rounds, seed=seed, env=SETTING["env"],
                         robot_kwargs=SETTING["robot_kwargs"], max_steps=SETTING["max_steps"],
                         ensemble=EnsembleConfig(steps=1000),
-                        teacher_config=TeacherConfig(seed=seed, weak=str(member),
-                                                     reference="expert", hold=args.hold,
-                                                     threshold=args.threshold))
+                        teacher_config=TeacherConfig(
+                            seed=seed, weak=str(member) if args.teacher == "weak" else "",
+                            reference="expert", hold=args.hold, threshold=args.threshold,
+                            rule=args.rule))
     return Session(cfg).run()
 
 
@@ -97,14 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", type=int, default=100)
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--hold", type=int, default=4)
+    ap.add_argument("--rule", default="distance", choices=("distance", "risk"))
+    ap.add_argument("--teacher", default="weak", choices=("weak", "expert"))
     ap.add_argument("--out", default="bench/results/rlif")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start, member = _demo(out), weak_teacher(out)
-    results: dict[str, Any] = {"teacher_alone": teacher_alone(member, args.eval),
-                               "args": vars(args)}
+    results: dict[str, Any] = {"teacher_alone": teacher_alone(member, args.eval)
+                               if args.teacher == "weak" else 1.0, "args": vars(args)}
     print(f"teacher alone: {results['teacher_alone']:.2f} of {args.eval}", flush=True)
     for method in args.methods.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):

@@ -194,7 +194,8 @@ class TeacherTakeover:
     control loop's takeover path: practice with HIL-SERL's interventions and no person at the
     controls. The loop asks a teleop device before the policy, so the teacher cannot see the
     policy's plan here: its rule is ``random`` (a takeover with probability ``p`` a step, held
-    ``hold`` steps) or ``never``; ``distance`` needs the plan and is refused."""
+    ``hold`` steps), ``risk`` (the robot heads for a failure) or ``never``; ``distance``
+    needs the plan and is refused."""
 
     def __init__(self, env: Any, cfg: TeacherConfig) -> None:
         if cfg.rule == "distance":
