@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                                           "session's novice (its output directory), or of BC "
                                           "on this demonstration store")
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # torch's default threads on this busy 2-core machine: 20x slower
     if args.quick:
         args.rounds, args.episodes, args.eval, args.fit_steps, args.members = 2, 1, 10, 500, 3
         args.seeds, args.bc_max = "0", 2

@@ -47,19 +47,26 @@ def weak_teacher(root: Path) -> Path:
     return member
 
 
-def teacher_alone(member: Path, n: int) -> float:
+def teacher_alone(member: Path | None, n: int) -> float:
+    """Success of the teacher driving alone (the weak policy ``member``, or the scripted
+    expert when None) on the evaluation's held-out starts."""
     from policies.base import Policy
     from robolearn.deploy import checkpoint_data
     from robolearn.env import ENVS, make_env
     from robolearn.loop import ControlLoop, LoopConfig
 
-    policy = Policy.load(checkpoint_data(str(member))[0])
     env = make_env(**{**ENVS[SETTING["env"]], "max_steps": SETTING["max_steps"],
                       "robot_kwargs": {**ENVS[SETTING["env"]].get("robot_kwargs", {}),
                                        **SETTING["robot_kwargs"]}})
     try:
+        if member is None:
+            from robolearn.experts import make_expert
+
+            act: Any = make_expert(env)
+        else:
+            act = Policy.load(checkpoint_data(str(member))[0]).select_action
         loop = ControlLoop(env, LoopConfig(realtime=False))
-        ok = sum(bool(loop.run_episode(policy.select_action, seed=100_000 + i,
+        ok = sum(bool(loop.run_episode(act, seed=100_000 + i,
                                        record=False).success) for i in range(n))
     finally:
         env.close()
@@ -109,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start, member = _demo(out), weak_teacher(out)
-    results: dict[str, Any] = {"teacher_alone": teacher_alone(member, args.eval)
-                               if args.teacher == "weak" else 1.0, "args": vars(args)}
+    results: dict[str, Any] = {"teacher_alone": teacher_alone(
+        member if args.teacher == "weak" else None, args.eval), "args": vars(args)}
     print(f"teacher alone: {results['teacher_alone']:.2f} of {args.eval}", flush=True)
     for method in args.methods.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
