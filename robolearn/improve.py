@@ -279,7 +279,7 @@ class Gate:
             if active or self.rng.random() < self.cfg.sag.p_rand:
                 if hasattr(self.teacher, "uncertainty"):  # a person sees why it asks
                     self.teacher.uncertainty = (u, self.threshold)
-                verdict = self.teacher.judge(obs, plan)
+                verdict = self.teacher.judge(obs, plan, drive=active)
                 if verdict is None:  # nobody answered: the novice acts, nothing labelled
                     pass
                 elif verdict:
@@ -288,12 +288,19 @@ class Gate:
                     label, event, teacher_acts = self.teacher.label(obs), ANNOTATED, True
                 else:
                     label, event = self.teacher.label(obs), REJECTED
+        executed = np.asarray(label, np.float32)
+        if teacher_acts and not np.isfinite(executed).all():
+            # a person holds control but has not moved anything yet: the robot follows the
+            # device's idle output, and nobody has answered anything
+            idle = getattr(self.teacher, "command", lambda o: None)(obs)
+            event, label = NONE, self._nan
+            executed = plan if idle is None else np.asarray(idle, np.float32)
         self.teacher.tick()
         self._extra = {"interactive.event": np.int8(event),
                        "interactive.label": np.asarray(label, np.float32),
                        "interactive.uncertainty": np.float32(u),
                        "interactive.threshold": np.float32(self.threshold)}
-        return np.asarray(label, np.float32) if teacher_acts else None
+        return executed if teacher_acts else None
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         return self._plan
@@ -407,7 +414,9 @@ class Session:
             self._rlif = RLIFNovice(self.features, np.asarray(low), np.asarray(high),
                                     self.cfg.rlif, self.cfg.seed)
             if not self._rlif.restore(self.out / "rlif"):
-                self._rlif.pretrain(self.demos.obs, self.demos.act)
+                with EpisodeStore.open(self.demos_path, "r") as demos:
+                    lengths = [demos.info(i).length for i in range(len(demos))]
+                self._rlif.pretrain(self.demos.obs, self.demos.act, lengths)
         nv = self._rlif
         if nv.round >= k:  # resumed after this round's fit
             return nv

@@ -113,9 +113,11 @@ class RLIFNovice:
         return self.agent.actor.unnormalize_action(torch.tanh(mean), batch)[0].cpu().numpy()
 
     # ------------------------------------------------------------------ learning
-    def pretrain(self, obs: dict[str, np.ndarray], act: np.ndarray) -> float:
-        """Behaviour cloning of the actor on the demonstrations; they also go into the offline
-        replay (reward 0, as RLIF inserts its expert data)."""
+    def pretrain(self, obs: dict[str, np.ndarray], act: np.ndarray, lengths: list[int]
+                 ) -> float:
+        """Behaviour cloning of the actor on the demonstrations (``lengths``: their episodes'
+        step counts, in order); they also go into the replay (reward 0, as RLIF inserts its
+        expert data), episode by episode so no transition runs from one into the next."""
         actor, n = self.agent.actor, len(act)
         dev = self.agent.device
         obs_t = {k: torch.as_tensor(obs[k], dtype=torch.float32, device=dev)
@@ -132,11 +134,19 @@ class RLIFNovice:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        # a demonstration: truncated (its last step dropped), never a takeover
-        demo = rlif_transitions(obs, act, np.zeros(n, bool), failed=False)
-        self.online.extend(demo)
-        if self.agent.config.offline_ratio > 0:
-            self.offline.extend(demo)
+        if sum(lengths) != n:
+            raise ValueError(f"pretrain: episode lengths {lengths} do not add up to {n} steps")
+        start = 0
+        for length in lengths:  # each truncated (its last step dropped), never a takeover
+            part = slice(start, start + length)
+            start += length
+            if length < 2:
+                continue
+            demo = rlif_transitions({k: v[part] for k, v in obs.items()}, act[part],
+                                    np.zeros(length, bool), failed=False)
+            self.online.extend(demo)
+            if self.agent.config.offline_ratio > 0:
+                self.offline.extend(demo)
         return float(loss.detach())
 
     def read(self, store: EpisodeStore, takeover_event: int) -> int:

@@ -41,7 +41,8 @@ class Teacher(Protocol):
 
     def label(self, obs: dict[str, np.ndarray]) -> np.ndarray: ...
 
-    def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool | None: ...
+    def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray, drive: bool = True
+              ) -> bool | None: ...
 
     def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool: ...
 
@@ -166,7 +167,9 @@ class SimulatedTeacher:
         """The step is over (the improve loop calls this once per step)."""
         self._step += 1
 
-    def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:
+    def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray, drive: bool = True) -> bool:
+        """Whether ``plan`` is acceptable (``drive``: a person would take over after a
+        rejection; the simulated teacher labels instead)."""
         return bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
                     <= self.cfg.tolerance)
 
@@ -246,6 +249,7 @@ class HumanTeacher:
         self._step = 0
         self._seen: tuple[int, np.ndarray | None] | None = None
         self.queries = self.unanswered = 0
+        self._moved = False  # input since control was handed over (no input: no label yet)
         self.uncertainty: tuple[float, float] | None = None  # (u, threshold) for the prompt
 
     def reset(self, seed: int | None = None) -> None:
@@ -253,16 +257,29 @@ class HumanTeacher:
         self.teleop.reset()
         self._seen = None
         self._step = 0
+        self._moved = False
 
     def _drive(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
         """The device's action this step (None: the person is not driving); read once a step."""
         if self._seen is None or self._seen[0] != self._step:
             self._seen = (self._step, self.teleop.get_action(obs))
+            self._moved = self._moved or bool(self.teleop.active)
+            if self._seen[1] is None:
+                self._moved = False
         return self._seen[1]
 
     def label(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The person's action this step; NaN while they do not drive, and while they hold
+        control without having moved anything yet (the device's idle output is no answer)."""
         a = self._drive(obs)
-        return np.full(len(self.names), np.nan, np.float32) if a is None else a
+        if a is None or not self._moved:
+            return np.full(len(self.names), np.nan, np.float32)
+        return a
+
+    def command(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        """What the device sends now, answer or not (the robot holds on its idle output while
+        the person takes the controls); None while they do not drive."""
+        return self._drive(obs)
 
     @property
     def holding(self) -> bool:
@@ -275,8 +292,11 @@ class HumanTeacher:
     def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:
         return self._drive(obs) is not None
 
-    def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool | None:
-        """Ask: show the plan, wait for approve or reject (the robot is not stepped)."""
+    def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray, drive: bool = True
+              ) -> bool | None:
+        """Ask: show the plan, wait for approve or reject (the robot is not stepped).
+        ``drive``: a rejection hands the robot to the person (False for ASkDAgger's random
+        queries, whose rejected plan is executed and only labelled)."""
         self.queries += 1
         parts = ", ".join(f"{n} {v:+.2f}" for n, v in zip(self.names, np.asarray(plan),
                                                            strict=False))
@@ -304,9 +324,9 @@ class HumanTeacher:
             self.unanswered += 1
             self.say(f"no answer in {self.query_timeout_s:g} s: the robot goes on")
             return None  # executed as planned, labelled by nobody (see the class docstring)
-        if not answer:
+        if not answer and drive:
             self.teleop.takeover = True  # the person drives from the next read on
-            self._seen = None
+            self._seen, self._moved = None, False
         return answer
 
 

@@ -100,6 +100,22 @@ def test_rlif_rewards_the_step_into_each_takeover_and_keeps_the_teacher_s_steps(
         rlif_transitions(obs, act, takeover[:5], failed=False)
 
 
+def test_rlif_keeps_demonstrations_apart() -> None:
+    """Two demonstrations in one array: no transition runs from the first into the second."""
+    from robolearn.rlif import RLIFConfig, RLIFNovice
+
+    feats = {"observation.state": Feature("float32", (2,)), "action": Feature("float32", (1,))}
+    novice = RLIFNovice(feats, np.array([-1.0]), np.array([1.0]), RLIFConfig(bc_steps=5), 0)
+    x = np.arange(10, dtype=np.float32).reshape(5, 2)
+    novice.pretrain({"observation.state": x}, np.zeros((5, 1), np.float32), [3, 2])
+    n = novice.online.size
+    assert n == 3  # 2 + 1: each demonstration's last step dropped
+    nxt = novice.online.data["next_obs/observation.state"][:n, 0].tolist()
+    assert nxt == [2.0, 4.0, 8.0]  # 0 -> 1 -> 2 in the first, 3 -> 4 in the second
+    with pytest.raises(ValueError, match="do not add up"):
+        novice.pretrain({"observation.state": x}, np.zeros((5, 1), np.float32), [3, 3])
+
+
 def test_the_teacher_s_delay_and_its_reference() -> None:
     """A delayed teacher answers with the action it computed ``delay`` steps ago (the car's
     expert reads the robot, so delaying its observation would change nothing); with
@@ -282,8 +298,15 @@ def test_a_person_answers_queries_and_drives_through_a_keyboard(tmp_path: Path) 
             assert "steering +0.25, throttle -0.50" in said[-1] and "[y] approve" in said[-1]
             person.tick()
             _typed(master, teleop.device.fd, b"n")
+            assert person.judge(obs, plan, drive=False) is False
+            assert not person.holding  # a random query's rejection: labelled, not driven
+            person.tick()
+            _typed(master, teleop.device.fd, b"n")
             assert person.judge(obs, plan) is False
             assert person.holding  # the person drives now
+            person.tick()
+            # control handed over, nothing pressed yet: the device's idle output is no answer
+            assert np.isnan(person.label(obs)).all() and person.command(obs) is not None
             person.tick()
             _typed(master, teleop.device.fd, b"w")
             assert person.label(obs)[1] > 0 and person.wants_control(obs, plan)
@@ -293,7 +316,7 @@ def test_a_person_answers_queries_and_drives_through_a_keyboard(tmp_path: Path) 
             assert not person.holding
             person.tick()
             assert person.judge(obs, plan) is None  # nobody answered within 0.3 s
-            assert person.unanswered == 1 and person.queries == 3
+            assert person.unanswered == 1 and person.queries == 4
     finally:
         env.close()
         os.close(master)

@@ -350,6 +350,7 @@ class Teleop:
         self.cfg = cfg or TeleopConfig()
         self.clock = clock
         self.takeover = False  # toggled by the "takeover" event
+        self.active = False  # the last read had real input (an axis or button moved)
         self.alone = False  # no policy runs: an absolute device drives every step
         self._last_input: float | None = None
         self._events: list[str] = []
@@ -368,6 +369,7 @@ class Teleop:
                 self.takeover = not self.takeover
             self._events.append(event)
         action, active = self.mapper(state, obs)
+        self.active = bool(active)
         now = self.clock()
         if active:
             self._last_input = now
