@@ -132,7 +132,7 @@ def sag_on_rollouts(session: Path, args: Any) -> list[dict]:
         ens = NoviceEnsemble.load(session / "novice")
     else:  # a demonstration store: the small BC start (many wrong plans to gate)
         from policies.interactive import EnsembleConfig
-        from robolearn.improve import load_demos
+        from robolearn.improve_data import load_demos
 
         demos, _, features = load_demos(session)
         ens = NoviceEnsemble(features, EnsembleConfig(steps=args.fit_steps,

@@ -31,7 +31,7 @@ def weak_teacher(root: Path) -> Path:
     """One MLP on one 120-step scripted demonstration of the technical track (seed 0)."""
     from policies.interactive import EnsembleConfig, NoviceEnsemble
     from robolearn.cli import main
-    from robolearn.improve import load_demos
+    from robolearn.improve_data import load_demos
 
     member = root / "weak" / "member_0"
     if member.exists():
@@ -90,15 +90,10 @@ def run(method: str, seed: int, start: Path, member: Path, out: Path, args: Any)
     return Session(cfg).run()
 
 
-def wilson(k: int, n: int) -> tuple[float, float]:
-    from robolearn.evaluate import wilson as w
-
-    lo, hi = w(k, n)
-    return float(lo), float(hi)
-
-
 def main(argv: list[str] | None = None) -> int:
     import torch
+
+    from robolearn.evaluate import wilson
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -78,11 +78,12 @@ class RLIFNovice:
         from robolearn.rl_train import rl_features_of
 
         self.cfg = cfg
-        self._low, self._high = (torch.as_tensor(np.asarray(b, np.float32)) for b in (low, high))
         obs = {k: f for k, f in features.items() if k != "action"}
         self.features, stats = rl_features_of(obs, features["action"], low, high)
         agent_cfg = SACConfig(**{**vars(cfg.agent), "seed": seed * 7919 + cfg.agent.seed})
         self.agent = SAC(agent_cfg, self.features, stats)
+        self._low, self._high = (torch.as_tensor(np.asarray(b, np.float32),
+                                                 device=self.agent.device) for b in (low, high))
         self.obs_keys = self.agent.obs_keys
         dev = self.agent.device
         self.online = ReplayBuffer(self.features, cfg.capacity, dev)
@@ -92,25 +93,29 @@ class RLIFNovice:
         self.round = -1  # the round whose fit this learner has done
 
     # ------------------------------------------------------------------ acting
+    def _mean(self, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """The actor's mean action in robot units ``(A,)``, with the batch and features it
+        came from (reused for the critics)."""
+        actor = self.agent.actor
+        batch = self.agent._one(obs)
+        feat = actor.encode(batch)
+        mean, _ = actor.dist(feat)
+        return actor.unnormalize_action(torch.tanh(mean), batch)[0], batch, feat
+
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
-        batch = self.agent._one(obs)
-        mean, _ = self.agent.actor.dist(self.agent.actor.encode(batch))
-        plan = self.agent.actor.unnormalize_action(torch.tanh(mean), batch)[0]
+        plan, batch, feat = self._mean(obs)
         if self.cfg.explore > 0:
             noise = torch.randn(plan.shape, generator=self.agent.generator,
                                 device=plan.device) * self.cfg.explore
             plan = torch.clamp(plan + noise, self._low, self._high)
-        feat = self.agent.actor.encode(batch)
         net = self.agent.actor.normalize_action(plan[None], batch)
         q = self.agent.critic(torch.cat([feat, net], -1))[:, 0]
         return plan.cpu().numpy().astype(np.float32), float(q.std())
 
     @torch.no_grad()
     def greedy(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        batch = self.agent._one(obs)
-        mean, _ = self.agent.actor.dist(self.agent.actor.encode(batch))
-        return self.agent.actor.unnormalize_action(torch.tanh(mean), batch)[0].cpu().numpy()
+        return self._mean(obs)[0].cpu().numpy()
 
     # ------------------------------------------------------------------ learning
     def pretrain(self, obs: dict[str, np.ndarray], act: np.ndarray, lengths: list[int]

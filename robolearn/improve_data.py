@@ -1,0 +1,130 @@
+"""The data side of ``robolearn improve``: the per-step event codes, the demonstrations, the
+session's history as the novice learns from it, and the features each step records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.schema import Feature
+from data.store import EpisodeStore
+from robolearn_core.config import ConfigError
+
+# interactive.event codes
+NONE, LABELLED, TAKEOVER, VALIDATED, ANNOTATED, REJECTED = 0, 1, 2, 3, 4, 5
+EVENTS = {NONE: "novice acted, nobody asked", LABELLED: "teacher labelled (DAgger)",
+          TAKEOVER: "teacher in control", VALIDATED: "queried: plan accepted, executed",
+          ANNOTATED: "queried: plan rejected, teacher's action executed",
+          REJECTED: "random query: plan rejected, executed and labelled"}
+
+
+# --------------------------------------------------------------------------- data
+def demo_store(start: str) -> Path:
+    p = Path(start)
+    if (p / "zarr.json").exists():
+        return p
+    meta = p / "dataset.json"
+    if meta.exists():
+        return Path(json.loads(meta.read_text())["dataset"])
+    raise ConfigError(f"start: {start} is neither an episode store nor a training run (no "
+                      "dataset.json)")
+
+
+@dataclass
+class Data:
+    """Everything the novice learns from: demonstrations plus what the session gathered."""
+
+    obs: dict[str, np.ndarray]  # low-dimensional observation key -> (N, ...)
+    act: np.ndarray  # (N, A)
+    u: np.ndarray  # (N,) uncertainty when collected (0: offline)
+    r: np.ndarray  # (N,) +1 validated, -1 annotation (the novice was wrong), 0 offline/other
+    age: np.ndarray  # (N,) round it came from (0: offline)
+
+
+def obs_keys(features: dict[str, Feature]) -> list[str]:
+    """The observations the novice learns from: every low-dimensional one."""
+    return sorted(k for k, f in features.items() if k.startswith("observation.") and not f.image)
+
+
+def load_demos(path: Path) -> tuple[Data, dict[str, Any], dict[str, Feature]]:
+    with EpisodeStore.open(path, "r") as store:
+        keys = obs_keys(store.features)
+        if not keys:
+            raise ConfigError(f"start: {path} has no low-dimensional observation")
+        eps = [store.episode(i, [*keys, "action"]) for i in range(len(store))]
+        if not eps:
+            raise ConfigError(f"start: {path} has no episodes")
+        obs = {k: np.concatenate([e[k] for e in eps]).astype(np.float32) for k in keys}
+        act = np.concatenate([e["action"] for e in eps]).astype(np.float32)
+        meta = dict(store.metadata)
+        features = {k: store.features[k] for k in [*keys, "action"]}
+    n = len(act)
+    return Data(obs, act, np.zeros(n), np.zeros(n), np.zeros(n)), meta, features
+
+
+class History:
+    """Per step of the session store: observations, label, event, uncertainty, round. Each
+    :meth:`update` reads only the episodes committed since the last one (the session reads its
+    history at every round and, for ASkDAgger, after every episode)."""
+
+    def __init__(self, observations: list[str]) -> None:
+        self.keys = [*observations, "interactive.label", "interactive.event",
+                     "interactive.uncertainty", "interactive.threshold", "action"]
+        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in [*self.keys, "round"]}
+        self._read = 0  # episodes read so far
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def update(self, store: EpisodeStore) -> dict[str, np.ndarray]:
+        """The whole history ({} before the first episode), with the store's new episodes."""
+        if len(store) == self._read:
+            return self._arrays
+        for i in range(self._read, len(store)):
+            ep = store.episode(i, self.keys)
+            for k in self.keys:
+                self._parts[k].append(ep[k])
+            self._parts["round"].append(np.full(len(ep["action"]),
+                                                int(store.info(i).metadata.get("round", 0))))
+        self._read = len(store)
+        self._arrays = {k: np.concatenate(v) for k, v in self._parts.items()}
+        return self._arrays
+
+
+def aggregate(demos: Data, hist: dict[str, np.ndarray]) -> Data:
+    """Demonstrations plus the session's labelled steps (validation demos carry the accepted
+    plan, annotations and teacher control the teacher's action; a random-only rejection is a
+    label for SAG, not a demonstration)."""
+    if not hist or hist["interactive.event"].size == 0:
+        return demos
+    ev = hist["interactive.event"]
+    keep = np.isin(ev, (LABELLED, TAKEOVER, VALIDATED, ANNOTATED))
+    r = np.where(ev == VALIDATED, 1.0, np.where(ev == ANNOTATED, -1.0, 0.0))[keep]
+    return Data({k: np.concatenate([v, hist[k][keep]]) for k, v in demos.obs.items()},
+                np.concatenate([demos.act, hist["interactive.label"][keep]]),
+                np.concatenate([demos.u, hist["interactive.uncertainty"][keep]]),
+                np.concatenate([demos.r, r]),
+                np.concatenate([demos.age, hist["round"][keep] + 1.0]))
+
+
+def label_count(hist: dict[str, np.ndarray]) -> int:
+    if not hist:
+        return 0
+    return int(np.isin(hist["interactive.event"], (LABELLED, TAKEOVER, VALIDATED, ANNOTATED,
+                                                   REJECTED)).sum())
+
+
+def obs_vector(obs: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
+    """The novice's observations as one vector per step (``(..., D)``)."""
+    return np.concatenate([np.asarray(obs[k], np.float32).reshape(
+        *np.shape(obs[k])[:np.ndim(obs[k]) - 1 if np.ndim(obs[k]) else 0], -1)
+        for k in keys], -1)
+
+
+def extra_features(action_dim: int) -> dict[str, Feature]:
+    return {"interactive.event": Feature("int8", ()),
+            "interactive.label": Feature("float32", (action_dim,)),
+            "interactive.uncertainty": Feature("float32", ()),
+            "interactive.threshold": Feature("float32", ())}
