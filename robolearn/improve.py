@@ -79,6 +79,7 @@ from robolearn.improve_data import (
     label_count,
     load_demos,
     obs_vector,
+    sag_past,
 )
 from robolearn.loop import ControlLoop, LoopConfig, create_store
 from robolearn.rlif import RLIFConfig, RLIFNovice
@@ -158,12 +159,33 @@ class Gate:
         self.risk: RiskQ | None = None  # thrifty: the risk critic and its two thresholds
         self.risk_thr = self.back_thr = float("nan")
         self._plan = np.zeros(action_dim, np.float32)
+        # askdagger: SAG sets the threshold before each step (Algorithm 1) from the session's
+        # earlier steps and this episode's: a first round asks about everything only until
+        # its window holds n_min wrong plans and a right one, not for the whole round
+        self.sag_past: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._ep_u: list[float] = []
+        self._ep_label: list[int] = []
+        self._sag_stale = True
         self._extra: dict[str, Any] = {}
         self._nan = np.full(action_dim, np.nan, np.float32)
 
     def reset(self, seed: int | None = None) -> None:
         self.teacher.reset(seed)
         self.in_control = False
+        self._ep_u, self._ep_label, self._sag_stale = [], [], True
+
+    def _sag(self, u: float) -> None:
+        """SAG's threshold again after a new outcome (or every 25 steps: imputed unknowns)."""
+        if self.sag_past is None or not (self._sag_stale or len(self._ep_u) % 25 == 0):
+            return
+        pu, pl, pr = self.sag_past
+        n = len(self._ep_u)
+        self.threshold = sag_threshold(
+            np.concatenate([pu, np.asarray(self._ep_u, np.float64), [u]]),
+            np.concatenate([pl, np.asarray(self._ep_label, np.int64), [0]]),
+            np.concatenate([pr, np.full(n + 1, self.round)]), self.round, self.cfg.sag,
+            self.rng)
+        self._sag_stale = False
 
     def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
         plan, u = self.novice.act(obs)
@@ -191,6 +213,7 @@ class Gate:
         elif self.teacher.holding:  # askdagger: a person drives after rejecting a plan
             label, event, teacher_acts = self.teacher.label(obs), ANNOTATED, True
         else:  # askdagger
+            self._sag(u)
             active = u >= self.threshold
             if active or self.rng.random() < self.cfg.sag.p_rand:
                 if hasattr(self.teacher, "uncertainty"):  # a person sees why it asks
@@ -211,6 +234,11 @@ class Gate:
             idle = getattr(self.teacher, "command", lambda o: None)(obs)
             event, label = NONE, self._nan
             executed = plan if idle is None else np.asarray(idle, np.float32)
+        if m == "askdagger":
+            known = 1 if event == VALIDATED else -1 if event in (ANNOTATED, REJECTED) else 0
+            self._ep_u.append(float(u))
+            self._ep_label.append(known)
+            self._sag_stale |= known != 0
         self.teacher.tick()
         self._extra = {"interactive.event": np.int8(event),
                        "interactive.label": np.asarray(label, np.float32),
@@ -300,11 +328,7 @@ class Session:
         if c.method == "askdagger":
             if not hist:
                 return 0.0  # no outcomes known yet: ask about everything (as SAG does)
-            ev = hist["interactive.event"]
-            label = np.where(ev == VALIDATED, 1, np.where(np.isin(ev, (ANNOTATED, REJECTED)),
-                                                          -1, 0))
-            return sag_threshold(hist["interactive.uncertainty"], label, hist["round"],
-                                 round_index, c.sag, rng)
+            return sag_threshold(*sag_past(hist), round_index, c.sag, rng)
         return float("nan")
 
     def fit_rlif(self, k: int, store: EpisodeStore, env: RobotEnv) -> RLIFNovice:
@@ -440,9 +464,8 @@ class Session:
                     have = sum(1 for i in range(len(store))
                                if store.info(i).metadata.get("round") == k)
                     for e in range(have, c.episodes):
-                        if c.method == "askdagger" and e > 0:  # SAG follows each new outcome
-                            h = history.update(store)
-                            gate.threshold = self.threshold(ens, h, k, rng)
+                        if c.method == "askdagger":  # SAG follows every outcome (Gate._sag)
+                            gate.sag_past = sag_past(history.update(store))
                         loop.run_episode(gate, gate, seed=c.seed * 1_000 + k * 100 + e,
                                          step_extras=gate.extras, round=k, method=c.method)
                     h = history.update(store)

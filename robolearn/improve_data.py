@@ -128,3 +128,14 @@ def extra_features(action_dim: int) -> dict[str, Feature]:
             "interactive.label": Feature("float32", (action_dim,)),
             "interactive.uncertainty": Feature("float32", ()),
             "interactive.threshold": Feature("float32", ())}
+
+
+def sag_past(hist: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SAG's inputs from the session's history: uncertainty, outcome (+1 the plan was
+    validated, -1 annotated or rejected, 0 not asked) and round, per step."""
+    if not hist:
+        return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    ev = hist["interactive.event"]
+    label = np.where(ev == VALIDATED, 1, np.where(np.isin(ev, (ANNOTATED, REJECTED)), -1, 0))
+    return (hist["interactive.uncertainty"].astype(np.float64), label.astype(np.int64),
+            hist["round"].astype(np.int64))

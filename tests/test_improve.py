@@ -215,7 +215,13 @@ def test_askdagger_records_its_queries_and_resumes(tiny_demo: Path, tmp_path: Pa
         ev = np.concatenate([store.episode(i)["interactive.event"] for i in range(2)])
         label = np.concatenate([store.episode(i)["interactive.label"] for i in range(2)])
         u = np.concatenate([store.episode(i)["interactive.uncertainty"] for i in range(2)])
+        first = store.episode(0)
     assert {VALIDATED, ANNOTATED} <= set(ev.tolist())
+    # SAG sets the threshold before every step: the first round asks about everything only
+    # until its window holds n_min wrong plans and a right one, then stops asking about some
+    asked = first["interactive.event"] != NONE
+    assert asked[:5].all() and not asked.all(), asked  # before: every step of round 0
+    assert np.unique(first["interactive.threshold"]).size > 1
     assert np.isnan(label[ev == NONE]).all() and np.isfinite(label[ev != NONE]).all()
     assert np.isfinite(u).all()
     other = tmp_path / "mine"
