@@ -404,6 +404,23 @@ class RiskQ:
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
         self.gen = np.random.default_rng(self.cfg.seed)
+        self.updates = 0  # Bellman steps taken over all fits
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a later fit depends on (weights, targets, optimiser, normalisation, the
+        sampling generator), so a resumed session's critic goes on as an uninterrupted one's."""
+        return {"q": self.q.state_dict(), "q_target": [t.state_dict() for t in self.q_target],
+                "opt": self.opt.state_dict(), "mean": self.mean, "std": self.std,
+                "gen": self.gen.bit_generator.state, "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.q.load_state_dict(state["q"])
+        for t, sd in zip(self.q_target, state["q_target"], strict=True):
+            t.load_state_dict(sd)
+        self.opt.load_state_dict(state["opt"])
+        self.mean, self.std = state["mean"], state["std"]
+        self.gen.bit_generator.state = state["gen"]
+        self.updates = int(state["updates"])
 
     def _copies(self) -> list[torch.nn.Module]:
         import copy
@@ -452,6 +469,7 @@ class RiskQ:
                 for net, tgt in zip(self.q, self.q_target, strict=True):
                     for p, pt in zip(net.parameters(), tgt.parameters(), strict=True):
                         pt.lerp_(p, c.tau)
+        self.updates += c.steps
         return float(loss.detach())
 
     @torch.no_grad()

@@ -80,6 +80,7 @@ from robolearn.improve_data import (
     load_demos,
     obs_vector,
     sag_past,
+    success_transitions,
 )
 from robolearn.loop import ControlLoop, LoopConfig, create_store
 from robolearn.rlif import RLIFConfig, RLIFNovice
@@ -352,43 +353,33 @@ class Session:
         nv.save(self.out / "rlif")
         return nv
 
-    def fit_risk(self, ens: NoviceEnsemble, store: EpisodeStore, hist: dict[str, np.ndarray]
-                 ) -> tuple[RiskQ | None, float, float]:
+    def fit_risk(self, k: int, ens: NoviceEnsemble, store: EpisodeStore,
+                 hist: dict[str, np.ndarray]) -> tuple[RiskQ | None, float, float]:
         """ThriftyDAgger's risk critic, trained further on every episode so far (the
         demonstrations and the session's, robot and teacher steps alike; the next action is
         this round's novice's), and its thresholds: the alpha-quantile of Q(s, plan) over the
         earlier rounds' autonomous steps to hand over, their median to hand back (Thrifty's
         a-priori 0.48 and 0.495 until 25 such steps exist). None until an episode has
         succeeded: a critic that has seen no success values everything near 0 and would keep
-        the teacher in control for good."""
+        the teacher in control for good. Checkpointed in ``OUTPUT/thrifty/risk.pt`` with the
+        round it was fitted for and its thresholds: a resumed round reuses them, a later one
+        goes on training it, as an uninterrupted session would."""
+        import torch
+
+        path = self.out / "thrifty" / "risk.pt"
+        saved = torch.load(path, weights_only=False) if self._risk is None and \
+            path.exists() else None
         keys = ens.obs_keys
-        eps: list[tuple[dict[str, np.ndarray], np.ndarray, bool]] = []
-        for path, src in ((self.demos_path, None), (self.store_path, store)):
-            s = src if src is not None else EpisodeStore.open(path, "r")
-            try:
-                for i in range(len(s)):
-                    ep = s.episode(i, [*keys, "action"])
-                    if len(ep["action"]):
-                        eps.append(({k: np.asarray(ep[k], np.float32) for k in keys},
-                                    np.asarray(ep["action"], np.float32),
-                                    bool(s.info(i).success)))
-            finally:
-                if src is None:
-                    s.close()
-        nxt = {k: np.concatenate([np.concatenate([o[k][1:], o[k][-1:]]) for o, _, _ in eps])
-               for k in keys}  # an episode's last step is terminal: its next is unused
-        x = np.concatenate([obs_vector(o, keys) for o, _, _ in eps])
-        a = np.concatenate([act for _, act, _ in eps])
-        ends = np.cumsum([len(act) for _, act, _ in eps]) - 1
-        done = np.zeros(len(a), np.float32)
-        done[ends] = 1.0
-        reward = np.zeros(len(a), np.float32)
-        reward[ends[[ok for _, _, ok in eps]]] = 1.0  # success: reward 1 where it ends
+        x, a, nxt, reward, done = success_transitions(self.demos_path, store, keys)
         if not reward.any():
             return None, float("nan"), float("nan")
         if self._risk is None:
             self._risk = RiskQ(x.shape[1], a.shape[1], RiskConfig(
                 **{**asdict(self.cfg.risk_config), "seed": self.cfg.seed}))
+            if saved is not None:
+                self._risk.load_state_dict(saved["critic"])
+                if saved["round"] == k:  # this round's critic: resume it as it was
+                    return self._risk, saved["risk_threshold"], saved["risk_back"]
         self._risk.fit(x, a, obs_vector(nxt, keys), ens.predict(nxt)[0], reward, done)
         risk_thr, back_thr = 0.48, 0.495
         if hist and (hist["interactive.event"] == NONE).sum() > 25:
@@ -396,6 +387,11 @@ class Session:
             obs = {k: hist[k][auto] for k in keys}
             q = self._risk.value(obs_vector(obs, keys), ens.predict(obs)[0])
             risk_thr, back_thr = float(np.quantile(q, self.cfg.alpha)), float(np.median(q))
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"round": k, "risk_threshold": risk_thr, "risk_back": back_thr,
+                    "critic": self._risk.state_dict()}, tmp)
+        tmp.replace(path)  # atomic: a crash leaves the previous round's critic
         return self._risk, risk_thr, back_thr
 
     def evaluate(self, novice: Novice, env: RobotEnv) -> float:
@@ -454,7 +450,7 @@ class Session:
                     row["threshold"] = None if np.isnan(thr) else thr
                     gate = Gate(c, ens, teacher, k, thr, rng, env.robot.action_feature.shape[0])
                     if c.method == "thrifty" and c.risk and isinstance(ens, NoviceEnsemble):
-                        gate.risk, gate.risk_thr, gate.back_thr = self.fit_risk(ens, store,
+                        gate.risk, gate.risk_thr, gate.back_thr = self.fit_risk(k, ens, store,
                                                                                 hist)
                         if gate.risk is not None:
                             row.update(risk_threshold=gate.risk_thr, risk_back=gate.back_thr)

@@ -139,3 +139,32 @@ def sag_past(hist: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nd
     label = np.where(ev == VALIDATED, 1, np.where(np.isin(ev, (ANNOTATED, REJECTED)), -1, 0))
     return (hist["interactive.uncertainty"].astype(np.float64), label.astype(np.int64),
             hist["round"].astype(np.int64))
+
+
+def success_transitions(demos_path: Path, store: EpisodeStore, keys: list[str]
+                        ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray,
+                                   np.ndarray]:
+    """Every step of the demonstrations and the session (robot and teacher steps alike) as
+    ``(x, a, next observations, reward, done)`` for ThriftyDAgger's risk critic: reward 1 on
+    the last step of a successful episode, ``done`` on every episode's last step."""
+    eps: list[tuple[dict[str, np.ndarray], np.ndarray, bool]] = []
+    demos = EpisodeStore.open(demos_path, "r")
+    try:
+        for s in (demos, store):
+            for i in range(len(s)):
+                ep = s.episode(i, [*keys, "action"])
+                if len(ep["action"]):
+                    eps.append(({k: np.asarray(ep[k], np.float32) for k in keys},
+                                np.asarray(ep["action"], np.float32), bool(s.info(i).success)))
+    finally:
+        demos.close()
+    nxt = {k: np.concatenate([np.concatenate([o[k][1:], o[k][-1:]]) for o, _, _ in eps])
+           for k in keys}  # an episode's last step is terminal: its next is unused
+    x = np.concatenate([obs_vector(o, keys) for o, _, _ in eps])
+    a = np.concatenate([act for _, act, _ in eps])
+    ends = np.cumsum([len(act) for _, act, _ in eps]) - 1
+    done = np.zeros(len(a), np.float32)
+    done[ends] = 1.0
+    reward = np.zeros(len(a), np.float32)
+    reward[ends[[ok for _, _, ok in eps]]] = 1.0  # success: reward 1 where it ends
+    return x, a, nxt, reward, done

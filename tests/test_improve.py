@@ -420,11 +420,20 @@ def test_thrifty_hands_over_on_risk_and_records_its_thresholds(tiny_demo: Path,
                                                                tmp_path: Path) -> None:
     """Round 0: no success seen yet, no risk gate (the teacher drives it all); its laps train
     the critic; round 1 gates with Thrifty's a-priori thresholds (no autonomous steps yet),
-    round 2 with thresholds from round 1's autonomous steps."""
+    round 2 with thresholds from round 1's autonomous steps. The critic is checkpointed: the
+    session, stopped after round 1 and resumed, goes on training the same critic."""
+    import torch
+
     out = tmp_path / "thrifty"
-    assert main(["improve", str(tiny_demo), "method=thrifty", "rounds=3", "episodes=1",
-                 "risk_config.steps=300", f"output={out}", *SETTING]) == 0
-    rows = _rounds(out)
+    base = ["improve", str(tiny_demo), "method=thrifty", "episodes=1", "risk_config.steps=300",
+            f"output={out}", *SETTING]
+    assert main([*base, "rounds=2"]) == 0
+    saved = torch.load(out / "thrifty" / "risk.pt", weights_only=False)
+    assert saved["round"] == 1 and saved["critic"]["updates"] == 300
+    assert main([*base, "rounds=3"]) == 0
+    saved = torch.load(out / "thrifty" / "risk.pt", weights_only=False)
+    assert saved["round"] == 2 and saved["critic"]["updates"] == 600  # not refitted afresh
+    rows = [r for r in _rounds(out) if "labels_after" in r or r["round"] == 3]
     assert [r["round"] for r in rows] == [0, 1, 2, 3]
     assert "risk_threshold" not in rows[0]  # no success in the 40-step demo
     assert (rows[1]["risk_threshold"], rows[1]["risk_back"]) == (0.48, 0.495)
