@@ -48,7 +48,7 @@ def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> lis
                         seed=seed, env=SETTING["env"], robot_kwargs=SETTING["robot_kwargs"],
                         max_steps=SETTING["max_steps"],
                         ensemble=EnsembleConfig(steps=args.fit_steps, members=args.members),
-                        sag=SAGConfig(target=0.9, p_rand=0.2, n_min=15),
+                        sag=SAGConfig(target=args.sag_target, p_rand=0.2, n_min=15),
                         teacher_config=TeacherConfig(seed=seed))
     return Session(cfg).run()
 
@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--out", default="bench/results/interactive")
     ap.add_argument("--sag-episodes", type=int, default=10)
+    ap.add_argument("--sag-target", type=float, default=0.9,
+                    help="askdagger: SAG's target sensitivity (sigma_des; CLIPort's 0.9)")
     ap.add_argument("--merge", nargs="+", metavar="DIR",
                     help="only merge the results.json of earlier runs (one seed each) into "
                          "--out: the table and the plot")

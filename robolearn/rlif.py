@@ -75,7 +75,7 @@ class RLIFNovice:
 
     def __init__(self, features: dict[str, Feature], low: np.ndarray, high: np.ndarray,
                  cfg: RLIFConfig, seed: int) -> None:
-        from robolearn.rl_train import rl_features_of
+        from robolearn.rl_setup import rl_features_of
 
         self.cfg = cfg
         obs = {k: f for k, f in features.items() if k != "action"}

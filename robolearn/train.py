@@ -112,7 +112,7 @@ def schema_for(path: str | None, overrides: list[str]) -> type:
     if name in RL_ALGOS:  # an RL learner: the online/offline runner's schema
         from policies.rl import agent_class
         from robolearn.env import with_robot
-        from robolearn.rl_train import RLTrainConfig
+        from robolearn.rl_setup import RLTrainConfig
 
         acls = agent_class(name).config_class
         return with_robot(dataclasses.make_dataclass(
@@ -176,7 +176,7 @@ def run(cfg: Any) -> int:
     """Train; returns 0. ``cfg`` is a ``schema_for(...)`` instance (has ``policy_config``).
     Every input is checked (output directory, data, checkpoint, config) before anything is
     written."""
-    from robolearn.rl_train import RLTrainConfig
+    from robolearn.rl_setup import RLTrainConfig
 
     if isinstance(cfg, RLTrainConfig):
         from robolearn import rl_train

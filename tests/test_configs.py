@@ -58,7 +58,8 @@ def test_rl_recipe_file_is_the_benchmarked_recipe(name: str, learner: str | None
 @pytest.mark.parametrize("name", sorted(RL_RECIPES))
 def test_rl_recipe_builds_its_runner(name: str, tmp_path: Path) -> None:
     from robolearn.cli import main
-    from robolearn.rl_train import RLTrainConfig, Runner
+    from robolearn.rl_setup import RLTrainConfig
+    from robolearn.rl_train import Runner
     from robolearn.train import schema_for
 
     path = CONFIGS / name

@@ -310,7 +310,7 @@ def test_robot_settings_saved_as_a_plain_dict_still_load(tmp_path: Path) -> None
     """Run configs written before robot configs were typed held ``robot`` as a dict of
     overrides (often empty); they load into the typed config, as does a new config's YAML."""
     from robolearn.collect import CollectConfig
-    from robolearn.rl_train import RLTrainConfig
+    from robolearn.rl_setup import RLTrainConfig
     from robolearn.train import schema_for
     from sim.car.robot import SimCarConfig
 

@@ -130,7 +130,7 @@ def build_agent(policy: str, config: Any, spec: dict[str, Any],
     ``obs_stats``: normalisation of observations (else identity); they are buffers of the
     actor's weights, so an actor built without them gets them with the first weights."""
     from policies.rl import agent_class
-    from robolearn.rl_train import rl_features_of
+    from robolearn.rl_setup import rl_features_of
 
     feats, action, low, high = spec_features(spec)
     features, stats = rl_features_of(feats, action, low, high)
@@ -189,7 +189,7 @@ class Learner:
         self.ready.set()
 
     def _features(self) -> tuple[dict[str, Feature], Any]:
-        from robolearn.rl_train import rl_features_of
+        from robolearn.rl_setup import rl_features_of
 
         assert self.spec is not None
         return rl_features_of(*spec_features(self.spec))
@@ -197,7 +197,7 @@ class Learner:
     def _dataset_stats(self, features: dict[str, Feature]) -> dict[str, dict[str, np.ndarray]]:
         """Mean and floored std of the demos' low-dim observations (``obs_norm=dataset``)."""
         from data import EpisodeStore
-        from robolearn.rl_train import obs_stats
+        from robolearn.rl_setup import obs_stats
 
         with EpisodeStore.open(self.cfg.dataset, "r") as store:
             return obs_stats(store, features, self.cfg.obs_std_floor)
