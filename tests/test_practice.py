@@ -1,5 +1,6 @@
 """Practice across processes: the gRPC link (real gRPC over loopback, real TLS), the learner
-and actors as real subprocesses killed with SIGKILL, FastRLAP's course from a demo lap."""
+and actors as real subprocesses killed with SIGKILL, FastRLAP's course from a demo lap.
+HIL-SERL's reward and interventions: ``test_hilserl.py``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,46 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from data.schema import Source
 from robolearn.practice.link import ActorLink, LinkServer
 from robolearn.practice.security import Security
 from robolearn_core.config import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class FakeLearner:
-    """The learner's two callbacks over a plain dict: what arrived, per actor, in order."""
-
-    def __init__(self, have: dict[str, list[float]] | None = None, durable: int = 0) -> None:
-        self.rows: dict[str, list[float]] = have or {}
-        self.durable = durable
-        self.lock = threading.Lock()
-
-    def hello(self, aid: str, spec: dict[str, Any], resend_from: int) -> tuple[int, int, str]:
-        with self.lock:
-            rows = self.rows.setdefault(aid, [])
-            assert resend_from <= len(rows), "the actor forgot transitions the learner lacks"
-            return len(rows), min(self.durable, len(rows)), "{}"
-
-    def receive(self, aid: str, first: int, arrays: dict[str, np.ndarray]) -> tuple[int, int]:
-        with self.lock:
-            rows = self.rows[aid]
-            assert first <= len(rows), f"gap: batch at {first}, have {len(rows)}"
-            rows.extend(arrays["reward"][len(rows) - first:].tolist())
-            return len(rows), min(self.durable, len(rows))
-
-
-def row(i: int) -> dict[str, Any]:
-    return {"obs/x": np.full(3, i, np.float32), "reward": np.float32(i)}
-
-
-def wait(cond: Any, timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+from tests.practice_util import ROOT, FakeLearner, cli, frames, row, wait
 
 
 def test_the_generated_grpc_code_matches_link_proto(tmp_path: Path) -> None:
@@ -191,12 +155,9 @@ def test_a_restarted_learner_gets_every_transition_it_lacked_exactly_once() -> N
 
 
 # ---------------------------------------------------------------------- real processes
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "robolearn.cli", *args]
-
 
 def start_learner(out: Path, port: int, *extra: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(_cli("learner", str(out), f"address=127.0.0.1:{port}",
+    proc = subprocess.Popen(cli("learner", str(out), f"address=127.0.0.1:{port}",
                                  "policy=sac", "start_after=200", "policy_config.batch_size=32",
                                  "checkpoint_every_s=0.5", "threads=1", *extra),
                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -207,7 +168,7 @@ def start_learner(out: Path, port: int, *extra: str) -> subprocess.Popen[str]:
 
 
 def start_actor(out: Path, port: int, aid: str, steps: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(_cli("actor", f"127.0.0.1:{port}", f"actor_id={aid}",
+    return subprocess.Popen(cli("actor", f"127.0.0.1:{port}", f"actor_id={aid}",
                                  f"output={out}", f"env_steps={steps}", "time_scale=2",
                                  "liveness_s=1.0", f"seed={len(aid)}"), cwd=ROOT)
 
@@ -216,13 +177,6 @@ def events(actor_out: Path, name: str) -> list[dict[str, Any]]:
     f = actor_out / "events.jsonl"
     rows = [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
     return [r for r in rows if r["event"] == name]
-
-
-def frames(store: Path) -> int:
-    from data import EpisodeStore
-
-    with EpisodeStore.open(store, "r") as s:  # readable while the actor writes
-        return s.num_frames
 
 
 def _free_port() -> int:
@@ -298,7 +252,7 @@ def test_a_sigkilled_actor_leaves_the_learner_serving_the_others(tmp_path: Path)
 
 
 def test_practice_runs_a_learner_and_two_actors(tmp_path: Path) -> None:
-    code = subprocess.run(_cli("practice", str(tmp_path / "p"), "actors=2", "env_steps=300",
+    code = subprocess.run(cli("practice", str(tmp_path / "p"), "actors=2", "env_steps=300",
                                "time_scale=3", "policy=sac",
                                "learner_args=[start_after=100,policy_config.batch_size=32,"
                                "threads=1,publish_every_s=0.2]"), cwd=ROOT).returncode
@@ -350,174 +304,8 @@ def test_a_path_that_never_closes_is_named(tmp_path: Path) -> None:
 
 
 def test_the_in_process_rl_runner_refuses_a_real_robot(tmp_path: Path) -> None:
-    out = subprocess.run(_cli("train", "policy=sac", "env=robolearn/RCCar-v0",
+    out = subprocess.run(cli("train", "policy=sac", "env=robolearn/RCCar-v0",
                               f"output={tmp_path / 'rl'}", "robot.port=/dev/null"),
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "robolearn practice" in out.stderr
     assert not (tmp_path / "rl").exists()
-
-
-# ---------------------------------------------------------------------- HIL-SERL's reward
-@pytest.mark.parametrize("threshold", [-1.0, 1.0])
-def test_an_actor_with_a_reward_classifier_learns_from_its_verdict_alone(
-        tmp_path: Path, threshold: float) -> None:
-    """threshold -1: every frame is a success (reward 1, each episode ends at once);
-    threshold 1: none is (reward 0, though the arm task's own shaped reward is not)."""
-    from policies.reward_classifier import ClassifierConfig, RewardClassifier
-
-    RewardClassifier(ClassifierConfig(threshold=threshold)).save(tmp_path / "clf")
-    learner = FakeLearner()
-    got: list[dict[str, np.ndarray]] = []
-
-    def receive(aid: str, first: int, arrays: dict[str, np.ndarray]) -> tuple[int, int]:
-        got.append(arrays)
-        return learner.receive(aid, first, arrays)
-
-    server = LinkServer("127.0.0.1:0", learner.hello, receive).start()
-    try:
-        proc = subprocess.run(_cli(
-            "actor", server.address, "env=robolearn/SimArmLift-v0", "robot.cameras=[front]",
-            f"output={tmp_path / 'a'}", "env_steps=40", "time_scale=10",
-            f"reward_classifier={tmp_path / 'clf'}"), cwd=ROOT, timeout=180)
-        assert proc.returncode == 0
-    finally:
-        server.stop(0)
-    reward = np.concatenate([a["reward"] for a in got])
-    done = np.concatenate([a["done"] for a in got])
-    assert len(reward) == 40
-    assert (reward == (threshold < 0)).all() and (done == (threshold < 0)).all()
-    from data import EpisodeStore
-
-    with EpisodeStore.open(tmp_path / "a" / "episodes.zarr", "r") as store:
-        assert store.num_frames == 40
-        assert len(store) == (40 if threshold < 0 else 1)  # a success ends the episode
-        env_reward = np.concatenate([store.episode(i, ["next.reward"])["next.reward"]
-                                     for i in range(len(store))])
-    assert np.abs(env_reward).sum() > 0  # the env's own reward is kept in the store
-
-
-def test_the_reward_classifier_learns_labelled_frames(tmp_path: Path) -> None:
-    from bench.practice import record_labelled
-    from robolearn.practice.reward_cmd import RewardTrainConfig, train
-
-    record_labelled(tmp_path / "frames.zarr", 12)
-    cfg = RewardTrainConfig(store=str(tmp_path / "frames.zarr"), output=str(tmp_path / "m"),
-                            holdout=3)
-    cfg.classifier.steps = 1000
-    assert train(cfg) == 0
-    heldout = json.loads((tmp_path / "m" / "eval.json").read_text())["heldout"]
-    assert heldout["positives"] > 0 and heldout["precision"] >= 0.8 and \
-        heldout["recall"] >= 0.5, heldout
-    # the baseline: the same network untrained, on the same held-out frames
-    from policies.reward_classifier import RewardClassifier, precision_recall
-    from robolearn.practice.reward_cmd import load_labelled
-
-    x, y = load_labelled(str(tmp_path / "frames.zarr"), cfg.classifier.cameras,
-                         "label.success", range(9, 12))
-    untrained = precision_recall(RewardClassifier(cfg.classifier), x, y)
-    assert untrained["precision"] + untrained["recall"] < \
-        heldout["precision"] + heldout["recall"] - 0.3, untrained
-
-    # HIL-SERL's next round: reviewed practice episodes join the training frames (every
-    # frame of a failed one a failure, the last frame of a successful one a success)
-    from data import EpisodeStore
-    from robolearn.practice.reward_cmd import load_reviewed
-
-    cam = "observation.images.front"
-    with EpisodeStore.open(tmp_path / "frames.zarr", "r") as store:
-        failed = [i for i, info in enumerate(store.infos()) if info.success is False]
-        want = np.concatenate([store.episode(i)[cam] if i in failed
-                               else store.episode(i)[cam][-1:] for i in range(len(store))])
-    assert failed == [2, 5, 8, 11]  # the random policy's episodes
-    xr, yr = load_reviewed(str(tmp_path / "frames.zarr"), [cam])
-    np.testing.assert_array_equal(xr[cam], want)
-    assert int(yr.sum()) == 8 and len(yr) == len(want)
-    again = RewardTrainConfig(store=str(tmp_path / "frames.zarr"), output=str(tmp_path / "m2"),
-                              holdout=3, reviewed=[str(tmp_path / "frames.zarr")])
-    again.classifier.steps = 5
-    assert train(again) == 0
-    report = json.loads((tmp_path / "m2" / "eval.json").read_text())
-    assert (report["reviewed_frames"], report["reviewed_positives"]) == (len(want), 8)
-    assert report["train_frames"] == \
-        json.loads((tmp_path / "m" / "eval.json").read_text())["train_frames"] + len(want)
-    with pytest.raises(ConfigError, match="reviewed: .* lacks .*wrist"):
-        load_reviewed(str(tmp_path / "frames.zarr"), ["observation.images.wrist"])
-
-
-def test_interventions_are_marked_and_join_the_offline_half(tmp_path: Path) -> None:
-    """A takeover during practice: its steps reach the learner marked, and the learner adds
-    them to RLPD's offline half (HIL-SERL); the store marks them as interventions."""
-    from bench.practice import record_demo
-    from robolearn.practice.actor import Actor, ActorConfig
-    from robolearn.practice.learner import Learner, schema_for
-    from robolearn_core.config import load_config
-
-    class Takeover:  # hands on the controls for steps 5..9
-        def __init__(self) -> None:
-            self.calls = 0
-
-        def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
-            self.calls += 1
-            return np.array([0.0, 0.5]) if 6 <= self.calls <= 10 else None
-
-    record_demo(tmp_path / "demo.zarr", speed=2.0)
-    overrides = [f"output={tmp_path / 'learner'}", "policy=rlpd",
-                 f"dataset={tmp_path / 'demo.zarr'}", "start_after=100000"]
-    learner = Learner(load_config(schema_for(None, overrides), None, overrides))
-    demos = None
-    server = LinkServer("127.0.0.1:0", learner.hello, learner.receive).start()
-    try:
-        cfg = ActorConfig(learner=server.address, output=str(tmp_path / "a"), env_steps=20,
-                          time_scale=10)
-        (tmp_path / "learner").mkdir()
-        assert Actor(cfg, teleop=Takeover()).run() == 0
-        assert learner.offline is not None
-        demos = len(learner.offline) - learner.interventions
-    finally:
-        server.stop(0)
-    assert learner.received == 20 and learner.interventions == 5
-    assert learner.online is not None and len(learner.online) == 20
-    assert demos is not None and demos > 200  # the demo lap, then the 5 takeover steps
-    from data import EpisodeStore
-
-    with EpisodeStore.open(tmp_path / "a" / "episodes.zarr", "r") as store:
-        marked = sum(store.info(i).sources.get("intervention", 0) for i in range(len(store)))
-    assert marked == 5
-
-
-def test_the_scripted_expert_takes_over_as_a_simulated_teacher(tmp_path: Path) -> None:
-    """``teleop=expert``: the scripted expert takes over by its random rule (HIL-SERL's
-    interventions, unattended); its steps are the expert's actions, marked in the store and
-    counted by the learner. A rule that needs the policy's plan is refused by name."""
-    from robolearn.practice.actor import Actor, ActorConfig
-    from robolearn.practice.learner import Learner, schema_for
-    from robolearn_core.config import InvalidValue, load_config
-
-    overrides = [f"output={tmp_path / 'learner'}", "policy=sac", "start_after=100000"]
-    learner = Learner(load_config(schema_for(None, overrides), None, overrides))
-    server = LinkServer("127.0.0.1:0", learner.hello, learner.receive).start()
-    try:
-        (tmp_path / "learner").mkdir()
-        with pytest.raises(InvalidValue, match="distance"):
-            Actor(ActorConfig(learner=server.address, output=str(tmp_path / "d"), env_steps=5,
-                              teleop="expert", teleop_config={"rule": "distance"})).run()
-        cfg = ActorConfig(learner=server.address, output=str(tmp_path / "a"), env_steps=60,
-                          time_scale=10, teleop="expert",
-                          teleop_config={"p": 0.1, "hold": 5})
-        assert Actor(cfg).run() == 0
-    finally:
-        server.stop(0)
-    from data import EpisodeStore
-
-    marked = json.loads((tmp_path / "a" / "actor.json").read_text())["interventions"]
-    assert 5 <= marked < 60 and learner.interventions == marked
-    with EpisodeStore.open(tmp_path / "a" / "episodes.zarr", "r") as store:
-        assert sum(i.sources.get("intervention", 0) for i in store.infos()) == marked
-        runs = []  # lengths of the takeovers: the rule holds each for 5 steps
-        for i in range(len(store)):
-            src = store.episode(i, ["source"])["source"] == int(Source.INTERVENTION)
-            edges = np.flatnonzero(np.diff(np.r_[0, src.astype(int), 0]))
-            runs += [(int(b - a), int(b) == len(src))
-                     for a, b in zip(edges[::2], edges[1::2], strict=True)]
-    # (two takeovers back to back make one run of 10)
-    assert runs and all(n % 5 == 0 or at_end for n, at_end in runs), runs
