@@ -28,7 +28,7 @@ import zarr
 
 from data import layout
 from data.build import build, check_new_store_path, mismatch
-from data.fsio import CommitLog, WriterLock, dir_size, os_problem
+from data.fsio import CommitLog, WriterLock, os_problem
 from data.records import check_attrs, check_record, jsonable
 from data.schema import (
     FORMAT_NAME,
@@ -472,24 +472,9 @@ class EpisodeStore:
     # ----------------------------------------------------------------------------- reports
     def summary(self) -> dict[str, Any]:
         """Schema, episodes, frames, sources and size on disk (``robolearn data info``)."""
-        sources: dict[str, int] = {}
-        for r in self._live():
-            for k, v in r["sources"].items():
-                sources[k] = sources.get(k, 0) + v
-        infos = self.infos()
-        return {
-            "path": self.name, "format_version": self._attrs["format_version"],
-            "fps": self.fps, "robot_type": self.robot_type, "tasks": self.tasks,
-            "features": {k: f.to_json() for k, f in self.features.items()},
-            "episodes": len(self), "frames": self.num_frames,
-            "duration_s": self.num_frames / self.fps, "sources": sources,
-            "success": sum(1 for i in infos if i.success),
-            "failure": sum(1 for i in infos if i.success is False),
-            "incomplete": sum(1 for i in infos if not i.complete),
-            "bytes_on_disk": dir_size(self.path),
-            "pending_recovery": (self.path / JOURNAL_NAME).exists(),
-            "metadata": self._attrs.get("metadata", {}),
-        }
+        from data.verify import store_summary
+
+        return store_summary(self, pending_recovery=(self.path / JOURNAL_NAME).exists())
 
     def verify(self, progress: bool = False) -> list[str]:
         """Read every chunk of every committed episode; return one message per problem."""

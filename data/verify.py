@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from data import layout
+from data.fsio import dir_size
 from data.schema import RESERVED, Source, StoreError
 
 if TYPE_CHECKING:
@@ -87,3 +88,25 @@ def _overlaps(store: EpisodeStore) -> list[str]:
     return [f"{store.name}: episodes {a.index} (id {a.id}) and {b.index} (id {b.id}) share "
             f"rows from {b.start} on" for a, b in zip(infos, infos[1:], strict=False)
             if b.start < a.start + a.length]
+
+
+def store_summary(store: EpisodeStore, pending_recovery: bool) -> dict[str, Any]:
+    """Schema, episodes, frames, sources and size on disk (``robolearn data info``)."""
+    sources: dict[str, int] = {}
+    for r in store._live():
+        for k, v in r["sources"].items():
+            sources[k] = sources.get(k, 0) + v
+    infos = store.infos()
+    return {
+        "path": store.name, "format_version": store._attrs["format_version"],
+        "fps": store.fps, "robot_type": store.robot_type, "tasks": store.tasks,
+        "features": {k: f.to_json() for k, f in store.features.items()},
+        "episodes": len(store), "frames": store.num_frames,
+        "duration_s": store.num_frames / store.fps, "sources": sources,
+        "success": sum(1 for i in infos if i.success),
+        "failure": sum(1 for i in infos if i.success is False),
+        "incomplete": sum(1 for i in infos if not i.complete),
+        "bytes_on_disk": dir_size(store.path),
+        "pending_recovery": pending_recovery,
+        "metadata": store._attrs.get("metadata", {}),
+    }

@@ -58,7 +58,6 @@ from policies.interactive import (
     RiskConfig,
     RiskQ,
     SAGConfig,
-    beta,
     pier,
     quantile_threshold,
     sag_threshold,
@@ -66,7 +65,6 @@ from policies.interactive import (
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.improve_data import (
     ANNOTATED,
-    LABELLED,
     NONE,
     REJECTED,
     TAKEOVER,
@@ -82,6 +80,7 @@ from robolearn.improve_data import (
     sag_past,
     success_transitions,
 )
+from robolearn.improve_gate import Gate, Novice
 from robolearn.loop import ControlLoop, LoopConfig, create_store
 from robolearn.rlif import RLIFConfig, RLIFNovice
 from robolearn.teacher import HumanTeacher, SimulatedTeacher, Teacher, TeacherConfig
@@ -140,118 +139,6 @@ class ImproveConfig:
             raise InvalidValue("eval_every", f"must be >= 1, got {self.eval_every}")
         if not 0 < self.alpha < 1:
             raise InvalidValue("alpha", f"must be in (0, 1), got {self.alpha}")
-
-
-Novice = NoviceEnsemble | RLIFNovice
-
-
-# --------------------------------------------------------------------------- the gate
-class Gate:
-    """One method's per-step decision, seen by the control loop as the teleop device (the
-    teacher's action when the teacher acts, else None) and as the policy (the novice's)."""
-
-    def __init__(self, cfg: ImproveConfig, novice: Novice, teacher: Teacher,
-                 round_index: int, threshold: float, rng: np.random.Generator,
-                 action_dim: int) -> None:
-        self.cfg, self.novice, self.teacher = cfg, novice, teacher
-        self.round, self.threshold, self.rng = round_index, threshold, rng
-        self.beta = beta(cfg.beta, round_index, cfg.beta_p, cfg.rounds)
-        self.in_control = False  # thrifty: the teacher holds control
-        self.risk: RiskQ | None = None  # thrifty: the risk critic and its two thresholds
-        self.risk_thr = self.back_thr = float("nan")
-        self._plan = np.zeros(action_dim, np.float32)
-        # askdagger: SAG sets the threshold before each step (Algorithm 1) from the session's
-        # earlier steps and this episode's: a first round asks about everything only until
-        # its window holds n_min wrong plans and a right one, not for the whole round
-        self.sag_past: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._ep_u: list[float] = []
-        self._ep_label: list[int] = []
-        self._sag_stale = True
-        self._extra: dict[str, Any] = {}
-        self._nan = np.full(action_dim, np.nan, np.float32)
-
-    def reset(self, seed: int | None = None) -> None:
-        self.teacher.reset(seed)
-        self.in_control = False
-        self._ep_u, self._ep_label, self._sag_stale = [], [], True
-
-    def _sag(self, u: float) -> None:
-        """SAG's threshold again after a new outcome (or every 25 steps: imputed unknowns)."""
-        if self.sag_past is None or not (self._sag_stale or len(self._ep_u) % 25 == 0):
-            return
-        pu, pl, pr = self.sag_past
-        n = len(self._ep_u)
-        self.threshold = sag_threshold(
-            np.concatenate([pu, np.asarray(self._ep_u, np.float64), [u]]),
-            np.concatenate([pl, np.asarray(self._ep_label, np.int64), [0]]),
-            np.concatenate([pr, np.full(n + 1, self.round)]), self.round, self.cfg.sag,
-            self.rng)
-        self._sag_stale = False
-
-    def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
-        plan, u = self.novice.act(obs)
-        self._plan = plan
-        self.teacher.label(obs)  # the teacher watches every step (cached; counted only if used)
-        event, label, teacher_acts = NONE, self._nan, False
-        m = self.cfg.method
-        if m == "dagger":
-            label, event = self.teacher.label(obs), LABELLED
-            teacher_acts = bool(self.rng.random() < self.beta)
-        elif m in ("hgdagger", "rlif"):
-            if self.teacher.wants_control(obs, plan):
-                label, event, teacher_acts = self.teacher.label(obs), TAKEOVER, True
-        elif m == "thrifty":
-            q = float("nan") if self.risk is None else float(
-                self.risk.value(obs_vector(obs, self.novice.obs_keys), plan))
-            risky = q < self.risk_thr  # False while there is no critic (NaN)
-            if not self.in_control and (u > self.threshold or risky):
-                self.in_control = True
-            elif self.in_control and u <= self.threshold and not q <= self.back_thr \
-                    and self.teacher.judge(obs, plan):
-                self.in_control = False
-            if self.in_control:
-                label, event, teacher_acts = self.teacher.label(obs), TAKEOVER, True
-        elif self.teacher.holding:  # askdagger: a person drives after rejecting a plan
-            label, event, teacher_acts = self.teacher.label(obs), ANNOTATED, True
-        else:  # askdagger
-            self._sag(u)
-            active = u >= self.threshold
-            if active or self.rng.random() < self.cfg.sag.p_rand:
-                if hasattr(self.teacher, "uncertainty"):  # a person sees why it asks
-                    self.teacher.uncertainty = (u, self.threshold)
-                verdict = self.teacher.judge(obs, plan, drive=active)
-                if verdict is None:  # nobody answered: the novice acts, nothing labelled
-                    pass
-                elif verdict:
-                    label, event = plan, VALIDATED
-                elif active:
-                    label, event, teacher_acts = self.teacher.label(obs), ANNOTATED, True
-                else:
-                    label, event = self.teacher.label(obs), REJECTED
-        executed = np.asarray(label, np.float32)
-        if teacher_acts and not np.isfinite(executed).all():
-            # a person holds control but has not moved anything yet: the robot follows the
-            # device's idle output, and nobody has answered anything
-            idle = getattr(self.teacher, "command", lambda o: None)(obs)
-            event, label = NONE, self._nan
-            executed = plan if idle is None else np.asarray(idle, np.float32)
-        if m == "askdagger":
-            known = 1 if event == VALIDATED else -1 if event in (ANNOTATED, REJECTED) else 0
-            self._ep_u.append(float(u))
-            self._ep_label.append(known)
-            self._sag_stale |= known != 0
-        self.teacher.tick()
-        self._extra = {"interactive.event": np.int8(event),
-                       "interactive.label": np.asarray(label, np.float32),
-                       "interactive.uncertainty": np.float32(u),
-                       "interactive.threshold": np.float32(self.threshold)}
-        return executed if teacher_acts else None
-
-    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        return self._plan
-
-    def extras(self) -> dict[str, Any]:
-        return self._extra
 
 
 # --------------------------------------------------------------------------- rounds
@@ -367,8 +254,10 @@ class Session:
         import torch
 
         path = self.out / "thrifty" / "risk.pt"
-        saved = torch.load(path, weights_only=False) if self._risk is None and \
+        saved = torch.load(path, weights_only=True) if self._risk is None and \
             path.exists() else None
+        if saved is not None and saved["round"] > k:  # not this session's past: start afresh
+            saved = None
         keys = ens.obs_keys
         x, a, nxt, reward, done = success_transitions(self.demos_path, store, keys)
         if not reward.any():
@@ -377,7 +266,12 @@ class Session:
             self._risk = RiskQ(x.shape[1], a.shape[1], RiskConfig(
                 **{**asdict(self.cfg.risk_config), "seed": self.cfg.seed}))
             if saved is not None:
-                self._risk.load_state_dict(saved["critic"])
+                try:
+                    self._risk.load_state_dict(saved["critic"])
+                except (RuntimeError, ValueError, KeyError) as e:
+                    raise ConfigError(f"risk_config: {path} holds a critic these settings "
+                                      f"cannot continue ({str(e).splitlines()[0]}); resume "
+                                      "with the session's own risk_config") from None
                 if saved["round"] == k:  # this round's critic: resume it as it was
                     return self._risk, saved["risk_threshold"], saved["risk_back"]
         self._risk.fit(x, a, obs_vector(nxt, keys), ens.predict(nxt)[0], reward, done)
@@ -460,6 +354,9 @@ class Session:
                     have = sum(1 for i in range(len(store))
                                if store.info(i).metadata.get("round") == k)
                     for e in range(have, c.episodes):
+                        # each episode its own stream: a round resumed at an episode
+                        # reproduces the uninterrupted one's random queries and imputations
+                        gate.rng = np.random.default_rng([c.seed, k, e])
                         if c.method == "askdagger":  # SAG follows every outcome (Gate._sag)
                             gate.sag_past = sag_past(history.update(store))
                         loop.run_episode(gate, gate, seed=c.seed * 1_000 + k * 100 + e,

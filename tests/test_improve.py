@@ -23,7 +23,7 @@ from policies.interactive import (
     sag_threshold,
 )
 from robolearn.cli import main
-from robolearn.improve import ANNOTATED, LABELLED, NONE, VALIDATED
+from robolearn.improve_data import ANNOTATED, LABELLED, NONE, VALIDATED
 
 
 def _synthetic(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -323,6 +323,50 @@ def test_a_person_answers_queries_and_drives_through_a_keyboard(tmp_path: Path) 
             person.tick()
             assert person.judge(obs, plan) is None  # nobody answered within 0.3 s
             assert person.unanswered == 1 and person.queries == 4
+    finally:
+        env.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_askdagger_records_a_person_s_rejection_and_driving_for_sag(tiny_demo: Path) -> None:
+    """ASkDAgger's gate with a person: a rejected plan stays recorded as a wrong plan while
+    they have not moved yet (the robot follows the idle device), and the steps they then drive
+    are the teacher in control, not further query outcomes: SAG sees one -1 for one query."""
+    import os
+    import threading
+
+    from hardware.teleop import make_teleop
+    from policies.interactive import EnsembleConfig, NoviceEnsemble
+    from robolearn.env import ENVS, make_env
+    from robolearn.improve import ImproveConfig
+    from robolearn.improve_data import REJECTED, TAKEOVER, load_demos
+    from robolearn.improve_gate import Gate
+    from robolearn.teacher import HumanTeacher
+
+    demos, _, features = load_demos(tiny_demo)
+    novice = NoviceEnsemble(features, EnsembleConfig(steps=50, members=2))
+    novice.fit(demos.obs, demos.act)
+    master, slave = os.openpty()
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        obs, _ = env.reset(seed=0)
+        teleop = make_teleop("keyboard", env.robot, tty=os.ttyname(slave))
+        person = HumanTeacher(teleop, ["steering", "throttle"], query_timeout_s=0.3,
+                              say=lambda _: None)
+        cfg = ImproveConfig(start=str(tiny_demo), method="askdagger", teacher="human")
+        gate = Gate(cfg, novice, person, 0, 0.0, np.random.default_rng(0), 2)
+        with teleop:
+            gate.reset(0)
+            threading.Timer(0.1, os.write, (master, b"n")).start()  # while the plan is shown
+            first = gate.get_action(obs)  # asked (threshold 0), rejected, nobody drives yet
+            assert gate.extras()["interactive.event"] == REJECTED
+            assert np.isnan(gate.extras()["interactive.label"]).all() and first is not None
+            _typed(master, teleop.device.fd, b"w")
+            driven = gate.get_action(obs)
+            assert gate.extras()["interactive.event"] == TAKEOVER and driven is not None
+            assert driven[1] > 0 and np.isfinite(gate.extras()["interactive.label"]).all()
+        assert gate._ep_label == [-1, 0]  # one outcome for one query
     finally:
         env.close()
         os.close(master)
