@@ -38,6 +38,9 @@ class EnsembleConfig:
     lr: float = 1e-3  # Adam learning rate
     bootstrap: bool = True  # each member trains on a resample with replacement
     seed: int = 0  # seeds the resamples and the members' initialisation
+    # the members predict the action as an offset from the first A entries of this
+    # observation (MLPConfig.action_offset; the arm's teacher needs it: observation.state)
+    action_offset: str | None = None
 
     def __post_init__(self) -> None:
         if self.members < 1 or self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -67,7 +70,8 @@ class NoviceEnsemble:
     def _policy(self, stats: dict[str, dict[str, np.ndarray]], seed: int) -> MLPPolicy:
         c = self.cfg
         mc = MLPConfig(obs_horizon=1, action_horizon=1, n_action_steps=1,
-                       hidden_dim=c.hidden_dim, n_layers=c.n_layers, seed=seed)
+                       hidden_dim=c.hidden_dim, n_layers=c.n_layers, seed=seed,
+                       action_offset=c.action_offset)
         feats = {k: self.features[k] for k in [*self.obs_keys, "action"]}
         return MLPPolicy(mc, feats, stats)  # type: ignore[arg-type]
 
@@ -82,6 +86,7 @@ class NoviceEnsemble:
             raise ValueError(f"fit: {n} actions and observations of "
                              f"{[len(obs[k]) for k in self.obs_keys]} steps")
         obs_t = {k: torch.as_tensor(obs[k], dtype=torch.float32) for k in self.obs_keys}
+        act = np.asarray(act, np.float32) - self._ref(obs)  # offsets where configured
         act_t = torch.as_tensor(act, dtype=torch.float32)
         w_t = torch.as_tensor(np.ones(n) if weights is None else weights, dtype=torch.float32)
         stats = {k: {"mean": v.mean(0), "std": v.std(0) + 1e-6, "min": v.min(0),
@@ -127,7 +132,17 @@ class NoviceEnsemble:
         novelty = outs.var(0, unbiased=False).mean(-1) if len(self.members) > 1 \
             else torch.zeros(outs.shape[1])
         mean = self.members[0].normalizer.unnormalize("action", outs.mean(0)[:, None])[:, 0]
-        return mean.numpy().astype(np.float32), novelty.numpy()
+        return (mean.numpy() + self._ref(obs)).astype(np.float32), novelty.numpy()
+
+    def _ref(self, obs: dict[str, np.ndarray]) -> np.ndarray | float:
+        """What the actions are offsets from, ``(N, A)`` (0 without ``action_offset``)."""
+        key = self.cfg.action_offset
+        if key is None:
+            return 0.0
+        if key not in self.obs_keys:
+            raise ValueError(f"ensemble.action_offset: {key!r} is not one of the novice's "
+                             f"observations {self.obs_keys}")
+        return np.asarray(obs[key], np.float32)[:, :self.features["action"].shape[0]]
 
     def act(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
         a, u = self.predict({k: np.asarray(obs[k])[None] for k in self.obs_keys})
@@ -150,7 +165,8 @@ class NoviceEnsemble:
             raise FileNotFoundError(f"{directory}: no member_<i> policies")
         members = [Policy.load(p) for p in paths]
         first: Any = members[0]
-        ens = cls(first.features, cfg)
+        ens = cls(first.features, cfg or EnsembleConfig(
+            action_offset=getattr(first.config, "action_offset", None)))
         ens.members = members  # type: ignore[assignment]
         return ens
 

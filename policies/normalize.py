@@ -72,6 +72,23 @@ def compute_stats(store: EpisodeStore, keys: Iterable[str], *,
     return out
 
 
+def offset_stats(store: EpisodeStore, ref: str, episodes: Iterable[int]) -> dict[str, np.ndarray]:
+    """Mean, std, min and max of ``action`` minus the first A entries of observation ``ref``
+    over ``episodes``: the statistics of a policy that predicts offsets
+    (``MLPConfig.action_offset``)."""
+    infos = store.infos()
+    dim = store.features["action"].shape[0]
+    diffs = []
+    for i in episodes:
+        info = infos[i]
+        a = store.read("action", info.start, info.start + info.length, info)
+        r = store.read(ref, info.start, info.start + info.length, info)
+        diffs.append(a.astype(np.float64) - r.reshape(len(r), -1)[:, :dim])
+    d = np.concatenate(diffs)
+    return {"mean": d.mean(0).astype(np.float32), "std": d.std(0).astype(np.float32),
+            "min": d.min(0).astype(np.float32), "max": d.max(0).astype(np.float32)}
+
+
 def check_finite(store: EpisodeStore, keys: Iterable[str], episodes: Iterable[int]) -> None:
     """Raise a :class:`StoreError` naming the first NaN or infinite value of the low-dim
     ``keys`` in ``episodes`` (its episode, key and step); camera frames are integers."""

@@ -183,7 +183,7 @@ def run(cfg: Any) -> int:
 
         return rl_train.run(cfg)
     from policies import make_policy
-    from policies.normalize import check_finite, compute_stats
+    from policies.normalize import check_finite, compute_stats, offset_stats
 
     out = Path(cfg.output)
     ckpt_dir = out / "checkpoints"
@@ -205,6 +205,12 @@ def run(cfg: Any) -> int:
         # normalization from the training episodes only: the validation loss must not see
         # statistics of the episodes it validates on (compute_stats also refuses NaN in them)
         stats = compute_stats(store, keys, episodes=train_eps)
+        ref = getattr(cfg.policy_config, "action_offset", None)
+        if ref is not None:  # the policy learns offsets: their statistics, not the actions'
+            if ref not in keys[:-1]:
+                raise ConfigError(f"policy_config.action_offset: {ref!r} is not one of the "
+                                  f"observations it trains on ({keys[:-1]})")
+            stats["action"] = offset_stats(store, ref, train_eps)
         check_finite(store, keys, val_eps)
         source_meta = {"dataset": str(Path(cfg.dataset).resolve()), **store.metadata}
     policy = make_policy(cfg.policy, features, stats, config=cfg.policy_config)
