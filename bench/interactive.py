@@ -1,7 +1,11 @@
 """Expert labels to reach a success rate: BC from more demonstrations against DAgger, HG-DAgger,
 ThriftyDAgger and ASkDAgger, all from the same small BC start, with the simulated teacher.
 
-``python -m bench.interactive [--quick] [--seeds 0,1,2] [--methods ...] [--out DIR]``
+``python -m bench.interactive [--setting car|arm] [--quick] [--seeds 0,1,2] [--methods ...]
+[--out DIR]``
+
+``--setting arm``: the arm lift from 5 scripted lifts, the novice predicting joint targets as
+offsets from the joints (``ensemble.action_offset``), the teacher re-anchored at the arm.
 
 Setting (the car; see the README for why not the arm yet): the start is one 40-step scripted
 demonstration on the oval's first straight; the robot practises on the technical track with
@@ -23,9 +27,18 @@ from typing import Any
 
 import numpy as np
 
-SETTING: dict[str, Any] = {"env": "robolearn/SimCarTechnical-v0",
-           "robot_kwargs": {"reset_lateral_noise": 0.4, "reset_yaw_noise": 0.5},
-           "max_steps": 400}
+SETTINGS: dict[str, dict[str, Any]] = {
+    # the start: one 40-step demonstration on the oval's first straight
+    "car": {"env": "robolearn/SimCarTechnical-v0",
+            "robot_kwargs": {"reset_lateral_noise": 0.4, "reset_yaw_noise": 0.5},
+            "max_steps": 400, "action_offset": None,
+            "start": ["env=robolearn/SimCar-v0", "episodes=1", "max_steps=40"]},
+    # the start: 5 scripted lifts; the novice learns joint targets as offsets from the joints
+    "arm": {"env": "robolearn/SimArmLift-v0", "robot_kwargs": {}, "max_steps": 250,
+            "action_offset": "observation.state",
+            "start": ["env=robolearn/SimArmLift-v0", "episodes=5"]},
+}
+SETTING: dict[str, Any] = dict(SETTINGS["car"])  # the chosen one (--setting)
 
 
 def _demo(root: Path) -> Path:
@@ -33,8 +46,7 @@ def _demo(root: Path) -> Path:
 
     path = root / "start.zarr"
     if not (path / "zarr.json").exists():
-        assert main(["collect", str(path), "env=robolearn/SimCar-v0", "episodes=1",
-                     "max_steps=40", "-q"]) == 0
+        assert main(["collect", str(path), *SETTING["start"], "-q"]) == 0
     return path
 
 
@@ -47,7 +59,8 @@ def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> lis
                         rounds=args.rounds, episodes=args.episodes, eval_episodes=args.eval,
                         seed=seed, env=SETTING["env"], robot_kwargs=SETTING["robot_kwargs"],
                         max_steps=SETTING["max_steps"],
-                        ensemble=EnsembleConfig(steps=args.fit_steps, members=args.members),
+                        ensemble=EnsembleConfig(steps=args.fit_steps, members=args.members,
+                                                action_offset=SETTING["action_offset"]),
                         sag=SAGConfig(target=args.sag_target, p_rand=0.2, n_min=15),
                         teacher_config=TeacherConfig(seed=seed))
     return Session(cfg).run()
@@ -83,7 +96,8 @@ def run_bc(seed: int, out: Path, args: Any) -> list[dict]:
                 made += 1
             ens = NoviceEnsemble({**env.features, "action": env.robot.action_feature},
                                  EnsembleConfig(steps=args.fit_steps, members=args.members,
-                                                seed=seed))
+                                                seed=seed,
+                                                action_offset=SETTING["action_offset"]))
             ens.fit({k: np.stack([o[k] for o in obs_all]) for k in ens.obs_keys},
                     np.stack(act_all))
             ok = sum(bool(loop.run_episode(lambda o, e=ens: e.act(o)[0], seed=100_000 + i,
@@ -136,7 +150,8 @@ def sag_on_rollouts(session: Path, args: Any) -> list[dict]:
 
         demos, _, features = load_demos(session)
         ens = NoviceEnsemble(features, EnsembleConfig(steps=args.fit_steps,
-                                                      members=args.members))
+                                                      members=args.members,
+                                                      action_offset=SETTING["action_offset"]))
         ens.fit(demos.obs, demos.act)
     kw = {**ENVS[SETTING["env"]], "max_steps": SETTING["max_steps"],
           "robot_kwargs": {**ENVS[SETTING["env"]].get("robot_kwargs", {}),
@@ -199,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--setting", choices=sorted(SETTINGS), default="car")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--methods", default="bc,dagger,hgdagger,thrifty,askdagger")
     ap.add_argument("--rounds", type=int, default=5)
@@ -219,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "session's novice (its output directory), or of BC "
                                           "on this demonstration store")
     args = ap.parse_args(argv)
+    SETTING.clear()
+    SETTING.update(SETTINGS[args.setting])
     import torch
 
     torch.set_num_threads(1)  # torch's default threads on this busy 2-core machine: 20x slower
