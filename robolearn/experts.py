@@ -75,8 +75,10 @@ EXPERTS: dict[str, str] = {
 # robot -> expert settings for teaching (robolearn.teacher): a teacher labels states another
 # policy drove to, so its answer must depend on the state alone. The arm's expert otherwise
 # follows its own commanded path (smoother demonstrations, but labels that ignore where the
-# arm really is); the car's pure pursuit is a function of the state already.
-TEACHER_KWARGS: dict[str, dict[str, Any]] = {"sim_arm": {"feedback": True}}
+# arm really is) and its phase machine's history (timers, the heading it chose): both off for
+# teaching; the car's pure pursuit is a function of the state already.
+TEACHER_KWARGS: dict[str, dict[str, Any]] = {"sim_arm": {"feedback": True,
+                                                         "state_phase": True}}
 
 
 def car_at_risk(robot: Any, margin: float = 0.2, min_speed: float = 0.5,

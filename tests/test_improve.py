@@ -558,3 +558,49 @@ def test_robolearn_train_learns_offsets_from_their_own_statistics(tmp_path: Path
     assert main(["train", f"dataset={store}", f"output={tmp_path / 'bad'}", "policy=mlp",
                  "steps=5", "batch_size=16", "policy_config.action_offset=observation.nothing",
                  "-q"]) == 2
+
+
+class _DriveWhileTeaching:
+    """One expert drives, another labels every step; the labeller's phase on each step the
+    cube is held is kept."""
+
+    def __init__(self, env: Any, driver: Any, teacher: Any) -> None:
+        self.env, self.driver, self.teacher = env, driver, teacher
+        self.held: list[str] = []
+
+    def reset(self, seed: int | None = None) -> None:
+        self.driver.reset(seed)
+        self.teacher.reset(seed)
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        self.teacher(obs)
+        if self.env.robot.state()["grasped"]:
+            self.held.append(self.teacher.fn.phase)
+        return np.asarray(self.driver(obs))
+
+
+def test_the_arm_s_teacher_reads_its_phase_from_the_state() -> None:
+    """A teacher labels states another policy drove to: while a faster, lower-hovering driver
+    holds the cube, the state-phase teacher is lifting at every such step; the phase machine
+    (its own timers and history) was still approaching on all 90 of them."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.experts import TEACHER_KWARGS, make_expert
+    from robolearn.loop import ControlLoop, LoopConfig
+
+    env = make_env(**ENVS["robolearn/SimArmLift-v0"])
+    try:
+        loop = ControlLoop(env, LoopConfig(realtime=False))
+        phases: dict[str, list[str]] = {}
+        for name, kw in (("machine", {"feedback": True}), ("state", TEACHER_KWARGS["sim_arm"])):
+            drive = _DriveWhileTeaching(env, make_expert(env, speed=0.5, hover=0.03),
+                                        make_expert(env, **kw))
+            assert all(loop.run_episode(drive, seed=100_000 + i, record=False).success
+                       for i in range(5))
+            phases[name] = drive.held
+        assert phases["state"] and set(phases["state"]) == {"lift"}
+        assert "lift" not in phases["machine"]  # what it labelled there before
+        alone = make_expert(env, **TEACHER_KWARGS["sim_arm"])
+        assert all(loop.run_episode(alone, seed=100_000 + i, record=False).success
+                   for i in range(10))
+    finally:
+        env.close()

@@ -45,6 +45,11 @@ class ExpertConfig:
     # state it sees alone: a teacher labelling states another policy drove to (DAgger); off,
     # the command follows its own speed-limited path (smoother demonstrations)
     feedback: bool = False
+    # derive the pick's phase (approach, descend, close, retry, lift) from the state each step
+    # instead of from the expert's own history (its timers, the heading it chose): a teacher
+    # labelling states another policy drove to, whose phase machine otherwise sits in
+    # "approach" while the novice grasps, or times out into "descend" far from the cube
+    state_phase: bool = False
 
     def __post_init__(self) -> None:
         if min(self.fps, self.speed, self.tolerance, self.hover) <= 0:
@@ -148,9 +153,44 @@ class ScriptedArmExpert:
         q = self._pick_and_place(s)
         return self._action(q)
 
+    def _phase_from_state(self, s: dict[str, Any]) -> None:
+        """The pick's phase as the state shows it (``state_phase``): held -> lift; jaws
+        closing at the grasp point -> close; jaws closed on nothing -> retry; open and over
+        the cube below hover height -> descend (at the grasp point -> close); else approach.
+        The place phases (carry onwards) keep their machine."""
+        if self.phase in ("carry", "lower", "release", "retreat"):
+            return
+        cfg = self.cfg
+        grip = float(s["gripper"])
+        if s["grasped"]:
+            phase = "lift"
+            self.roll = float(s["joint_pos"][4])  # hold the wrist as it holds the cube
+        else:
+            self.roll = self._align_roll(s, np.asarray(s["cube_pos"], dtype=np.float64))
+            g = self._grasp_point(s)
+            tcp = np.asarray(s["ee_pos"], dtype=np.float64)
+            over = float(np.linalg.norm(tcp[:2] - g[:2])) < 2 * cfg.tolerance
+            dz = float(tcp[2] - g[2])
+            at_grasp = over and dz < 2 * cfg.tolerance
+            if grip < cfg.open - 0.1:  # the jaws are shut or shutting
+                phase = "close" if at_grasp and grip > cfg.closed + 0.05 else "retry"
+            elif at_grasp:
+                phase = "close"
+            elif over and dz < cfg.hover + 2 * cfg.tolerance and \
+                    abs(float(s["joint_pos"][4]) - self.roll) < 0.05:
+                phase = "descend"
+            else:
+                phase = "approach"
+        if phase != self.phase:
+            self._goto(phase)
+            self.steps = 1
+
     def _pick_and_place(self, s: dict[str, Any]) -> np.ndarray:
         cfg = self.cfg
         cube = np.asarray(s["cube_pos"], dtype=np.float64)
+        if cfg.state_phase:
+            self._phase_from_state(s)
+            self.steps = min(self.steps, 1)  # no timers: the state decides
         timed_out = self.steps > cfg.phase_timeout
         if self.phase == "approach":
             self.grip = cfg.open
