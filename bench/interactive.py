@@ -4,8 +4,9 @@ ThriftyDAgger and ASkDAgger, all from the same small BC start, with the simulate
 ``python -m bench.interactive [--setting car|arm] [--quick] [--seeds 0,1,2] [--methods ...]
 [--out DIR]``
 
-``--setting arm``: the arm lift from 5 scripted lifts, the novice predicting joint targets as
-offsets from the joints (``ensemble.action_offset``), the teacher re-anchored at the arm.
+``--setting arm``: the arm lift from 5 lifts by the teaching expert (re-anchored at the arm, its
+phase read from the state; BC's demonstrations come from it too), the novice predicting joint
+targets as offsets from the joints (``ensemble.action_offset``).
 
 Setting (the car; see the README for why not the arm yet): the start is one 40-step scripted
 demonstration on the oval's first straight; the robot practises on the technical track with
@@ -31,12 +32,14 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # the start: one 40-step demonstration on the oval's first straight
     "car": {"env": "robolearn/SimCarTechnical-v0",
             "robot_kwargs": {"reset_lateral_noise": 0.4, "reset_yaw_noise": 0.5},
-            "max_steps": 400, "action_offset": None,
+            "max_steps": 400, "action_offset": None, "expert": {},
             "start": ["env=robolearn/SimCar-v0", "episodes=1", "max_steps=40"]},
-    # the start: 5 scripted lifts; the novice learns joint targets as offsets from the joints
+    # the start: 5 lifts by the teaching expert (re-anchored, phase from the state: the
+    # demonstrator and the teacher are one expert, so demos and labels agree); the novice
+    # learns joint targets as offsets from the joints
     "arm": {"env": "robolearn/SimArmLift-v0", "robot_kwargs": {}, "max_steps": 250,
             "action_offset": "observation.state",
-            "start": ["env=robolearn/SimArmLift-v0", "episodes=5"]},
+            "expert": {"feedback": True, "state_phase": True}, "start": 5},
 }
 SETTING: dict[str, Any] = dict(SETTINGS["car"])  # the chosen one (--setting)
 
@@ -45,8 +48,26 @@ def _demo(root: Path) -> Path:
     from robolearn.cli import main
 
     path = root / "start.zarr"
-    if not (path / "zarr.json").exists():
+    if (path / "zarr.json").exists():
+        return path
+    if isinstance(SETTING["start"], list):
         assert main(["collect", str(path), *SETTING["start"], "-q"]) == 0
+        return path
+    from data import Source
+    from robolearn.env import ENVS, make_env
+    from robolearn.experts import make_expert
+    from robolearn.loop import ControlLoop, LoopConfig, create_store
+
+    env = make_env(**ENVS[SETTING["env"]])
+    try:
+        with create_store(str(path), env, SETTING["env"], {}) as store, \
+                store.recorder(task=env.task.description or env.task.name) as rec:
+            loop = ControlLoop(env, LoopConfig(realtime=False), rec)
+            expert = make_expert(env, **SETTING["expert"])
+            for i in range(SETTING["start"]):
+                loop.run_episode(expert, seed=i, source=Source.SCRIPTED)
+    finally:
+        env.close()
     return path
 
 
@@ -80,7 +101,7 @@ def run_bc(seed: int, out: Path, args: Any) -> list[dict]:
           "robot_kwargs": {**ENVS[SETTING["env"]].get("robot_kwargs", {}),
                            **SETTING["robot_kwargs"]}}
     env = make_env(**kw)
-    expert = make_expert(env)
+    expert = make_expert(env, **SETTING["expert"])  # the teacher's expert (the arm: re-anchored)
     loop = ControlLoop(env, LoopConfig(realtime=False))
     obs_all: list[dict[str, np.ndarray]] = []
     act_all: list[np.ndarray] = []
