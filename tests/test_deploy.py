@@ -252,7 +252,9 @@ def test_a_lost_link_stops_commits_and_says_so_in_one_line(
 
 def test_ctrl_c_exits_130_and_keeps_the_steps(car_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # PYTHONFAULTHANDLER: if it ever hangs after Ctrl-C (once, in a full suite run on this
+    # busy machine), SIGABRT makes it print every thread's stack into the failure
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "robolearn.cli", "deploy", str(car_run),
                              "max_steps=100000", f"output={out}", "-q"], cwd=tmp_path, env=env,
                             stderr=subprocess.PIPE, text=True)
@@ -262,7 +264,12 @@ def test_ctrl_c_exits_130_and_keeps_the_steps(car_run: Path, tmp_path: Path) -> 
         assert line.startswith("deploying"), line
         time.sleep(1.5)  # 20 Hz: about 30 steps
         proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=60)[1]
+        try:
+            rest = proc.communicate(timeout=60)[1]
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            raise AssertionError("deploy still running 60 s after Ctrl-C:\n"
+                                 + proc.communicate(timeout=10)[1][-4000:]) from None
     finally:
         proc.kill()
     assert proc.returncode == 130, rest
