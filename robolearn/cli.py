@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     run: Callable[[Any], int] = _load(cmd.run)
     from data.schema import StoreError
 
+    _interruptible()
+
     try:
         return int(run(cfg) or 0)
     except StoreError as exc:
@@ -228,6 +230,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"robolearn {cmd.name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _interruptible() -> None:
+    """SIGINT stops every command (the robot to its safe state, the steps kept), also when it
+    was started from a script in the background: a shell without job control starts those
+    with SIGINT ignored, Python then keeps it ignored, and ``kill -INT`` (or a test's Ctrl-C)
+    did nothing to a deploy running that way (seen in a test run under ``nohup make test &``)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _runtime_errors() -> tuple[type[BaseException], ...]:

@@ -255,9 +255,12 @@ def test_ctrl_c_exits_130_and_keeps_the_steps(car_run: Path, tmp_path: Path) -> 
     # PYTHONFAULTHANDLER: if it ever hangs after Ctrl-C (once, in a full suite run on this
     # busy machine), SIGABRT makes it print every thread's stack into the failure
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
+    # started with SIGINT ignored, as a script's background job is (the deploy hung on Ctrl-C
+    # that way before the CLI restored it): Ctrl-C must stop it however it was started
     proc = subprocess.Popen([sys.executable, "-m", "robolearn.cli", "deploy", str(car_run),
                              "max_steps=100000", f"output={out}", "-q"], cwd=tmp_path, env=env,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert proc.stderr is not None
     try:
         line = proc.stderr.readline()
