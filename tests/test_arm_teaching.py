@@ -1,0 +1,132 @@
+"""Teaching the simulated arm: the novice learns the re-anchored teacher's joint targets as
+offsets from the joints (``action_offset``, also in ``robolearn train``), and the teacher reads
+its pick phase from the state. Real MuJoCo, real stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.store import EpisodeStore
+from robolearn.cli import main
+
+
+def test_the_arm_s_novice_learns_the_re_anchored_teacher_as_offsets(tmp_path: Path) -> None:
+    """The arm's teacher labels joint targets 0.01-0.03 rad from the measured joints (it is
+    re-anchored at the arm each step, so its labels depend on the state alone). One-step BC
+    on 30 of its demonstrations: as absolute targets the error swamps those steps; as offsets
+    from observation.state (``action_offset``) the novice lifts the cube far more often; a
+    saved member deploys with the offset (it is part of the policy)."""
+    import torch
+
+    from bench.interactive import _Demo
+    from policies.base import Policy
+    from policies.interactive import EnsembleConfig, NoviceEnsemble
+    from robolearn.env import ENVS, make_env
+    from robolearn.experts import TEACHER_KWARGS, make_expert
+    from robolearn.loop import ControlLoop, LoopConfig
+
+    torch.set_num_threads(1)
+    env = make_env(**ENVS["robolearn/SimArmLift-v0"])
+    try:
+        loop = ControlLoop(env, LoopConfig(realtime=False))
+        demo = _Demo(make_expert(env, **TEACHER_KWARGS["sim_arm"]))
+        for i in range(30):
+            loop.run_episode(demo, seed=50_000 + i, record=False)
+        obs = {k: np.stack([o[k] for o in demo.states])
+               for k in ("observation.state", "observation.environment_state")}
+        act = np.stack(demo.actions)
+        feats = {**env.features, "action": env.robot.action_feature}
+        rate = {}
+        for offset in (None, "observation.state"):
+            ens = NoviceEnsemble(feats, EnsembleConfig(members=1, steps=2000,
+                                                       action_offset=offset))
+            ens.fit(obs, act)
+            rate[offset] = np.mean([bool(loop.run_episode(
+                lambda o, e=ens: e.act(o)[0], seed=100_000 + i, record=False).success)
+                for i in range(20)])
+        assert rate["observation.state"] >= rate[None] + 0.3, rate
+        member = Policy.load(ens.save(tmp_path / "novice") / "member_0")
+        one = {k: v[:1] for k, v in obs.items()}
+        assert np.allclose(member.select_action({k: v[0] for k, v in one.items()}),
+                           ens.predict(one)[0][0], atol=1e-5)
+    finally:
+        env.close()
+
+
+def test_robolearn_train_learns_offsets_from_their_own_statistics(tmp_path: Path) -> None:
+    """``policy_config.action_offset``: ``robolearn train`` normalises the offsets with their
+    own statistics (not the actions'), the policy acts with the offset added back, and a key
+    it does not train on is named in one line."""
+    from policies.base import Policy
+    from policies.normalize import compute_stats, offset_stats
+
+    store = tmp_path / "arm.zarr"
+    assert main(["collect", str(store), "env=robolearn/SimArmLift-v0", "episodes=2",
+                 "-q"]) == 0
+    run = tmp_path / "run"
+    assert main(["train", f"dataset={store}", f"output={run}", "policy=mlp", "steps=5",
+                 "batch_size=16", "policy_config.action_offset=observation.state",
+                 "-q"]) == 0
+    policy: Any = Policy.load(run / "checkpoints" / "last" / "policy")
+    with EpisodeStore.open(store) as s:
+        offsets = offset_stats(s, "observation.state", range(len(s)))
+        actions = compute_stats(s, ["action"])["action"]
+        ep = s.episode(0)
+    got = policy.stats["action"]  # the training episodes' offsets: near all episodes' offsets
+    assert np.all(got["std"][:4] < 0.5 * actions["std"][:4]), (got, actions)
+    assert np.all(offsets["std"][:4] < 0.5 * actions["std"][:4])
+    obs = {k: ep[k][0] for k in policy.obs_keys}
+    action = policy.select_action(obs)  # an offset plus the joints it starts from
+    assert np.all(np.abs(action[:4] - obs["observation.state"][:4]) < 3 * actions["std"][:4])
+    assert main(["train", f"dataset={store}", f"output={tmp_path / 'bad'}", "policy=mlp",
+                 "steps=5", "batch_size=16", "policy_config.action_offset=observation.nothing",
+                 "-q"]) == 2
+
+
+class _DriveWhileTeaching:
+    """One expert drives, another labels every step; the labeller's phase on each step the
+    cube is held is kept."""
+
+    def __init__(self, env: Any, driver: Any, teacher: Any) -> None:
+        self.env, self.driver, self.teacher = env, driver, teacher
+        self.held: list[str] = []
+
+    def reset(self, seed: int | None = None) -> None:
+        self.driver.reset(seed)
+        self.teacher.reset(seed)
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        self.teacher(obs)
+        if self.env.robot.state()["grasped"]:
+            self.held.append(self.teacher.fn.phase)
+        return np.asarray(self.driver(obs))
+
+
+def test_the_arm_s_teacher_reads_its_phase_from_the_state() -> None:
+    """A teacher labels states another policy drove to: while a faster, lower-hovering driver
+    holds the cube, the state-phase teacher is lifting at every such step; the phase machine
+    (its own timers and history) was still approaching on all 90 of them."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.experts import TEACHER_KWARGS, make_expert
+    from robolearn.loop import ControlLoop, LoopConfig
+
+    env = make_env(**ENVS["robolearn/SimArmLift-v0"])
+    try:
+        loop = ControlLoop(env, LoopConfig(realtime=False))
+        phases: dict[str, list[str]] = {}
+        for name, kw in (("machine", {"feedback": True}), ("state", TEACHER_KWARGS["sim_arm"])):
+            drive = _DriveWhileTeaching(env, make_expert(env, speed=0.5, hover=0.03),
+                                        make_expert(env, **kw))
+            assert all(loop.run_episode(drive, seed=100_000 + i, record=False).success
+                       for i in range(5))
+            phases[name] = drive.held
+        assert phases["state"] and set(phases["state"]) == {"lift"}
+        assert "lift" not in phases["machine"]  # what it labelled there before
+        alone = make_expert(env, **TEACHER_KWARGS["sim_arm"])
+        assert all(loop.run_episode(alone, seed=100_000 + i, record=False).success
+                   for i in range(10))
+    finally:
+        env.close()
