@@ -102,11 +102,16 @@ def crash_and_recover(path: Path, cfg: QuickstartConfig) -> dict[str, int]:
         deadline = time.time() + 120
         while reader.refresh() == 0 and time.time() < deadline and child.poll() is None:
             time.sleep(0.02)
-        while time.time() < deadline and child.poll() is None:  # kill right after a flush
-            if journal.exists() and json.loads(journal.read_text() or "{}").get("flushed"):
-                break
+        # Kill mid-episode, right after a flush. The child is frozen (SIGSTOP) while the journal
+        # is checked, so the episode cannot end between the check and the kill: under load the
+        # unfrozen child once committed its episode in that gap and left nothing to recover.
+        while time.time() < deadline and child.poll() is None:
+            if _flushed_after(journal, reader):
+                os.kill(child.pid, signal.SIGSTOP)
+                if _flushed_after(journal, reader):
+                    break
+                os.kill(child.pid, signal.SIGCONT)
             time.sleep(0.02)
-        reader.refresh()
         seen = len(reader) - before
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
@@ -114,6 +119,16 @@ def crash_and_recover(path: Path, cfg: QuickstartConfig) -> dict[str, int]:
         return {"episodes_before": before, "seen_by_reader_while_recording": seen,
                 "recovered_incomplete": len(store.select(tags=["recovered"])),
                 "episodes_after": len(store)}
+
+
+def _flushed_after(journal: Path, reader: EpisodeStore) -> bool:
+    """The journal names flushed steps of an episode not yet committed (as the reader sees)."""
+    try:
+        j = json.loads(journal.read_text() or "{}")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    reader.refresh()
+    return int(j.get("flushed", 0)) > 0 and int(j.get("start", -1)) >= reader._end
 
 
 def _record_forever(path: str, cfg: QuickstartConfig) -> None:
