@@ -434,6 +434,8 @@ class RiskQ:
         for t, sd in zip(self.q_target, state["q_target"], strict=True):
             t.load_state_dict(sd)
         self.opt.load_state_dict(state["opt"])
+        for group in self.opt.param_groups:  # the config's rate wins: a resume may change it
+            group["lr"] = self.cfg.lr
         self.mean, self.std = state["mean"], state["std"]
         self.gen.bit_generator.state = state["gen"]
         self.updates = int(state["updates"])

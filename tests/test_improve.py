@@ -460,6 +460,17 @@ def test_thrifty_s_risk_critic_learns_which_actions_end_in_success() -> None:
     assert good.mean() > 0.7 and bad.mean() < 0.3
 
 
+def test_a_resumed_risk_critic_takes_the_configured_learning_rate() -> None:
+    """A session resumed with another ``risk_config.lr``: the saved optimiser state (moments,
+    step counts) is kept, its learning rate is the new config's, not silently the saved one."""
+    from policies.interactive import RiskConfig, RiskQ
+
+    saved = RiskQ(4, 1, RiskConfig(lr=1e-3, hidden_dim=16)).state_dict()
+    resumed = RiskQ(4, 1, RiskConfig(lr=3e-4, hidden_dim=16))
+    resumed.load_state_dict(saved)
+    assert [g["lr"] for g in resumed.opt.param_groups] == [3e-4]
+
+
 def test_thrifty_hands_over_on_risk_and_records_its_thresholds(tiny_demo: Path,
                                                                tmp_path: Path) -> None:
     """Round 0: no success seen yet, no risk gate (the teacher drives it all); its laps train
