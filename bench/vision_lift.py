@@ -101,14 +101,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="outputs/vision_lift_bench",
                         help="directory for demos.zarr, the run and report.json")
-    parser.add_argument("--demos", type=int, default=400, help="scripted demonstrations")
-    parser.add_argument("--steps", type=int, default=1000, help="training gradient steps")
+    parser.add_argument("--demos", type=int, default=1000, help="scripted demonstrations")
+    parser.add_argument("--steps", type=int, default=3000, help="training gradient steps")
+    parser.add_argument("--channels", default="16,32,32", help="the camera encoder's conv widths")
+    parser.add_argument("--offset", action=argparse.BooleanOptionalAction, default=True,
+                        help="predict joint targets as offsets from the measured joints "
+                             "(policy_config.action_offset=observation.state)")
     parser.add_argument("--shift", type=int, default=4, help="random-shift augmentation, px")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--real-path-episodes", type=int, default=0,
                         help="also evaluate with JPEG frames + 4096-step positions (0: skip)")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="for --real-path-episodes")
+    parser.add_argument("--dart", type=float, default=0.0,
+                        help="DART demonstrations (bench/dart_collect.py): joint-target noise "
+                             "std (rad) injected while the expert drives, clean labels "
+                             "recorded (0: the ordinary scripted demonstrations)")
     parser.add_argument("--reuse-demos", action="store_true",
                         help="keep an existing OUT/demos.zarr instead of collecting")
     args = parser.parse_args()
@@ -119,15 +127,23 @@ def main() -> int:
 
     t0 = time.perf_counter()
     if not (args.reuse_demos and demos.exists()):
-        _cli("collect", str(demos), f"env={ENV_ID}", f"episodes={args.demos}",
-             "robot.cameras=[front]", "num_envs=2", "-q")
+        if args.dart > 0:
+            from bench.dart_collect import collect_dart
+
+            print(collect_dart(str(demos), args.demos, args.dart, ["front"]), flush=True)
+        else:
+            _cli("collect", str(demos), f"env={ENV_ID}", f"episodes={args.demos}",
+                 "robot.cameras=[front]", "num_envs=2", "-q")
     times["collect_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     _cli("train", f"dataset={demos}", f"output={run}", "policy=mlp", f"steps={args.steps}",
          f"observations={OBSERVATIONS}", "threads=2", "num_workers=1", f"seed={args.seed}",
          "policy_config.hidden_dim=512", "policy_config.obs_horizon=2", "optim.lr=1e-3",
-         f"policy_config.encoder.random_shift={args.shift}", "resume=false", "-q")
+         f"policy_config.encoder.random_shift={args.shift}",
+         f"policy_config.encoder.channels=[{args.channels}]",
+         *(["policy_config.action_offset=observation.state"] if args.offset else []),
+         "resume=false", "-q")
     times["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
