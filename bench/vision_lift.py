@@ -1,20 +1,26 @@
 """Lift the cube from what a real arm sees: the front camera and the joint state, no cube pose.
 
-Reproduces the vision recipe of issue 14 ("Measured", first bullet) in simulation
-(robolearn/SimArmLift-v0), through the ordinary commands:
+Reproduces the vision recipe of issue 14 (README, "Real arms: Measured") in simulation
+(robolearn/SimArmLift-v0):
 
-1. ``robolearn collect``: scripted-expert demonstrations with the 64x64 front camera;
+1. ``robolearn collect``: 1,000 demonstrations with the 64x64 front camera, DART by default
+   (``dart_noise=0.03``: the expert drives with 0.03 rad of noise on its joint targets and each
+   step is labelled with its clean answer for the state reached, so recoveries are in the data;
+   ``--dart 0``: ordinary scripted demonstrations);
 2. ``robolearn train``: the MLP policy (512 wide, observation history 2, action chunks of 16,
-   8 executed) on ``observation.state`` (6 joint positions + 6 velocities) and
-   ``observation.images.front`` only, through the per-camera CNN + spatial-softmax encoder, with
-   random-shift augmentation of the frames (``policy_config.encoder.random_shift``);
+   8 executed, joint targets as offsets from the measured joints) on ``observation.state`` (6
+   joint positions + 6 velocities) and ``observation.images.front`` only, through the per-camera
+   CNN (16-32-32) + spatial-softmax encoder, with random-shift augmentation of the frames
+   (``policy_config.encoder.random_shift``), 3,000 steps;
 3. ``robolearn eval``: seeded episodes (seeds from 100000, disjoint from the demonstrations'),
    success rate with its 95% Wilson interval;
 4. optionally (``--real-path-episodes N``) the same checkpoint again with what the emulated SO-101
    serves instead of the simulator's frames: each frame JPEG-compressed (OpenCV, quality 90) and
    decoded, joint positions quantised to 4096 steps per turn.
 
-    .venv/bin/python -m bench.vision_lift [--out DIR] [--demos 400] [--steps 1000] ...
+    .venv/bin/python -m bench.vision_lift [--out DIR] [--demos 1000] [--dart 0.03] [--seed 0] ...
+
+The deployment on the emulated SO-101 is ``python -m bench.so101_lift OUT/run --episodes 50``.
 
 Prints the figures and the wall time of each stage, and writes ``report.json`` in ``--out``.
 """
@@ -113,8 +119,8 @@ def main() -> int:
     parser.add_argument("--real-path-episodes", type=int, default=0,
                         help="also evaluate with JPEG frames + 4096-step positions (0: skip)")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="for --real-path-episodes")
-    parser.add_argument("--dart", type=float, default=0.0,
-                        help="DART demonstrations (bench/dart_collect.py): joint-target noise "
+    parser.add_argument("--dart", type=float, default=0.03,
+                        help="DART demonstrations (collect dart_noise=): joint-target noise "
                              "std (rad) injected while the expert drives, clean labels "
                              "recorded (0: the ordinary scripted demonstrations)")
     parser.add_argument("--reuse-demos", action="store_true",
@@ -127,13 +133,8 @@ def main() -> int:
 
     t0 = time.perf_counter()
     if not (args.reuse_demos and demos.exists()):
-        if args.dart > 0:
-            from bench.dart_collect import collect_dart
-
-            print(collect_dart(str(demos), args.demos, args.dart, ["front"]), flush=True)
-        else:
-            _cli("collect", str(demos), f"env={ENV_ID}", f"episodes={args.demos}",
-                 "robot.cameras=[front]", "num_envs=2", "-q")
+        _cli("collect", str(demos), f"env={ENV_ID}", f"episodes={args.demos}",
+             "robot.cameras=[front]", "num_envs=2", f"dart_noise={args.dart}", "-q")
     times["collect_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -71,6 +71,11 @@ class CollectConfig:
     review_timeout_s: float = 30.0  # teleop: how long to wait for keep/discard after an episode
     seed: int = 0  # first episode's seed (object placement)
     max_steps: int | None = None  # steps per episode; None: the environment's own limit
+    # scripted only, > 0: DART demonstrations. The expert drives with this much Gaussian noise
+    # (action units: rad for an arm's joints; a gripper stays clean) and each step records its
+    # clean answer for the state reached, so the data shows the way back from small errors.
+    # Camera-only lift, 1,000 demos: 81% plain, 97% with 0.03 (README, "Real arms: Measured")
+    dart_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.source not in ("scripted", "teleop"):
@@ -82,6 +87,9 @@ class CollectConfig:
         self.robot = robot_config(self.env, self.robot)
         if self.max_steps is not None and self.max_steps < 1:
             raise InvalidValue("max_steps", f"must be >= 1 or null, got {self.max_steps}")
+        if self.dart_noise < 0 or (self.dart_noise > 0 and self.source != "scripted"):
+            raise InvalidValue("dart_noise", f"must be >= 0, and 0 unless source=scripted; got "
+                               f"{self.dart_noise}")
         if self.num_envs < 1 or (self.num_envs > 1 and self.source != "scripted"):
             raise InvalidValue("num_envs", "must be 1 for teleop (one human), >= 1 otherwise")
 
@@ -121,7 +129,7 @@ def run(cfg: CollectConfig) -> int:
         from robolearn.vector import collect_scripted
 
         store = collect_scripted(cfg.env, cfg.output, cfg.episodes, cfg.num_envs, seed=cfg.seed,
-                                 **_overrides(cfg))
+                                 dart_noise=cfg.dart_noise, **_overrides(cfg))
         console.print(f"{cfg.output}: {len(store)} episodes")
         store.close()
         return 0
@@ -159,11 +167,15 @@ def _store_of_this_run(cfg: CollectConfig, env: RobotEnv) -> Iterator[EpisodeSto
 
 
 def _scripted(cfg: CollectConfig, env: RobotEnv, rec: Any) -> None:
+    from robolearn.experts import DartExpert, LabelledRecorder
     from robolearn_core.progress import track
 
     loop = ControlLoop(env, LoopConfig(realtime=False), rec)
+    dart = DartExpert(env, cfg.dart_noise) if cfg.dart_noise > 0 else None
+    if dart is not None:
+        loop.recorder = LabelledRecorder(rec, dart)
     for i in track(range(cfg.episodes), "collecting episodes"):
-        loop.run_episode(lambda obs: env.expert_action(), seed=cfg.seed + i,
+        loop.run_episode(dart or (lambda obs: env.expert_action()), seed=cfg.seed + i,
                          source=Source.SCRIPTED)
 
 

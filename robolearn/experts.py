@@ -101,3 +101,55 @@ RISK_RULES: dict[str, str] = {"sim_car": "robolearn.experts:car_at_risk"}
 def make_expert(env: RobotEnv, **kwargs: Any) -> Expert:
     expert: Expert = resolve(EXPERTS, env.robot.name, "expert")(env, **kwargs)
     return expert
+
+
+# robot -> expert settings for DART collection (``robolearn collect dart_noise=...``): labels
+# answer the state reached, as a teacher's do (the arm's expert re-anchored at the measured
+# joints); the phase machine keeps its history, which stays true because the expert drives.
+DART_KWARGS: dict[str, dict[str, Any]] = {"sim_arm": {"feedback": True}}
+
+
+class DartExpert:
+    """DART (Laskey et al. 2017): the expert drives with Gaussian noise (std ``noise``, action
+    units) added to every action element but a gripper's, and ``label`` keeps its clean answer
+    for the state it is in, which :class:`LabelledRecorder` records as the step's action. The
+    data then holds the states a cloned policy's own errors lead to (a grasp a few millimetres
+    off), each labelled with the way back. The noise is seeded by the episode's seed."""
+
+    def __init__(self, env: RobotEnv, noise: float) -> None:
+        if not noise > 0:
+            raise ValueError(f"dart_noise must be > 0, got {noise}")
+        self.expert = make_expert(env, **DART_KWARGS.get(env.robot.name, {}))
+        self.noise = noise
+        self.low, self.high = env.robot.action_bounds
+        names = env.robot.action_feature.names or ()
+        self.noisy = np.array([not str(n).startswith("gripper") for n in names] if names
+                              else [True] * len(self.low))
+        self.label: np.ndarray | None = None
+        self._rng = np.random.default_rng(0)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.expert.reset(seed)
+        self._rng = np.random.default_rng([0 if seed is None else seed, 0xDA27])
+        self.label = None
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        self.label = np.clip(self.expert(obs), self.low, self.high).astype(np.float32)
+        noise = self._rng.normal(0.0, self.noise, self.label.shape) * self.noisy
+        return np.clip(self.label + noise, self.low, self.high).astype(np.float32)
+
+
+class LabelledRecorder:
+    """Wraps a recorder: each step's action becomes ``dart.label`` (what the expert would have
+    done), not the noisy action the robot was sent."""
+
+    def __init__(self, inner: Any, dart: DartExpert) -> None:
+        self.inner, self.dart = inner, dart
+
+    def add(self, row: dict[str, np.ndarray], *args: Any, **kwargs: Any) -> None:
+        if self.dart.label is None:
+            raise RuntimeError("DART: a step recorded before the expert labelled it")
+        self.inner.add({**row, "action": self.dart.label}, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -22,6 +22,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from data.schema import Source
 from data.store import EpisodeStore
 from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.experts import DartExpert, LabelledRecorder
 from robolearn.loop import ControlLoop, LoopConfig, create_store
 from robolearn_core.progress import track
 
@@ -65,25 +66,30 @@ class _Episode:
 
 
 class _Worker:
-    def __init__(self, env_id: str, overrides: dict[str, Any]) -> None:
+    def __init__(self, env_id: str, overrides: dict[str, Any], dart_noise: float = 0.0) -> None:
         self.env = _make(env_id, overrides)
         self.loop = ControlLoop(self.env, LoopConfig(realtime=False))
+        self.dart = DartExpert(self.env, dart_noise) if dart_noise > 0 else None
 
     def episode(self, seed: int) -> _Episode:
         ep = _Episode()
-        self.loop.recorder = ep
         env = self.env
-        self.loop.run_episode(lambda obs: env.expert_action(), seed=seed,
-                              source=Source.SCRIPTED)
+        if self.dart is None:
+            self.loop.recorder = ep
+            self.loop.run_episode(lambda obs: env.expert_action(), seed=seed,
+                                  source=Source.SCRIPTED)
+        else:
+            self.loop.recorder = LabelledRecorder(ep, self.dart)
+            self.loop.run_episode(self.dart, seed=seed, source=Source.SCRIPTED)
         return ep
 
 
 _worker: _Worker | None = None  # the pool process's
 
 
-def _start_worker(env_id: str, overrides: dict[str, Any]) -> None:
+def _start_worker(env_id: str, overrides: dict[str, Any], dart_noise: float = 0.0) -> None:
     global _worker
-    _worker = _Worker(env_id, overrides)
+    _worker = _Worker(env_id, overrides, dart_noise)
 
 
 def _run_episode(seed: int) -> _Episode:
@@ -92,9 +98,11 @@ def _run_episode(seed: int) -> _Episode:
 
 
 def collect_scripted(env_id: str, store_path: str, episodes: int, num_envs: int = 2, *,
-                     seed: int = 0, progress: bool = True, **overrides: Any) -> EpisodeStore:
+                     seed: int = 0, progress: bool = True, dart_noise: float = 0.0,
+                     **overrides: Any) -> EpisodeStore:
     """Record ``episodes`` scripted-expert episodes of ``env_id`` into a new store, running
-    ``num_envs`` worker processes (1: in this process). Returns the store, open for writing."""
+    ``num_envs`` worker processes (1: in this process). ``dart_noise`` > 0: DART episodes
+    (:class:`robolearn.experts.DartExpert`). Returns the store, open for writing."""
     probe = _make(env_id, overrides)
     task = probe.task.description or probe.task.name
     store = create_store(store_path, probe, env_id, overrides)
@@ -105,10 +113,10 @@ def collect_scripted(env_id: str, store_path: str, episodes: int, num_envs: int 
     try:
         if num_envs > 1:
             pool = multiprocessing.get_context("forkserver").Pool(
-                num_envs, _start_worker, (env_id, overrides))
+                num_envs, _start_worker, (env_id, overrides, dart_noise))
             results = pool.imap(_run_episode, seeds)  # in order, as they finish
         else:
-            local = _Worker(env_id, overrides)
+            local = _Worker(env_id, overrides, dart_noise)
             results = map(local.episode, seeds)
         with store.recorder(task=task, source=Source.SCRIPTED) as rec, \
                 _bar(episodes, progress) as bar:

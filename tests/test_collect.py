@@ -183,3 +183,40 @@ def test_collect_without_its_device_fails_in_one_line_and_leaves_nothing(
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"robolearn collect: config error: teleop={device}: "), lines
     assert list(tmp_path.iterdir()) == [], "no store, no temporary directory"
+
+
+def _dart_stats(path: Path) -> tuple[float, float]:
+    """(std of the joints' second differences, std of the recorded arm actions' differences)
+    over a store's episodes: how much noise reached the arm, and how much is in the labels."""
+    dq, da = [], []
+    with EpisodeStore.open(path) as store:
+        for i in range(len(store)):
+            info = store.info(i)
+            q = store.read("observation.state", info.start, info.start + info.length, info)
+            a = store.read("action", info.start, info.start + info.length, info)
+            dq.append(np.diff(q[:, :5], 2, axis=0).ravel())
+            da.append(np.diff(a[:, :5], axis=0).ravel())
+    return float(np.std(np.concatenate(dq))), float(np.std(np.concatenate(da)))
+
+
+def test_dart_collect_drives_noisy_and_records_clean_labels(tmp_path: Path) -> None:
+    """``collect dart_noise=0.05``: the noise reaches the arm (its joints jitter 3x more than
+    under the plain expert), the recorded actions are the expert's clean labels (their step
+    changes stay far below the sent actions' sqrt(2) x 0.05 = 0.07), the expert still lifts,
+    and the worker pool records the same store as one process (the noise is seeded by the
+    episode's seed). A non-scripted source is refused in one line."""
+    common = ["collect", "env=robolearn/SimArmLift-v0", "episodes=3", "-q"]
+    assert main([*common, f"output={tmp_path / 'plain'}"]) == 0
+    assert main([*common, f"output={tmp_path / 'dart'}", "dart_noise=0.05"]) == 0
+    assert main([*common, f"output={tmp_path / 'dart2'}", "dart_noise=0.05", "num_envs=2"]) == 0
+    plain_dq, _ = _dart_stats(tmp_path / "plain")
+    dart_dq, dart_da = _dart_stats(tmp_path / "dart")
+    assert dart_dq > 3 * plain_dq, (dart_dq, plain_dq)
+    assert dart_da < 0.04, dart_da
+    with EpisodeStore.open(tmp_path / "dart") as one, EpisodeStore.open(tmp_path / "dart2") as two:
+        assert [one.info(i).success for i in range(3)] == [True] * 3
+        np.testing.assert_array_equal(one.read("action", 0, one.num_frames),
+                                      two.read("action", 0, two.num_frames))
+    assert main([*common, f"output={tmp_path / 'bad'}", "dart_noise=0.05",
+                 "source=teleop"]) == 2
+    assert not (tmp_path / "bad").exists()
