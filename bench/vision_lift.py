@@ -11,7 +11,7 @@ Reproduces the vision recipe of issue 14 (README, "Real arms: Measured") in simu
    8 executed, joint targets as offsets from the measured joints) on ``observation.state`` (6
    joint positions + 6 velocities) and ``observation.images.front`` only, through the per-camera
    CNN (16-32-32) + spatial-softmax encoder, with random-shift augmentation of the frames
-   (``policy_config.encoder.random_shift``), 3,000 steps;
+   (``policy_config.encoder.random_shift``), 6,000 steps;
 3. ``robolearn eval``: seeded episodes (seeds from 100000, disjoint from the demonstrations'),
    success rate with its 95% Wilson interval;
 4. optionally (``--real-path-episodes N``) the same checkpoint again with what the emulated SO-101
@@ -108,7 +108,7 @@ def main() -> int:
     parser.add_argument("--out", default="outputs/vision_lift_bench",
                         help="directory for demos.zarr, the run and report.json")
     parser.add_argument("--demos", type=int, default=1000, help="scripted demonstrations")
-    parser.add_argument("--steps", type=int, default=3000, help="training gradient steps")
+    parser.add_argument("--steps", type=int, default=6000, help="training gradient steps")
     parser.add_argument("--channels", default="16,32,32", help="the camera encoder's conv widths")
     parser.add_argument("--offset", action=argparse.BooleanOptionalAction, default=True,
                         help="predict joint targets as offsets from the measured joints "
