@@ -167,16 +167,14 @@ def _store_of_this_run(cfg: CollectConfig, env: RobotEnv) -> Iterator[EpisodeSto
 
 
 def _scripted(cfg: CollectConfig, env: RobotEnv, rec: Any) -> None:
-    from robolearn.experts import DartExpert, LabelledRecorder
+    from robolearn.experts import DartExpert
+    from robolearn.vector import run_scripted_episode
     from robolearn_core.progress import track
 
-    loop = ControlLoop(env, LoopConfig(realtime=False), rec)
+    loop = ControlLoop(env, LoopConfig(realtime=False))
     dart = DartExpert(env, cfg.dart_noise) if cfg.dart_noise > 0 else None
-    if dart is not None:
-        loop.recorder = LabelledRecorder(rec, dart)
     for i in track(range(cfg.episodes), "collecting episodes"):
-        loop.run_episode(dart or (lambda obs: env.expert_action()), seed=cfg.seed + i,
-                         source=Source.SCRIPTED)
+        run_scripted_episode(loop, rec, cfg.seed + i, dart)
 
 
 def _teleop(cfg: CollectConfig, env: RobotEnv) -> None:

@@ -128,7 +128,8 @@ def _flushed_after(journal: Path, reader: EpisodeStore) -> bool:
     except (FileNotFoundError, json.JSONDecodeError):
         return False
     reader.refresh()
-    return int(j.get("flushed", 0)) > 0 and int(j.get("start", -1)) >= reader._end
+    start = int(j.get("start", -1))
+    return int(j.get("flushed", 0)) > 0 and all(info.start != start for info in reader.infos())
 
 
 def _record_forever(path: str, cfg: QuickstartConfig) -> None:

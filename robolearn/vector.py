@@ -73,15 +73,18 @@ class _Worker:
 
     def episode(self, seed: int) -> _Episode:
         ep = _Episode()
-        env = self.env
-        if self.dart is None:
-            self.loop.recorder = ep
-            self.loop.run_episode(lambda obs: env.expert_action(), seed=seed,
-                                  source=Source.SCRIPTED)
-        else:
-            self.loop.recorder = LabelledRecorder(ep, self.dart)
-            self.loop.run_episode(self.dart, seed=seed, source=Source.SCRIPTED)
+        run_scripted_episode(self.loop, ep, seed, self.dart)
         return ep
+
+
+def run_scripted_episode(loop: ControlLoop, recorder: Any, seed: int,
+                         dart: DartExpert | None = None) -> None:
+    """One scripted episode through ``loop`` into ``recorder``: the env's expert drives, or with
+    ``dart`` the noisy DART expert drives and its clean labels are recorded."""
+    env = loop.env
+    loop.recorder = recorder if dart is None else LabelledRecorder(recorder, dart)
+    loop.run_episode(dart or (lambda obs: env.expert_action()), seed=seed,
+                     source=Source.SCRIPTED)
 
 
 _worker: _Worker | None = None  # the pool process's
