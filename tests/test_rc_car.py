@@ -283,7 +283,13 @@ def test_a_board_that_dies_mid_deploy_is_named_and_the_steps_kept(tmp_path: Path
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert line.startswith("deploying"), line
-        time.sleep(1.5)
+        # Kill the board 1 s after the policy's throttle reaches its pins, not after a fixed
+        # sleep: under CI load the firmware's arming delay alone took longer than 1.5 s once.
+        end = time.monotonic() + 60
+        while board.status()["esc_us"] <= 1510 and time.monotonic() < end \
+                and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(1.0)
         board.proc.send_signal(signal.SIGKILL)  # the emulator and its board: the link is gone
         rest = proc.communicate(timeout=60)[1]
     finally:
