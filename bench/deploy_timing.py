@@ -136,14 +136,20 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30.0, help="control rate, Hz")
     parser.add_argument("--policies", nargs="+", default=["mlp", "diffusion"],
                         choices=["mlp", "diffusion"])
+    parser.add_argument("--modes", nargs="+", default=[f"{m}:{t}" for m, t in MODES],
+                        metavar="MODE:THREADS", help="inference modes to run (sync, async, "
+                        "process) with torch threads (0: default); the first is the baseline")
     parser.add_argument("settings", nargs="*", metavar="robot.KEY=VALUE",
                         help="the robot's config fields (robot.port=/dev/pts/3)")
     args = parser.parse_args()
     settings = robot_settings(args.robot, args.settings)
+    modes = [(m.partition(":")[0], m.partition(":")[2]) for m in args.modes]
+    if any(m not in ("sync", "async", "process") or not t.isdigit() for m, t in modes):
+        parser.error(f"--modes: each is sync, async or process, then :THREADS, got {args.modes}")
     default_threads = torch.get_num_threads()
     print(f"deploy timing: {args.robot} at {args.fps:g} Hz ({1000 / args.fps:.1f} ms period), "
           f"{args.steps} steps per run; torch default threads = {default_threads}; baseline: "
-          "sync inference, default threads")
+          f"{modes[0][0]} inference, {int(modes[0][1]) or 'default'} threads")
     with tempfile.TemporaryDirectory() as tmp:
         robot_keys = set(make_robot(args.robot, **settings).observation_features)
         store = tiny_store(args.robot, settings, Path(tmp) / "tiny.zarr")
@@ -156,9 +162,10 @@ def main() -> None:
                   f"{'overruns':>8} {'plan ms':>8} {'in-loop p99 ms':>14} {'starved':>7} "
                   f"{'late x':>7} {'plan x':>7}")
             base: dict[str, float] = {}
-            for mode, threads in MODES:
+            for run, (mode, threads_text) in enumerate(modes):
+                threads = int(threads_text)
                 r = measure(policy, args.robot, settings, mode, threads, args.fps, args.steps,
-                            Path(tmp) / f"{kind}-{mode}-{threads}.zarr", default_threads)
+                            Path(tmp) / f"{kind}-{run}-{mode}-{threads}.zarr", default_threads)
                 base = base or r
                 late_x = r["p99_late_ms"] / max(base["p99_late_ms"], 1e-3)
                 plan_x = r["plan_ms"] / base["plan_ms"]
