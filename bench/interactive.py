@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from robolearn.experts import TEACHER_KWARGS
+
 SETTINGS: dict[str, dict[str, Any]] = {
     # the start: one 40-step demonstration on the oval's first straight
     "car": {"env": "robolearn/SimCarTechnical-v0",
@@ -39,7 +41,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # learns joint targets as offsets from the joints
     "arm": {"env": "robolearn/SimArmLift-v0", "robot_kwargs": {}, "max_steps": 250,
             "action_offset": "observation.state",
-            "expert": {"feedback": True, "state_phase": True}, "start": 5},
+            "expert": TEACHER_KWARGS["sim_arm"], "start": 5},
 }
 SETTING: dict[str, Any] = dict(SETTINGS["car"])  # the chosen one (--setting)
 

@@ -78,7 +78,7 @@ EXPERTS: dict[str, str] = {
 # arm really is) and its phase machine's history (timers, the heading it chose): both off for
 # teaching; the car's pure pursuit is a function of the state already.
 TEACHER_KWARGS: dict[str, dict[str, Any]] = {"sim_arm": {"feedback": True,
-                                                         "state_phase": True}}
+                                                         "state_phase": True, "funnel": 2.0}}
 
 
 def car_at_risk(robot: Any, margin: float = 0.2, min_speed: float = 0.5,

@@ -130,3 +130,63 @@ def test_the_arm_s_teacher_reads_its_phase_from_the_state() -> None:
                    for i in range(10))
     finally:
         env.close()
+
+
+def test_the_funnel_teacher_labels_nearly_equal_states_alike() -> None:
+    """A one-step novice regresses the teacher's labels, so nearly equal states need nearly
+    equal labels. Two cases near the cube, 2 cm above the grasp point, 1 mm apart across the
+    12 mm "over the cube" boundary: without the funnel the teacher says descend on one side and
+    climb back to hover height on the other; with it (``funnel``, the teaching default) both
+    move toward the grasp point alike. Jaws half shut there are told to open and go on
+    (approach), not to retreat to hover height (retry), which stalled its novice mid-air. And
+    the wrist turns to one face pair for every cube: the least-roll choice switched faces
+    between cubes 0.02 rad of yaw apart, and its novice's wrist stopped between the two."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.experts import TEACHER_KWARGS
+    from sim.arm.expert import ExpertConfig, ScriptedArmExpert
+
+    assert TEACHER_KWARGS["sim_arm"].get("funnel", 0) > 0
+    env = make_env(**ENVS["robolearn/SimArmLift-v0"])
+    try:
+        env.reset(seed=100_000)
+        s0 = {k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
+              for k, v in env.robot.state().items()}
+        robot: Any = env.robot
+
+        def label(funnel: float, dx: float, gripper: float) -> tuple[np.ndarray, str]:
+            expert = ScriptedArmExpert(env.task, ExpertConfig(
+                fps=robot.fps, feedback=True, state_phase=True, funnel=funnel),
+                model=robot.model)
+            expert(s0)  # its roll for this cube
+            g = expert._grasp_point(s0)
+            q, _ = expert.kin.ik_robust(g + np.array([dx, 0.0, 0.02]),
+                                        np.asarray(s0["joint_pos"][:5], float), True)
+            q[4] = expert.roll  # the wrist already rolled to the cube
+            ee, _ = expert.kin.fk(q)
+            s = {**s0, "joint_pos": np.array([*q, gripper]), "ee_pos": ee, "gripper": gripper}
+            return expert(s), expert.phase
+
+        jump = {}
+        for funnel in (0.0, 2.0):
+            inside, _ = label(funnel, 0.0115, 0.9)
+            outside, _ = label(funnel, 0.0125, 0.9)
+            jump[funnel] = float(np.abs(inside[:5] - outside[:5]).max())
+        assert jump[2.0] < 0.03 and jump[0.0] > 4 * jump[2.0], jump  # measured 0.016, 0.107
+        assert label(2.0, 0.015, 0.5)[1] == "approach"
+        assert label(0.0, 0.015, 0.5)[1] == "retry"
+
+        # the wrist's roll for the layout's cube yaws (-45..45 degrees), 0.02 rad apart: the
+        # least-roll choice (away from the bin when near it) switches faces somewhere in the
+        # range; teaching keeps one face pair, its roll continuous in the yaw
+        def roll(funnel: float, yaw: float) -> float:
+            expert = ScriptedArmExpert(env.task, ExpertConfig(
+                fps=robot.fps, feedback=True, state_phase=True, funnel=funnel),
+                model=robot.model)
+            expert({**s0, "cube_quat": np.array([np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)])})
+            return expert.roll
+
+        yaws = np.arange(-np.pi / 4, np.pi / 4, 0.02)
+        turn = {f: float(np.abs(np.diff([roll(f, y) for y in yaws])).max()) for f in (0.0, 2.0)}
+        assert turn[2.0] < 0.05 and turn[0.0] > 1.0, turn
+    finally:
+        env.close()
