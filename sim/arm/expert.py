@@ -50,18 +50,22 @@ class ExpertConfig:
     # labelling states another policy drove to, whose phase machine otherwise sits in
     # "approach" while the novice grasps, or times out into "descend" far from the cube
     state_phase: bool = False
-    # with state_phase: approach and descend as one funnel above the grasp point, the tcp's
-    # goal ``min(hover, funnel * horizontal error)`` above it (once the wrist is rolled), so
-    # nearly equal states get nearly equal labels (two phases switching at 12 mm sent a tcp
-    # low and slightly off back up to hover height, 0.11 rad of joint target from a 1 mm
-    # move; 0.015 with the funnel), and a one-step novice can regress them: one-step BC on
-    # 100 lifts 26 of 30 against 6 of 30 without (README "Interactive imitation"); 0: two
-    # phases
+    # with state_phase, > 0: teaching labels continuous in the state, so a one-step novice
+    # can regress them (DAgger labels states its novice drove to): approach and descend as one
+    # funnel, the tcp's goal ``min(hover, funnel * horizontal error)`` above the grasp point
+    # (higher while the wrist is still turning); one face pair for the jaws for every cube;
+    # jaws half shut away from the grasp point reopen on the way (retry only when shut on
+    # nothing); full steps toward the goal. Before, a 1 mm move across the 12 mm "over the
+    # cube" line changed the joint target by 0.11 rad (0.016 now), the face choice flipped
+    # between nearby cubes, and one-step BC on 100 of its lifts lifted 6 of 30 (30 of 30
+    # now; README "Interactive imitation"). 0: the two phases and the least-roll face
     funnel: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.fps, self.speed, self.tolerance, self.hover) <= 0:
             raise ValueError("ExpertConfig: fps, speed, tolerance and hover must be positive")
+        if self.funnel < 0:
+            raise ValueError(f"ExpertConfig: funnel must be >= 0 (0: off), got {self.funnel}")
         if self.close_steps < 1 or self.release_steps < 1 or self.phase_timeout < 1:
             raise ValueError("ExpertConfig: step counts must be >= 1")
 
