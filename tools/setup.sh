@@ -15,9 +15,17 @@ say() { echo "robolearn setup: $*" >&2; }
 # (torchcodec); libosmesa6 -> headless MuJoCo rendering on CPU (cameras, videos); libegl1/libgl1 ->
 # headless rendering on a GPU machine (EGL) and the GL dispatch that OSMesa's PyOpenGL loads;
 # make, gcc-avr, avr-libc -> the RC car's firmware; simavr, libsimavr-dev, gcc -> its simulated
-# board (firmware in the loop); clang -> libFuzzer for the firmware's frame parser.
+# board (firmware in the loop); clang and libclang-rt-dev -> libFuzzer for the firmware's frame
+# parser (libclang-rt-dev holds the fuzzer and ASan runtimes; clang only recommends it, and
+# --no-install-recommends left the fuzz test unable to link on a fresh Debian 12).
 # openssl -> the self-signed certificate of the actor-learner link's TLS test.
 PKGS=(ffmpeg libosmesa6 libegl1 libgl1 make gcc-avr avr-libc simavr libsimavr-dev gcc clang openssl)
+# libclang-rt-dev exists from Debian 12 (and Ubuntu 23.04) on; older releases ship the runtimes
+# in clang's own libclang-common-*-dev
+if apt-cache show libclang-rt-dev >/dev/null 2>&1 || { [ -r /etc/debian_version ] \
+    && [ "$(cut -d. -f1 /etc/debian_version)" -ge 12 ] 2>/dev/null; }; then
+  PKGS+=(libclang-rt-dev)
+fi
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=()
   for p in "${PKGS[@]}"; do
