@@ -153,10 +153,13 @@ def test_the_funnel_teacher_labels_nearly_equal_states_alike() -> None:
               for k, v in env.robot.state().items()}
         robot: Any = env.robot
 
-        def label(funnel: float, dx: float, gripper: float) -> tuple[np.ndarray, str]:
-            expert = ScriptedArmExpert(env.task, ExpertConfig(
+        def teacher(funnel: float) -> ScriptedArmExpert:
+            return ScriptedArmExpert(env.task, ExpertConfig(
                 fps=robot.fps, feedback=True, state_phase=True, funnel=funnel),
                 model=robot.model)
+
+        def label(funnel: float, dx: float, gripper: float) -> tuple[np.ndarray, str]:
+            expert = teacher(funnel)
             expert(s0)  # its roll for this cube
             g = expert._grasp_point(s0)
             q, _ = expert.kin.ik_robust(g + np.array([dx, 0.0, 0.02]),
@@ -179,9 +182,7 @@ def test_the_funnel_teacher_labels_nearly_equal_states_alike() -> None:
         # least-roll choice (away from the bin when near it) switches faces somewhere in the
         # range; teaching keeps one face pair, its roll continuous in the yaw
         def roll(funnel: float, yaw: float) -> float:
-            expert = ScriptedArmExpert(env.task, ExpertConfig(
-                fps=robot.fps, feedback=True, state_phase=True, funnel=funnel),
-                model=robot.model)
+            expert = teacher(funnel)
             expert({**s0, "cube_quat": np.array([np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)])})
             return expert.roll
 

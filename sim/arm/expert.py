@@ -69,6 +69,11 @@ class ExpertConfig:
         if self.close_steps < 1 or self.release_steps < 1 or self.phase_timeout < 1:
             raise ValueError("ExpertConfig: step counts must be >= 1")
 
+    @property
+    def funnelled(self) -> bool:
+        """Teaching with the funnel (``state_phase`` and ``funnel`` > 0)."""
+        return self.state_phase and self.funnel > 0
+
 
 def cube_yaw(quat: np.ndarray) -> float:
     w, x, y, z = (float(v) for v in quat)
@@ -106,8 +111,7 @@ class ScriptedArmExpert:
         step = goal - self.cmd
         dist = float(np.linalg.norm(step))
         max_step = self.cfg.speed / self.cfg.fps
-        if self.cfg.feedback and self.cfg.state_phase and self.cfg.funnel > 0 \
-                and dist > self.cfg.tolerance / 2:
+        if self.cfg.feedback and self.cfg.funnelled and dist > self.cfg.tolerance / 2:
             # teaching: a full step toward the goal until within half the tolerance, so the
             # label near the goal is not a sub-millimetre offset that a novice's bias (and the
             # arm's sag under a position target) turns into standing still above the cube
@@ -128,10 +132,8 @@ class ScriptedArmExpert:
         """World yaw for the jaws' opening direction: square to a cube face, away from the bin
         when it is near (the open jaw would hit its wall), else needing the least wrist roll."""
         cube, bin_pos = np.asarray(s["cube_pos"]), np.asarray(s["bin_pos"])
-        away = cube[:2] - bin_pos[:2]
-        near = float(np.linalg.norm(away)) < 0.2
         base = self.kin.jaw_yaw(np.array([math.atan2(cube[1], cube[0]), *self.q[1:4], 0.0]))
-        if self.cfg.state_phase and self.cfg.funnel > 0:
+        if self.cfg.funnelled:
             # teaching: one face pair for every cube (the wrist rolls by bearing - cube yaw,
             # within +-1.5 rad over the layout's range): the label is continuous in the cube's
             # pose. Choosing the least roll (or away from the bin) switches faces at cube yaws
@@ -140,6 +142,8 @@ class ScriptedArmExpert:
             heading = cube_yaw(s["cube_quat"]) + math.pi / 2
             roll = (base - heading + math.pi) % (2 * math.pi) - math.pi
             return heading + (math.pi if abs(roll) > self.kin.high[4] - 0.1 else 0.0)
+        away = cube[:2] - bin_pos[:2]
+        near = float(np.linalg.norm(away)) < 0.2
         best, best_score = 0.0, -np.inf
         for k in range(4):
             heading = cube_yaw(s["cube_quat"]) + k * math.pi / 2
@@ -200,11 +204,11 @@ class ScriptedArmExpert:
             over = float(np.linalg.norm(tcp[:2] - g[:2])) < 2 * cfg.tolerance
             dz = float(tcp[2] - g[2])
             at_grasp = over and dz < 2 * cfg.tolerance
-            # funnel: start closing only at the grasp point (as the phase machine arrives
-            # there), go on closing anywhere near it; retry (open, climb) only when shut on
-            # nothing; jaws half shut elsewhere: approach (open them on the way)
-            arrived = float(np.linalg.norm(tcp - g)) < cfg.tolerance
-            if cfg.funnel > 0:
+            if cfg.funnelled:
+                # start closing only at the grasp point (as the phase machine arrives there),
+                # go on closing anywhere near it; retry (open, climb) only when shut on
+                # nothing; jaws half shut elsewhere: approach (open them on the way)
+                arrived = float(np.linalg.norm(tcp - g)) < cfg.tolerance
                 if grip < cfg.closed + 0.05:
                     phase = "retry"
                 elif arrived or (at_grasp and grip < cfg.open - 0.1):
@@ -236,7 +240,7 @@ class ScriptedArmExpert:
             self.roll = self._align_roll(s, cube)
             goal = self._grasp_point(s) + np.array([0, 0, cfg.hover])
             rolled = abs(float(s["joint_pos"][4]) - self.roll) < 0.05
-            if cfg.state_phase and cfg.funnel > 0:  # the phase is the state's: no "descend"
+            if cfg.funnelled:  # the phase is the state's: no "descend"
                 # down the funnel as the tcp centres and the wrist turns (0.2 rad off: hover)
                 off = float(np.linalg.norm(np.asarray(s["ee_pos"])[:2] - goal[:2]))
                 turn = abs(float(s["joint_pos"][4]) - self.roll) / 0.2
