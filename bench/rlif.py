@@ -1,13 +1,15 @@
 """RLIF against HG-DAgger with the same suboptimal teacher, and against the teacher alone.
 
 ``python -m bench.rlif [--seeds 0,1,2] [--rounds 30] [--eval 100] [--rule risk|distance]
-[--threshold 0.5] [--teacher weak|expert] [--out DIR]``
+[--threshold 0.5] [--teacher weak|expert|biased] [--bias 0.65,0] [--out DIR]``
 
 Setting: bench.interactive's (the car on the technical track, noisy starts, 400 steps an
 episode, success = a lap; start: one 40-step scripted demonstration on the oval's straight).
 The teacher: a weak policy acts (one MLP fitted on a single 120-step scripted demonstration of
 the technical track: BC that laps most starts, not all; ``--teacher expert``: the scripted
-expert itself), and it steps in for ``--hold`` steps by ``--rule``: ``distance``, when the
+expert itself; ``--teacher biased``: the scripted expert with a constant offset ``--bias`` on
+its actions, a mis-trimmed controller: steering +0.65 laps 69 of 100 held-out starts), and it
+steps in for ``--hold`` steps by ``--rule``: ``distance``, when the
 novice's action is more than ``--threshold`` (max-norm) from the undegraded scripted expert's
 (``reference=expert``: it sees a mistake like the expert, corrects like the weak policy), or
 ``risk``, when the car is near a wall, stuck or crawling (it judges outcomes, not actions).
@@ -47,27 +49,42 @@ def weak_teacher(root: Path) -> Path:
     return member
 
 
-def teacher_alone(member: Path | None, n: int) -> float:
-    """Success of the teacher driving alone (the weak policy ``member``, or the scripted
-    expert when None) on the evaluation's held-out starts."""
-    from policies.base import Policy
-    from robolearn.deploy import checkpoint_data
+def teacher_cfg(args: Any, member: Path, seed: int = 0) -> Any:
+    """The teacher of ``--teacher``: acts weak, biased or as the expert, judges as the expert."""
+    from robolearn.teacher import TeacherConfig
+
+    bias = [float(b) for b in args.bias.split(",")] if args.teacher == "biased" else []
+    return TeacherConfig(seed=seed, weak=str(member) if args.teacher == "weak" else "",
+                         bias=bias, reference="expert", hold=args.hold,
+                         threshold=args.threshold, rule=args.rule, rule_p=args.rule_p,
+                         spurious_p=args.spurious_p)
+
+
+def teacher_alone(cfg: Any, n: int) -> float:
+    """Success of the teacher ``cfg`` driving alone (its degraded actions, never its rule) on
+    the evaluation's held-out starts."""
     from robolearn.env import ENVS, make_env
     from robolearn.loop import ControlLoop, LoopConfig
+    from robolearn.teacher import SimulatedTeacher
 
     env = make_env(**{**ENVS[SETTING["env"]], "max_steps": SETTING["max_steps"],
                       "robot_kwargs": {**ENVS[SETTING["env"]].get("robot_kwargs", {}),
                                        **SETTING["robot_kwargs"]}})
     try:
-        if member is None:
-            from robolearn.experts import make_expert
+        teacher = SimulatedTeacher(env, cfg)
 
-            act: Any = make_expert(env)
-        else:
-            act = Policy.load(checkpoint_data(str(member))[0]).select_action
-        loop = ControlLoop(env, LoopConfig(realtime=False))
-        ok = sum(bool(loop.run_episode(act, seed=100_000 + i,
-                                       record=False).success) for i in range(n))
+        class Drive:  # the teacher's own action, one answer per step
+            def reset(self, seed: int | None = None) -> None:
+                teacher.reset(seed)
+
+            def __call__(self, obs: dict[str, Any]) -> Any:
+                action = teacher.label(obs)
+                teacher.tick()
+                return action
+
+        loop = ControlLoop(env, LoopConfig(realtime=False))  # it resets Drive each episode
+        ok = sum(bool(loop.run_episode(Drive(), seed=100_000 + i, record=False).success)
+                 for i in range(n))
     finally:
         env.close()
     return ok / n
@@ -76,17 +93,13 @@ def teacher_alone(member: Path | None, n: int) -> float:
 def run(method: str, seed: int, start: Path, member: Path, out: Path, args: Any) -> list[dict]:
     from policies.interactive import EnsembleConfig
     from robolearn.improve import ImproveConfig, Session
-    from robolearn.teacher import TeacherConfig
 
     cfg = ImproveConfig(start=str(start), method=method, output=str(out / f"{method}_{seed}"),
                         rounds=args.rounds, episodes=1, eval_episodes=args.eval,
                         eval_every=args.rounds, seed=seed, env=SETTING["env"],
                         robot_kwargs=SETTING["robot_kwargs"], max_steps=SETTING["max_steps"],
                         ensemble=EnsembleConfig(steps=1000),
-                        teacher_config=TeacherConfig(
-                            seed=seed, weak=str(member) if args.teacher == "weak" else "",
-                            reference="expert", hold=args.hold, threshold=args.threshold,
-                            rule=args.rule))
+                        teacher_config=teacher_cfg(args, member, seed))
     return Session(cfg).run()
 
 
@@ -103,16 +116,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", type=int, default=100)
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--hold", type=int, default=4)
+    ap.add_argument("--rule-p", type=float, default=1.0,
+                    help="probability the teacher steps in when its rule fires (RLIF: 0.95)")
+    ap.add_argument("--spurious-p", type=float, default=0.0,
+                    help="probability it steps in when its rule does not fire (RLIF: 0.05)")
     ap.add_argument("--rule", default="distance", choices=("distance", "risk"))
-    ap.add_argument("--teacher", default="weak", choices=("weak", "expert"))
+    ap.add_argument("--teacher", default="weak", choices=("weak", "expert", "biased"))
+    ap.add_argument("--bias", default="0.65,0", help="--teacher biased: offset per action")
     ap.add_argument("--out", default="bench/results/rlif")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start, member = _demo(out), weak_teacher(out)
-    results: dict[str, Any] = {"teacher_alone": teacher_alone(
-        member if args.teacher == "weak" else None, args.eval), "args": vars(args)}
+    results: dict[str, Any] = {"teacher_alone": teacher_alone(teacher_cfg(args, member),
+                                                              args.eval), "args": vars(args)}
     print(f"teacher alone: {results['teacher_alone']:.2f} of {args.eval}", flush=True)
     for method in args.methods.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):

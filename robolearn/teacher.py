@@ -63,6 +63,10 @@ class TeacherConfig:
     threshold: float = 0.3  # distance rule: take over above this max-norm distance
     p: float = 0.05  # random rule: probability of a takeover each step
     hold: int = 4  # steps a takeover lasts (RLIF's intervene_n_steps)
+    rule_p: float = 1.0  # distance / risk rule: probability it steps in when the rule fires
+    spurious_p: float = 0.0  # distance / risk rule: probability it steps in when the rule
+    # does not fire (RLIF's simulated gate: rule_p 0.95, spurious_p 0.05, a person who misses
+    # a few mistakes and steps in a few times for nothing)
     tolerance: float = 0.15  # judge: a plan within this max-norm distance is acceptable
     reference: str = "self"  # what the distance rule and judge compare a plan with: self
     # (its own, degraded action) | expert (the undegraded expert's: a teacher who sees a
@@ -77,8 +81,10 @@ class TeacherConfig:
             raise ValueError(f"teacher.reference {self.reference!r}: self or expert")
         if self.rule not in ("distance", "random", "risk", "never"):
             raise ValueError(f"teacher.rule {self.rule!r}: distance, random, risk or never")
-        if self.noise < 0 or self.delay < 0 or self.hold < 1 or not 0 <= self.p <= 1:
-            raise ValueError("teacher: noise >= 0, delay >= 0, hold >= 1, p in [0, 1]")
+        if self.noise < 0 or self.delay < 0 or self.hold < 1 \
+                or not all(0 <= x <= 1 for x in (self.p, self.rule_p, self.spurious_p)):
+            raise ValueError("teacher: noise >= 0, delay >= 0, hold >= 1; p, rule_p, "
+                             "spurious_p in [0, 1]")
 
 
 class SimulatedTeacher:
@@ -187,6 +193,8 @@ class SimulatedTeacher:
         else:
             take = bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
                         > c.threshold)
+        if c.rule != "random" and (c.rule_p < 1 or c.spurious_p > 0):
+            take = bool(self._rng.random() < (c.rule_p if take else c.spurious_p))
         if take:
             self._holding = c.hold - 1
         return take

@@ -152,6 +152,40 @@ def test_the_teacher_s_delay_and_its_reference() -> None:
         env.close()
 
 
+def test_the_teacher_s_gate_can_miss_and_step_in_for_nothing_as_rlif_s_does() -> None:
+    """RLIF's simulated gate: the teacher steps in with probability ``rule_p`` when its rule
+    fires and ``spurious_p`` when it does not; the defaults (1, 0) never miss and never step
+    in for nothing."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.teacher import SimulatedTeacher, TeacherConfig
+
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        obs, _ = env.reset(seed=3)
+        rlif = SimulatedTeacher(env, TeacherConfig(hold=1, rule_p=0.95, spurious_p=0.05))
+        sure = SimulatedTeacher(env, TeacherConfig(hold=1))
+        for t in (rlif, sure):
+            t.reset(3)
+        good = rlif.label(obs)
+        bad = np.clip(good + 0.8, -1, 1) if good[0] < 0 else np.clip(good - 0.8, -1, 1)
+        n = 400
+        counts = {"bad": 0, "good": 0, "sure_bad": 0, "sure_good": 0}
+        for _ in range(n):
+            counts["bad"] += rlif.wants_control(obs, bad)
+            counts["good"] += rlif.wants_control(obs, good)
+            counts["sure_bad"] += sure.wants_control(obs, bad)
+            counts["sure_good"] += sure.wants_control(obs, good)
+            rlif.tick()
+            sure.tick()
+        assert 360 <= counts["bad"] < n  # about 0.95: it misses some mistakes
+        assert 5 <= counts["good"] <= 40  # about 0.05: and steps in for nothing
+        assert counts["sure_bad"] == n and counts["sure_good"] == 0
+        with pytest.raises(ValueError, match="rule_p"):
+            TeacherConfig(rule_p=1.5)
+    finally:
+        env.close()
+
+
 def test_the_ensemble_is_more_uncertain_away_from_its_data() -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (400, 3)).astype(np.float32)
