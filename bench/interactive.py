@@ -85,7 +85,7 @@ def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> lis
                         ensemble=EnsembleConfig(steps=args.fit_steps, members=args.members,
                                                 action_offset=SETTING["action_offset"]),
                         sag=SAGConfig(target=args.sag_target, p_rand=0.2, n_min=15),
-                        teacher_config=TeacherConfig(seed=seed))
+                        teacher_config=TeacherConfig(seed=seed, drive=args.drive))
     return Session(cfg).run()
 
 
@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--members", type=int, default=5)
     ap.add_argument("--bc-max", type=int, default=8)
     ap.add_argument("--target", type=float, default=0.9)
+    ap.add_argument("--drive", type=int, default=0,
+                    help="askdagger: steps the teacher drives after rejecting a plan it was "
+                         "asked about (TeacherConfig.drive; 0: the rejected step only)")
     ap.add_argument("--out", default="bench/results/interactive")
     ap.add_argument("--sag-episodes", type=int, default=10)
     ap.add_argument("--sag-target", type=float, default=0.9,

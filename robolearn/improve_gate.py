@@ -88,7 +88,7 @@ class Gate:
             if not self.in_control and (u > self.threshold or risky):
                 self.in_control = True
             elif self.in_control and u <= self.threshold and not q <= self.back_thr \
-                    and self.teacher.judge(obs, plan):
+                    and self.teacher.judge(obs, plan, drive=False):
                 self.in_control = False
             if self.in_control:
                 label, event, teacher_acts = self.teacher.label(obs), TAKEOVER, True

@@ -68,6 +68,10 @@ class TeacherConfig:
     # does not fire (RLIF's simulated gate: rule_p 0.95, spurious_p 0.05, a person who misses
     # a few mistakes and steps in a few times for nothing)
     tolerance: float = 0.15  # judge: a plan within this max-norm distance is acceptable
+    drive: int = 0  # after rejecting a plan it was asked about (ASkDAgger's active query),
+    # drive this many more steps, as a person at a teleop device does (0: label the rejected
+    # step only). ASkDAgger's oracle action is a whole pick-and-place primitive in its tasks;
+    # one control step here is a sliver of one, so its annotation is a short stretch
     reference: str = "self"  # what the distance rule and judge compare a plan with: self
     # (its own, degraded action) | expert (the undegraded expert's: a teacher who sees a
     # mistake at once but demonstrates with its degradations; RLIF's value-based gate)
@@ -81,10 +85,10 @@ class TeacherConfig:
             raise ValueError(f"teacher.reference {self.reference!r}: self or expert")
         if self.rule not in ("distance", "random", "risk", "never"):
             raise ValueError(f"teacher.rule {self.rule!r}: distance, random, risk or never")
-        if self.noise < 0 or self.delay < 0 or self.hold < 1 \
+        if self.noise < 0 or self.delay < 0 or self.hold < 1 or self.drive < 0 \
                 or not all(0 <= x <= 1 for x in (self.p, self.rule_p, self.spurious_p)):
-            raise ValueError("teacher: noise >= 0, delay >= 0, hold >= 1; p, rule_p, "
-                             "spurious_p in [0, 1]")
+            raise ValueError("teacher: noise >= 0, delay >= 0, hold >= 1, drive >= 0; p, "
+                             "rule_p, spurious_p in [0, 1]")
 
 
 class SimulatedTeacher:
@@ -120,6 +124,7 @@ class SimulatedTeacher:
         self._rng = np.random.default_rng(self.cfg.seed)
         self._past: deque[np.ndarray] = deque(maxlen=self.cfg.delay + 1)
         self._holding = 0
+        self._drive_until = -1  # last step of a drive after a rejection (cfg.drive)
         self._cached: tuple[int, np.ndarray, np.ndarray] | None = None
         self._step = 0
 
@@ -133,6 +138,7 @@ class SimulatedTeacher:
             self._rng = np.random.default_rng(self.cfg.seed * 1_000_003 + seed)
         self._past.clear()
         self._holding = 0
+        self._drive_until = -1
         self._cached = None
         self._step = 0
 
@@ -166,18 +172,23 @@ class SimulatedTeacher:
 
     @property
     def holding(self) -> bool:
-        """Whether a takeover started on an earlier step is still held."""
-        return self._holding > 0
+        """Whether a takeover started on an earlier step is still held, or a drive after a
+        rejection goes on."""
+        return self._holding > 0 or self._step <= self._drive_until
 
     def tick(self) -> None:
         """The step is over (the improve loop calls this once per step)."""
         self._step += 1
 
     def judge(self, obs: dict[str, np.ndarray], plan: np.ndarray, drive: bool = True) -> bool:
-        """Whether ``plan`` is acceptable (``drive``: a person would take over after a
-        rejection; the simulated teacher labels instead)."""
-        return bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
-                    <= self.cfg.tolerance)
+        """Whether ``plan`` is acceptable. ``drive``: after a rejection it drives the next
+        ``cfg.drive`` steps (:attr:`holding`), as a person would take over; with ``drive`` 0
+        it labels the rejected step only."""
+        ok = bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
+                  <= self.cfg.tolerance)
+        if not ok and drive and self.cfg.drive > 0:
+            self._drive_until = self._step + self.cfg.drive
+        return ok
 
     def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:
         c = self.cfg

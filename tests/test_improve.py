@@ -186,6 +186,38 @@ def test_the_teacher_s_gate_can_miss_and_step_in_for_nothing_as_rlif_s_does() ->
         env.close()
 
 
+def test_the_simulated_teacher_drives_after_rejecting_a_plan_as_a_person_does() -> None:
+    """``drive``: a rejected plan it was asked about hands it the robot for that many steps
+    (``holding``), as a person's reject-and-drive does; an accepted plan, a random-only query
+    (``drive=False``) or ``drive`` 0 hands it nothing."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.teacher import SimulatedTeacher, TeacherConfig
+
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        obs, _ = env.reset(seed=3)
+        driver = SimulatedTeacher(env, TeacherConfig(drive=5))
+        labeller = SimulatedTeacher(env, TeacherConfig())
+        for t in (driver, labeller):
+            t.reset(3)
+        good = driver.label(obs)
+        bad = np.clip(good + 0.8, -1, 1) if good[0] < 0 else np.clip(good - 0.8, -1, 1)
+        assert driver.judge(obs, good) and not driver.holding
+        assert not driver.judge(obs, bad, drive=False) and not driver.holding
+        assert not labeller.judge(obs, bad) and not labeller.holding
+        assert not driver.judge(obs, bad)
+        held = []
+        for _ in range(8):
+            driver.tick()
+            held.append(driver.holding)
+        assert held == [True] * 5 + [False] * 3
+        driver.judge(obs, bad)
+        driver.reset(4)  # a new episode ends a drive
+        assert not driver.holding
+    finally:
+        env.close()
+
+
 def test_the_ensemble_is_more_uncertain_away_from_its_data() -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (400, 3)).astype(np.float32)
