@@ -1,7 +1,8 @@
 """RLIF against HG-DAgger with the same suboptimal teacher, and against the teacher alone.
 
 ``python -m bench.rlif [--seeds 0,1,2] [--rounds 30] [--eval 100] [--rule risk|distance]
-[--threshold 0.5] [--teacher weak|expert|biased] [--bias 0.65,0] [--out DIR]``
+[--threshold 0.5] [--teacher weak|expert|biased] [--bias 0.65,0] [--start small|lap]
+[--out DIR]``
 
 Setting: bench.interactive's (the car on the technical track, noisy starts, 400 steps an
 episode, success = a lap; start: one 40-step scripted demonstration on the oval's straight).
@@ -9,13 +10,15 @@ The teacher: a weak policy acts (one MLP fitted on a single 120-step scripted de
 the technical track: BC that laps most starts, not all; ``--teacher expert``: the scripted
 expert itself; ``--teacher biased``: the scripted expert with a constant offset ``--bias`` on
 its actions, a mis-trimmed controller: steering +0.65 laps 69 of 100 held-out starts), and it
-steps in for ``--hold`` steps by ``--rule``: ``distance``, when the
-novice's action is more than ``--threshold`` (max-norm) from the undegraded scripted expert's
-(``reference=expert``: it sees a mistake like the expert, corrects like the weak policy), or
-``risk``, when the car is near a wall, stuck or crawling (it judges outcomes, not actions).
-Each method runs ``--rounds`` rounds of one episode with this teacher; the final novice
-alone, and the teacher alone, are evaluated on the same ``--eval`` held-out seeds. Prints a
-table (success with Wilson 95% intervals, teacher steps used) and writes ``results.json``.
+steps in for ``--hold`` steps by ``--rule``: ``distance``, when the novice's action is more
+than ``--threshold`` (max-norm) from the undegraded scripted expert's (``reference=expert``:
+it sees a mistake like the expert, corrects like the weak policy), or ``risk``, when the car
+is near a wall, stuck or crawling (it judges outcomes, not actions). ``--start lap``: both
+methods start from BC on the weak policy's 120-step demonstration of the technical track
+instead (a start that laps about as often as the teacher, not one that never does). Each
+method runs ``--rounds`` rounds of one episode with this teacher; the final novice alone, and
+the teacher alone, are evaluated on the same ``--eval`` held-out seeds. Prints a table
+(success with Wilson 95% intervals, teacher steps used) and writes ``results.json``.
 """
 
 from __future__ import annotations
@@ -123,12 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rule", default="distance", choices=("distance", "risk"))
     ap.add_argument("--teacher", default="weak", choices=("weak", "expert", "biased"))
     ap.add_argument("--bias", default="0.65,0", help="--teacher biased: offset per action")
+    ap.add_argument("--start", default="small", choices=("small", "lap"),
+                    help="small: the 40-step demonstration on the oval; lap: the weak "
+                         "policy's 120-step demonstration of the technical track")
     ap.add_argument("--out", default="bench/results/rlif")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    start, member = _demo(out), weak_teacher(out)
+    member = weak_teacher(out)
+    start = _demo(out) if args.start == "small" else out / "weak_demo.zarr"
     results: dict[str, Any] = {"teacher_alone": teacher_alone(teacher_cfg(args, member),
                                                               args.eval), "args": vars(args)}
     print(f"teacher alone: {results['teacher_alone']:.2f} of {args.eval}", flush=True)
