@@ -226,7 +226,7 @@ class Session:
         if self._rlif is None:
             low, high = env.robot.action_bounds
             self._rlif = RLIFNovice(self.features, np.asarray(low), np.asarray(high),
-                                    self.cfg.rlif, self.cfg.seed)
+                                    self.cfg.rlif, self.cfg.seed, self.demos.obs)
             if not self._rlif.restore(self.out / "rlif"):
                 with EpisodeStore.open(self.demos_path, "r") as demos:
                     lengths = [demos.info(i).length for i in range(len(demos))]

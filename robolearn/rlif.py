@@ -34,6 +34,7 @@ import torch
 from data.schema import Feature
 from data.store import EpisodeStore
 from policies.interactive import rlif_transitions
+from policies.rl.actor import ActorConfig
 from policies.rl.replay import ReplayBuffer, mixed_batch
 from policies.rl.sac import SAC, SACConfig
 
@@ -43,7 +44,13 @@ def _rlif_agent() -> SACConfig:
     # and teacher steps alike, sampled uniformly (the reference's offline_ratio 0); 2
     # LayerNorm critics, not RLPD's 10 (5x cheaper a step here, and at UTD 4 the ensemble
     # was not needed on the car); a low temperature, since rewards are only 0 or -1
-    return SACConfig(n_critics=2, critic_subset=2, utd=4, offline_ratio=0.0, random_steps=0,
+    # The actor as the other methods' novices are built: observations in the demonstrations'
+    # stds bounded at 3 (MLPConfig.obs_clip), 3 hidden layers, no LayerNorm. BC of the
+    # default SAC actor (identity inputs, 2 LayerNorm layers) on a 120-step demonstration of
+    # the technical track lapped 0 of 20 held-out noisy starts, this one 13 of 20 (an
+    # ensemble member of the novice: 11 of 20); unclipped inputs, or LayerNorm, 0-1 of 20
+    return SACConfig(actor=ActorConfig(obs_clip=3.0, layer_norm=False, hidden=[256, 256, 256]),
+                     n_critics=2, critic_subset=2, utd=4, offline_ratio=0.0, random_steps=0,
                      init_temperature=0.01, target_entropy=-4.0)
 
 
@@ -58,15 +65,22 @@ class RLIFConfig:
     # and SAC's spread (about +-0.4 here) alone called the teacher on most steps; with none
     # (0) the novice only tries its own mean and the teacher's actions, and with a weak
     # teacher never found the actions that keep the teacher away
+    obs_norm: str = "dataset"  # observations in network units: dataset (the demonstrations'
+    # mean and std, std floored at obs_std_floor: the other methods' novices normalise so) |
+    # identity (raw units). With identity, BC of this actor on a 120-step demonstration of the
+    # technical track lapped 0 of 20 held-out starts (the ensemble's MLP: 68 of 100)
+    obs_std_floor: float = 1e-2  # raw units; a feature constant in the demos stays finite
     critic_warmup: int = 500  # first updates train the critics only (the BC actor is kept
     # until the critics have seen some takeovers: an actor climbing untrained critics forgets
     # its demonstrations in a few hundred steps)
 
     def __post_init__(self) -> None:
         if min(self.bc_steps, self.updates, self.critic_warmup, self.explore) < 0 \
-                or self.capacity < 1:
+                or self.capacity < 1 or self.obs_std_floor <= 0:
             raise ValueError("rlif: bc_steps, updates, critic_warmup, explore >= 0, "
-                             "capacity >= 1")
+                             "capacity >= 1, obs_std_floor > 0")
+        if self.obs_norm not in ("dataset", "identity"):
+            raise ValueError(f"rlif.obs_norm {self.obs_norm!r}: dataset or identity")
 
 
 class RLIFNovice:
@@ -74,12 +88,22 @@ class RLIFNovice:
     uncertainty)``, ``greedy(obs)`` for evaluation, ``learn_from(store)`` after each round."""
 
     def __init__(self, features: dict[str, Feature], low: np.ndarray, high: np.ndarray,
-                 cfg: RLIFConfig, seed: int) -> None:
+                 cfg: RLIFConfig, seed: int,
+                 demo_obs: dict[str, np.ndarray] | None = None) -> None:
         from robolearn.rl_setup import rl_features_of
 
         self.cfg = cfg
         obs = {k: f for k, f in features.items() if k != "action"}
         self.features, stats = rl_features_of(obs, features["action"], low, high)
+        if cfg.obs_norm == "dataset":  # the demonstrations' statistics (``demo_obs``)
+            if demo_obs is None:
+                raise ValueError("rlif.obs_norm=dataset needs the demonstrations' observations")
+            for k in obs:
+                if k in demo_obs and not obs[k].image:
+                    x = np.asarray(demo_obs[k], np.float64).reshape(len(demo_obs[k]), -1)
+                    stats[k] = {"mean": x.mean(0).astype(np.float32).reshape(obs[k].shape),
+                                "std": np.maximum(x.std(0), cfg.obs_std_floor)
+                                .astype(np.float32).reshape(obs[k].shape)}
         agent_cfg = SACConfig(**{**vars(cfg.agent), "seed": seed * 7919 + cfg.agent.seed})
         self.agent = SAC(agent_cfg, self.features, stats)
         self._low, self._high = (torch.as_tensor(np.asarray(b, np.float32),

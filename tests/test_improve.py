@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from data.schema import Feature
 from data.store import EpisodeStore
@@ -105,8 +106,15 @@ def test_rlif_keeps_demonstrations_apart() -> None:
     from robolearn.rlif import RLIFConfig, RLIFNovice
 
     feats = {"observation.state": Feature("float32", (2,)), "action": Feature("float32", (1,))}
-    novice = RLIFNovice(feats, np.array([-1.0]), np.array([1.0]), RLIFConfig(bc_steps=5), 0)
     x = np.arange(10, dtype=np.float32).reshape(5, 2)
+    novice = RLIFNovice(feats, np.array([-1.0]), np.array([1.0]), RLIFConfig(bc_steps=5), 0,
+                        {"observation.state": x})
+    # its observations in the demonstrations' units, as the other novices'
+    norm = novice.agent.actor.normalizer
+    assert np.allclose(norm.normalize("observation.state", torch.as_tensor(x)).mean(0), 0,
+                       atol=1e-5)
+    with pytest.raises(ValueError, match="needs the demonstrations"):
+        RLIFNovice(feats, np.array([-1.0]), np.array([1.0]), RLIFConfig(), 0)
     novice.pretrain({"observation.state": x}, np.zeros((5, 1), np.float32), [3, 2])
     n = novice.online.size
     assert n == 3  # 2 + 1: each demonstration's last step dropped
