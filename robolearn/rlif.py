@@ -37,6 +37,7 @@ from policies.interactive import rlif_transitions
 from policies.rl.actor import ActorConfig
 from policies.rl.replay import ReplayBuffer, mixed_batch
 from policies.rl.sac import SAC, SACConfig
+from robolearn_core.config import ConfigError
 
 
 def _rlif_agent() -> SACConfig:
@@ -67,8 +68,7 @@ class RLIFConfig:
     # teacher never found the actions that keep the teacher away
     obs_norm: str = "dataset"  # observations in network units: dataset (the demonstrations'
     # mean and std, std floored at obs_std_floor: the other methods' novices normalise so) |
-    # identity (raw units). With identity, BC of this actor on a 120-step demonstration of the
-    # technical track lapped 0 of 20 held-out starts (the ensemble's MLP: 68 of 100)
+    # identity (raw units: BC of the actor then generalised poorly; see _rlif_agent)
     obs_std_floor: float = 1e-2  # raw units; a feature constant in the demos stays finite
     critic_warmup: int = 500  # first updates train the critics only (the BC actor is kept
     # until the critics have seen some takeovers: an actor climbing untrained critics forgets
@@ -232,7 +232,13 @@ class RLIFNovice:
         if not path.exists():
             return False
         state = torch.load(path, map_location=self.agent.device, weights_only=False)
-        self.agent.load_state_dict(state["agent"])
+        try:
+            self.agent.load_state_dict(state["agent"])
+        except RuntimeError as exc:  # a learner saved with other network settings
+            raise ConfigError(f"{path}: this RLIF learner was saved with other network "
+                              f"settings than rlif.agent now gives ({str(exc).splitlines()[0]}"
+                              "); resume it with the settings it was made with, or start a "
+                              "new output") from None
         self.agent.load_optim_state(state["optim"])
         self.online.load_state_dict(state["online"])
         self.offline.load_state_dict(state["offline"])

@@ -124,6 +124,29 @@ def test_rlif_keeps_demonstrations_apart() -> None:
         novice.pretrain({"observation.state": x}, np.zeros((5, 1), np.float32), [3, 3])
 
 
+def test_an_rlif_learner_saved_with_other_networks_is_refused_in_one_line(tmp_path: Path
+                                                                          ) -> None:
+    """Resuming a session whose saved learner has other network shapes than the config now
+    gives (an older robolearn's actor) names the file instead of a torch traceback."""
+    import dataclasses
+
+    from policies.rl.actor import ActorConfig
+    from robolearn.rlif import RLIFConfig, RLIFNovice, _rlif_agent
+    from robolearn_core.config import ConfigError
+
+    feats = {"observation.state": Feature("float32", (2,)), "action": Feature("float32", (1,))}
+    x = np.arange(10, dtype=np.float32).reshape(5, 2)
+    bounds = np.array([-1.0]), np.array([1.0])
+    RLIFNovice(feats, *bounds, RLIFConfig(bc_steps=1), 0, {"observation.state": x}).save(
+        tmp_path)
+    assert RLIFNovice(feats, *bounds, RLIFConfig(), 0, {"observation.state": x}).restore(
+        tmp_path)
+    old = dataclasses.replace(_rlif_agent(), actor=ActorConfig(layer_norm=True))
+    with pytest.raises(ConfigError, match="learner.pt: this RLIF learner was saved"):
+        RLIFNovice(feats, *bounds, RLIFConfig(agent=old), 0,
+                   {"observation.state": x}).restore(tmp_path)
+
+
 def test_the_teacher_s_delay_and_its_reference() -> None:
     """A delayed teacher answers with the action it computed ``delay`` steps ago (the car's
     expert reads the robot, so delaying its observation would change nothing); with
