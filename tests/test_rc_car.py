@@ -4,6 +4,7 @@ fuzzer and byte-level doubles for the driver's error paths."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import struct
@@ -283,13 +284,22 @@ def test_a_board_that_dies_mid_deploy_is_named_and_the_steps_kept(tmp_path: Path
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert line.startswith("deploying"), line
-        # Kill the board 1 s after the policy's throttle reaches its pins, not after a fixed
-        # sleep: under CI load the firmware's arming delay alone took longer than 1.5 s once.
+        # Kill the board once the policy's throttle has reached its pins and deploy has
+        # flushed 10 steps to its store (its journal, inflight.json), not after a fixed
+        # sleep: under load the firmware's arming delay alone took longer than 1.5 s once,
+        # and a starved host once made 1 step in the second after the throttle arrived.
         end = time.monotonic() + 60
         while board.status()["esc_us"] <= 1510 and time.monotonic() < end \
                 and proc.poll() is None:
             time.sleep(0.05)
-        time.sleep(1.0)
+        journal = out / "inflight.json"
+        while time.monotonic() < end and proc.poll() is None:
+            try:
+                if json.loads(journal.read_text())["flushed"] >= 10:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass  # not written yet, or being replaced
+            time.sleep(0.05)
         board.proc.send_signal(signal.SIGKILL)  # the emulator and its board: the link is gone
         rest = proc.communicate(timeout=60)[1]
     finally:
@@ -400,3 +410,23 @@ def test_a_paused_board_does_not_invent_a_late_host(emu: Emulator) -> None:
         car.observe()  # raises RobotError if the firmware's failsafe fired (so does act)
         assert car.firmware_counters()["fw_failsafes"] == before
         car.stop()
+
+
+def test_a_host_slow_before_the_first_command_re_arms_but_not_once_driving(emu: Emulator
+                                                                            ) -> None:
+    """Between reset() and the episode's first command the car stands at neutral; a host that
+    takes longer than the failsafe there (a recorder's first write, a policy's first call)
+    gets the car re-armed and counted. Once it has driven, the same silence is an error."""
+    from robolearn.robot import RobotError
+
+    car = make_robot("rc_car", port=emu.port, localisation=emu.localisation, failsafe_ms=80)
+    with car:
+        car.reset()
+        time.sleep(0.3)  # the failsafe (80 ms) fires while the car stands
+        car.act(np.array((0.0, 0.1)))
+        assert car.stats["standing_rearms"] == 1
+        time.sleep(0.3)  # now it was driving: the failsafe's stop is reported
+        with pytest.raises(RobotError, match="failsafe stopped the car"):
+            car.act(np.array((0.0, 0.1)))
+        car.reset()  # re-arms
+        car.act(np.array((0.0, 0.0)))

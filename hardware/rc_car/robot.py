@@ -145,13 +145,14 @@ class RCCar(Robot):
         self._seq = 0
         self._steer, self._throttle = 0.0, 0.0
         self._armed = False
+        self._standing = False  # reset() done, no command sent yet (see _check_link)
         self._odo = Odometry(cfg.ticks_per_metre, cfg.wheelbase, cfg.max_steer)
         self._poses: PoseStream | None = None  # robot.localisation=zmq://...
         self._window: list[tuple[float, float]] = []
         self._idx = 0
         self._rng = np.random.default_rng()
         self.stats = {"telemetry": 0, "bad_frames": 0, "oversize_frames": 0,
-                      "nonfinite_actions": 0, "commands": 0}
+                      "nonfinite_actions": 0, "commands": 0, "standing_rearms": 0}
         self.last_bad_frame = ""  # what was wrong with the last dropped telemetry frame
 
     # ------------------------------------------------------------------ features
@@ -330,6 +331,13 @@ class RCCar(Robot):
             t, at = self._telemetry, self._telemetry_at
         if t is None or time.monotonic() - at > self.config.telemetry_timeout_s:
             t = self._status()
+        if t.failsafe and self._armed and self._standing:
+            # between reset() and the episode's first command the car stands at neutral, and
+            # the host's one-off work there (the recorder's first write, the policy's first
+            # call) may outlast the failsafe: re-arm, counted, since nothing was moving
+            self.stats["standing_rearms"] += 1
+            self._arm()
+            return self._status()
         if t.failsafe and self._armed:
             self._armed = False
             raise RobotError(f"rc_car: the firmware's failsafe stopped the car: no valid command "
@@ -357,6 +365,7 @@ class RCCar(Robot):
             with self._lock:
                 self._odo.place(x0, y0, float(self.track.heading[i]))
         self._window.clear()
+        self._standing = True  # until act() sends the episode's first command
         x, y, _ = self._pose_now()
         self._idx = self.track.project(np.array((x, y)))
         return self.observe()
@@ -377,6 +386,7 @@ class RCCar(Robot):
             throttle = min(max(throttle, -cfg.max_throttle, self._throttle - delta),
                            cfg.max_throttle, self._throttle + delta)
         self._send(steer, throttle)
+        self._standing = False
         return np.array((steer, throttle))
 
     def _send(self, steer: float, throttle: float) -> None:
