@@ -156,10 +156,17 @@ def save_checkpoint(ckpt_dir: Path, step: int, policy: Any, state: dict[str, Any
         (tmp / "val_loss.json").write_text(json.dumps({"step": step, "val_loss": val_loss}))
     write_sums(tmp, [STATE])
     final = ckpt_dir / f"step_{step:08d}"
-    if final.exists():
-        _trash(final)
+    old = None
+    if final.exists():  # the same step saved again (a learner restarted at it): set the old
+        # copy aside and delete it only after the new one is in place, so ``last`` names a
+        # missing directory for two renames, not for a whole deletion (a learner SIGKILLed in
+        # that window once came back to "training_state.pt: missing")
+        old = final.with_name(f".{final.name}.trash")
+        final.rename(old)
     tmp.rename(final)
     _link(ckpt_dir, "last", final)  # the switch is one rename: a crash leaves old or new
+    if old is not None:
+        shutil.rmtree(old)
     if keep_last > 0:
         _prune(ckpt_dir, keep_last)
     return final
