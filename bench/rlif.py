@@ -66,28 +66,22 @@ def teacher_cfg(args: Any, member: Path, seed: int = 0) -> Any:
 def teacher_alone(cfg: Any, n: int) -> float:
     """Success of the teacher ``cfg`` driving alone (its degraded actions, never its rule) on
     the evaluation's held-out starts."""
+    import dataclasses
+
     from robolearn.env import ENVS, make_env
     from robolearn.loop import ControlLoop, LoopConfig
-    from robolearn.teacher import SimulatedTeacher
+    from robolearn.teacher import TeacherTakeover
 
     env = make_env(**{**ENVS[SETTING["env"]], "max_steps": SETTING["max_steps"],
                       "robot_kwargs": {**ENVS[SETTING["env"]].get("robot_kwargs", {}),
                                        **SETTING["robot_kwargs"]}})
-    try:
-        teacher = SimulatedTeacher(env, cfg)
-
-        class Drive:  # the teacher's own action, one answer per step
-            def reset(self, seed: int | None = None) -> None:
-                teacher.reset(seed)
-
-            def __call__(self, obs: dict[str, Any]) -> Any:
-                action = teacher.label(obs)
-                teacher.tick()
-                return action
-
-        loop = ControlLoop(env, LoopConfig(realtime=False))  # it resets Drive each episode
-        ok = sum(bool(loop.run_episode(Drive(), seed=100_000 + i, record=False).success)
-                 for i in range(n))
+    try:  # the teacher as the loop's takeover device, in control on every step
+        drive = TeacherTakeover(env, dataclasses.replace(cfg, rule="random", p=1.0))
+        loop = ControlLoop(env, LoopConfig(realtime=False))
+        ok = 0
+        for i in range(n):
+            drive.reset(100_000 + i)  # the loop resets a policy, not a takeover device
+            ok += bool(loop.run_episode(None, drive, seed=100_000 + i, record=False).success)
     finally:
         env.close()
     return ok / n

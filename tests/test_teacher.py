@@ -1,0 +1,143 @@
+"""The simulated teacher (``robolearn/teacher.py``): its degradations, its reference, its
+intervention rules and gate probabilities, and its drive after a rejection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def test_the_teacher_s_delay_and_its_reference() -> None:
+    """A delayed teacher answers with the action it computed ``delay`` steps ago (the car's
+    expert reads the robot, so delaying its observation would change nothing); with
+    ``reference=expert`` its rule compares plans with the undegraded expert's action."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.teacher import SimulatedTeacher, TeacherConfig
+
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        obs, _ = env.reset(seed=3)
+        clean = SimulatedTeacher(env, TeacherConfig())
+        late = SimulatedTeacher(env, TeacherConfig(delay=3))
+        fast = SimulatedTeacher(env, TeacherConfig(expert={"speed": 4.0}, threshold=0.1,
+                                                   reference="expert", hold=1))
+        mine = SimulatedTeacher(env, TeacherConfig(expert={"speed": 4.0}, threshold=0.1,
+                                                   hold=1))
+        for t in (clean, late, fast, mine):
+            t.reset(3)
+        answers, delayed, takes = [], [], 0
+        for _ in range(30):
+            a = clean.label(obs)
+            answers.append(a)
+            delayed.append(late.label(obs))
+            assert np.allclose(fast.reference_action(obs), a)  # judged like the expert
+            assert not fast.wants_control(obs, a)  # the expert's own action is fine ...
+            takes += mine.wants_control(obs, a)  # ... but not always to itself
+            for t in (clean, late, fast, mine):
+                t.tick()
+            obs, *_ = env.step(a)
+        assert takes > 0
+        assert np.allclose(delayed[3:], answers[:-3])
+        assert not np.allclose(delayed[3:], answers[3:])
+    finally:
+        env.close()
+
+
+def test_the_teacher_s_gate_can_miss_and_step_in_for_nothing_as_rlif_s_does() -> None:
+    """RLIF's simulated gate: the teacher steps in with probability ``rule_p`` when its rule
+    fires and ``spurious_p`` when it does not; the defaults (1, 0) never miss and never step
+    in for nothing."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.teacher import SimulatedTeacher, TeacherConfig
+
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        obs, _ = env.reset(seed=3)
+        rlif = SimulatedTeacher(env, TeacherConfig(hold=1, rule_p=0.95, spurious_p=0.05))
+        sure = SimulatedTeacher(env, TeacherConfig(hold=1))
+        for t in (rlif, sure):
+            t.reset(3)
+        good = rlif.label(obs)
+        bad = np.clip(good + 0.8, -1, 1) if good[0] < 0 else np.clip(good - 0.8, -1, 1)
+        n = 400
+        counts = {"bad": 0, "good": 0, "sure_bad": 0, "sure_good": 0}
+        for _ in range(n):
+            counts["bad"] += rlif.wants_control(obs, bad)
+            counts["good"] += rlif.wants_control(obs, good)
+            counts["sure_bad"] += sure.wants_control(obs, bad)
+            counts["sure_good"] += sure.wants_control(obs, good)
+            rlif.tick()
+            sure.tick()
+        assert 360 <= counts["bad"] < n  # about 0.95: it misses some mistakes
+        assert 5 <= counts["good"] <= 40  # about 0.05: and steps in for nothing
+        assert counts["sure_bad"] == n and counts["sure_good"] == 0
+        with pytest.raises(ValueError, match="rule_p"):
+            TeacherConfig(rule_p=1.5)
+    finally:
+        env.close()
+
+
+def test_the_simulated_teacher_drives_after_rejecting_a_plan_as_a_person_does() -> None:
+    """``drive``: a rejected plan it was asked about hands it the robot for that many steps
+    (``holding``), as a person's reject-and-drive does; an accepted plan, a random-only query
+    (``drive=False``) or ``drive`` 0 hands it nothing."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.teacher import SimulatedTeacher, TeacherConfig
+
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        obs, _ = env.reset(seed=3)
+        driver = SimulatedTeacher(env, TeacherConfig(drive=5))
+        labeller = SimulatedTeacher(env, TeacherConfig())
+        for t in (driver, labeller):
+            t.reset(3)
+        good = driver.label(obs)
+        bad = np.clip(good + 0.8, -1, 1) if good[0] < 0 else np.clip(good - 0.8, -1, 1)
+        assert driver.judge(obs, good) and not driver.holding
+        assert not driver.judge(obs, bad, drive=False) and not driver.holding
+        assert not labeller.judge(obs, bad) and not labeller.holding
+        assert not driver.judge(obs, bad)
+        held = []
+        for _ in range(8):
+            driver.tick()
+            held.append(driver.holding)
+        assert held == [True] * 5 + [False] * 3
+        driver.judge(obs, bad)
+        driver.reset(4)  # a new episode ends a drive
+        assert not driver.holding
+    finally:
+        env.close()
+
+
+def test_the_car_s_risk_rule_steps_in_near_a_wall_and_when_it_crawls() -> None:
+    from robolearn.env import ENVS, make_env
+    from robolearn.experts import car_at_risk
+
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        env.reset(seed=0)
+        assert not car_at_risk(env.robot)  # standing on the centreline, in its first second
+        risky = []
+        for _ in range(60):  # full lock, slow: it circles into a wall
+            env.step(np.array([1.0, 0.3], np.float32))
+            risky.append(car_at_risk(env.robot))
+            if risky[-1]:
+                break
+        assert risky[-1] and not risky[0]
+        assert abs(env.robot.state()["lateral"]) > env.robot.track.width / 2 - 0.2 \
+            or env.robot.state()["collision"] or env.robot.state()["speed"] < 0.5
+        from robolearn.experts import make_expert
+
+        obs, _ = env.reset(seed=0)
+        expert = make_expert(env)
+        expert.reset(0)
+        for _ in range(60):  # the expert's 3 s: on its line, at speed, never at risk
+            obs, *_ = env.step(expert(obs))
+            assert not car_at_risk(env.robot)
+        for _ in range(100):  # then no throttle: it rolls to a stop, and a person steps in
+            env.step(np.zeros(2, np.float32))
+            if env.robot.state()["speed"] < 0.4:
+                break
+        assert car_at_risk(env.robot)
+    finally:
+        env.close()
