@@ -1,7 +1,7 @@
 """RLIF against HG-DAgger with the same suboptimal teacher, and against the teacher alone.
 
 ``python -m bench.rlif [--seeds 0,1,2] [--rounds 30] [--eval 100] [--rule risk|distance]
-[--threshold 0.5] [--teacher weak|expert|biased] [--bias 0.65,0] [--start small|lap]
+[--threshold 0.5] [--value-ratio 0.9] [--teacher weak|expert|biased] [--bias 0.65,0] [--start small|lap]
 [--out DIR]``
 
 Setting: bench.interactive's (the car on the technical track, noisy starts, 400 steps an
@@ -13,7 +13,10 @@ its actions, a mis-trimmed controller: steering +0.65 laps 69 of 100 held-out st
 steps in for ``--hold`` steps by ``--rule``: ``distance``, when the novice's action is more
 than ``--threshold`` (max-norm) from the undegraded scripted expert's (``reference=expert``:
 it sees a mistake like the expert, corrects like the weak policy), or ``risk``, when the car
-is near a wall, stuck or crawling (it judges outcomes, not actions). ``--start lap``: both
+is near a wall, stuck or crawling (it judges outcomes, not actions), or ``value``, when the
+expert's value of the novice's plan (track progress over 2 s, less a crash cost, played
+forward in the simulator: the plan held 0.25 s, then the expert) is below ``--value-ratio``
+of its value of its own action (RLIF's value-based gate). ``--start lap``: both
 methods start from BC on the weak policy's 120-step demonstration of the technical track
 instead (a start that laps about as often as the teacher, not one that never does). Each
 method runs ``--rounds`` rounds of one episode with this teacher; the final novice alone, and
@@ -60,6 +63,7 @@ def teacher_cfg(args: Any, member: Path, seed: int = 0) -> Any:
     return TeacherConfig(seed=seed, weak=str(member) if args.teacher == "weak" else "",
                          bias=bias, reference="expert", hold=args.hold,
                          threshold=args.threshold, rule=args.rule, rule_p=args.rule_p,
+                         value_ratio=args.value_ratio,
                          spurious_p=args.spurious_p)
 
 
@@ -117,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="probability the teacher steps in when its rule fires (RLIF: 0.95)")
     ap.add_argument("--spurious-p", type=float, default=0.0,
                     help="probability it steps in when its rule does not fire (RLIF: 0.05)")
-    ap.add_argument("--rule", default="distance", choices=("distance", "risk"))
+    ap.add_argument("--rule", default="distance", choices=("distance", "risk", "value"))
+    ap.add_argument("--value-ratio", type=float, default=0.9,
+                    help="--rule value: take over below this fraction of the expert's value")
     ap.add_argument("--teacher", default="weak", choices=("weak", "expert", "biased"))
     ap.add_argument("--bias", default="0.65,0", help="--teacher biased: offset per action")
     ap.add_argument("--start", default="small", choices=("small", "lap"),

@@ -98,6 +98,50 @@ def car_at_risk(robot: Any, margin: float = 0.2, min_speed: float = 0.5,
 RISK_RULES: dict[str, str] = {"sim_car": "robolearn.experts:car_at_risk"}
 
 
+def car_value(robot: Any, commit_s: float = 0.25, horizon_s: float = 2.0,
+              crash_cost: float = 2.0) -> Callable[[np.ndarray], float]:
+    """The expert's value of an action here (the teacher's ``value`` rule; RLIF's simulated
+    gate compares a strong agent's Q(s, plan) with its Q(s, own action)), estimated by
+    playing it forward in the simulator: the action held for ``commit_s`` (a person judges
+    where the car is heading, and one step of a rate-limited action changes little), then
+    the undegraded pure-pursuit expert for the rest of ``horizon_s``. Value = metres of track
+    progress made (negative the wrong way), less ``crash_cost`` if the car touches a wall,
+    sticks or flips on the way (the rollout stops there). The car is restored afterwards
+    (``SimCar.snapshot``/``restore``: the episode goes on exactly as if nothing was tried).
+    Privileged, as the reference's ground-truth critic is: a simulated teacher only."""
+    from sim.car.driver import PurePursuitDriver
+
+    if not (0 < commit_s <= horizon_s and crash_cost >= 0):
+        raise ValueError("teacher.value: 0 < commit_s <= horizon_s, crash_cost >= 0")
+    driver = PurePursuitDriver.for_robot(robot)
+    commit = max(1, round(commit_s * robot.fps))
+    steps = max(commit, round(horizon_s * robot.fps))
+    track = robot.track
+
+    def value(action: np.ndarray) -> float:
+        snap = robot.snapshot()
+        driver.reset()
+        try:
+            last, made = float(robot.state()["progress"]), 0.0
+            for k in range(steps):
+                robot.act(action if k < commit else driver(robot.state()))
+                s = robot.state()
+                made += track.wrap_ds(float(s["progress"]) - last)
+                last = float(s["progress"])
+                if s["collision"] or s["stuck"] or s["flipped"]:
+                    return made - crash_cost
+            return made
+        finally:
+            robot.restore(snap)
+
+    return value
+
+
+# robot -> "module:factory(robot, **kwargs) -> value(action) -> float": the expert's value of
+# an action in the robot's current state (the teacher's ``value`` rule), where one is known
+VALUE_RULES: dict[str, str] = {"sim_car": "robolearn.experts:car_value"}
+
+
 def make_expert(env: RobotEnv, **kwargs: Any) -> Expert:
     expert: Expert = resolve(EXPERTS, env.robot.name, "expert")(env, **kwargs)
     return expert

@@ -16,7 +16,11 @@ so every method runs unattended and reproducibly:
   than ``threshold`` from its own, for ``hold`` steps), ``random`` (with probability ``p``
   a step, for ``hold`` steps), ``risk`` (when the robot heads for a failure a person would
   prevent: per robot, :data:`robolearn.experts.RISK_RULES`; the car's: near a wall, stuck or
-  crawling), or ``never``.
+  crawling), ``value`` (when the expert's value of the novice's plan falls below
+  ``value_ratio`` of its value of the reference action: RLIF's value-based gate, where the
+  reference's ground-truth critic compares Q(s, plan) with Q(s, its action); per robot,
+  :data:`robolearn.experts.VALUE_RULES`; the car's plays both forward in the simulator), or
+  ``never``.
 ``tolerance`` is how far (max-norm, action units) a plan may be from its own action and still
 be judged acceptable; ``reference=expert`` compares plans with the undegraded expert's action
 instead (it judges like the expert, acts like the degraded teacher: RLIF's simulated teacher,
@@ -59,7 +63,7 @@ class TeacherConfig:
     bias: list[float] = field(default_factory=list)  # constant offset on each action
     # dimension (a mis-trimmed controller); [] for none
     weak: str = ""  # a checkpoint that acts in the expert's place (a weaker teacher)
-    rule: str = "distance"  # intervention rule: distance | random | risk | never
+    rule: str = "distance"  # intervention rule: distance | random | risk | value | never
     threshold: float = 0.3  # distance rule: take over above this max-norm distance
     p: float = 0.05  # random rule: probability of a takeover each step
     hold: int = 4  # steps a takeover lasts (RLIF's intervene_n_steps)
@@ -78,13 +82,20 @@ class TeacherConfig:
     expert: dict[str, Any] = field(default_factory=dict)  # the scripted expert's settings
     risk: dict[str, Any] = field(default_factory=dict)  # risk rule's settings (the car's:
     # margin, min_speed, grace_s; robolearn.experts.car_at_risk)
+    value_ratio: float = 0.9  # value rule: take over when V(plan) < V(reference action) less
+    # (1 - value_ratio) of its size (RLIF's thresholds: 0.97-0.99 of Q)
+    value: dict[str, Any] = field(default_factory=dict)  # value rule's settings (the car's:
+    # commit_s, horizon_s, crash_cost; robolearn.experts.car_value)
     seed: int = 0  # seeds its noise and random takeovers
 
     def __post_init__(self) -> None:
         if self.reference not in ("self", "expert"):
             raise ValueError(f"teacher.reference {self.reference!r}: self or expert")
-        if self.rule not in ("distance", "random", "risk", "never"):
-            raise ValueError(f"teacher.rule {self.rule!r}: distance, random, risk or never")
+        if self.rule not in ("distance", "random", "risk", "value", "never"):
+            raise ValueError(f"teacher.rule {self.rule!r}: distance, random, risk, value or "
+                             "never")
+        if not 0 < self.value_ratio <= 1:
+            raise ValueError(f"teacher.value_ratio {self.value_ratio}: in (0, 1]")
         if self.noise < 0 or self.delay < 0 or self.hold < 1 or self.drive < 0 \
                 or not all(0 <= x <= 1 for x in (self.p, self.rule_p, self.spurious_p)):
             raise ValueError("teacher: noise >= 0, delay >= 0, hold >= 1, drive >= 0; p, "
@@ -118,6 +129,14 @@ class SimulatedTeacher:
             robot = env.robot
             rule = resolve(RISK_RULES, robot.name, "risk rule")
             self.risk = lambda: rule(robot, **self.cfg.risk)
+        self.value: Any = None
+        if self.cfg.rule == "value":
+            from robolearn.experts import VALUE_RULES
+            from robolearn_core.registry import resolve
+
+            self.value = resolve(VALUE_RULES, env.robot.name, "value rule")(env.robot,
+                                                                             **self.cfg.value)
+        self.values: tuple[float, float] | None = None  # the value rule's last (plan, ref)
         if self.cfg.bias and len(self.cfg.bias) != len(self.low):
             raise ValueError(f"teacher.bias: {len(self.cfg.bias)} values for "
                              f"{len(self.low)} action dimensions")
@@ -201,6 +220,11 @@ class SimulatedTeacher:
             take = bool(self._rng.random() < c.p)
         elif c.rule == "risk":
             take = bool(self.risk())
+        elif c.rule == "value":
+            q_ref = self.value(self.reference_action(obs))
+            q_plan = self.value(np.asarray(plan, np.float64))
+            self.values = (q_plan, q_ref)
+            take = q_plan < q_ref - (1 - c.value_ratio) * abs(q_ref)
         else:
             take = bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
                         > c.threshold)
@@ -220,9 +244,9 @@ class TeacherTakeover:
     needs the plan and is refused."""
 
     def __init__(self, env: Any, cfg: TeacherConfig) -> None:
-        if cfg.rule == "distance":
-            raise ValueError("teacher.rule distance compares the policy's plan, which a "
-                             "takeover device does not see; use rule=random or never")
+        if cfg.rule in ("distance", "value"):
+            raise ValueError(f"teacher.rule {cfg.rule} judges the policy's plan, which a "
+                             "takeover device does not see; use rule=random, risk or never")
         self.teacher = SimulatedTeacher(env, cfg)
         self.takeovers = self.steps = 0  # takeovers started, steps driven
 

@@ -201,6 +201,32 @@ def test_stuck_after_standing_still(robot):
     assert not robot.state()["stuck"]
 
 
+def test_a_car_restored_from_a_snapshot_steps_as_if_nothing_was_tried(robot):
+    """Lookahead (the teacher's value rule) plays actions forward and restores: the episode
+    then goes on bit for bit as without it, through wall contacts and the stuck window."""
+    def drive(lookahead: bool) -> list[tuple]:
+        robot.reset(seed=3)
+        out = []
+        for i in range(150):
+            if lookahead:
+                snap = robot.snapshot()
+                for _ in range(30):  # full lock and throttle: into a wall
+                    robot.act(np.array([1.0, 1.0]))
+                tried = robot.state()
+                robot.restore(snap)
+                assert not np.array_equal(tried["pos"], robot.state()["pos"])
+            robot.act(np.array([np.sin(i / 10), 0.6]))
+            s = robot.state()
+            out.append((robot.observe()["observation.state"].copy(), s["collision"],
+                        s["stuck"], s["progress"], s["time"]))
+        return out
+
+    plain, tried = drive(False), drive(True)
+    assert sum(row[1] for row in plain) > 0  # it did touch walls on the way
+    for a, b in zip(plain, tried, strict=True):
+        assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+
+
 def write_track(tmp_path: Path, spec: object, name: str = "bad.json") -> Path:
     p = tmp_path / name
     p.write_text(json.dumps(spec) if not isinstance(spec, str) else spec)

@@ -141,3 +141,45 @@ def test_the_car_s_risk_rule_steps_in_near_a_wall_and_when_it_crawls() -> None:
         assert car_at_risk(env.robot)
     finally:
         env.close()
+
+
+def test_the_value_rule_steps_in_when_a_plan_is_worth_less_to_the_expert() -> None:
+    """RLIF's value-based gate on the car: the expert's value of a plan (played forward in
+    the simulator, then restored) against its value of its own action. The expert's own
+    action never fires it, a plan steering hard off its line does, a slightly different
+    plan that does as well passes (the distance rule at 0.1 would step in), and the
+    lookahead leaves the episode as it was."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.teacher import SimulatedTeacher, TeacherConfig, TeacherTakeover
+
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        obs, _ = env.reset(seed=3)
+        gate = SimulatedTeacher(env, TeacherConfig(rule="value", hold=1))
+        near = SimulatedTeacher(env, TeacherConfig(rule="distance", threshold=0.1, hold=1))
+        for t in (gate, near):
+            t.reset(3)
+        fired = {"own": 0, "off": 0, "close": 0, "close_distance": 0}
+        for _ in range(60):
+            a = gate.label(obs)
+            off = np.array([1.0 if a[0] < 0 else -1.0, 1.0], np.float32)
+            close = np.clip(a + np.array([0.15, 0.0], np.float32), -1, 1)
+            before = env.robot.state()["progress"]
+            fired["own"] += gate.wants_control(obs, a)
+            fired["off"] += gate.wants_control(obs, off)
+            fired["close"] += gate.wants_control(obs, close)
+            fired["close_distance"] += near.wants_control(obs, close)
+            assert env.robot.state()["progress"] == before  # restored
+            q_plan, q_ref = gate.values
+            assert np.isfinite(q_plan) and q_ref > 0
+            for t in (gate, near):
+                t.tick()
+            obs, *_ = env.step(a)
+        assert fired["own"] == 0 and fired["off"] >= 40, fired
+        assert fired["close"] <= 3 < fired["close_distance"], fired
+        with pytest.raises(ValueError, match="value_ratio"):
+            TeacherConfig(rule="value", value_ratio=0.0)
+        with pytest.raises(ValueError, match="plan"):
+            TeacherTakeover(env, TeacherConfig(rule="value"))
+    finally:
+        env.close()

@@ -266,6 +266,23 @@ class SimCar(Robot):
         """What :meth:`stop` leaves applied: no throttle, the steering where it is."""
         return np.array((self._steer, 0.0))
 
+    def snapshot(self) -> tuple[Any, ...]:
+        """Everything :meth:`restore` needs to put the car back exactly here: MuJoCo's
+        integration state (time, positions, velocities, controls, solver warm start) and the
+        step bookkeeping (last action sent, stuck window, track position). For lookahead in
+        simulation (the teacher's value rule plays actions forward, then restores)."""
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        buf = np.empty(mujoco.mj_stateSize(self.model, spec))
+        mujoco.mj_getState(self.model, self.data, buf, spec)
+        return buf, self._steer, self._throttle, self._anchor, self._still, self._idx
+
+    def restore(self, snap: tuple[Any, ...]) -> None:
+        """Back to a :meth:`snapshot`: the next steps are those the car would have taken."""
+        buf, self._steer, self._throttle, self._anchor, self._still, self._idx = snap
+        mujoco.mj_setState(self.model, self.data, buf, mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(self.model, self.data)  # contacts and poses that state() reads
+        self._state = None
+
     def needs_recovery(self) -> bool:
         return bool(self.state()["stuck"])
 
