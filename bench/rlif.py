@@ -1,8 +1,8 @@
 """RLIF against HG-DAgger with the same suboptimal teacher, and against the teacher alone.
 
-``python -m bench.rlif [--seeds 0,1,2] [--rounds 30] [--eval 100] [--rule risk|distance]
-[--threshold 0.5] [--value-ratio 0.9] [--teacher weak|expert|biased] [--bias 0.65,0] [--start small|lap]
-[--out DIR]``
+``python -m bench.rlif [--seeds 0,1,2] [--rounds 30] [--eval 100]
+[--rule risk|distance|value] [--threshold 0.5] [--value-ratio 0.9]
+[--teacher weak|expert|biased] [--bias 0.65,0] [--start small|lap] [--out DIR]``
 
 Setting: bench.interactive's (the car on the technical track, noisy starts, 400 steps an
 episode, success = a lap; start: one 40-step scripted demonstration on the oval's straight).
