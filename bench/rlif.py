@@ -94,12 +94,14 @@ def teacher_alone(cfg: Any, n: int) -> float:
 def run(method: str, seed: int, start: Path, member: Path, out: Path, args: Any) -> list[dict]:
     from policies.interactive import EnsembleConfig
     from robolearn.improve import ImproveConfig, Session
+    from robolearn.rlif import RLIFConfig
 
     cfg = ImproveConfig(start=str(start), method=method, output=str(out / f"{method}_{seed}"),
                         rounds=args.rounds, episodes=1, eval_episodes=args.eval,
                         eval_every=args.rounds, seed=seed, env=SETTING["env"],
                         robot_kwargs=SETTING["robot_kwargs"], max_steps=SETTING["max_steps"],
                         ensemble=EnsembleConfig(steps=1000),
+                        rlif=RLIFConfig(rejected=not args.no_rejected),
                         teacher_config=teacher_cfg(args, member, seed))
     return Session(cfg).run()
 
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", default="small", choices=("small", "lap"),
                     help="small: the 40-step demonstration on the oval; lap: the weak "
                          "policy's 120-step demonstration of the technical track")
+    ap.add_argument("--no-rejected", action="store_true",
+                    help="RLIF without -1 on the plans the teacher turned down (only on the "
+                         "step before each takeover, as the reference)")
     ap.add_argument("--out", default="bench/results/rlif")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)

@@ -28,7 +28,9 @@ Methods (what runs the robot at each step, who labels what):
 Every step goes into ``OUTPUT/session.zarr`` through the control loop with its provenance:
 ``interactive.event`` (:data:`robolearn.improve_data.EVENTS`), ``interactive.label`` (the
 teacher's answer, NaN where none was asked), ``interactive.uncertainty`` and
-``interactive.threshold`` at that moment; each episode's metadata names its round and method.
+``interactive.threshold`` at that moment, ``interactive.rejected`` (the novice's plan where the
+teacher turned it down: took over, or annotated or rejected it; NaN elsewhere); each episode's
+metadata names its round and method.
 ``OUTPUT/rounds.jsonl`` has one line a round (labels so far, queries, interventions, the
 threshold, the success rate of the novice that ran it when ``eval_episodes`` > 0). Run the same
 command again and an interrupted session resumes where it stopped (the novice is refitted from

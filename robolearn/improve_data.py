@@ -127,7 +127,10 @@ def extra_features(action_dim: int) -> dict[str, Feature]:
     return {"interactive.event": Feature("int8", ()),
             "interactive.label": Feature("float32", (action_dim,)),
             "interactive.uncertainty": Feature("float32", ()),
-            "interactive.threshold": Feature("float32", ())}
+            "interactive.threshold": Feature("float32", ()),
+            # the novice's plan the teacher turned down by stepping in (a takeover's first
+            # step, ThriftyDAgger's hand-over, an annotated or rejected query); NaN elsewhere
+            "interactive.rejected": Feature("float32", (action_dim,))}
 
 
 def sag_past(hist: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

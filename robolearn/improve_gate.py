@@ -74,6 +74,7 @@ class Gate:
         self._plan = plan
         self.teacher.label(obs)  # the teacher watches every step (cached; counted only if used)
         event, label, teacher_acts = NONE, self._nan, False
+        was_held = self.teacher.holding or (self.cfg.method == "thrifty" and self.in_control)
         m = self.cfg.method
         if m == "dagger":
             label, event = self.teacher.label(obs), LABELLED
@@ -123,10 +124,13 @@ class Gate:
             self._ep_label.append(known)
             self._sag_stale |= known != 0
         self.teacher.tick()
+        turned_down = (teacher_acts and not was_held and m != "dagger") \
+            or event in (ANNOTATED, REJECTED)  # DAgger's beta hands over without judging
         self._extra = {"interactive.event": np.int8(event),
                        "interactive.label": np.asarray(label, np.float32),
                        "interactive.uncertainty": np.float32(u),
-                       "interactive.threshold": np.float32(self.threshold)}
+                       "interactive.threshold": np.float32(self.threshold),
+                       "interactive.rejected": plan if turned_down else self._nan}
         return executed if teacher_acts else None
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:

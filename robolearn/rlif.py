@@ -33,7 +33,7 @@ import torch
 
 from data.schema import Feature
 from data.store import EpisodeStore
-from policies.interactive import rlif_transitions
+from policies.interactive import rejected_transitions, rlif_transitions
 from policies.rl.actor import ActorConfig
 from policies.rl.replay import ReplayBuffer, mixed_batch
 from policies.rl.sac import SAC, SACConfig
@@ -70,6 +70,10 @@ class RLIFConfig:
     # mean and std, std floored at obs_std_floor: the other methods' novices normalise so) |
     # identity (raw units: BC of the actor then generalised poorly; see _rlif_agent)
     obs_std_floor: float = 1e-2  # raw units; a feature constant in the demos stays finite
+    rejected: bool = True  # also learn -1 on each plan the teacher turned down by stepping in
+    # (a terminal transition on (s, plan): the gate judged that action; the reference puts
+    # the -1 only on the step before, which a run of back-to-back takeovers shares: one -1
+    # for many rejected plans, and none on the plans themselves)
     critic_warmup: int = 500  # first updates train the critics only (the BC actor is kept
     # until the critics have seen some takeovers: an actor climbing untrained critics forgets
     # its demonstrations in a few hundred steps)
@@ -182,13 +186,20 @@ class RLIFNovice:
         """Add the store's episodes not read yet; returns the steps added."""
         added = 0
         for i in range(self.episodes_read, len(store)):
-            ep = store.episode(i, [*self.obs_keys, "action", "interactive.event"])
+            keys = [*self.obs_keys, "action", "interactive.event"]
+            plans = self.cfg.rejected and "interactive.rejected" in store.features
+            ep = store.episode(i, [*keys, "interactive.rejected"] if plans else keys)
             info = store.info(i)
             meta = info.metadata or {}
             failed = bool(meta.get("terminated")) and info.success is False
             tr = rlif_transitions({k: ep[k] for k in self.obs_keys}, ep["action"],
                                   ep["interactive.event"] == takeover_event, failed)
             self.online.extend(tr)
+            if plans:
+                turned = rejected_transitions({k: ep[k] for k in self.obs_keys},
+                                              ep["interactive.rejected"])
+                if len(turned["reward"]):
+                    self.online.extend(turned)
             teacher = tr["teacher"] > 0
             if teacher.any() and self.agent.config.offline_ratio > 0:
                 self.offline.extend({k: v[teacher] for k, v in tr.items()})

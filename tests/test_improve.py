@@ -20,6 +20,7 @@ from policies.interactive import (
     beta,
     pier,
     realised_rate,
+    rejected_transitions,
     rlif_transitions,
     sag_threshold,
 )
@@ -99,6 +100,13 @@ def test_rlif_rewards_the_step_into_each_takeover_and_keeps_the_teacher_s_steps(
     assert first["reward"].sum() == 0  # a takeover from the first step has no step before it
     with pytest.raises(ValueError, match="takeover flags"):
         rlif_transitions(obs, act, takeover[:5], failed=False)
+    plans = np.full((8, 1), np.nan, np.float32)
+    plans[[2, 6]] = [[0.5], [-0.5]]  # the novice's plans the teacher turned down
+    turned = rejected_transitions(obs, plans)
+    assert turned["action"][:, 0].tolist() == [0.5, -0.5]  # the plans, not what was executed
+    assert turned["reward"].tolist() == [-1, -1] and turned["done"].tolist() == [1, 1]
+    assert turned["obs/observation.state"][:, 0].tolist() == [2, 6]
+    assert len(rejected_transitions(obs, np.full((8, 1), np.nan))["reward"]) == 0
 
 
 def test_rlif_keeps_demonstrations_apart() -> None:
@@ -247,16 +255,26 @@ def test_rlif_learns_from_the_takeovers_and_resumes(tiny_demo: Path, tmp_path: P
     state = torch.load(out / "rlif" / "learner.pt", weights_only=False)
     assert state["round"] == 2 and state["episodes_read"] == 2
     with EpisodeStore.open(out / "session.zarr") as store:
-        events = [store.episode(i)["interactive.event"] for i in range(len(store))]
+        eps = [store.episode(i) for i in range(len(store))]
+    events = [e["interactive.event"] for e in eps]
     steps = sum(len(e) for e in events)
     assert state["updates_done"] == steps  # rlif.updates = 1 per collected step
     takeover = [e == 2 for e in events]
     starts = sum(int((t[1:] & ~t[:-1]).sum()) for t in takeover)
     assert starts > 0 and sum(int(t.sum()) for t in takeover) > starts
+    # the plans turned down: each takeover's first step, and each gate firing again after a
+    # hold ran out (back-to-back takeovers: one start, several rejected plans)
+    turned = [np.isfinite(e["interactive.rejected"]).all(-1) for e in eps]
+    rejected = sum(int(t.sum()) for t in turned)
+    assert all((t <= k).all() for t, k in zip(turned, takeover, strict=True))
+    assert rejected >= starts
     online = state["online"]["data"]
     n_demo = 39  # the 40-step demonstration, its last step dropped
-    assert state["online"]["size"] == n_demo + steps - len(events)
-    assert float(online["reward"].sum()) == -starts  # -1 on each step into a takeover
+    size = state["online"]["size"]
+    assert size == n_demo + steps - len(events) + rejected
+    # -1 on each step into a takeover, and on each rejected plan (terminal)
+    assert float(online["reward"][:size].sum()) == -starts - rejected
+    assert float(online["done"][:size].sum()) == rejected
     policy = Policy.load(out / "novice" / "actor")
     with EpisodeStore.open(tiny_demo) as demo:
         obs = {k: demo.episode(0)[k][0] for k in policy.obs_keys}
