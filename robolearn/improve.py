@@ -353,6 +353,9 @@ class Session:
                     # a person watches and drives at the robot's rate; the simulated teacher
                     # needs no clock
                     loop = ControlLoop(env, LoopConfig(realtime=c.teacher == "human"), rec)
+                    # a session begun by an older robolearn lacks newer columns
+                    # (interactive.rejected): it goes on recording the ones it has
+                    gate.columns = set(store.features)
                     have = sum(1 for i in range(len(store))
                                if store.info(i).metadata.get("round") == k)
                     for e in range(have, c.episodes):

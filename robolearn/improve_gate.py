@@ -49,6 +49,7 @@ class Gate:
         self._ep_label: list[int] = []
         self._sag_stale = True
         self._extra: dict[str, Any] = {}
+        self.columns: set[str] | None = None  # the store's per-step columns (None: all)
         self._nan = np.full(action_dim, np.nan, np.float32)
 
     def reset(self, seed: int | None = None) -> None:
@@ -137,4 +138,6 @@ class Gate:
         return self._plan
 
     def extras(self) -> dict[str, Any]:
-        return self._extra
+        if self.columns is None:
+            return self._extra
+        return {k: v for k, v in self._extra.items() if k in self.columns}

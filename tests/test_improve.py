@@ -25,7 +25,14 @@ from policies.interactive import (
     sag_threshold,
 )
 from robolearn.cli import main
-from robolearn.improve_data import ANNOTATED, LABELLED, NONE, VALIDATED
+from robolearn.improve_data import (
+    ANNOTATED,
+    LABELLED,
+    NONE,
+    REJECTED,
+    TAKEOVER,
+    VALIDATED,
+)
 
 
 def _synthetic(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -202,6 +209,7 @@ def test_dagger_improves_the_small_bc_policy(tiny_demo: Path, tmp_path: Path) ->
         ep = store.episode(0)
         assert np.all(ep["interactive.event"] == LABELLED)  # DAgger labels every step
         assert np.isfinite(ep["interactive.label"]).all()
+        assert np.isnan(ep["interactive.rejected"]).all()  # beta hands over without judging
         assert store.info(0).metadata["round"] == 0
 
 
@@ -218,7 +226,12 @@ def test_askdagger_records_its_queries_and_resumes(tiny_demo: Path, tmp_path: Pa
         ev = np.concatenate([store.episode(i)["interactive.event"] for i in range(2)])
         label = np.concatenate([store.episode(i)["interactive.label"] for i in range(2)])
         u = np.concatenate([store.episode(i)["interactive.uncertainty"] for i in range(2)])
+        rejected = np.concatenate([store.episode(i)["interactive.rejected"] for i in range(2)])
         first = store.episode(0)
+    # the plans turned down are kept: on every annotated or rejected query, nowhere else
+    turned = np.isfinite(rejected).all(-1)
+    assert (turned == np.isin(ev, (ANNOTATED, REJECTED))).all() and turned.any()
+    assert not np.allclose(rejected[turned], label[turned])  # the plan, not the answer
     assert {VALIDATED, ANNOTATED} <= set(ev.tolist())
     # SAG sets the threshold before every step: the first round asks about everything only
     # until its window holds n_min wrong plans and a right one, then stops asking about some
@@ -232,6 +245,34 @@ def test_askdagger_records_its_queries_and_resumes(tiny_demo: Path, tmp_path: Pa
     (other / "notes.txt").write_text("keep")
     assert main(["improve", str(tiny_demo), "method=dagger", f"output={other}", "-q"]) == 2
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_a_session_begun_before_a_column_existed_goes_on(tiny_demo: Path,
+                                                         tmp_path: Path) -> None:
+    """A session store made by an older robolearn (no ``interactive.rejected`` column)
+    resumes: the session records the columns it has."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.improve_data import extra_features
+    from robolearn.loop import create_store
+
+    out = tmp_path / "old"
+    out.mkdir()
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        old = {k: f for k, f in extra_features(2).items() if k != "interactive.rejected"}
+        create_store(str(out / "session.zarr"), env, "robolearn/SimCarTechnical-v0", {},
+                     old, start=str(tiny_demo), method="hgdagger").close()
+    finally:
+        env.close()
+    import json  # the session's marker, as the older robolearn wrote it
+
+    (out / "improve.json").write_text(json.dumps({"method": "hgdagger",
+                                                  "start": str(tiny_demo)}))
+    assert main(["improve", str(tiny_demo), "method=hgdagger", "rounds=1", "episodes=1",
+                 f"output={out}", *SETTING]) == 0
+    with EpisodeStore.open(out / "session.zarr") as store:
+        assert len(store) == 1 and "interactive.rejected" not in store.features
+        assert (store.episode(0)["interactive.event"] == TAKEOVER).any()
 
 
 def test_rlif_learns_from_the_takeovers_and_resumes(tiny_demo: Path, tmp_path: Path) -> None:
