@@ -381,22 +381,26 @@ def rlif_transitions(obs: dict[str, np.ndarray], action: np.ndarray, takeover: n
 
 def rejected_transitions(obs: dict[str, np.ndarray], rejected: np.ndarray
                          ) -> dict[str, np.ndarray]:
-    """The plans the teacher turned down by stepping in, as terminal transitions with reward
-    -1 (RLIF's cost put on the action the gate judged, not only on the step before it): for
-    each step where ``rejected`` (the novice's plan, NaN where none) is finite, ``(s, plan)``
-    ends the novice's attempt with -1 (the teacher's action, not the plan, was executed, so
-    there is no next state for the plan). Keyed as :func:`rlif_transitions`."""
+    """The plans the teacher turned down by stepping in, as transitions with reward -1
+    (RLIF's cost put on the action the gate judged, not only on the step before it): for each
+    step ``t`` where ``rejected`` (the novice's plan, NaN where none) is finite, ``(s_t, plan,
+    -1, s_t+1)``: the takeover is part of the novice's world, the plan brought the teacher in
+    and the teacher moved the robot on to ``s_t+1``. Not terminal: a terminal -1 would be an
+    escape worth more than going on wherever more than one takeover lies ahead, and the
+    actor learned to be turned down (a run that lapped 88% fell to 0%). The episode's last
+    step has no next state and is dropped. Keyed as :func:`rlif_transitions`."""
     from policies.rl.replay import NO_MC
 
     rejected = np.asarray(rejected, np.float32)
-    rows = np.flatnonzero(np.isfinite(rejected).all(axis=-1))
+    rows = np.flatnonzero(np.isfinite(rejected[:-1]).all(axis=-1))
     n = len(rows)
     out: dict[str, np.ndarray] = {
         "action": rejected[rows], "reward": np.full(n, -1.0, np.float32),
-        "done": np.ones(n, np.float32), "mc_return": np.full(n, NO_MC, np.float32),
+        "done": np.zeros(n, np.float32), "mc_return": np.full(n, NO_MC, np.float32),
         "teacher": np.zeros(n, np.float32)}
     for k, v in obs.items():
-        out[f"obs/{k}"] = out[f"next_obs/{k}"] = np.asarray(v, np.float32)[rows]
+        v = np.asarray(v, np.float32)
+        out[f"obs/{k}"], out[f"next_obs/{k}"] = v[rows], v[rows + 1]
     return out
 
 

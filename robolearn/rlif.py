@@ -71,7 +71,7 @@ class RLIFConfig:
     # identity (raw units: BC of the actor then generalised poorly; see _rlif_agent)
     obs_std_floor: float = 1e-2  # raw units; a feature constant in the demos stays finite
     rejected: bool = True  # also learn -1 on each plan the teacher turned down by stepping in
-    # (a terminal transition on (s, plan): the gate judged that action; the reference puts
+    # ((s, plan, -1, next state): the gate judged that action; the reference puts
     # the -1 only on the step before, which a run of back-to-back takeovers shares: one -1
     # for many rejected plans, and none on the plans themselves)
     critic_warmup: int = 500  # first updates train the critics only (the BC actor is kept

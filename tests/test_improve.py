@@ -108,11 +108,13 @@ def test_rlif_rewards_the_step_into_each_takeover_and_keeps_the_teacher_s_steps(
     with pytest.raises(ValueError, match="takeover flags"):
         rlif_transitions(obs, act, takeover[:5], failed=False)
     plans = np.full((8, 1), np.nan, np.float32)
-    plans[[2, 6]] = [[0.5], [-0.5]]  # the novice's plans the teacher turned down
+    plans[[2, 6, 7]] = [[0.5], [-0.5], [0.1]]  # the novice's plans the teacher turned down
     turned = rejected_transitions(obs, plans)
     assert turned["action"][:, 0].tolist() == [0.5, -0.5]  # the plans, not what was executed
-    assert turned["reward"].tolist() == [-1, -1] and turned["done"].tolist() == [1, 1]
+    assert turned["reward"].tolist() == [-1, -1] and turned["done"].tolist() == [0, 0]
     assert turned["obs/observation.state"][:, 0].tolist() == [2, 6]
+    # on to where the teacher took the robot; the last step has no next state
+    assert turned["next_obs/observation.state"][:, 0].tolist() == [3, 7]
     assert len(rejected_transitions(obs, np.full((8, 1), np.nan))["reward"]) == 0
 
 
@@ -305,17 +307,17 @@ def test_rlif_learns_from_the_takeovers_and_resumes(tiny_demo: Path, tmp_path: P
     assert starts > 0 and sum(int(t.sum()) for t in takeover) > starts
     # the plans turned down: each takeover's first step, and each gate firing again after a
     # hold ran out (back-to-back takeovers: one start, several rejected plans)
-    turned = [np.isfinite(e["interactive.rejected"]).all(-1) for e in eps]
+    turned = [np.isfinite(e["interactive.rejected"][:-1]).all(-1) for e in eps]
     rejected = sum(int(t.sum()) for t in turned)
-    assert all((t <= k).all() for t, k in zip(turned, takeover, strict=True))
+    assert all((t <= k[:-1]).all() for t, k in zip(turned, takeover, strict=True))
     assert rejected >= starts
     online = state["online"]["data"]
     n_demo = 39  # the 40-step demonstration, its last step dropped
     size = state["online"]["size"]
     assert size == n_demo + steps - len(events) + rejected
-    # -1 on each step into a takeover, and on each rejected plan (terminal)
+    # -1 on each step into a takeover, and on each rejected plan (none terminal)
     assert float(online["reward"][:size].sum()) == -starts - rejected
-    assert float(online["done"][:size].sum()) == rejected
+    assert float(online["done"][:size].sum()) == 0
     policy = Policy.load(out / "novice" / "actor")
     with EpisodeStore.open(tiny_demo) as demo:
         obs = {k: demo.episode(0)[k][0] for k in policy.obs_keys}
