@@ -92,16 +92,20 @@ def teacher_alone(cfg: Any, n: int) -> float:
 
 
 def run(method: str, seed: int, start: Path, member: Path, out: Path, args: Any) -> list[dict]:
+    import dataclasses
+
     from policies.interactive import EnsembleConfig
     from robolearn.improve import ImproveConfig, Session
-    from robolearn.rlif import RLIFConfig
+    from robolearn.rlif import RLIFConfig, _rlif_agent
 
     cfg = ImproveConfig(start=str(start), method=method, output=str(out / f"{method}_{seed}"),
                         rounds=args.rounds, episodes=1, eval_episodes=args.eval,
                         eval_every=args.rounds, seed=seed, env=SETTING["env"],
                         robot_kwargs=SETTING["robot_kwargs"], max_steps=SETTING["max_steps"],
                         ensemble=EnsembleConfig(steps=1000),
-                        rlif=RLIFConfig(rejected=not args.no_rejected),
+                        rlif=RLIFConfig(agent=dataclasses.replace(_rlif_agent(),
+                                                                  n_critics=args.critics),
+                                        rejected=not args.no_rejected),
                         teacher_config=teacher_cfg(args, member, seed))
     return Session(cfg).run()
 
@@ -131,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", default="small", choices=("small", "lap"),
                     help="small: the 40-step demonstration on the oval; lap: the weak "
                          "policy's 120-step demonstration of the technical track")
+    ap.add_argument("--critics", type=int, default=2,
+                    help="RLIF's critic ensemble (min over 2 of them; the reference: 10)")
     ap.add_argument("--no-rejected", action="store_true",
                     help="RLIF without -1 on the plans the teacher turned down (only on the "
                          "step before each takeover, as the reference)")
