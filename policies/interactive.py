@@ -385,10 +385,12 @@ def rejected_transitions(obs: dict[str, np.ndarray], rejected: np.ndarray
     (RLIF's cost put on the action the gate judged, not only on the step before it): for each
     step ``t`` where ``rejected`` (the novice's plan, NaN where none) is finite, ``(s_t, plan,
     -1, s_t+1)``: the takeover is part of the novice's world, the plan brought the teacher in
-    and the teacher moved the robot on to ``s_t+1``. Not terminal: a terminal -1 would be an
-    escape worth more than going on wherever more than one takeover lies ahead, and the
-    actor learned to be turned down (a run that lapped 88% fell to 0%). The episode's last
-    step has no next state and is dropped. Keyed as :func:`rlif_transitions`."""
+    and the teacher moved the robot on to ``s_t+1``. Not terminal: a terminal -1 would be
+    worth more than going on wherever more than one takeover lies ahead, an escape an actor
+    could learn to seek. (Measured both ways on the car, biased teacher, 3 seeds: terminal
+    0.85, 0.00, 0.93 laps, not terminal 0.10, 0.88, 0.01; the spread is the seeds', not this
+    choice's.) The episode's last step has no next state and is dropped. Keyed as
+    :func:`rlif_transitions`."""
     from policies.rl.replay import NO_MC
 
     rejected = np.asarray(rejected, np.float32)
