@@ -105,7 +105,8 @@ def run(method: str, seed: int, start: Path, member: Path, out: Path, args: Any)
                         ensemble=EnsembleConfig(steps=1000),
                         rlif=RLIFConfig(agent=dataclasses.replace(_rlif_agent(),
                                                                   n_critics=args.critics),
-                                        rejected=not args.no_rejected),
+                                        rejected=not args.no_rejected,
+                                        critic_warmup=args.critic_warmup),
                         teacher_config=teacher_cfg(args, member, seed))
     return Session(cfg).run()
 
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                          "policy's 120-step demonstration of the technical track")
     ap.add_argument("--critics", type=int, default=2,
                     help="RLIF's critic ensemble (min over 2 of them; the reference: 10)")
+    ap.add_argument("--critic-warmup", type=int, default=500,
+                    help="RLIF: updates that train the critics only, the BC actor kept")
     ap.add_argument("--no-rejected", action="store_true",
                     help="RLIF without -1 on the plans the teacher turned down (only on the "
                          "step before each takeover, as the reference)")
