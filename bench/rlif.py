@@ -103,8 +103,9 @@ def run(method: str, seed: int, start: Path, member: Path, out: Path, args: Any)
                         eval_every=args.rounds, seed=seed, env=SETTING["env"],
                         robot_kwargs=SETTING["robot_kwargs"], max_steps=SETTING["max_steps"],
                         ensemble=EnsembleConfig(steps=1000),
-                        rlif=RLIFConfig(agent=dataclasses.replace(_rlif_agent(),
-                                                                  n_critics=args.critics),
+                        rlif=RLIFConfig(agent=dataclasses.replace(
+                            _rlif_agent(), n_critics=args.critics, bc_weight=args.bc_weight,
+                            offline_ratio=0.5 if args.bc_weight > 0 else 0.0),
                                         rejected=not args.no_rejected,
                                         critic_warmup=args.critic_warmup),
                         teacher_config=teacher_cfg(args, member, seed))
@@ -138,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
                          "policy's 120-step demonstration of the technical track")
     ap.add_argument("--critics", type=int, default=2,
                     help="RLIF's critic ensemble (min over 2 of them; the reference: 10)")
+    ap.add_argument("--bc-weight", type=float, default=0.0,
+                    help="RLIF: a Q-filtered BC term on the offline half (the demonstrations "
+                         "and the teacher's steps; RLPD's 50/50 batches), 0: pure RL")
     ap.add_argument("--critic-warmup", type=int, default=500,
                     help="RLIF: updates that train the critics only, the BC actor kept")
     ap.add_argument("--no-rejected", action="store_true",
