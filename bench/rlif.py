@@ -107,6 +107,7 @@ def run(method: str, seed: int, start: Path, member: Path, out: Path, args: Any)
                             _rlif_agent(), n_critics=args.critics, bc_weight=args.bc_weight,
                             offline_ratio=0.5 if args.bc_weight > 0 else 0.0),
                                         rejected=not args.no_rejected,
+                                        teacher_steps=args.teacher_steps,
                                         critic_warmup=args.critic_warmup),
                         teacher_config=teacher_cfg(args, member, seed))
     return Session(cfg).run()
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bc-weight", type=float, default=0.0,
                     help="RLIF: a Q-filtered BC term on the offline half (the demonstrations "
                          "and the teacher's steps; RLPD's 50/50 batches), 0: pure RL")
+    ap.add_argument("--teacher-steps", default="all", choices=("all", "last"),
+                    help="RLIF: the teacher's steps in the replay (last: the last of each "
+                         "takeover, as the reference)")
     ap.add_argument("--critic-warmup", type=int, default=500,
                     help="RLIF: updates that train the critics only, the BC actor kept")
     ap.add_argument("--no-rejected", action="store_true",

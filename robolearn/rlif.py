@@ -74,6 +74,12 @@ class RLIFConfig:
     # ((s, plan, -1, next state): the gate judged that action; the reference puts
     # the -1 only on the step before, which a run of back-to-back takeovers shares: one -1
     # for many rejected plans, and none on the plans themselves)
+    teacher_steps: str = "all"  # the teacher's steps in the replay: all (reward 0) | last
+    # (the last of each takeover only, as the reference inserts them). A simulated teacher
+    # whose actions are worse than its gate (a biased expert judged by the expert's value)
+    # gives its own steps reward 0 where the same action from the novice would be turned
+    # down: the critics then rate the teacher's actions best, and the actor's first updates
+    # (seed 0) moved its steering on the demonstrations from +0.09 to +0.69, the bias
     critic_warmup: int = 500  # first updates train the critics only (the BC actor is kept
     # until the critics have seen some takeovers: an actor climbing untrained critics forgets
     # its demonstrations in a few hundred steps)
@@ -83,6 +89,8 @@ class RLIFConfig:
                 or self.capacity < 1 or self.obs_std_floor <= 0:
             raise ValueError("rlif: bc_steps, updates, critic_warmup, explore >= 0, "
                              "capacity >= 1, obs_std_floor > 0")
+        if self.teacher_steps not in ("all", "last"):
+            raise ValueError(f"rlif.teacher_steps {self.teacher_steps!r}: all or last")
         if self.obs_norm not in ("dataset", "identity"):
             raise ValueError(f"rlif.obs_norm {self.obs_norm!r}: dataset or identity")
 
@@ -194,6 +202,10 @@ class RLIFNovice:
             failed = bool(meta.get("terminated")) and info.success is False
             tr = rlif_transitions({k: ep[k] for k in self.obs_keys}, ep["action"],
                                   ep["interactive.event"] == takeover_event, failed)
+            if self.cfg.teacher_steps == "last":  # a takeover's steps but its last
+                t = tr["teacher"] > 0
+                inner = t & np.append(t[1:], False)
+                tr = {k: v[~inner] for k, v in tr.items()}
             self.online.extend(tr)
             if plans:
                 turned = rejected_transitions({k: ep[k] for k in self.obs_keys},
