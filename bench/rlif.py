@@ -105,7 +105,9 @@ def run(method: str, seed: int, start: Path, member: Path, out: Path, args: Any)
                         ensemble=EnsembleConfig(steps=1000),
                         rlif=RLIFConfig(agent=dataclasses.replace(
                             _rlif_agent(), n_critics=args.critics, bc_weight=args.bc_weight,
-                            offline_ratio=0.5 if args.bc_weight > 0 else 0.0),
+                            offline_ratio=0.5 if args.bc_weight > 0 else 0.0,
+                            bc_q_filter=not args.no_bc_filter),
+                                        offline_teacher=args.offline == "demos+teacher",
                                         rejected=not args.no_rejected,
                                         teacher_steps=args.teacher_steps,
                                         critic_warmup=args.critic_warmup),
@@ -146,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-steps", default="all", choices=("all", "last"),
                     help="RLIF: the teacher's steps in the replay (last: the last of each "
                          "takeover, as the reference)")
+    ap.add_argument("--no-bc-filter", action="store_true",
+                    help="RLIF --bc-weight: on every offline row (TD3+BC), not only where the "
+                         "critics rate the offline action higher")
+    ap.add_argument("--offline", default="demos+teacher", choices=("demos+teacher", "demos"),
+                    help="RLIF --bc-weight: what the offline half holds")
     ap.add_argument("--critic-warmup", type=int, default=500,
                     help="RLIF: updates that train the critics only, the BC actor kept")
     ap.add_argument("--no-rejected", action="store_true",

@@ -80,6 +80,9 @@ class RLIFConfig:
     # gives its own steps reward 0 where the same action from the novice would be turned
     # down: the critics then rate the teacher's actions best, and the actor's first updates
     # (seed 0) moved its steering on the demonstrations from +0.09 to +0.69, the bias
+    offline_teacher: bool = True  # agent.offline_ratio > 0: the teacher's steps join the
+    # demonstrations in the offline half (False: the demonstrations alone, e.g. as the anchor
+    # of a BC term, agent.bc_weight, when the teacher is worse than its gate)
     critic_warmup: int = 500  # first updates train the critics only (the BC actor is kept
     # until the critics have seen some takeovers: an actor climbing untrained critics forgets
     # its demonstrations in a few hundred steps)
@@ -213,7 +216,8 @@ class RLIFNovice:
                 if len(turned["reward"]):
                     self.online.extend(turned)
             teacher = tr["teacher"] > 0
-            if teacher.any() and self.agent.config.offline_ratio > 0:
+            if teacher.any() and self.agent.config.offline_ratio > 0 \
+                    and self.cfg.offline_teacher:
                 self.offline.extend({k: v[teacher] for k, v in tr.items()})
             added += len(ep["action"])
         self.episodes_read = len(store)
