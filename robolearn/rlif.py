@@ -1,7 +1,9 @@
 """RLIF's learner for ``robolearn improve method=rlif`` (Luo, Dong et al. 2024).
 
 Off-policy RL whose only reward is the teacher's intervention: the transition that led into a
-takeover costs -1, everything else 0 (:func:`policies.interactive.rlif_transitions`). The agent
+takeover costs -1, and so does each plan the teacher turned down by stepping in (``rejected``),
+everything else 0 (:func:`policies.interactive.rlif_transitions`,
+:func:`policies.interactive.rejected_transitions`). The agent
 is robolearn's SAC with LayerNorm critics, learning from one replay that holds the
 demonstrations and every step of the session, the teacher's included (the reference code keeps
 one step per intervention). ``agent.offline_ratio`` > 0 switches to RLPD's symmetric sampling,

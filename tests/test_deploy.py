@@ -426,19 +426,32 @@ def test_the_policy_drives_only_while_the_deadman_is_held(car_run: Path, tmp_pat
 def test_a_planning_process_gives_the_thread_s_actions(arm_run: Path) -> None:
     """planner=process: the chunks come from a copy of the policy in a child process (no GIL
     shared with the control loop), the same actions as the planning thread's for the same
-    episode, resets forwarded; a failing plan is raised in the control thread."""
+    episode, through a reset (forwarded to the process; this MLP has no noise, so its seed
+    is not seen here); a failing plan is raised in the control thread."""
     loaded = Policy.load(arm_run / "checkpoints" / "last" / "policy")
     env = make_env("sim_arm", "arm_lift", max_steps=30)
     actions: dict[bool, np.ndarray] = {}
     try:
         for process in (False, True):
             loop = ControlLoop(env, LoopConfig(fps=1000, max_steps=30, realtime=False))
-            with AsyncChunks(loaded, 1 / 20, hold=None, process=process) as runner:
+            # compared in steps, not in time: a period no plan outlasts (the next chunk is
+            # always requested the same number of steps ahead), and each plan in before the
+            # next step (it always lands at the same step). With a 50 ms period a plan slowed
+            # by a busy machine moved the request a step, and the actions with it (0.024
+            # apart in 8 of 60 values, once in a full run on a quiet machine)
+            with AsyncChunks(loaded, 10.0, hold=None, process=process) as runner:
                 store_free = loop.run_episode(runner.select_action, seed=3, record=False)
                 assert store_free.steps == 30
-                runner.reset(seed=3)
+                runner.reset(seed=3)  # the planner's noise restarts (forwarded to a process)
                 obs, _ = env.reset(seed=3)
-                actions[process] = np.stack([runner.select_action(obs) for _ in range(10)])
+                steps = []
+                for _ in range(10):
+                    steps.append(runner.select_action(obs))
+                    with runner._cv:
+                        assert runner._cv.wait_for(
+                            lambda r=runner: r._request is None and r._planning is None,
+                            timeout=30)
+                actions[process] = np.stack(steps)
     finally:
         env.close()
     np.testing.assert_allclose(actions[True], actions[False], atol=1e-5)
