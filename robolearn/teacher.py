@@ -134,8 +134,11 @@ class SimulatedTeacher:
             from robolearn.experts import VALUE_RULES
             from robolearn_core.registry import resolve
 
-            self.value = resolve(VALUE_RULES, env.robot.name, "value rule")(env.robot,
-                                                                             **self.cfg.value)
+            make = resolve(VALUE_RULES, env.robot.name, "value rule")
+            try:
+                self.value = make(env.robot, **self.cfg.value)
+            except TypeError as exc:  # a setting the robot's value rule does not have
+                raise ValueError(f"teacher.value {self.cfg.value}: {exc}") from None
         self.values: tuple[float, float] | None = None  # the value rule's last (plan, ref)
         if self.cfg.bias and len(self.cfg.bias) != len(self.low):
             raise ValueError(f"teacher.bias: {len(self.cfg.bias)} values for "

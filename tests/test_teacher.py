@@ -181,5 +181,7 @@ def test_the_value_rule_steps_in_when_a_plan_is_worth_less_to_the_expert() -> No
             TeacherConfig(rule="value", value_ratio=0.0)
         with pytest.raises(ValueError, match="plan"):
             TeacherTakeover(env, TeacherConfig(rule="value"))
+        with pytest.raises(ValueError, match="teacher.value .*horizon"):
+            SimulatedTeacher(env, TeacherConfig(rule="value", value={"horizon": 3.0}))
     finally:
         env.close()
