@@ -57,13 +57,12 @@ from policies.interactive import (
     EnsembleConfig,
     NoviceEnsemble,
     PIERConfig,
-    RiskConfig,
-    RiskQ,
     SAGConfig,
     pier,
     quantile_threshold,
     sag_threshold,
 )
+from policies.thrifty_risk import RiskConfig, RiskQ
 from robolearn.env import ENVS, RobotEnv, make_env
 from robolearn.improve_data import (
     ANNOTATED,

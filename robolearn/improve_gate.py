@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from policies.interactive import NoviceEnsemble, RiskQ, beta, sag_threshold
+from policies.interactive import NoviceEnsemble, beta, sag_threshold
+from policies.thrifty_risk import RiskQ
 from robolearn.improve_data import (
     ANNOTATED,
     LABELLED,

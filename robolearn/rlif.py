@@ -80,8 +80,9 @@ class RLIFConfig:
     # (the last of each takeover only, as the reference inserts them). A simulated teacher
     # whose actions are worse than its gate (a biased expert judged by the expert's value)
     # gives its own steps reward 0 where the same action from the novice would be turned
-    # down: the critics then rate the teacher's actions best, and the actor's first updates
-    # (seed 0) moved its steering on the demonstrations from +0.09 to +0.69, the bias
+    # down, so the critics may rate the teacher's actions best (seed 0: the actor's first
+    # updates moved its steering on the demonstrations from +0.09 to +0.69, the bias; with
+    # last, to -0.18: the drift has another cause too, see the README)
     offline_teacher: bool = True  # agent.offline_ratio > 0: the teacher's steps join the
     # demonstrations in the offline half (False: the demonstrations alone, e.g. as the anchor
     # of a BC term, agent.bc_weight, when the teacher is worse than its gate)
@@ -198,23 +199,24 @@ class RLIFNovice:
     def read(self, store: EpisodeStore, takeover_event: int) -> int:
         """Add the store's episodes not read yet; returns the steps added."""
         added = 0
+        plans = self.cfg.rejected and "interactive.rejected" in store.features
+        keys = [*self.obs_keys, "action", "interactive.event",
+                *(["interactive.rejected"] if plans else [])]
         for i in range(self.episodes_read, len(store)):
-            keys = [*self.obs_keys, "action", "interactive.event"]
-            plans = self.cfg.rejected and "interactive.rejected" in store.features
-            ep = store.episode(i, [*keys, "interactive.rejected"] if plans else keys)
+            ep = store.episode(i, keys)
+            obs = {k: ep[k] for k in self.obs_keys}
             info = store.info(i)
             meta = info.metadata or {}
             failed = bool(meta.get("terminated")) and info.success is False
-            tr = rlif_transitions({k: ep[k] for k in self.obs_keys}, ep["action"],
-                                  ep["interactive.event"] == takeover_event, failed)
+            tr = rlif_transitions(obs, ep["action"], ep["interactive.event"] == takeover_event,
+                                  failed)
             if self.cfg.teacher_steps == "last":  # a takeover's steps but its last
                 t = tr["teacher"] > 0
                 inner = t & np.append(t[1:], False)
                 tr = {k: v[~inner] for k, v in tr.items()}
             self.online.extend(tr)
             if plans:
-                turned = rejected_transitions({k: ep[k] for k in self.obs_keys},
-                                              ep["interactive.rejected"])
+                turned = rejected_transitions(obs, ep["interactive.rejected"])
                 if len(turned["reward"]):
                     self.online.extend(turned)
             teacher = tr["teacher"] > 0

@@ -39,6 +39,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from robolearn_core.registry import resolve
+
 
 class Teacher(Protocol):
     def reset(self, seed: int | None = None) -> None: ...
@@ -124,7 +126,6 @@ class SimulatedTeacher:
         self.risk: Any = None
         if self.cfg.rule == "risk":
             from robolearn.experts import RISK_RULES
-            from robolearn_core.registry import resolve
 
             robot = env.robot
             rule = resolve(RISK_RULES, robot.name, "risk rule")
@@ -132,7 +133,6 @@ class SimulatedTeacher:
         self.value: Any = None
         if self.cfg.rule == "value":
             from robolearn.experts import VALUE_RULES
-            from robolearn_core.registry import resolve
 
             make = resolve(VALUE_RULES, env.robot.name, "value rule")
             try:

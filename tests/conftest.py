@@ -1,5 +1,6 @@
 """Shared helpers for the store, sampling and CLI tests: a small camera schema, deterministic
-per-step values, and a factory that records a real store on disk."""
+per-step values, and a factory that records a real store on disk; the interactive-imitation
+tests' small start (``tiny_demo``)."""
 
 from __future__ import annotations
 
@@ -84,3 +85,14 @@ def shard_file(store: EpisodeStore, row: int) -> Path:
 
 def episode_arrays(store: EpisodeStore, index: int) -> dict[str, np.ndarray]:
     return dict(store.episode(index).data)
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 40-step scripted demonstration on the oval's first straight: a small BC policy."""
+    path = tmp_path_factory.mktemp("demo") / "tiny.zarr"
+    from robolearn.cli import main
+
+    assert main(["collect", str(path), "env=robolearn/SimCar-v0", "episodes=1",
+                 "max_steps=40", "-q"]) == 0
+    return path

@@ -20,8 +20,6 @@ from policies.interactive import (
     beta,
     pier,
     realised_rate,
-    rejected_transitions,
-    rlif_transitions,
     sag_threshold,
 )
 from robolearn.cli import main
@@ -33,6 +31,7 @@ from robolearn.improve_data import (
     TAKEOVER,
     VALIDATED,
 )
+from tests.improve_util import SETTING, rounds
 
 
 def _synthetic(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -90,80 +89,6 @@ def test_beta_schedules() -> None:
         beta("sometimes", 0)
 
 
-def test_rlif_rewards_the_step_into_each_takeover_and_keeps_the_teacher_s_steps() -> None:
-    obs = {"observation.state": np.arange(8, dtype=np.float32)[:, None]}
-    act = np.arange(8, dtype=np.float32)[:, None] * 10
-    takeover = np.array([0, 0, 1, 1, 0, 0, 1, 0], bool)
-    tr = rlif_transitions(obs, act, takeover, failed=False)
-    assert len(tr["reward"]) == 7  # truncated: the last step has no next state
-    assert tr["reward"].tolist() == [0, -1, 0, 0, 0, -1, 0]  # steps 1 and 5 led into takeovers
-    assert tr["teacher"].tolist() == [0, 0, 1, 1, 0, 0, 1]  # every teacher step kept
-    assert tr["done"].sum() == 0
-    assert tr["next_obs/observation.state"][:, 0].tolist() == list(range(1, 8))
-    assert tr["action"][2, 0] == 20  # the teacher's executed action, not the novice's
-    failed = rlif_transitions(obs, act, takeover, failed=True)
-    assert len(failed["reward"]) == 8 and failed["reward"][-1] == -1 and failed["done"][-1] == 1
-    first = rlif_transitions(obs, act, np.ones(8, bool), failed=False)
-    assert first["reward"].sum() == 0  # a takeover from the first step has no step before it
-    with pytest.raises(ValueError, match="takeover flags"):
-        rlif_transitions(obs, act, takeover[:5], failed=False)
-    plans = np.full((8, 1), np.nan, np.float32)
-    plans[[2, 6, 7]] = [[0.5], [-0.5], [0.1]]  # the novice's plans the teacher turned down
-    turned = rejected_transitions(obs, plans)
-    assert turned["action"][:, 0].tolist() == [0.5, -0.5]  # the plans, not what was executed
-    assert turned["reward"].tolist() == [-1, -1] and turned["done"].tolist() == [0, 0]
-    assert turned["obs/observation.state"][:, 0].tolist() == [2, 6]
-    # on to where the teacher took the robot; the last step has no next state
-    assert turned["next_obs/observation.state"][:, 0].tolist() == [3, 7]
-    assert len(rejected_transitions(obs, np.full((8, 1), np.nan))["reward"]) == 0
-
-
-def test_rlif_keeps_demonstrations_apart() -> None:
-    """Two demonstrations in one array: no transition runs from the first into the second."""
-    from robolearn.rlif import RLIFConfig, RLIFNovice
-
-    feats = {"observation.state": Feature("float32", (2,)), "action": Feature("float32", (1,))}
-    x = np.arange(10, dtype=np.float32).reshape(5, 2)
-    novice = RLIFNovice(feats, np.array([-1.0]), np.array([1.0]), RLIFConfig(bc_steps=5), 0,
-                        {"observation.state": x})
-    # its observations in the demonstrations' units, as the other novices'
-    norm = novice.agent.actor.normalizer
-    assert np.allclose(norm.normalize("observation.state", torch.as_tensor(x)).mean(0), 0,
-                       atol=1e-5)
-    with pytest.raises(ValueError, match="needs the demonstrations"):
-        RLIFNovice(feats, np.array([-1.0]), np.array([1.0]), RLIFConfig(), 0)
-    novice.pretrain({"observation.state": x}, np.zeros((5, 1), np.float32), [3, 2])
-    n = novice.online.size
-    assert n == 3  # 2 + 1: each demonstration's last step dropped
-    nxt = novice.online.data["next_obs/observation.state"][:n, 0].tolist()
-    assert nxt == [2.0, 4.0, 8.0]  # 0 -> 1 -> 2 in the first, 3 -> 4 in the second
-    with pytest.raises(ValueError, match="do not add up"):
-        novice.pretrain({"observation.state": x}, np.zeros((5, 1), np.float32), [3, 3])
-
-
-def test_an_rlif_learner_saved_with_other_networks_is_refused_in_one_line(tmp_path: Path
-                                                                          ) -> None:
-    """Resuming a session whose saved learner has other network shapes than the config now
-    gives (an older robolearn's actor) names the file instead of a torch traceback."""
-    import dataclasses
-
-    from policies.rl.actor import ActorConfig
-    from robolearn.rlif import RLIFConfig, RLIFNovice, _rlif_agent
-    from robolearn_core.config import ConfigError
-
-    feats = {"observation.state": Feature("float32", (2,)), "action": Feature("float32", (1,))}
-    x = np.arange(10, dtype=np.float32).reshape(5, 2)
-    bounds = np.array([-1.0]), np.array([1.0])
-    RLIFNovice(feats, *bounds, RLIFConfig(bc_steps=1), 0, {"observation.state": x}).save(
-        tmp_path)
-    assert RLIFNovice(feats, *bounds, RLIFConfig(), 0, {"observation.state": x}).restore(
-        tmp_path)
-    old = dataclasses.replace(_rlif_agent(), actor=ActorConfig(layer_norm=True))
-    with pytest.raises(ConfigError, match="learner.pt: this RLIF learner was saved"):
-        RLIFNovice(feats, *bounds, RLIFConfig(agent=old), 0,
-                   {"observation.state": x}).restore(tmp_path)
-
-
 def test_the_ensemble_is_more_uncertain_away_from_its_data() -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (400, 3)).astype(np.float32)
@@ -178,33 +103,13 @@ def test_the_ensemble_is_more_uncertain_away_from_its_data() -> None:
     assert np.abs(pred - y[:100]).mean() < 0.1  # and it learned the mapping
 
 
-@pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One 40-step scripted demonstration on the oval's first straight: a small BC policy."""
-    path = tmp_path_factory.mktemp("demo") / "tiny.zarr"
-    assert main(["collect", str(path), "env=robolearn/SimCar-v0", "episodes=1",
-                 "max_steps=40", "-q"]) == 0
-    return path
-
-
-SETTING = ["env=robolearn/SimCarTechnical-v0", "max_steps=400",
-           "robot_kwargs={reset_lateral_noise: 0.4, reset_yaw_noise: 0.5}",
-           "ensemble.steps=600", "ensemble.members=3", "-q"]
-
-
-def _rounds(out: Path) -> list[dict]:
-    import json
-
-    return [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
-
-
 def test_dagger_improves_the_small_bc_policy(tiny_demo: Path, tmp_path: Path) -> None:
     """From a 40-step demo (the novice laps the technical track with noisy starts on few of
     10 seeds), two DAgger rounds of 1 episode each lift it well above where it started."""
     out = tmp_path / "dagger"
     assert main(["improve", str(tiny_demo), "method=dagger", "rounds=2", "episodes=1",
                  "eval_episodes=10", f"output={out}", *SETTING]) == 0
-    rows = _rounds(out)
+    rows = rounds(out)
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert rows[-1]["success"] >= rows[0]["success"] + 0.4, rows
     with EpisodeStore.open(out / "session.zarr") as store:
@@ -221,7 +126,7 @@ def test_askdagger_records_its_queries_and_resumes(tiny_demo: Path, tmp_path: Pa
             "sag.n_min=5", *SETTING]
     assert main([*base, "rounds=1"]) == 0
     assert main([*base, "rounds=2"]) == 0  # the same session, one more round
-    rows = _rounds(out)
+    rows = rounds(out)
     assert [r["round"] for r in rows] == [0, 1, 1, 2]  # round 1 was the last fit, then went on
     with EpisodeStore.open(out / "session.zarr") as store:
         assert len(store) == 2 and [store.info(i).metadata["round"] for i in range(2)] == [0, 1]
@@ -275,53 +180,6 @@ def test_a_session_begun_before_a_column_existed_goes_on(tiny_demo: Path,
     with EpisodeStore.open(out / "session.zarr") as store:
         assert len(store) == 1 and "interactive.rejected" not in store.features
         assert (store.episode(0)["interactive.event"] == TAKEOVER).any()
-
-
-def test_rlif_learns_from_the_takeovers_and_resumes(tiny_demo: Path, tmp_path: Path) -> None:
-    """An RLIF session: the teacher's takeovers are recorded, every step (the teacher's
-    included) goes into the learner's replay with -1 on each step that led into a takeover,
-    the learner is updated after each round, checkpointed, and picked up on resume; the final
-    actor is a robolearn policy."""
-    import torch
-
-    from policies.base import Policy
-
-    out = tmp_path / "rlif"
-    base = ["improve", str(tiny_demo), "method=rlif", "episodes=1", f"output={out}",
-            "rlif.bc_steps=200", "rlif.critic_warmup=20", "max_steps=120", *SETTING[:1],
-            *SETTING[2:]]
-    assert main([*base, "rounds=1"]) == 0
-    first = torch.load(out / "rlif" / "learner.pt", weights_only=False)
-    assert first["round"] == 1 and first["episodes_read"] == 1
-    assert main([*base, "rounds=2"]) == 0  # the same session, one more round
-    assert [r["round"] for r in _rounds(out)] == [0, 1, 1, 2]
-    state = torch.load(out / "rlif" / "learner.pt", weights_only=False)
-    assert state["round"] == 2 and state["episodes_read"] == 2
-    with EpisodeStore.open(out / "session.zarr") as store:
-        eps = [store.episode(i) for i in range(len(store))]
-    events = [e["interactive.event"] for e in eps]
-    steps = sum(len(e) for e in events)
-    assert state["updates_done"] == steps  # rlif.updates = 1 per collected step
-    takeover = [e == 2 for e in events]
-    starts = sum(int((t[1:] & ~t[:-1]).sum()) for t in takeover)
-    assert starts > 0 and sum(int(t.sum()) for t in takeover) > starts
-    # the plans turned down: each takeover's first step, and each gate firing again after a
-    # hold ran out (back-to-back takeovers: one start, several rejected plans)
-    turned = [np.isfinite(e["interactive.rejected"][:-1]).all(-1) for e in eps]
-    rejected = sum(int(t.sum()) for t in turned)
-    assert all((t <= k[:-1]).all() for t, k in zip(turned, takeover, strict=True))
-    assert rejected >= starts
-    online = state["online"]["data"]
-    n_demo = 39  # the 40-step demonstration, its last step dropped
-    size = state["online"]["size"]
-    assert size == n_demo + steps - len(events) + rejected
-    # -1 on each step into a takeover, and on each rejected plan (none terminal)
-    assert float(online["reward"][:size].sum()) == -starts - rejected
-    assert float(online["done"][:size].sum()) == 0
-    policy = Policy.load(out / "novice" / "actor")
-    with EpisodeStore.open(tiny_demo) as demo:
-        obs = {k: demo.episode(0)[k][0] for k in policy.obs_keys}
-    assert np.isfinite(policy.select_action(obs)).all()
 
 
 def _typed(master: int, fd: int, keys: bytes) -> None:
@@ -459,7 +317,7 @@ def test_thrifty_s_risk_critic_learns_which_actions_end_in_success() -> None:
     """Synthetic episodes: from any state, action +1 leads to success in 3 steps, action -1
     to failure; the critic ranks the good action above the bad one everywhere, and values a
     successful ending near 1 and a failed one near 0."""
-    from policies.interactive import RiskConfig, RiskQ
+    from policies.thrifty_risk import RiskConfig, RiskQ
 
     rng = np.random.default_rng(0)
     xs, acts, rewards, dones = [], [], [], []
@@ -485,7 +343,7 @@ def test_thrifty_s_risk_critic_learns_which_actions_end_in_success() -> None:
 def test_a_resumed_risk_critic_takes_the_configured_learning_rate() -> None:
     """A session resumed with another ``risk_config.lr``: the saved optimiser state (moments,
     step counts) is kept, its learning rate is the new config's, not silently the saved one."""
-    from policies.interactive import RiskConfig, RiskQ
+    from policies.thrifty_risk import RiskConfig, RiskQ
 
     saved = RiskQ(4, 1, RiskConfig(lr=1e-3, hidden_dim=16)).state_dict()
     resumed = RiskQ(4, 1, RiskConfig(lr=3e-4, hidden_dim=16))
@@ -499,7 +357,6 @@ def test_thrifty_hands_over_on_risk_and_records_its_thresholds(tiny_demo: Path,
     the critic; round 1 gates with Thrifty's a-priori thresholds (no autonomous steps yet),
     round 2 with thresholds from round 1's autonomous steps. The critic is checkpointed: the
     session, stopped after round 1 and resumed, goes on training the same critic."""
-    import torch
 
     out = tmp_path / "thrifty"
     base = ["improve", str(tiny_demo), "method=thrifty", "episodes=1", "risk_config.steps=300",
@@ -510,7 +367,7 @@ def test_thrifty_hands_over_on_risk_and_records_its_thresholds(tiny_demo: Path,
     assert main([*base, "rounds=3"]) == 0
     saved = torch.load(out / "thrifty" / "risk.pt", weights_only=False)
     assert saved["round"] == 2 and saved["critic"]["updates"] == 600  # not refitted afresh
-    rows = [r for r in _rounds(out) if "labels_after" in r or r["round"] == 3]
+    rows = [r for r in rounds(out) if "labels_after" in r or r["round"] == 3]
     assert [r["round"] for r in rows] == [0, 1, 2, 3]
     assert "risk_threshold" not in rows[0]  # no success in the 40-step demo
     assert (rows[1]["risk_threshold"], rows[1]["risk_back"]) == (0.48, 0.495)
