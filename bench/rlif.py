@@ -110,7 +110,10 @@ def run(method: str, seed: int, start: Path, member: Path, out: Path, args: Any)
                                         offline_teacher=args.offline == "demos+teacher",
                                         rejected=not args.no_rejected,
                                         teacher_steps=args.teacher_steps,
-                                        critic_warmup=args.critic_warmup),
+                                        critic_warmup=args.critic_warmup,
+                                        conservative=args.conservative,
+                                        conservative_actions=args.conservative_actions),
+                        keep=args.keep,
                         teacher_config=teacher_cfg(args, member, seed))
     return Session(cfg).run()
 
@@ -158,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-rejected", action="store_true",
                     help="RLIF without -1 on the plans the teacher turned down (only on the "
                          "step before each takeover, as the reference)")
+    ap.add_argument("--conservative", type=float, default=0.0,
+                    help="RLIF: CQL's weight on the critics (0: plain SAC critics)")
+    ap.add_argument("--conservative-actions", type=int, default=2,
+                    help="RLIF --conservative: sampled actions per state and kind")
+    ap.add_argument("--keep", default="last", choices=("last", "fewest_takeovers"),
+                    help="the novice evaluated: the last fit, or the fit whose round needed "
+                         "the teacher on the fewest steps (both methods alike)")
     ap.add_argument("--out", default="bench/results/rlif")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -175,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
             last = rows[-1]
             results.setdefault(method, {})[seed] = {
                 "success": last["success"], "teacher_steps": last["labels"], "rows": rows,
-                "wall_s": time.monotonic() - t0}
+                "success_last": last.get("success_last", last["success"]),
+                "kept_round": last.get("kept_round"), "wall_s": time.monotonic() - t0}
+            kept = (f" (the fit of round {last['kept_round']}; the last fit "
+                    f"{last['success_last']:.2f})" if "success_last" in last else "")
             print(f"{method} seed {seed} ({time.monotonic() - t0:.0f} s): success "
-                  f"{last['success']:.2f}, teacher steps {last['labels']}", flush=True)
+                  f"{last['success']:.2f}{kept}, teacher steps {last['labels']}", flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     n = args.eval
     k = round(results["teacher_alone"] * n)
@@ -187,9 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| the teacher alone | {k / n:.2f} | {k / n:.2f} ({lo:.2f}-{hi:.2f}) | - |")
     for method in args.methods.split(","):
         by = results[method]
+        if args.keep != "last":
+            ks = [round(v["success_last"] * n) for v in by.values()]
+            lo, hi = wilson(sum(ks), n * len(ks))
+            print(f"| {method}, the last fit | {', '.join(f'{x / n:.2f}' for x in ks)} | "
+                  f"{sum(ks) / (n * len(ks)):.2f} ({lo:.2f}-{hi:.2f}) | - |")
         ks = [round(v["success"] * n) for v in by.values()]
         lo, hi = wilson(sum(ks), n * len(ks))
-        print(f"| {method} | {', '.join(f'{x / n:.2f}' for x in ks)} | "
+        name = method if args.keep == "last" else f"{method}, the kept fit"
+        print(f"| {name} | {', '.join(f'{x / n:.2f}' for x in ks)} | "
               f"{sum(ks) / (n * len(ks)):.2f} ({lo:.2f}-{hi:.2f}) | "
               f"{', '.join(str(v['teacher_steps']) for v in by.values())} |")
     return 0

@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ from robolearn_core.progress import console
 log = logging.getLogger("robolearn.improve")
 
 METHODS = ("dagger", "hgdagger", "thrifty", "askdagger", "rlif")
+KEEP = ("last", "fewest_takeovers")
 
 
 @dataclass
@@ -118,6 +120,12 @@ class ImproveConfig:
     pier: bool = True  # askdagger: prioritised, importance-weighted replay
     pier_config: PIERConfig = field(default_factory=PIERConfig)  # askdagger: PIER's constants
     rlif: RLIFConfig = field(default_factory=RLIFConfig)  # rlif: the RL learner and its updates
+    keep: str = "last"  # the session's result: last (the last fit) | fewest_takeovers (the
+    # fit whose round needed the teacher on the fewest steps, ties to the later; hgdagger and
+    # rlif). The takeover rate is the signal RLIF learns from, no task reward: a person picks
+    # the policy they had to correct least. Kept in OUTPUT/kept; OUTPUT/novice stays the last
+    # fit. Why: RLIF's novice swings from fit to fit (0 to 116 takeovers an episode in the
+    # last 8 rounds of one seed), and the last fit is only one draw of that swing
     eval_episodes: int = 0  # per round, the novice alone on held-out seeds (0: no evaluation)
     eval_every: int = 1  # evaluate after every this many rounds (and after the last)
     eval_seed: int = 100_000  # first seed of the evaluation episodes (held out)
@@ -138,6 +146,11 @@ class ImproveConfig:
             raise InvalidValue("rounds", "rounds and episodes must be >= 1")
         if self.eval_every < 1:
             raise InvalidValue("eval_every", f"must be >= 1, got {self.eval_every}")
+        if self.keep not in KEEP:
+            raise InvalidValue("keep", f"{self.keep!r}: one of {', '.join(KEEP)}")
+        if self.keep == "fewest_takeovers" and self.method not in ("hgdagger", "rlif"):
+            raise InvalidValue("keep", f"fewest_takeovers needs the teacher's takeovers "
+                               f"(method=hgdagger or rlif), not method={self.method}")
         if not 0 < self.alpha < 1:
             raise InvalidValue("alpha", f"must be in (0, 1), got {self.alpha}")
 
@@ -289,9 +302,46 @@ class Session:
         tmp.replace(path)  # atomic: a crash leaves the previous round's critic
         return self._risk, risk_thr, back_thr
 
-    def evaluate(self, novice: Novice, env: RobotEnv) -> float:
+    def kept(self, done: list[dict[str, Any]]) -> tuple[int, float]:
+        """``keep=fewest_takeovers``: the round whose fit is kept so far and its teacher's
+        share of steps (-1, inf before any round has collected)."""
+        best = (-1, float("inf"))
+        for r in done:
+            if r.get("kept"):
+                best = (r["round"], r["takeovers"] / max(r["steps"], 1))
+        return best
+
+    def keep_fit(self, ens: Novice) -> None:
+        """Save the fit that drove this round as ``OUTPUT/kept`` (a policy directory for RLIF,
+        the ensemble's members otherwise), replacing the one kept before only once written."""
+        import shutil
+
+        tmp, path = self.out / "kept.tmp", self.out / "kept"
+        shutil.rmtree(tmp, ignore_errors=True)  # robolearn's own scratch copy
+        if isinstance(ens, RLIFNovice):
+            ens.agent.actor.save(tmp)
+        else:
+            ens.save(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+
+    def load_kept(self) -> Any:
+        """The kept fit as a callable ``obs -> action`` for :meth:`evaluate`."""
+        if self.cfg.method == "rlif":
+            from policies.base import Policy
+
+            return Policy.load(self.out / "kept")
+        return NoviceEnsemble.load(self.out / "kept")
+
+    def evaluate(self, novice: Any, env: RobotEnv) -> float:
         loop = ControlLoop(env, LoopConfig(realtime=False))
-        act = novice.greedy if isinstance(novice, RLIFNovice) else (lambda o: novice.act(o)[0])
+        act: Callable[[dict[str, np.ndarray]], np.ndarray]
+        if isinstance(novice, RLIFNovice):
+            act = novice.greedy
+        elif isinstance(novice, NoviceEnsemble):
+            act = lambda obs: novice.act(obs)[0]  # noqa: E731
+        else:  # a saved policy (its bound method: the loop resets it each episode)
+            act = novice.select_action
         ok = 0
         for i in range(self.cfg.eval_episodes):
             r = loop.run_episode(act, seed=self.cfg.eval_seed + i, record=False)
@@ -338,6 +388,12 @@ class Session:
                         row["success"] = self.evaluate(ens, env)
                     if k == c.rounds:  # the last fit: evaluated, nothing more collected
                         ens.save(self.out / "novice")
+                        kept_round, _ = self.kept(done)
+                        if c.keep != "last" and kept_round >= 0:
+                            row["kept_round"] = kept_round
+                            if "success" in row:
+                                row["success_last"] = row["success"]
+                                row["success"] = self.evaluate(self.load_kept(), env)
                         self._log(row)
                         done.append(row)
                         break
@@ -371,6 +427,10 @@ class Session:
                     row.update({"labels_after": label_count(h), "steps": int(sel.sum()),
                                 "queries": int(np.isin(ev, (VALIDATED, ANNOTATED, REJECTED)).sum()),
                                 "takeovers": int((ev == TAKEOVER).sum())})
+                    if c.keep == "fewest_takeovers" and \
+                            row["takeovers"] / max(row["steps"], 1) <= self.kept(done)[1]:
+                        self.keep_fit(ens)
+                        row["kept"] = True
                     self._log(row)
                     done.append(row)
         finally:
@@ -383,6 +443,12 @@ class Session:
         parts = [f"round {row['round']}", f"labels {row.get('labels_after', row['labels'])}"]
         if "success" in row:
             parts.append(f"novice success {100 * row['success']:.0f}%")
+        if "kept_round" in row:
+            parts.append(f"the fit of round {row['kept_round']} kept (OUTPUT/kept)"
+                         + (f"; the last fit: {100 * row['success_last']:.0f}%"
+                            if "success_last" in row else ""))
+        elif row.get("kept"):
+            parts.append("its fit kept")
         if "queries" in row:
             parts.append(f"queries {row['queries']}, takeovers {row['takeovers']}")
         console.print(", ".join(parts))

@@ -23,6 +23,7 @@ from policies.interactive import (
     sag_threshold,
 )
 from robolearn.cli import main
+from robolearn.improve import ImproveConfig
 from robolearn.improve_data import (
     ANNOTATED,
     LABELLED,
@@ -31,6 +32,7 @@ from robolearn.improve_data import (
     TAKEOVER,
     VALIDATED,
 )
+from robolearn_core.config import InvalidValue
 from tests.improve_util import SETTING, rounds
 
 
@@ -374,3 +376,35 @@ def test_thrifty_hands_over_on_risk_and_records_its_thresholds(tiny_demo: Path,
     assert 0 < rows[1]["takeovers"] < rows[1]["steps"]
     assert rows[2]["risk_threshold"] != 0.48  # from round 1's autonomous steps
     assert 0 <= rows[2]["risk_threshold"] <= rows[2]["risk_back"] <= 1
+
+
+def test_a_session_keeps_the_fit_its_teacher_corrected_least(tiny_demo: Path,
+                                                              tmp_path: Path) -> None:
+    """``keep=fewest_takeovers``: after each round the fit that drove it is kept when its
+    share of teacher steps is the lowest so far (ties to the later); the kept fit is the one
+    that drove that round (it reproduces the round's own steps) and is what the last row's
+    success measures, beside the last fit's."""
+    out = tmp_path / "keep"
+    assert main(["improve", str(tiny_demo), "method=hgdagger", "rounds=3", "episodes=1",
+                 "max_steps=120", "eval_episodes=2", "eval_every=3", "keep=fewest_takeovers",
+                 f"output={out}", *SETTING[:1], *SETTING[2:]]) == 0
+    rows = rounds(out)
+    collected = [r for r in rows if "takeovers" in r]
+    assert len(collected) == 3 and any(r["takeovers"] for r in collected)
+    rates = [r["takeovers"] / r["steps"] for r in collected]
+    best = max(i for i, x in enumerate(rates) if x == min(rates))
+    assert [bool(r.get("kept")) for r in collected] == \
+        [x <= min(rates[:i], default=np.inf) for i, x in enumerate(rates)]
+    assert rows[-1]["kept_round"] == best and "success_last" in rows[-1]
+    kept = NoviceEnsemble.load(out / "kept")
+    with EpisodeStore.open(out / "session.zarr") as store:
+        i = next(i for i in range(len(store)) if store.info(i).metadata["round"] == best)
+        ep = store.episode(i)
+    auto = np.flatnonzero(ep["interactive.event"] == NONE)
+    assert len(auto) > 20
+    plans = np.stack([kept.act({k: ep[k][t] for k in kept.obs_keys})[0] for t in auto])
+    assert np.mean(np.abs(plans - ep["action"][auto]).max(-1) < 1e-4) > 0.9
+    with pytest.raises(InvalidValue, match="keep"):
+        ImproveConfig(start="x", method="dagger", keep="fewest_takeovers")
+    with pytest.raises(InvalidValue, match="keep"):
+        ImproveConfig(start="x", method="hgdagger", keep="best")

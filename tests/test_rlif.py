@@ -137,3 +137,40 @@ def test_rlif_learns_from_the_takeovers_and_resumes(tiny_demo: Path, tmp_path: P
     with EpisodeStore.open(tiny_demo) as demo:
         obs = {k: demo.episode(0)[k][0] for k in policy.obs_keys}
     assert np.isfinite(policy.select_action(obs)).all()
+
+
+def test_rlif_s_conservative_critics_value_untried_actions_below_the_replay_s() -> None:
+    """``rlif.conservative`` > 0 adds CQL's term: on a replay whose rewards are all 0, plain
+    critics value every action alike (about 0), conservative ones put the replay's actions
+    above random ones, so an actor climbing them stays near what was tried."""
+    import dataclasses
+
+    from policies.rl.calql import CalQL
+    from robolearn.rlif import RLIFConfig, RLIFNovice, _rlif_agent
+
+    feats = {"observation.state": Feature("float32", (2,)), "action": Feature("float32", (1,))}
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2)).astype(np.float32)
+    act = np.clip(0.5 * x[:, :1], -0.9, 0.9).astype(np.float32)
+    gaps = []
+    for weight in (0.0, 1.0):
+        cfg = RLIFConfig(agent=dataclasses.replace(_rlif_agent(), batch_size=64, utd=1),
+                         bc_steps=0, critic_warmup=10_000, conservative=weight)
+        novice = RLIFNovice(feats, np.array([-1.0]), np.array([1.0]), cfg, 0,
+                            {"observation.state": x})
+        assert isinstance(novice.agent, CalQL) == (weight > 0)
+        novice.pretrain({"observation.state": x}, act, [300])
+        novice.learn(150)
+        agent = novice.agent
+        with torch.no_grad():
+            obs = {"observation.state": torch.as_tensor(x)}
+            feat = agent.actor.encode(obs)
+            data = agent.actor.normalize_action(torch.as_tensor(act), obs)
+            rand = torch.rand(len(x), 1, generator=torch.Generator().manual_seed(1)) * 2 - 1
+            q_data = agent.critic(torch.cat([feat, data], -1)).mean()
+            q_rand = agent.critic(torch.cat([feat, rand], -1)).mean()
+        gaps.append(float(q_data - q_rand))
+    assert abs(gaps[0]) < 0.05, gaps  # rewards all 0: no action preferred
+    assert gaps[1] > 0.2, gaps
+    with pytest.raises(ValueError, match="conservative"):
+        RLIFConfig(conservative=-1.0)
