@@ -106,7 +106,7 @@ def run(method: str, seed: int, start: Path, member: Path, out: Path, args: Any)
                         rlif=RLIFConfig(agent=dataclasses.replace(
                             _rlif_agent(), n_critics=args.critics, bc_weight=args.bc_weight,
                             offline_ratio=0.5 if args.bc_weight > 0 else 0.0,
-                            bc_q_filter=not args.no_bc_filter),
+                            bc_q_filter=args.bc_filter),
                                         offline_teacher=args.offline == "demos+teacher",
                                         rejected=not args.no_rejected,
                                         teacher_steps=args.teacher_steps,
@@ -143,18 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", default="small", choices=("small", "lap"),
                     help="small: the 40-step demonstration on the oval; lap: the weak "
                          "policy's 120-step demonstration of the technical track")
-    ap.add_argument("--critics", type=int, default=2,
-                    help="RLIF's critic ensemble (min over 2 of them; the reference: 10)")
-    ap.add_argument("--bc-weight", type=float, default=0.0,
-                    help="RLIF: a Q-filtered BC term on the offline half (the demonstrations "
-                         "and the teacher's steps; RLPD's 50/50 batches), 0: pure RL")
+    ap.add_argument("--critics", type=int, default=10,
+                    help="RLIF's critic ensemble (min over 2 of them; the reference's 10)")
+    ap.add_argument("--bc-weight", type=float, default=1.0,
+                    help="RLIF: TD3+BC's term on the offline half (--offline; RLPD's 50/50 "
+                         "batches), 0: pure RL on one uniformly sampled replay")
     ap.add_argument("--teacher-steps", default="all", choices=("all", "last"),
                     help="RLIF: the teacher's steps in the replay (last: the last of each "
                          "takeover, as the reference)")
-    ap.add_argument("--no-bc-filter", action="store_true",
-                    help="RLIF --bc-weight: on every offline row (TD3+BC), not only where the "
-                         "critics rate the offline action higher")
-    ap.add_argument("--offline", default="demos+teacher", choices=("demos+teacher", "demos"),
+    ap.add_argument("--bc-filter", action="store_true",
+                    help="RLIF --bc-weight: only where the critics rate the offline action "
+                         "higher (Nair et al.), not on every offline row (TD3+BC)")
+    ap.add_argument("--offline", default="demos", choices=("demos+teacher", "demos"),
                     help="RLIF --bc-weight: what the offline half holds")
     ap.add_argument("--critic-warmup", type=int, default=500,
                     help="RLIF: updates that train the critics only, the BC actor kept")
