@@ -125,7 +125,9 @@ class ImproveConfig:
     # rlif). The takeover rate is the signal RLIF learns from, no task reward: a person picks
     # the policy they had to correct least. Kept in OUTPUT/kept; OUTPUT/novice stays the last
     # fit. Why: RLIF's novice swings from fit to fit (0 to 116 takeovers an episode in the
-    # last 8 rounds of one seed), and the last fit is only one draw of that swing
+    # last 8 rounds of one seed), and the last fit is only one draw of that swing. Measured
+    # on the car (README): no better than last with RLIF's defaults; HG-DAgger keeps its start
+    # (no takeover in round 0); a fit with 8 teacher steps in its round lapped 0 of 100 alone
     eval_episodes: int = 0  # per round, the novice alone on held-out seeds (0: no evaluation)
     eval_every: int = 1  # evaluate after every this many rounds (and after the last)
     eval_seed: int = 100_000  # first seed of the evaluation episodes (held out)

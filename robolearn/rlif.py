@@ -98,7 +98,9 @@ class RLIFConfig:
     # down on random and actor actions, up on the replay's. 0: off (the reference's SAC).
     # Why: the rewards are never positive, so an action nobody tried keeps the untrained
     # value near 0, the best there is, and the actor's first updates climbed to such actions
-    # (steering +0.09 -> +0.69 on the demonstrations' states, seed 0)
+    # (steering +0.09 -> +0.69 on the demonstrations' states, seed 0). Measured (weight 1, 2
+    # critics, 3 seeds): that drop went away, but the actor sped up and lapped 0.00-0.10;
+    # the defaults' BC term and 10 critics cure it instead (README)
     conservative_actions: int = 2  # CQL's sampled actions per state, for each of 3 kinds
     # (random, the actor's at s and at s'): 2 made an update 4x as long as SAC's here, 4 7x
     critic_warmup: int = 500  # first updates train the critics only (the BC actor is kept
