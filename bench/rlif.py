@@ -198,19 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| who drives the evaluation | success per seed | pooled (95% CI) | teacher steps "
           "per seed |\n|---|---|---|---|")
     print(f"| the teacher alone | {k / n:.2f} | {k / n:.2f} ({lo:.2f}-{hi:.2f}) | - |")
-    for method in args.methods.split(","):
-        by = results[method]
-        if args.keep != "last":
-            ks = [round(v["success_last"] * n) for v in by.values()]
-            lo, hi = wilson(sum(ks), n * len(ks))
-            print(f"| {method}, the last fit | {', '.join(f'{x / n:.2f}' for x in ks)} | "
-                  f"{sum(ks) / (n * len(ks)):.2f} ({lo:.2f}-{hi:.2f}) | - |")
-        ks = [round(v["success"] * n) for v in by.values()]
+    def line(name: str, rates: list[float], steps: str) -> None:
+        ks = [round(x * n) for x in rates]
         lo, hi = wilson(sum(ks), n * len(ks))
-        name = method if args.keep == "last" else f"{method}, the kept fit"
         print(f"| {name} | {', '.join(f'{x / n:.2f}' for x in ks)} | "
-              f"{sum(ks) / (n * len(ks)):.2f} ({lo:.2f}-{hi:.2f}) | "
-              f"{', '.join(str(v['teacher_steps']) for v in by.values())} |")
+              f"{sum(ks) / (n * len(ks)):.2f} ({lo:.2f}-{hi:.2f}) | {steps} |")
+
+    for method in args.methods.split(","):
+        by = results[method].values()
+        if args.keep != "last":
+            line(f"{method}, the last fit", [v["success_last"] for v in by], "-")
+        line(method if args.keep == "last" else f"{method}, the kept fit",
+             [v["success"] for v in by], ", ".join(str(v["teacher_steps"]) for v in by))
     return 0
 
 

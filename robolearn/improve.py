@@ -310,7 +310,7 @@ class Session:
         best = (-1, float("inf"))
         for r in done:
             if r.get("kept"):
-                best = (r["round"], r["takeovers"] / max(r["steps"], 1))
+                best = (r["round"], _teacher_share(r))
         return best
 
     def keep_fit(self, ens: Novice) -> None:
@@ -430,7 +430,7 @@ class Session:
                                 "queries": int(np.isin(ev, (VALIDATED, ANNOTATED, REJECTED)).sum()),
                                 "takeovers": int((ev == TAKEOVER).sum())})
                     if c.keep == "fewest_takeovers" and \
-                            row["takeovers"] / max(row["steps"], 1) <= self.kept(done)[1]:
+                            _teacher_share(row) <= self.kept(done)[1]:
                         self.keep_fit(ens)
                         row["kept"] = True
                     self._log(row)
@@ -454,6 +454,11 @@ class Session:
         if "queries" in row:
             parts.append(f"queries {row['queries']}, takeovers {row['takeovers']}")
         console.print(", ".join(parts))
+
+
+def _teacher_share(row: dict[str, Any]) -> float:
+    """A collecting round's share of steps the teacher drove (``keep=fewest_takeovers``)."""
+    return float(row["takeovers"] / max(row["steps"], 1))
 
 
 def run(cfg: ImproveConfig) -> int:
