@@ -106,6 +106,11 @@ class Recorder:
         self._sources = np.zeros(len(Source), dtype=np.int64)
         self._buf: dict[str, list[Any]] = {k: [] for k in self._keys}
         self._t0 = time.time()
+        # the flush clock starts with the episode, not with the recorder: a robot's reset (an
+        # RC car's arming delay) may outlast flush_seconds, and a flush due at the first step
+        # would land right after the robot's first command, where a starved host's write once
+        # outlasted the car firmware's 80 ms failsafe (CI, stop 27)
+        self._last_flush = time.monotonic()
         self._in_episode = True
 
     def add(self, frame: Mapping[str, Any], *, source: Source | str | None = None,

@@ -67,6 +67,23 @@ def test_flush_happens_after_flush_seconds_or_flush_every_steps(tmp_path: Path) 
         rec.end_episode()
 
 
+def test_the_flush_clock_starts_with_the_episode(tmp_path: Path) -> None:
+    """A recorder opened before a slow reset (an RC car arming) does not flush at the
+    episode's first step, right after the robot's first command, nor between episodes."""
+    store = EpisodeStore.create(tmp_path / "s", FEATURES, fps=FPS)
+    journal = tmp_path / "s" / "inflight.json"
+    with store.recorder(flush_every=1000, flush_seconds=0.2) as rec:
+        for ep in range(2):
+            time.sleep(0.3)  # the reset: longer than flush_seconds
+            rec.add(make_frame(FEATURES, ep, 0))
+            rec.add(make_frame(FEATURES, ep, 1))
+            assert not journal.exists(), f"episode {ep}: flushed at its first steps"
+            time.sleep(0.25)
+            rec.add(make_frame(FEATURES, ep, 2))
+            assert json.loads(journal.read_text())["flushed"] == 3
+            rec.end_episode()
+
+
 @pytest.mark.parametrize(("bad", "needle"), [
     ({"note": object()}, "episode metadata.note: object"),
     ({"params": {"gains": [1.0, {1, 2}]}}, "episode metadata.params.gains[1]: set"),
