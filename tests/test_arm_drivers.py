@@ -347,7 +347,9 @@ def test_koch_servos_stop_by_themselves_when_the_host_goes_silent(
             with bus.lock:
                 fired = [bus.servo(i).watchdog_fired_at for i in range(1, 7)]
             assert all(t is not None for t in fired), fired
-            assert max(t - silent for t in fired if t is not None) < 0.08 + 0.02 + 0.01
+            # the period, one 20 ms tick, and 40 ms for the emulator's thread to be scheduled
+            # on a busy 2-core host (a watchdog that never fires, or fires a period late, fails)
+            assert max(t - silent for t in fired if t is not None) < 0.08 + 0.02 + 0.04
             # stopped: the pan joint stays where it was when the watchdog fired
             q0 = plant.joint_angles()[0]
             time.sleep(0.2)
