@@ -86,7 +86,7 @@ def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> lis
                                                 action_offset=SETTING["action_offset"]),
                         sag=SAGConfig(target=args.sag_target, p_rand=0.2, n_min=15),
                         teacher_config=TeacherConfig(
-                            seed=seed, drive=args.drive,
+                            seed=seed, drive=args.drive, drive_back=args.drive_back,
                             **({} if args.tolerance is None else {"tolerance": args.tolerance})))
     return Session(cfg).run()
 
@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drive", type=int, default=0,
                     help="askdagger: steps the teacher drives after rejecting a plan it was "
                          "asked about (TeacherConfig.drive; 0: the rejected step only)")
+    ap.add_argument("--drive-back", type=int, default=0,
+                    help="askdagger: the drive ends once the novice's plan was acceptable on "
+                         "this many consecutive steps (TeacherConfig.drive_back; 0: never)")
     ap.add_argument("--tolerance", type=float, default=None,
                     help="the teacher's judging tolerance (max-norm; TeacherConfig.tolerance, "
                          "default 0.15): a plan this close to its action is approved")

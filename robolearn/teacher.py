@@ -78,6 +78,11 @@ class TeacherConfig:
     # drive this many more steps, as a person at a teleop device does (0: label the rejected
     # step only). ASkDAgger's oracle action is a whole pick-and-place primitive in its tasks;
     # one control step here is a sliver of one, so its annotation is a short stretch
+    # during such a drive, hand the robot back once the novice's plan has been acceptable
+    # (within ``tolerance``) on this many consecutive steps (0: drive all ``drive`` steps), as
+    # a person hands back when the robot would do the right thing again (ThriftyDAgger's
+    # return rule, without its novelty and risk terms)
+    drive_back: int = 0
     reference: str = "self"  # what the distance rule and judge compare a plan with: self
     # (its own, degraded action) | expert (the undegraded expert's: a teacher who sees a
     # mistake at once but demonstrates with its degradations; RLIF's value-based gate)
@@ -99,8 +104,10 @@ class TeacherConfig:
         if not 0 < self.value_ratio <= 1:
             raise ValueError(f"teacher.value_ratio {self.value_ratio}: in (0, 1]")
         if self.noise < 0 or self.delay < 0 or self.hold < 1 or self.drive < 0 \
+                or self.drive_back < 0 \
                 or not all(0 <= x <= 1 for x in (self.p, self.rule_p, self.spurious_p)):
-            raise ValueError("teacher: noise >= 0, delay >= 0, hold >= 1, drive >= 0; p, "
+            raise ValueError("teacher: noise >= 0, delay >= 0, hold >= 1, drive >= 0, "
+                             "drive_back >= 0; p, "
                              "rule_p, spurious_p in [0, 1]")
 
 
@@ -147,6 +154,7 @@ class SimulatedTeacher:
         self._past: deque[np.ndarray] = deque(maxlen=self.cfg.delay + 1)
         self._holding = 0
         self._drive_until = -1  # last step of a drive after a rejection (cfg.drive)
+        self._agreed = 0  # consecutive steps of a drive the novice's plan was acceptable
         self._cached: tuple[int, np.ndarray, np.ndarray] | None = None
         self._step = 0
 
@@ -161,6 +169,7 @@ class SimulatedTeacher:
         self._past.clear()
         self._holding = 0
         self._drive_until = -1
+        self._agreed = 0
         self._cached = None
         self._step = 0
 
@@ -198,6 +207,17 @@ class SimulatedTeacher:
         rejection goes on."""
         return self._holding > 0 or self._step <= self._drive_until
 
+    def see(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> None:
+        """The novice's plan this step, seen before :attr:`holding` is asked: a drive ends
+        early once the plan has been acceptable on ``drive_back`` consecutive steps."""
+        if self.cfg.drive_back <= 0 or self._step > self._drive_until:
+            return
+        ok = bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
+                  <= self.cfg.tolerance)
+        self._agreed = self._agreed + 1 if ok else 0
+        if self._agreed >= self.cfg.drive_back:
+            self._drive_until, self._agreed = self._step - 1, 0  # the novice acts from here
+
     def tick(self) -> None:
         """The step is over (the improve loop calls this once per step)."""
         self._step += 1
@@ -209,7 +229,7 @@ class SimulatedTeacher:
         ok = bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
                   <= self.cfg.tolerance)
         if not ok and drive and self.cfg.drive > 0:
-            self._drive_until = self._step + self.cfg.drive
+            self._drive_until, self._agreed = self._step + self.cfg.drive, 0
         return ok
 
     def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:

@@ -109,6 +109,39 @@ def test_the_simulated_teacher_drives_after_rejecting_a_plan_as_a_person_does() 
         env.close()
 
 
+def test_a_drive_ends_once_the_novice_s_plan_is_acceptable_again() -> None:
+    """``drive_back``: the drive after a rejection hands the robot back once the novice's
+    plan has been acceptable on that many consecutive steps; one wrong plan in between
+    starts the count again, and without it the drive runs its ``drive`` steps."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.teacher import SimulatedTeacher, TeacherConfig
+
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        obs, _ = env.reset(seed=3)
+        back = SimulatedTeacher(env, TeacherConfig(drive=20, drive_back=3))
+        full = SimulatedTeacher(env, TeacherConfig(drive=20))
+        held: dict[int, list[bool]] = {}
+        for t in (back, full):
+            t.reset(3)
+            good = t.label(obs)
+            bad = np.clip(good + 0.8, -1, 1) if good[0] < 0 else np.clip(good - 0.8, -1, 1)
+            assert not t.judge(obs, bad)
+            seen = []
+            for plan in [bad, good, good, bad, good, good, good, bad, bad]:
+                t.tick()  # the same state each step: the label is cached per step
+                t.see(obs, plan)
+                seen.append(t.holding)
+            held[id(t)] = seen
+        # acceptable on steps 2-3, wrong on 4, acceptable on 5-7: handed back at the third
+        assert held[id(back)] == [True] * 6 + [False] * 3
+        assert held[id(full)] == [True] * 9
+        with pytest.raises(ValueError, match="drive_back"):
+            TeacherConfig(drive_back=-1)
+    finally:
+        env.close()
+
+
 def test_the_car_s_risk_rule_steps_in_near_a_wall_and_when_it_crawls() -> None:
     from robolearn.env import ENVS, make_env
     from robolearn.experts import car_at_risk
