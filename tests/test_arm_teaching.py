@@ -191,3 +191,47 @@ def test_the_funnel_teacher_labels_nearly_equal_states_alike() -> None:
         assert turn[2.0] < 0.05 and turn[0.0] > 1.0, turn
     finally:
         env.close()
+
+
+def test_the_teacher_s_close_label_is_the_state_s_and_goes_on_down() -> None:
+    """While the jaws shut, the teaching label goes on down to the grasp point's height from
+    where the tcp is, whatever the teacher labelled before: it held "where it was" before,
+    which, re-anchored each step, was the previous labelled state's tcp (a DAgger teacher's
+    last call was another state), and it jumped from "descend" to that at the close trigger.
+    Its novices stopped 1-2 cm over the cube, jaws open (README "Interactive imitation")."""
+    from robolearn.env import ENVS, make_env
+    from sim.arm.expert import ExpertConfig, ScriptedArmExpert
+
+    env = make_env(**ENVS["robolearn/SimArmLift-v0"])
+    try:
+        env.reset(seed=100_000)
+        s0 = {k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
+              for k, v in env.robot.state().items()}
+        robot: Any = env.robot
+        expert = ScriptedArmExpert(env.task, ExpertConfig(
+            fps=robot.fps, feedback=True, state_phase=True, funnel=2.0), model=robot.model)
+        expert(s0)  # its roll for this cube
+        g = expert._grasp_point(s0)
+
+        def state(dz: float, gripper: float = 0.9) -> dict[str, Any]:
+            q, _ = expert.kin.ik_robust(g + np.array([0.0, 0.0, dz]),
+                                        np.asarray(s0["joint_pos"][:5], float), True)
+            q[4] = expert.roll
+            ee, _ = expert.kin.fk(q)
+            return {**s0, "joint_pos": np.array([*q, gripper]), "ee_pos": ee, "gripper": gripper}
+
+        def label(s: dict[str, Any], before: dict[str, Any]) -> tuple[np.ndarray, str]:
+            expert(before)  # whatever state it labelled last
+            return expert(s)[:5] - s["joint_pos"][:5], expert.phase
+
+        inside, outside = state(0.0055), state(0.0065)  # the close trigger: 6 mm
+        a_in, phase_in = label(inside, s0)
+        down = expert.cmd - inside["ee_pos"]  # where it commands the tcp: straight down
+        a_in2, _ = label(inside, state(0.03))
+        a_out, phase_out = label(outside, s0)
+        assert (phase_in, phase_out) == ("close", "approach")
+        np.testing.assert_allclose(a_in, a_in2, atol=1e-6)  # the state's label, not history's
+        assert float(np.abs(a_in - a_out).max()) < 0.005, (a_in, a_out)
+        assert down[2] < -0.005 and float(np.abs(down[:2]).max()) < 1e-6, down
+    finally:
+        env.close()

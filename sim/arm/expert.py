@@ -258,6 +258,15 @@ class ScriptedArmExpert:
             self.grip = cfg.closed
             if self.steps >= cfg.close_steps:
                 self._goto("lift" if s["grasped"] else "retry")
+            if cfg.funnelled:
+                # teaching: on down to the grasp point's height while the jaws shut, as the
+                # funnel's approach does there (not across: chasing a cube the jaws push
+                # shoves it away). Holding the tcp where it is made the arm's label jump from
+                # "descend" to "stay" at the close trigger, and a one-step novice's blur of
+                # that jump stopped it 1-2 cm above the grasp point, jaws open
+                goal = np.asarray(s["ee_pos"], dtype=np.float64).copy()
+                goal[2] = self._grasp_point(s)[2]
+                return self._joints(goal, s, True)
             return self._joints(self.cmd, s, True)
         if self.phase == "retry":  # open, rise, approach again
             self.grip = cfg.open
