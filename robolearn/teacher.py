@@ -107,8 +107,7 @@ class TeacherConfig:
                 or self.drive_back < 0 \
                 or not all(0 <= x <= 1 for x in (self.p, self.rule_p, self.spurious_p)):
             raise ValueError("teacher: noise >= 0, delay >= 0, hold >= 1, drive >= 0, "
-                             "drive_back >= 0; p, "
-                             "rule_p, spurious_p in [0, 1]")
+                             "drive_back >= 0; p, rule_p, spurious_p in [0, 1]")
 
 
 class SimulatedTeacher:
@@ -212,9 +211,7 @@ class SimulatedTeacher:
         early once the plan has been acceptable on ``drive_back`` consecutive steps."""
         if self.cfg.drive_back <= 0 or self._step > self._drive_until:
             return
-        ok = bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
-                  <= self.cfg.tolerance)
-        self._agreed = self._agreed + 1 if ok else 0
+        self._agreed = self._agreed + 1 if self._acceptable(obs, plan) else 0
         if self._agreed >= self.cfg.drive_back:
             self._drive_until, self._agreed = self._step - 1, 0  # the novice acts from here
 
@@ -226,11 +223,14 @@ class SimulatedTeacher:
         """Whether ``plan`` is acceptable. ``drive``: after a rejection it drives the next
         ``cfg.drive`` steps (:attr:`holding`), as a person would take over; with ``drive`` 0
         it labels the rejected step only."""
-        ok = bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
-                  <= self.cfg.tolerance)
+        ok = self._acceptable(obs, plan)
         if not ok and drive and self.cfg.drive > 0:
             self._drive_until, self._agreed = self._step + self.cfg.drive, 0
         return ok
+
+    def _acceptable(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:
+        return bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
+                    <= self.cfg.tolerance)
 
     def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:
         c = self.cfg

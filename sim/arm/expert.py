@@ -261,9 +261,10 @@ class ScriptedArmExpert:
             if cfg.funnelled:
                 # teaching: on down to the grasp point's height while the jaws shut, as the
                 # funnel's approach does there (not across: chasing a cube the jaws push
-                # shoves it away). Holding the tcp where it is made the arm's label jump from
-                # "descend" to "stay" at the close trigger, and a one-step novice's blur of
-                # that jump stopped it 1-2 cm above the grasp point, jaws open
+                # shoves it away). "Hold self.cmd" below is, re-anchored, the tcp of the
+                # state labelled before (a DAgger teacher's last call was another state): a
+                # label from history, jumping from "descend" at the close trigger; one-step
+                # novices stopped 1-2 cm above the grasp point (README "Interactive imitation")
                 goal = np.asarray(s["ee_pos"], dtype=np.float64).copy()
                 goal[2] = self._grasp_point(s)[2]
                 return self._joints(goal, s, True)
