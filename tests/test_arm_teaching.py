@@ -132,6 +132,23 @@ def test_the_arm_s_teacher_reads_its_phase_from_the_state() -> None:
         env.close()
 
 
+def _at_rest(env: Any) -> dict[str, Any]:
+    """A copy of the arm's state after the reset of held-out lift 0."""
+    env.reset(seed=100_000)
+    return {k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
+            for k, v in env.robot.state().items()}
+
+
+def _posed(expert: Any, s0: dict[str, Any], offset: Any, gripper: float) -> dict[str, Any]:
+    """``s0`` with the tcp at the teacher's grasp point plus ``offset`` (m), the wrist rolled
+    to the cube, and the jaws at ``gripper``."""
+    q, _ = expert.kin.ik_robust(expert._grasp_point(s0) + np.asarray(offset, float),
+                                np.asarray(s0["joint_pos"][:5], float), True)
+    q[4] = expert.roll  # the wrist already rolled to the cube
+    ee, _ = expert.kin.fk(q)
+    return {**s0, "joint_pos": np.array([*q, gripper]), "ee_pos": ee, "gripper": gripper}
+
+
 def test_the_funnel_teacher_labels_nearly_equal_states_alike() -> None:
     """A one-step novice regresses the teacher's labels, so nearly equal states need nearly
     equal labels. Two cases near the cube, 2 cm above the grasp point, 1 mm apart across the
@@ -148,9 +165,7 @@ def test_the_funnel_teacher_labels_nearly_equal_states_alike() -> None:
     assert TEACHER_KWARGS["sim_arm"].get("funnel", 0) > 0
     env = make_env(**ENVS["robolearn/SimArmLift-v0"])
     try:
-        env.reset(seed=100_000)
-        s0 = {k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
-              for k, v in env.robot.state().items()}
+        s0 = _at_rest(env)
         robot: Any = env.robot
 
         def teacher(funnel: float) -> ScriptedArmExpert:
@@ -161,13 +176,7 @@ def test_the_funnel_teacher_labels_nearly_equal_states_alike() -> None:
         def label(funnel: float, dx: float, gripper: float) -> tuple[np.ndarray, str]:
             expert = teacher(funnel)
             expert(s0)  # its roll for this cube
-            g = expert._grasp_point(s0)
-            q, _ = expert.kin.ik_robust(g + np.array([dx, 0.0, 0.02]),
-                                        np.asarray(s0["joint_pos"][:5], float), True)
-            q[4] = expert.roll  # the wrist already rolled to the cube
-            ee, _ = expert.kin.fk(q)
-            s = {**s0, "joint_pos": np.array([*q, gripper]), "ee_pos": ee, "gripper": gripper}
-            return expert(s), expert.phase
+            return expert(_posed(expert, s0, (dx, 0.0, 0.02), gripper)), expert.phase
 
         jump = {}
         for funnel in (0.0, 2.0):
@@ -204,21 +213,14 @@ def test_the_teacher_s_close_label_is_the_state_s_and_goes_on_down() -> None:
 
     env = make_env(**ENVS["robolearn/SimArmLift-v0"])
     try:
-        env.reset(seed=100_000)
-        s0 = {k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
-              for k, v in env.robot.state().items()}
+        s0 = _at_rest(env)
         robot: Any = env.robot
         expert = ScriptedArmExpert(env.task, ExpertConfig(
             fps=robot.fps, feedback=True, state_phase=True, funnel=2.0), model=robot.model)
         expert(s0)  # its roll for this cube
-        g = expert._grasp_point(s0)
 
-        def state(dz: float, gripper: float = 0.9) -> dict[str, Any]:
-            q, _ = expert.kin.ik_robust(g + np.array([0.0, 0.0, dz]),
-                                        np.asarray(s0["joint_pos"][:5], float), True)
-            q[4] = expert.roll
-            ee, _ = expert.kin.fk(q)
-            return {**s0, "joint_pos": np.array([*q, gripper]), "ee_pos": ee, "gripper": gripper}
+        def state(dz: float) -> dict[str, Any]:
+            return _posed(expert, s0, (0.0, 0.0, dz), 0.9)
 
         def label(s: dict[str, Any], before: dict[str, Any]) -> tuple[np.ndarray, str]:
             expert(before)  # whatever state it labelled last
