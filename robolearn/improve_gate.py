@@ -75,8 +75,7 @@ class Gate:
         plan, u = self.novice.act(obs)
         self._plan = plan
         self.teacher.label(obs)  # the teacher watches every step (cached; counted only if used)
-        if hasattr(self.teacher, "see"):  # a drive after a rejection may end here
-            self.teacher.see(obs, plan)
+        self.teacher.see(obs, plan)  # a drive after a rejection may end here
         event, label, teacher_acts = NONE, self._nan, False
         was_held = self.teacher.holding or (self.cfg.method == "thrifty" and self.in_control)
         m = self.cfg.method

@@ -52,6 +52,9 @@ class Teacher(Protocol):
 
     def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool: ...
 
+    def see(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> None: ...  # the plan,
+    # every step, before ``holding`` is asked
+
     @property
     def holding(self) -> bool: ...  # a takeover (or a person's drive) goes on
 
@@ -228,9 +231,12 @@ class SimulatedTeacher:
             self._drive_until, self._agreed = self._step + self.cfg.drive, 0
         return ok
 
+    def _distance(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> float:
+        """Max-norm distance of ``plan`` from the reference action (judge, distance rule)."""
+        return float(np.max(np.abs(np.asarray(plan) - self.reference_action(obs))))
+
     def _acceptable(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:
-        return bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
-                    <= self.cfg.tolerance)
+        return self._distance(obs, plan) <= self.cfg.tolerance
 
     def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool:
         c = self.cfg
@@ -249,8 +255,7 @@ class SimulatedTeacher:
             self.values = (q_plan, q_ref)
             take = q_plan < q_ref - (1 - c.value_ratio) * abs(q_ref)
         else:
-            take = bool(np.max(np.abs(np.asarray(plan) - self.reference_action(obs)))
-                        > c.threshold)
+            take = self._distance(obs, plan) > c.threshold
         if c.rule != "random" and (c.rule_p < 1 or c.spurious_p > 0):
             take = bool(self._rng.random() < (c.rule_p if take else c.spurious_p))
         if take:
@@ -351,6 +356,9 @@ class HumanTeacher:
     def holding(self) -> bool:
         """Whether the person is driving (after a rejection, until they hand back)."""
         return bool(self.teleop.takeover)
+
+    def see(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> None:
+        pass  # the person hands back with the takeover toggle
 
     def tick(self) -> None:
         self._step += 1
