@@ -90,6 +90,12 @@ class Recorder:
 
     # ------------------------------------------------------------------------ episodes
     @property
+    def in_episode(self) -> bool:
+        """An episode is started (``start_episode``, or ``add``'s implicit start) and not yet
+        committed or discarded."""
+        return self._in_episode
+
+    @property
     def num_steps(self) -> int:
         return self._flushed + len(self._buf["source"]) if self._in_episode else 0
 

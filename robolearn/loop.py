@@ -180,6 +180,10 @@ class ControlLoop:
             exc.add_note(f"episode seed={seed}, before its first step: {self._halt(exc, None)}")
             raise
         rec = self.recorder if record else None
+        if rec is not None and not rec.in_episode:
+            # here, not implicitly at the first add(): starting an episode reads the store
+            # (file I/O), which would land between the robot's first and second commands
+            rec.start_episode()
         period = 1.0 / self.fps
         self.timing = timing = Timing(period_ms=1000 * period)
         ret, steps, success, terminated = 0.0, 0, False, False
@@ -283,6 +287,8 @@ class ControlLoop:
             info = rec.end_episode(None, tags=("interrupted",), complete=False, error=error,
                                    **metadata)
             done += f"; the {info.length} steps recorded kept as interrupted episode {info.index}"
+        elif rec is not None:
+            rec.discard_episode()  # started, no step recorded: nothing to keep
         return done
 
     def _choose(self, obs: dict[str, np.ndarray], policy: Policy | None,

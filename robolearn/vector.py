@@ -55,6 +55,13 @@ class _Episode:
     def num_steps(self) -> int:
         return len(self.rows)
 
+    @property
+    def in_episode(self) -> bool:
+        return True  # one episode from its creation: the loop need not start one
+
+    def start_episode(self) -> None:
+        """Nothing to start: rows are kept in memory until the writer takes them."""
+
     def add(self, row: dict[str, np.ndarray], source: Source = Source.SCRIPTED) -> None:
         self.rows.append((row, source))
 

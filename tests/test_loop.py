@@ -321,3 +321,29 @@ def test_a_failure_before_the_first_step_stops_the_robot(car_env: RobotEnv) -> N
         loop.run_episode(Broken(), seed=1, record=False)
     assert len(stops) == 1
     assert "before its first step: sim_car stopped" in str(caught.value.__notes__)
+
+
+def test_the_stored_episode_starts_before_the_first_step(car_env: RobotEnv,
+                                                         tmp_path: Path) -> None:
+    """The recorder's episode (which reads the store: file I/O) is started before the first
+    step, not at the first ``add`` between the robot's first and second commands; an episode
+    that fails before any step was recorded leaves nothing started, and the next one records."""
+    store = EpisodeStore.create(tmp_path / "s", {k: f.to_json() for k, f in
+                                                 step_features(car_env).items()}, fps=20)
+    loop = ControlLoop(car_env, LoopConfig(realtime=False, max_steps=3))
+    started: list[bool] = []
+
+    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+        started.append(rec.in_episode)
+        if len(started) == 1:
+            raise RuntimeError("the first call fails")
+        return np.array([0.0, 0.1])
+
+    with store.recorder(task="laps") as rec:
+        loop.recorder = rec
+        with pytest.raises(ActionError, match="the first call fails"):
+            loop.run_episode(policy, seed=0)
+        assert started == [True] and not rec.in_episode
+        loop.run_episode(policy, seed=1)
+    assert started == [True] * 4
+    assert len(store) == 1 and store.episode(0).info.length == 3

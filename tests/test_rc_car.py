@@ -412,6 +412,22 @@ def test_a_paused_board_does_not_invent_a_late_host(emu: Emulator) -> None:
         car.stop()
 
 
+def test_a_first_command_just_after_a_standing_failsafe_still_drives(emu: Emulator) -> None:
+    """The failsafe's own telemetry takes milliseconds to reach the driver. A host whose first
+    command of an episode goes out just after the failsafe fired, before the driver has heard
+    of it, must still drive (the driver ARMs before that command), not find its command refused
+    and the episode stopped at its second step."""
+    car = make_robot("rc_car", port=emu.port, localisation=emu.localisation, failsafe_ms=80)
+    with car:
+        for k in range(16):  # stand 72-102 ms, either side of the 80 ms failsafe
+            car.reset()
+            time.sleep(0.072 + 0.002 * k)
+            car.act(np.array((0.0, 0.0)))  # throttle 0: the car stays where it is
+            time.sleep(0.03)
+            car.act(np.array((0.0, 0.0)))  # raises RobotError if the first was refused
+        assert 1 <= car.stats["standing_rearms"] <= 16
+
+
 def test_a_host_slow_before_the_first_command_re_arms_but_not_once_driving(emu: Emulator
                                                                             ) -> None:
     """Between reset() and the episode's first command the car stands at neutral; a host that

@@ -145,7 +145,9 @@ class RCCar(Robot):
         self._seq = 0
         self._steer, self._throttle = 0.0, 0.0
         self._armed = False
-        self._standing = False  # reset() done, no command sent yet (see _check_link)
+        self._standing = False  # reset() done, no command sent yet (see _arm_standing)
+        self._failsafes_at_reset = 0  # the firmware's failsafe count when reset() ended
+        self._sent_at = 0.0  # time.monotonic() the last DRIVE was written
         self._odo = Odometry(cfg.ticks_per_metre, cfg.wheelbase, cfg.max_steer)
         self._poses: PoseStream | None = None  # robot.localisation=zmq://...
         self._window: list[tuple[float, float]] = []
@@ -331,19 +333,30 @@ class RCCar(Robot):
             t, at = self._telemetry, self._telemetry_at
         if t is None or time.monotonic() - at > self.config.telemetry_timeout_s:
             t = self._status()
-        if t.failsafe and self._armed and self._standing:
-            # between reset() and the episode's first command the car stands at neutral, and
-            # the host's one-off work there (the recorder's first write, the policy's first
-            # call) may outlast the failsafe: re-arm, counted, since nothing was moving
-            self.stats["standing_rearms"] += 1
-            self._arm()
-            return self._status()
-        if t.failsafe and self._armed:
+        if t.failsafe and self._armed and not self._standing:
             self._armed = False
+            ago = 1000 * (time.monotonic() - self._sent_at)
+            why = ("this host stalled" if ago > self.config.failsafe_ms else
+                   "the link lost or damaged the commands")
             raise RobotError(f"rc_car: the firmware's failsafe stopped the car: no valid command "
-                             f"reached it for {self.config.failsafe_ms} ms (a stalled host or "
-                             f"a bad link); reset() re-arms")
+                             f"reached it for {self.config.failsafe_ms} ms (the last was sent "
+                             f"{ago:.0f} ms ago: {why}); reset() re-arms")
+        # standing (reset() done, no command yet): a failsafe that fired while nothing moved
+        # is cleared by act()'s ARM before the episode's first command
         return t
+
+    def _arm_standing(self) -> None:
+        """ARM again right before the episode's first command. Between reset() and that
+        command the car stands at neutral while the host does one-off work (the policy's first
+        call, the store's first write) that may outlast the failsafe, and the failsafe's
+        unsolicited telemetry may still be on its way, so the cached flag cannot tell whether it
+        fired: a DRIVE sent then was refused and the episode ended at its second step (CI, stop
+        28). ARM is idempotent: it restarts the firmware's timeout and clears a failsafe that
+        fired while the car stood, which is counted (``standing_rearms``)."""
+        self._arm()
+        assert self._telemetry is not None
+        if self._telemetry.failsafes > self._failsafes_at_reset:
+            self.stats["standing_rearms"] += 1
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> dict[str, np.ndarray]:
@@ -365,6 +378,8 @@ class RCCar(Robot):
             with self._lock:
                 self._odo.place(x0, y0, float(self.track.heading[i]))
         self._window.clear()
+        assert self._telemetry is not None
+        self._failsafes_at_reset = self._telemetry.failsafes
         self._standing = True  # until act() sends the episode's first command
         x, y, _ = self._pose_now()
         self._idx = self.track.project(np.array((x, y)))
@@ -372,6 +387,8 @@ class RCCar(Robot):
 
     def act(self, action: np.ndarray) -> np.ndarray:
         self._check_link()
+        if self._standing:
+            self._arm_standing()  # before the rate limit: ARM centres the outputs
         cfg = self.config
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (2,):
@@ -398,6 +415,7 @@ class RCCar(Robot):
             self._steer, self._throttle = steer, throttle
         self._seq += 1
         self._write(P.drive(self._seq, steer_us, esc_us))
+        self._sent_at = time.monotonic()
         self.stats["commands"] += 1
 
     def stop(self) -> None:
