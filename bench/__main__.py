@@ -19,6 +19,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "arm_bus": ("bench.arm_bus", [], ["--quick"]),  # emulated SO-101/Koch: cycle, link loss, fuzz
     "fuzz": ("bench.fuzz_emulators", [], ["--quick"]),  # 1e5 frames into each servo emulator
     "deploy": ("bench.deploy_timing", [], ["--steps", "200"]),  # loop lateness, sync vs async
+    # loop lateness recording two 360x480 cameras: flush on the loop vs background writer
+    "record_loop": ("bench.record_loop", [], ["--steps", "150", "--reps", "1"]),
     "rc_car": ("bench.rc_car", [], ["--quick"]),  # firmware in simavr: failsafe, lap, rtt, fuzz
     "interactive": ("bench.interactive", [], ["--quick"]),  # labels to 90%: BC vs DAgger family
     # the actor-learner link vs an in-process queue; the learner SIGKILLed under an actor.

@@ -112,7 +112,7 @@ def measure(policy: Any, name: str, settings: dict[str, Any], mode: str, threads
                                    process=mode == "process")
         timed = Timed(inference)
         store = create_store(str(out), env, None, {})
-        with store, store.recorder(task="timing") as rec:
+        with store, store.recorder(task="timing", background=True) as rec:  # as deploy
             loop = ControlLoop(env, LoopConfig(fps=fps, max_steps=steps), rec)
             result = loop.run_episode(timed.select_action, seed=0)
         calls = timed.ms

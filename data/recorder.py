@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -36,11 +38,21 @@ class Recorder:
     Leaving the ``with`` block because of an exception (Ctrl-C included) commits the steps
     recorded so far as an incomplete episode tagged ``interrupted``, unless
     ``keep_interrupted=False``.
+
+    ``background=True`` (what the control loop's real-time commands use): ``add`` hands a due
+    flush to a writer thread and returns, so encoding and writing (a 640x480 camera's 30 JPEG
+    frames: 50-130 ms here, one to four periods of a 30 Hz arm) never stall the robot's loop.
+    Blocks are written in order; at most :data:`QUEUED_BLOCKS` wait (then ``add`` waits: memory
+    stays bounded), so a killed process loses at most those and the unflushed second. A write
+    that fails there is raised by the next ``add``, ``flush`` or ``end_episode``, which writes
+    the failed blocks again first (a full disk: free space, go on). ``flush()`` itself always
+    returns with everything on disk.
     """
 
     def __init__(self, store: EpisodeStore, *, task: str | None = None,
                  flush_every: int | None = None, source: Source | str = Source.SCRIPTED,
-                 keep_interrupted: bool = True, flush_seconds: float = 1.0) -> None:
+                 keep_interrupted: bool = True, flush_seconds: float = 1.0,
+                 background: bool = False) -> None:
         if store._busy:
             raise StoreError(f"{store.name}: a recorder or copy is already writing this store")
         self.store = store
@@ -58,6 +70,8 @@ class Recorder:
         self._keys = store.keys
         self._in_episode = False
         self.episodes_committed = 0
+        self._taken = 0  # this episode's steps out of the buffer: written, or queued to be
+        self._writer = _Writer(self._write_block) if background else None
 
     # ------------------------------------------------------------------------ context manager
     def __enter__(self) -> Recorder:
@@ -65,6 +79,13 @@ class Recorder:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._close(exc_type)
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+
+    def _close(self, exc_type: Any) -> None:
         try:
             if self._in_episode:
                 if exc_type is not None and self.keep_interrupted and self.num_steps > 0:
@@ -97,7 +118,7 @@ class Recorder:
 
     @property
     def num_steps(self) -> int:
-        return self._flushed + len(self._buf["source"]) if self._in_episode else 0
+        return self._taken + len(self._buf["source"]) if self._in_episode else 0
 
     def start_episode(self, task: str | None = None) -> None:
         """Begin an episode (``add`` does this implicitly); ``task`` overrides the recorder's."""
@@ -107,7 +128,7 @@ class Recorder:
         self.store.refresh()
         self._start = self.store.next_start()
         self._task = _check_task(task) if task is not None else self.task
-        self._flushed = 0
+        self._flushed = self._taken = 0
         self._unsynced = ""  # why this episode's rows failed to sync (then it cannot commit)
         self._sources = np.zeros(len(Source), dtype=np.int64)
         self._buf: dict[str, list[Any]] = {k: [] for k in self._keys}
@@ -148,21 +169,63 @@ class Recorder:
         self._sources[src] += 1
         if len(self._buf["source"]) >= self.flush_every \
                 or time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
+            if self._writer is None:
+                self.flush()
+            else:
+                self._hand_off()
 
     def flush(self) -> None:
-        """Write buffered steps to disk and journal them (recoverable after a crash)."""
+        """Write buffered steps to disk and journal them (recoverable after a crash); with a
+        background writer, also wait for the blocks it holds."""
+        if self._writer is not None:
+            self._hand_off()
+            self._settle()
+            return
         n = len(self._buf["source"]) if self._in_episode else 0
         self._last_flush = time.monotonic()
         if n == 0:
             return
         block = {k: np.stack(v) for k, v in self._buf.items()}
-        write_rows(self.store, self._start + self._flushed, block)
-        self._flushed += n
+        self._write_block((self._taken, block, n, self._source_counts()))
+        self._taken += n
         self._buf = {k: [] for k in self._keys}
+
+    def _write_block(self, item: tuple[int, dict[str, Any], int, dict[str, int]]) -> None:
+        """Rows ``offset..offset+n`` of the episode, then the journal that counts them (in the
+        caller's thread, or the background writer's)."""
+        offset, rows, n, sources = item
+        # stacked here: in the background writer's thread, a camera's second of frames is
+        # copied off the control loop's thread too
+        block = {k: v if isinstance(v, np.ndarray) else np.stack(v) for k, v in rows.items()}
+        write_rows(self.store, self._start + offset, block)
+        self._flushed = offset + n
         atomic_write_json(self.store.path / "inflight.json", {
             "start": self._start, "flushed": self._flushed, "task": self._task,
-            "started": self._t0, "sources": self._source_counts(), "pid": os.getpid()})
+            "started": self._t0, "sources": sources, "pid": os.getpid()})
+
+    def _hand_off(self) -> None:
+        """Queue the buffer for the background writer (waits only while it is full)."""
+        assert self._writer is not None
+        self._last_flush = time.monotonic()
+        n = len(self._buf["source"]) if self._in_episode else 0
+        if self._writer.error is not None:
+            self._settle()  # write the failed blocks again first; raises if they fail again
+        if n == 0:
+            return
+        self._writer.put((self._taken, self._buf, n, self._source_counts()))
+        self._taken += n
+        self._buf = {k: [] for k in self._keys}
+
+    def _settle(self) -> None:
+        """Wait for the background writer; blocks it failed to write are written here, in
+        order, and a failure is raised (they stay queued for the next try)."""
+        assert self._writer is not None
+        w = self._writer
+        w.drain()
+        while w.failed:
+            self._write_block(w.failed[0])  # raises: the failed blocks stay for the next try
+            w.failed.pop(0)
+        w.error = None
 
     def end_episode(self, success: bool | None = None, *, tags: Iterable[str] = (),
                     complete: bool = True, **metadata: Any) -> EpisodeInfo:
@@ -172,6 +235,9 @@ class Recorder:
         metadata (JSON data)."""
         if not self._in_episode or self.num_steps == 0:
             raise StoreError(f"{self.store.name}: end_episode() with no steps recorded")
+        if self._writer is not None and self._writer.error is not None:
+            log.warning("%s: a background write failed (%s); writing again",
+                        self.store.name, self._writer.error)
         if success is not None and not isinstance(success, (bool, np.bool_)):
             raise TypeError(f"end_episode(success=...): expected True, False or None, got "
                             f"{success!r}")
@@ -206,11 +272,59 @@ class Recorder:
     def discard_episode(self) -> None:
         """Forget the episode being recorded (its flushed rows are simply reused)."""
         if self._in_episode:
+            if self._writer is not None:  # its journal must not be written after the removal
+                self._writer.drain()
+                self._writer.failed.clear()
+                self._writer.error = None
             _remove_journal(self.store)
             self._in_episode = False
 
     def _source_counts(self) -> dict[str, int]:
         return {s.name.lower(): int(self._sources[s]) for s in Source if self._sources[s]}
+
+
+QUEUED_BLOCKS = 4  # blocks a background writer holds before add() waits for it
+
+
+class _Writer:
+    """The recorder's background writer: one thread writing flushed blocks in order. After a
+    failure it writes nothing more; the failed block and those after it wait in ``failed`` for
+    the recorder to write them again from its own thread (:meth:`Recorder._settle`)."""
+
+    def __init__(self, write: Any) -> None:
+        self._write = write
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUED_BLOCKS)
+        self.error: BaseException | None = None
+        self.failed: list[Any] = []
+        self._thread = threading.Thread(target=self._run, name="recorder-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self.error is None:
+                    try:
+                        self._write(item)
+                    except BaseException as exc:  # noqa: BLE001  (raised in the recorder's thread)
+                        self.error = exc
+                        self.failed.append(item)
+                else:
+                    self.failed.append(item)
+            finally:
+                self._queue.task_done()
+
+    def put(self, item: Any) -> None:
+        self._queue.put(item)
+
+    def drain(self) -> None:
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
 
 
 def _check_task(task: str | None) -> str | None:

@@ -391,13 +391,15 @@ class EpisodeStore:
     # ----------------------------------------------------------------------------- writing
     def recorder(self, *, task: str | None = None, flush_every: int | None = None,
                  source: Source | str = Source.SCRIPTED, keep_interrupted: bool = True,
-                 flush_seconds: float = 1.0) -> Any:
-        """A context manager that records steps one at a time; see :class:`data.Recorder`."""
+                 flush_seconds: float = 1.0, background: bool = False) -> Any:
+        """A context manager that records steps one at a time; see :class:`data.Recorder`
+        (``background=True``: flushes written by a thread, off the caller's path)."""
         from data.recorder import Recorder
 
         self._require_writer()
         return Recorder(self, task=task, flush_every=flush_every, source=source,
-                        keep_interrupted=keep_interrupted, flush_seconds=flush_seconds)
+                        keep_interrupted=keep_interrupted, flush_seconds=flush_seconds,
+                        background=background)
 
     def writable(self, key: str) -> zarr.Array:
         """The array of ``key`` opened for writing (cached: opening costs milliseconds)."""

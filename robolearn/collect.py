@@ -188,7 +188,8 @@ def _teleop(cfg: CollectConfig, env: RobotEnv) -> None:
     teleop.alone = True  # no policy: a leader arm drives every step, moving or not
     with teleop:  # opened before the store: a missing device leaves nothing behind
         with _store_of_this_run(cfg, env) as store, \
-                store.recorder(task=env.task.description or env.task.name) as rec:
+                store.recorder(task=env.task.description or env.task.name,
+                               background=True) as rec:
             TeleopSession(cfg, env, teleop, rec).run()
 
 

@@ -364,7 +364,8 @@ def deploy(cfg: DeployConfig, *, policy: Any = None, teleop: Any = None) -> int:
         store = stack.enter_context(_store_of_this_run(
             cfg.output, env, env_id, overrides,
             {**meta, "rate_hz": fps, "safety": dataclasses.asdict(safety)}))
-        rec = stack.enter_context(store.recorder(task=task.description or task.name))
+        rec = stack.enter_context(store.recorder(task=task.description or task.name,
+                                                 background=True))
         loop = ControlLoop(env, LoopConfig(fps=fps, realtime=True, max_steps=limit,
                                            safety=safety), rec)
         driver = Driver(device, inference.restart) if device is not None else None

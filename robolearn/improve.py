@@ -374,8 +374,8 @@ class Session:
             else:
                 teacher = SimulatedTeacher(env, c.teacher_config)
             history = History(self.obs_keys)
-            with human, store, store.recorder(task=env.task.description or env.task.name) \
-                    as rec:
+            task = env.task.description or env.task.name
+            with human, store, store.recorder(task=task, background=True) as rec:
                 # resume after the last round that collected (a final fit's row collects nothing)
                 for k in range(sum("labels_after" in r for r in done), c.rounds + 1):
                     hist = history.update(store)

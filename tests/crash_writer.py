@@ -34,7 +34,9 @@ def main(path: str, seed: int) -> None:
     store = EpisodeStore.open(path, "a") if len(sys.argv) > 3 and sys.argv[3] == "open" \
         else EpisodeStore.create(path, FEATURES, fps=50, exist_ok=True)
     print("READY", flush=True)
-    with store.recorder(task="crash", flush_every=int(rng.integers(3, 12))) as rec:
+    # half of the writers flush from a background thread, as the real-time commands do
+    with store.recorder(task="crash", flush_every=int(rng.integers(3, 12)),
+                        background=bool(seed % 2)) as rec:
         while True:
             rec.start_episode()
             start = rec._start

@@ -268,7 +268,8 @@ class Actor:
                     teleop.set_mode("drive")
                 stack.enter_context(store)
                 rec = stack.enter_context(store.recorder(
-                    task=env.task.description or env.task.name, source=Source.AUTONOMOUS))
+                    task=env.task.description or env.task.name, source=Source.AUTONOMOUS,
+                    background=True))
                 loop = ControlLoop(env, loop_cfg, recorder=rec)
                 link_lost = False
 
