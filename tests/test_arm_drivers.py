@@ -85,7 +85,10 @@ def _read_until(proc: subprocess.Popen[bytes], text: str, timeout: float = 60.0)
         assert time.monotonic() < deadline, f"never saw {text!r}; got {seen[-400:]!r}"
         if select.select([proc.stdout], [], [], 0.5)[0]:
             chunk = os.read(proc.stdout.fileno(), 4096)
-            assert chunk, f"calibrate ended before {text!r}: {seen[-400:]!r}"
+            if not chunk:  # it ended: say why (its stderr), not only what it printed
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise AssertionError(f"calibrate ended before {text!r}: {seen[-400:]!r}; "
+                                     f"stderr: {err[-1500:]}")
             seen += chunk
     return seen.decode(errors="replace")
 
