@@ -85,6 +85,7 @@ def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> lis
                         ensemble=EnsembleConfig(steps=args.fit_steps, members=args.members,
                                                 action_offset=SETTING["action_offset"]),
                         sag=SAGConfig(target=args.sag_target, p_rand=args.p_rand, n_min=15),
+                        plan_steps=args.plan_steps if method == "askdagger" else 1,
                         teacher_config=TeacherConfig(
                             seed=seed, drive=args.drive, drive_back=args.drive_back,
                             **({} if args.tolerance is None else {"tolerance": args.tolerance})))
@@ -254,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                          "asked about (TeacherConfig.drive; 0: the rejected step only)")
     ap.add_argument("--p-rand", type=float, default=0.2,
                     help="askdagger: SAG's random query probability (CLIPort's 0.2, MNIST's 0.1)")
+    ap.add_argument("--plan-steps", type=int, default=1,
+                    help="askdagger: steps in a plan, one query for all of them "
+                         "(ImproveConfig.plan_steps; 1: a query per step)")
     ap.add_argument("--drive-back", type=int, default=0,
                     help="askdagger: the drive ends once the novice's plan was acceptable on "
                          "this many consecutive steps (TeacherConfig.drive_back; 0: never)")

@@ -43,6 +43,7 @@ the teacher controls; ASkDAgger every query answered (validated, annotated or la
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -117,6 +118,9 @@ class ImproveConfig:
     risk: bool = True  # thrifty: also hand over when the risk critic's Q(s, plan) is low
     risk_config: RiskConfig = field(default_factory=RiskConfig)  # thrifty: the risk critic
     sag: SAGConfig = field(default_factory=SAGConfig)  # askdagger: S-Aware Gating
+    # askdagger: a plan is the novice's next plan_steps steps, one query for all of them (the
+    # simulated teacher previews it on a copy of the simulation; 1: every step its own plan)
+    plan_steps: int = 1
     pier: bool = True  # askdagger: prioritised, importance-weighted replay
     pier_config: PIERConfig = field(default_factory=PIERConfig)  # askdagger: PIER's constants
     rlif: RLIFConfig = field(default_factory=RLIFConfig)  # rlif: the RL learner and its updates
@@ -155,6 +159,11 @@ class ImproveConfig:
                                f"(method=hgdagger or rlif), not method={self.method}")
         if not 0 < self.alpha < 1:
             raise InvalidValue("alpha", f"must be in (0, 1), got {self.alpha}")
+        if self.plan_steps < 1 or (self.plan_steps > 1 and (
+                self.method != "askdagger" or self.teacher != "expert")):
+            raise InvalidValue("plan_steps", f"{self.plan_steps}: must be >= 1, and > 1 only "
+                               "with method=askdagger and teacher=expert (its simulated teacher "
+                               "previews a plan of several steps on a copy of the simulation)")
 
 
 # --------------------------------------------------------------------------- rounds
@@ -402,6 +411,9 @@ class Session:
                     thr = self.threshold(ens, hist, k, rng)
                     row["threshold"] = None if np.isnan(thr) else thr
                     gate = Gate(c, ens, teacher, k, thr, rng, env.robot.action_feature.shape[0])
+                    if c.plan_steps > 1 and isinstance(teacher, SimulatedTeacher):
+                        gate.preview = functools.partial(teacher.preview, env, act=ens.act,
+                                                         steps=c.plan_steps)
                     if c.method == "thrifty" and c.risk and isinstance(ens, NoviceEnsemble):
                         gate.risk, gate.risk_thr, gate.back_thr = self.fit_risk(k, ens, store,
                                                                                 hist)

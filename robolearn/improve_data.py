@@ -16,10 +16,15 @@ from robolearn_core.config import ConfigError
 
 # interactive.event codes
 NONE, LABELLED, TAKEOVER, VALIDATED, ANNOTATED, REJECTED = 0, 1, 2, 3, 4, 5
+# ASkDAgger with plans of several steps (``plan_steps``): the steps after a plan's first, which
+# was the decision (asked about or not); they are not queries, labels or SAG outcomes
+PLANNED, FOLLOWED = 6, 7
 EVENTS = {NONE: "novice acted, nobody asked", LABELLED: "teacher labelled (DAgger)",
           TAKEOVER: "teacher in control", VALIDATED: "queried: plan accepted, executed",
           ANNOTATED: "queried: plan rejected, teacher's action executed",
-          REJECTED: "random query: plan rejected, executed and labelled"}
+          REJECTED: "random query: plan rejected, executed and labelled",
+          PLANNED: "a later step of an accepted plan: executed, a validation demo",
+          FOLLOWED: "a later step of a plan not asked about (or rejected at random)"}
 
 
 # --------------------------------------------------------------------------- data
@@ -100,8 +105,9 @@ def aggregate(demos: Data, hist: dict[str, np.ndarray]) -> Data:
     if not hist or hist["interactive.event"].size == 0:
         return demos
     ev = hist["interactive.event"]
-    keep = np.isin(ev, (LABELLED, TAKEOVER, VALIDATED, ANNOTATED))
-    r = np.where(ev == VALIDATED, 1.0, np.where(ev == ANNOTATED, -1.0, 0.0))[keep]
+    keep = np.isin(ev, (LABELLED, TAKEOVER, VALIDATED, ANNOTATED, PLANNED))
+    r = np.where(np.isin(ev, (VALIDATED, PLANNED)), 1.0,
+                 np.where(ev == ANNOTATED, -1.0, 0.0))[keep]
     return Data({k: np.concatenate([v, hist[k][keep]]) for k, v in demos.obs.items()},
                 np.concatenate([demos.act, hist["interactive.label"][keep]]),
                 np.concatenate([demos.u, hist["interactive.uncertainty"][keep]]),
@@ -135,13 +141,16 @@ def extra_features(action_dim: int) -> dict[str, Feature]:
 
 def sag_past(hist: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SAG's inputs from the session's history: uncertainty, outcome (+1 the plan was
-    validated, -1 annotated or rejected, 0 not asked) and round, per step."""
+    validated, -1 annotated or rejected, 0 not asked) and round, per decision (every step, or
+    each plan's first with ``plan_steps`` > 1)."""
     if not hist:
         return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
     ev = hist["interactive.event"]
+    at = ~np.isin(ev, (PLANNED, FOLLOWED))
+    ev = ev[at]
     label = np.where(ev == VALIDATED, 1, np.where(np.isin(ev, (ANNOTATED, REJECTED)), -1, 0))
-    return (hist["interactive.uncertainty"].astype(np.float64), label.astype(np.int64),
-            hist["round"].astype(np.int64))
+    return (hist["interactive.uncertainty"][at].astype(np.float64), label.astype(np.int64),
+            hist["round"][at].astype(np.int64))
 
 
 def success_transitions(demos_path: Path, store: EpisodeStore, keys: list[str]

@@ -3,6 +3,7 @@ for each method of :mod:`robolearn.improve`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,8 +12,10 @@ from policies.interactive import NoviceEnsemble, beta, sag_threshold
 from policies.thrifty_risk import RiskQ
 from robolearn.improve_data import (
     ANNOTATED,
+    FOLLOWED,
     LABELLED,
     NONE,
+    PLANNED,
     REJECTED,
     TAKEOVER,
     VALIDATED,
@@ -52,11 +55,17 @@ class Gate:
         self._extra: dict[str, Any] = {}
         self.columns: set[str] | None = None  # the store's per-step columns (None: all)
         self._nan = np.full(action_dim, np.nan, np.float32)
+        # askdagger with plans of cfg.plan_steps steps: the simulated teacher's look at the
+        # plan from here, obs -> (its largest uncertainty, every step acceptable); the steps
+        # of the plan decided on still to execute, and whether it was accepted
+        self.preview: Callable[[dict[str, np.ndarray]], tuple[float, bool]] | None = None
+        self._left, self._accepted = 0, False
 
     def reset(self, seed: int | None = None) -> None:
         self.teacher.reset(seed)
         self.in_control = False
         self._ep_u, self._ep_label, self._sag_stale = [], [], True
+        self._left, self._accepted = 0, False
 
     def _sag(self, u: float) -> None:
         """SAG's threshold again after a new outcome (or every 25 steps: imputed unknowns)."""
@@ -99,19 +108,28 @@ class Gate:
         elif self.teacher.holding:  # askdagger: a person drives after rejecting a plan: a
             # demonstration, not another query's outcome (SAG counts one per query)
             label, event, teacher_acts = self.teacher.label(obs), TAKEOVER, True
+        elif self._left > 0:  # askdagger: a later step of a plan decided on at its first
+            self._left -= 1
+            label, event = (plan, PLANNED) if self._accepted else (self._nan, FOLLOWED)
         else:  # askdagger
+            whole: bool | None = None  # the previewed plan's verdict (plan_steps > 1)
+            if self.preview is not None:
+                u, whole = self.preview(obs)  # the plan's largest uncertainty
             self._sag(u)
             active = u >= self.threshold
+            self._left, self._accepted = self.cfg.plan_steps - 1, False
             if active or self.rng.random() < self.cfg.sag.p_rand:
                 if hasattr(self.teacher, "uncertainty"):  # a person sees why it asks
                     self.teacher.uncertainty = (u, self.threshold)
-                verdict = self.teacher.judge(obs, plan, drive=active)
+                verdict = self.teacher.judge(obs, plan, drive=active) if whole is None \
+                    else self.teacher.answer(whole, drive=active)  # type: ignore[attr-defined]
                 if verdict is None:  # nobody answered: the novice acts, nothing labelled
                     pass
                 elif verdict:
-                    label, event = plan, VALIDATED
+                    label, event, self._accepted = plan, VALIDATED, True
                 elif active:
                     label, event, teacher_acts = self.teacher.label(obs), ANNOTATED, True
+                    self._left = 0  # the teacher drives instead
                 else:
                     label, event = self.teacher.label(obs), REJECTED
         executed = np.asarray(label, np.float32)
@@ -121,7 +139,7 @@ class Gate:
             idle = getattr(self.teacher, "command", lambda o: None)(obs)
             event, label = REJECTED if event == ANNOTATED else NONE, self._nan
             executed = plan if idle is None else np.asarray(idle, np.float32)
-        if m == "askdagger":
+        if m == "askdagger" and event not in (PLANNED, FOLLOWED):  # SAG sees decisions
             known = 1 if event == VALIDATED else -1 if event in (ANNOTATED, REJECTED) else 0
             self._ep_u.append(float(u))
             self._ep_label.append(known)

@@ -32,8 +32,10 @@ ASkDAgger's queries the robot pauses, shows its plan, and takes approve or rejec
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -226,10 +228,36 @@ class SimulatedTeacher:
         """Whether ``plan`` is acceptable. ``drive``: after a rejection it drives the next
         ``cfg.drive`` steps (:attr:`holding`), as a person would take over; with ``drive`` 0
         it labels the rejected step only."""
-        ok = self._acceptable(obs, plan)
+        return self.answer(self._acceptable(obs, plan), drive)
+
+    def answer(self, ok: bool, drive: bool = True) -> bool:
+        """Its answer to a query about a plan it judged ``ok`` (:meth:`judge`, or
+        :meth:`preview` for a plan of several steps); a rejection with ``drive`` starts its
+        drive."""
         if not ok and drive and self.cfg.drive > 0:
             self._drive_until, self._agreed = self._step + self.cfg.drive, 0
         return ok
+
+    def preview(self, env: Any, obs: dict[str, np.ndarray],
+                act: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, float]], steps: int
+                ) -> tuple[float, bool]:
+        """ASkDAgger's plan of ``steps`` steps from ``obs``, as its simulated teacher sees it:
+        the novice (``act(obs) -> (action, uncertainty)``) acts them on a copy of the
+        simulation and this teacher judges each on the copy (askdagger_cliport's simulated
+        teacher executes the plan on a copy of the environment; a person judges the drawn plan
+        without executing it). Returns the plan's largest uncertainty and whether every step
+        was acceptable; ``env``, this teacher and its random stream are left as they were."""
+        sim_env, me = copy.deepcopy((env, self))
+        o, worst, ok = obs, 0.0, True
+        for _ in range(steps):
+            plan, u = act(o)
+            worst = max(worst, float(u))
+            ok = ok and me._acceptable(o, plan)
+            me.tick()
+            o, _, terminated, truncated, _ = sim_env.step(np.clip(plan, self.low, self.high))
+            if terminated or truncated:
+                break
+        return worst, ok
 
     def _distance(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> float:
         """Max-norm distance of ``plan`` from the reference action (judge, distance rule)."""

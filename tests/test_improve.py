@@ -26,8 +26,10 @@ from robolearn.cli import main
 from robolearn.improve import ImproveConfig
 from robolearn.improve_data import (
     ANNOTATED,
+    FOLLOWED,
     LABELLED,
     NONE,
+    PLANNED,
     REJECTED,
     TAKEOVER,
     VALIDATED,
@@ -154,6 +156,35 @@ def test_askdagger_records_its_queries_and_resumes(tiny_demo: Path, tmp_path: Pa
     (other / "notes.txt").write_text("keep")
     assert main(["improve", str(tiny_demo), "method=dagger", f"output={other}", "-q"]) == 2
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_askdagger_asks_once_for_a_plan_of_several_steps(tiny_demo: Path,
+                                                        tmp_path: Path) -> None:
+    """``plan_steps=4``: one decision (asked about or not) per plan, previewed on a copy of the
+    simulation; the plan's later steps are PLANNED (accepted: validation demos) or FOLLOWED,
+    neither a query nor a label; a rejected plan the teacher was asked about is driven."""
+    out = tmp_path / "plan"
+    assert main(["improve", str(tiny_demo), "method=askdagger", "episodes=1", "rounds=1",
+                 f"output={out}", "sag.n_min=5", "plan_steps=4", "teacher_config.drive=3",
+                 *SETTING]) == 0
+    with EpisodeStore.open(out / "session.zarr") as store:
+        ep = store.episode(0)
+    ev, label = ep["interactive.event"], ep["interactive.label"]
+    i = 0
+    while i < len(ev):
+        if ev[i] in (NONE, VALIDATED, REJECTED):  # a decision, then the plan's 3 more steps
+            rest = ev[i + 1:i + 4]
+            assert (rest == (PLANNED if ev[i] == VALIDATED else FOLLOWED)).all(), ev[i:i + 4]
+            i += 1 + len(rest)
+        else:
+            assert ev[i] in (ANNOTATED, TAKEOVER), (i, ev[i])  # rejected, then driven
+            i += 1
+    assert {VALIDATED, PLANNED, ANNOTATED} <= set(ev.tolist())
+    assert np.isfinite(label[ev == PLANNED]).all() and np.isnan(label[ev == FOLLOWED]).all()
+    asked = np.isin(ev, (VALIDATED, ANNOTATED, REJECTED, TAKEOVER))
+    assert rounds(out)[0]["labels_after"] == asked.sum() < len(ev)
+    with pytest.raises(InvalidValue, match="plan_steps"):
+        ImproveConfig(start=str(tiny_demo), method="dagger", plan_steps=4)
 
 
 def test_a_session_begun_before_a_column_existed_goes_on(tiny_demo: Path,

@@ -218,3 +218,50 @@ def test_the_value_rule_steps_in_when_a_plan_is_worth_less_to_the_expert() -> No
             SimulatedTeacher(env, TeacherConfig(rule="value", value={"horizon": 3.0}))
     finally:
         env.close()
+
+
+
+def test_a_plan_of_several_steps_is_judged_on_a_copy_of_the_simulation() -> None:
+    """``preview``: the novice acts its plan on a copy; the plan is acceptable only if every
+    step is, so a novice that goes wrong at its third step passes a 2-step plan and fails a
+    5-step one; the real robot, the teacher's step and its answers are as they were."""
+    import copy
+
+    from robolearn.env import ENVS, make_env
+    from robolearn.teacher import SimulatedTeacher, TeacherConfig
+
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    try:
+        obs, _ = env.reset(seed=4)
+        teacher = SimulatedTeacher(env, TeacherConfig())
+        teacher.reset(4)
+        for _ in range(5):  # under way
+            a = teacher.label(obs)
+            teacher.tick()
+            obs, *_ = env.step(a)
+        # the expert's next 5 actions from here (the car's expert reads the robot itself)
+        sim, ahead = copy.deepcopy((env, teacher))
+        o, good = obs, []
+        for _ in range(5):
+            good.append(ahead.label(o))
+            ahead.tick()
+            o, *_ = sim.step(good[-1])
+        calls: list[int] = []
+
+        def novice(o: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+            calls.append(1)  # the expert's action for two steps, then full lock the wrong way
+            k = len(calls)
+            return (good[k - 1] if k <= 2 else -np.sign(good[k - 1]) * 1.0), 0.1 * k
+
+        before = {k: v.copy() for k, v in env.robot.observe().items()}
+        step, label = teacher._step, teacher.label(obs)
+        for steps, ok in ((2, True), (5, False)):
+            calls.clear()
+            worst, whole = teacher.preview(env, obs, novice, steps)
+            assert whole is ok and len(calls) == steps
+            assert worst == pytest.approx(0.1 * steps)  # the plan's largest uncertainty
+        after = env.robot.observe()
+        assert all(np.array_equal(before[k], after[k]) for k in before)
+        assert teacher._step == step and np.array_equal(teacher.label(obs), label)
+    finally:
+        env.close()
