@@ -41,12 +41,12 @@ class Recorder:
 
     ``background=True`` (what the control loop's real-time commands use): ``add`` hands a due
     flush to a writer thread and returns, so encoding and writing (a 640x480 camera's 30 JPEG
-    frames: 50-130 ms here, one to four periods of a 30 Hz arm) never stall the robot's loop.
-    Blocks are written in order; at most :data:`QUEUED_BLOCKS` wait (then ``add`` waits: memory
-    stays bounded), so a killed process loses at most those and the unflushed second. A write
-    that fails there is raised by the next ``add``, ``flush`` or ``end_episode``, which writes
-    the failed blocks again first (a full disk: free space, go on). ``flush()`` itself always
-    returns with everything on disk.
+    frames: 56-127 ms here with other jobs running, up to four periods of a 30 Hz arm) never
+    stall the robot's loop. Blocks are written in order; at most :data:`QUEUED_BLOCKS` wait
+    (then ``add`` waits: memory stays bounded), so a killed process loses at most those and
+    the unflushed second. A write that fails there is raised by the next ``add``, ``flush`` or
+    ``end_episode``, which writes the failed blocks again first (a full disk: free space, go
+    on). ``flush()`` itself always returns with everything on disk.
     """
 
     def __init__(self, store: EpisodeStore, *, task: str | None = None,
