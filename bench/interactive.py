@@ -268,9 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sag-episodes", type=int, default=10)
     ap.add_argument("--sag-target", type=float, default=0.9,
                     help="askdagger: SAG's target sensitivity (sigma_des; CLIPort's 0.9)")
-    ap.add_argument("--merge", nargs="+", metavar="DIR",
+    ap.add_argument("--merge", nargs="+", metavar="DIR[=NAME]",
                     help="only merge the results.json of earlier runs (one seed each) into "
-                         "--out: the table and the plot")
+                         "--out: the table and the plot (DIR=NAME: shown as NAME)")
     ap.add_argument("--sag-session", help="measure SAG only, on rollouts of this askdagger "
                                           "session's novice (its output directory), or of BC "
                                           "on this demonstration store")
@@ -287,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         merged: dict[str, dict[int, list[dict]]] = {}
-        for d in args.merge:
+        for spec in args.merge:  # DIR, or DIR=NAME: its method shown as NAME (two variants)
+            d, _, name = spec.partition("=")
             for method, by_seed in json.loads((Path(d) / "results.json").read_text()).items():
-                merged.setdefault(method, {}).update({int(k): v for k, v in by_seed.items()})
+                merged.setdefault(name or method, {}).update(
+                    {int(k): v for k, v in by_seed.items()})
         _report(merged, out, args.target)
         return 0
     if args.sag_session:
