@@ -185,6 +185,10 @@ def test_askdagger_asks_once_for_a_plan_of_several_steps(tiny_demo: Path,
     assert rounds(out)[0]["labels_after"] == asked.sum() < len(ev)
     with pytest.raises(InvalidValue, match="plan_steps"):
         ImproveConfig(start=str(tiny_demo), method="dagger", plan_steps=4)
+    seen = tmp_path / "seen"  # a robot that renders cannot be copied: refused, nothing made
+    assert main(["improve", str(tiny_demo), "method=askdagger", "plan_steps=4",
+                 f"output={seen}", *SETTING, "robot_kwargs={camera: true}"]) == 2
+    assert not seen.exists()
 
 
 def test_a_session_begun_before_a_column_existed_goes_on(tiny_demo: Path,
