@@ -71,6 +71,7 @@ class Recorder:
         self._in_episode = False
         self.episodes_committed = 0
         self._taken = 0  # this episode's steps out of the buffer: written, or queued to be
+        self._discarding = False  # discard_episode() began and has not finished
         self._writer = _Writer(self._write_block) if background else None
 
     # ------------------------------------------------------------------------ context manager
@@ -83,7 +84,9 @@ class Recorder:
             self._close(exc_type)
         finally:
             if self._writer is not None:
-                self._writer.close()
+                self._writer.close()  # every queued block written
+            if self._discarding:  # a discard cut short: the writer may have journalled after it
+                _remove_journal(self.store)
 
     def _close(self, exc_type: Any) -> None:
         try:
@@ -272,12 +275,14 @@ class Recorder:
     def discard_episode(self) -> None:
         """Forget the episode being recorded (its flushed rows are simply reused)."""
         if self._in_episode:
+            # ended first: a Ctrl-C while the writer drains must not commit it on the way out
+            self._in_episode, self._discarding = False, True
             if self._writer is not None:  # its journal must not be written after the removal
                 self._writer.drain()
                 self._writer.failed.clear()
                 self._writer.error = None
             _remove_journal(self.store)
-            self._in_episode = False
+            self._discarding = False
 
     def _source_counts(self) -> dict[str, int]:
         return {s.name.lower(): int(self._sources[s]) for s in Source if self._sources[s]}

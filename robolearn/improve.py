@@ -86,7 +86,13 @@ from robolearn.improve_data import (
 from robolearn.improve_gate import Gate, Novice
 from robolearn.loop import ControlLoop, LoopConfig, create_store
 from robolearn.rlif import RLIFConfig, RLIFNovice
-from robolearn.teacher import HumanTeacher, SimulatedTeacher, Teacher, TeacherConfig
+from robolearn.teacher import (
+    HumanTeacher,
+    SimulatedTeacher,
+    Teacher,
+    TeacherConfig,
+    cannot_preview,
+)
 from robolearn_core.config import ConfigError, InvalidValue
 from robolearn_core.progress import console
 
@@ -190,7 +196,14 @@ class Session:
         if cfg.max_steps is not None:
             self.overrides["max_steps"] = cfg.max_steps
         if cfg.plan_steps > 1:  # before the output exists: a refused session leaves nothing
-            self._check_previewable()
+            env = self.make_env()
+            try:
+                why = cannot_preview(env)
+            finally:
+                env.close()
+            if why:
+                raise ConfigError(f"plan_steps: {cfg.plan_steps}: a plan is previewed on a copy "
+                                  f"of {env_id}'s simulation, and {why}: use plan_steps=1")
         self._rlif: RLIFNovice | None = None  # rlif: the learner, kept across rounds
         self._risk: RiskQ | None = None  # thrifty: the risk critic, kept across rounds
         self.rounds_path = self.out / "rounds.jsonl"
@@ -212,21 +225,6 @@ class Session:
 
     def make_env(self) -> RobotEnv:
         return make_env(**{**ENVS[self.env_id], **self.overrides})
-
-    def _check_previewable(self) -> None:
-        """``plan_steps`` > 1 previews each plan on a deep copy of the simulation; a robot that
-        renders (a camera observation) holds a GL renderer, which cannot be copied."""
-        env = self.make_env()
-        try:
-            images = [k for k, f in env.features.items() if f.image]
-        finally:
-            env.close()
-        if images:
-            raise ConfigError(f"plan_steps: {self.cfg.plan_steps}: a plan is previewed on a "
-                               f"copy of the simulation, and {self.env_id} renders {images} "
-                               "(a renderer cannot be copied): use plan_steps=1, or the robot "
-                               "without cameras (the novice learns from low-dimensional "
-                               "observations only)")
 
     def done_rounds(self) -> list[dict[str, Any]]:
         if not self.rounds_path.exists():

@@ -176,14 +176,14 @@ class ControlLoop:
             owner = getattr(policy, "__self__", policy)
             if owner is not None and hasattr(owner, "reset") and start_obs is None:
                 owner.reset(seed=seed)
+            rec = self.recorder if record else None
+            if rec is not None and not rec.in_episode:
+                # here, not implicitly at the first add(): starting an episode reads the store
+                # (file I/O), which would land between the robot's first and second commands
+                rec.start_episode()
         except BaseException as exc:
             exc.add_note(f"episode seed={seed}, before its first step: {self._halt(exc, None)}")
             raise
-        rec = self.recorder if record else None
-        if rec is not None and not rec.in_episode:
-            # here, not implicitly at the first add(): starting an episode reads the store
-            # (file I/O), which would land between the robot's first and second commands
-            rec.start_episode()
         period = 1.0 / self.fps
         self.timing = timing = Timing(period_ms=1000 * period)
         ret, steps, success, terminated = 0.0, 0, False, False

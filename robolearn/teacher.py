@@ -291,6 +291,27 @@ class SimulatedTeacher:
         return take
 
 
+def cannot_preview(env: Any, steps: int = 3) -> str | None:
+    """Why a plan cannot be previewed on a deep copy of ``env`` (:meth:`SimulatedTeacher.preview`),
+    or None: a robot that renders holds a GL renderer, which cannot be copied; and the copy,
+    stepped with the same actions as ``env``, must observe what ``env`` does (a robosuite
+    env's copy moved its state but went on observing the original's)."""
+    images = [k for k, f in env.features.items() if f.image]
+    if images:
+        return f"it renders {images} (a renderer cannot be copied; the novice learns from " \
+               "the low-dimensional observations only: drop the cameras)"
+    env.reset(seed=0)
+    twin = copy.deepcopy(env)
+    low, high = (np.asarray(b, np.float64) for b in env.robot.action_bounds)
+    actions = np.random.default_rng(0).uniform(low, high, (steps, len(low)))
+    # the copy first: one that still reads the original (robosuite) sees it unmoved
+    sim = [twin.step(a)[0] for a in actions]
+    real = [env.step(a)[0] for a in actions]
+    if any(not np.array_equal(r[k], c[k]) for r, c in zip(real, sim, strict=True) for k in r):
+        return "a copy of it does not observe what it does after the same actions"
+    return None
+
+
 class TeacherTakeover:
     """A simulated teacher as a teleop device (``get_action(obs) -> action | None``), for the
     control loop's takeover path: practice with HIL-SERL's interventions and no person at the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -95,3 +96,31 @@ def test_a_full_disk_in_the_background_is_raised_and_written_again_once_there_is
     with EpisodeStore.open(tmp_path / "s") as store:
         assert_episode(store, 0, 0)
         assert store.verify() == []
+
+
+def test_ctrl_c_while_a_discard_waits_for_the_writer_keeps_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A discard waits for the writer's queued blocks (0.3 s a journal here); Ctrl-C in that
+    wait must not commit the discarded episode on the way out, nor leave a journal that the
+    next writer would recover."""
+    path = tmp_path / "s"
+    store = EpisodeStore.create(path, LOWDIM, fps=FPS)
+    monkeypatch.setattr(os, "fsync", _journal_fsync("slow"))
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), \
+                store.recorder(flush_every=2, background=True) as rec:
+            record(rec, 0, 6)  # three blocks handed to the writer
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            rec.discard_episode()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    monkeypatch.undo()
+    store.close()
+    with EpisodeStore.open(path, "a") as store:
+        assert len(store) == 0 and not (path / "inflight.json").exists()

@@ -265,3 +265,22 @@ def test_a_plan_of_several_steps_is_judged_on_a_copy_of_the_simulation() -> None
         assert teacher._step == step and np.array_equal(teacher.label(obs), label)
     finally:
         env.close()
+
+
+def test_a_plan_is_previewed_only_where_a_copy_of_the_simulation_is_faithful() -> None:
+    """The car's copy observes what the car does; a car that renders cannot be copied; a
+    robosuite env's copy moves its own state but goes on observing the original's, so
+    previewing on it would judge the first step over and over: refused."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.teacher import cannot_preview
+
+    for kw, why in ((ENVS["robolearn/SimCarTechnical-v0"], None),
+                    ({**ENVS["robolearn/SimCar-v0"], "robot_kwargs": {"camera": True}},
+                     "renders"),
+                    (ENVS["robolearn/RobosuiteLift-v0"], "does not observe")):
+        env = make_env(**kw)
+        try:
+            got = cannot_preview(env)
+        finally:
+            env.close()
+        assert (got is None) if why is None else (why in (got or "")), (kw, got)

@@ -353,7 +353,12 @@ class RCCar(Robot):
         fired: a DRIVE sent then was refused and the episode ended at its second step (CI, stop
         28). ARM is idempotent: it restarts the firmware's timeout and clears a failsafe that
         fired while the car stood, which is counted (``standing_rearms``)."""
+        steer = self._steer
         self._arm()
+        # the rate limit goes on from the steering the reset's observation and the loop's
+        # safety filter saw (ARM centres the servo until the DRIVE that follows at once)
+        with self._lock:
+            self._steer = steer
         assert self._telemetry is not None
         if self._telemetry.failsafes > self._failsafes_at_reset:
             self.stats["standing_rearms"] += 1
