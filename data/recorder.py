@@ -188,18 +188,17 @@ class Recorder:
         self._last_flush = time.monotonic()
         if n == 0:
             return
-        block = {k: np.stack(v) for k, v in self._buf.items()}
-        self._write_block((self._taken, block, n, self._source_counts()))
+        self._write_block((self._taken, self._buf, n, self._source_counts()))
         self._taken += n
         self._buf = {k: [] for k in self._keys}
 
-    def _write_block(self, item: tuple[int, dict[str, Any], int, dict[str, int]]) -> None:
-        """Rows ``offset..offset+n`` of the episode, then the journal that counts them (in the
-        caller's thread, or the background writer's)."""
+    def _write_block(self, item: tuple[int, dict[str, list[Any]], int, dict[str, int]]
+                     ) -> None:
+        """Rows ``offset..offset+n`` of the episode (buffered values, stacked here: in the
+        background writer's thread a camera's second of frames is copied off the control
+        loop's thread too), then the journal that counts them."""
         offset, rows, n, sources = item
-        # stacked here: in the background writer's thread, a camera's second of frames is
-        # copied off the control loop's thread too
-        block = {k: v if isinstance(v, np.ndarray) else np.stack(v) for k, v in rows.items()}
+        block = {k: np.stack(v) for k, v in rows.items()}
         write_rows(self.store, self._start + offset, block)
         self._flushed = offset + n
         atomic_write_json(self.store.path / "inflight.json", {

@@ -392,8 +392,7 @@ class EpisodeStore:
     def recorder(self, *, task: str | None = None, flush_every: int | None = None,
                  source: Source | str = Source.SCRIPTED, keep_interrupted: bool = True,
                  flush_seconds: float = 1.0, background: bool = False) -> Any:
-        """A context manager that records steps one at a time; see :class:`data.Recorder`
-        (``background=True``: flushes written by a thread, off the caller's path)."""
+        """A context manager that records steps one at a time; see :class:`data.Recorder`."""
         from data.recorder import Recorder
 
         self._require_writer()

@@ -213,7 +213,7 @@ class RCCar(Robot):
                              f"{P.PROTOCOL_VERSION}: flash the firmware of this robolearn")
         self._arm()
 
-    def _arm(self) -> None:
+    def _arm(self, keep_steer: bool = False) -> None:
         cfg = self.config
         deadline = time.monotonic() + cfg.boot_timeout_s
         while True:
@@ -234,7 +234,7 @@ class RCCar(Robot):
                 raise RobotError(f"rc_car: the firmware refused ARM (flags "
                                  f"{self._telemetry.flags if self._telemetry else '?'})")
         self._armed = True
-        self._steer = self._throttle = 0.0
+        self._steer, self._throttle = (self._steer if keep_steer else 0.0), 0.0
 
     def _status(self) -> P.Telemetry:
         """Fresh telemetry (asks for it); raises RobotError if none comes."""
@@ -341,24 +341,14 @@ class RCCar(Robot):
             raise RobotError(f"rc_car: the firmware's failsafe stopped the car: no valid command "
                              f"reached it for {self.config.failsafe_ms} ms (the last was sent "
                              f"{ago:.0f} ms ago: {why}); reset() re-arms")
-        # standing (reset() done, no command yet): a failsafe that fired while nothing moved
-        # is cleared by act()'s ARM before the episode's first command
-        return t
+        return t  # standing: a failsafe while nothing moved is cleared by _arm_standing
 
     def _arm_standing(self) -> None:
-        """ARM again right before the episode's first command. Between reset() and that
-        command the car stands at neutral while the host does one-off work (the policy's first
-        call, the store's first write) that may outlast the failsafe, and the failsafe's
-        unsolicited telemetry may still be on its way, so the cached flag cannot tell whether it
-        fired: a DRIVE sent then was refused and the episode ended at its second step (CI, stop
-        28). ARM is idempotent: it restarts the firmware's timeout and clears a failsafe that
-        fired while the car stood, which is counted (``standing_rearms``)."""
-        steer = self._steer
-        self._arm()
-        # the rate limit goes on from the steering the reset's observation and the loop's
-        # safety filter saw (ARM centres the servo until the DRIVE that follows at once)
-        with self._lock:
-            self._steer = steer
+        """ARM right before the episode's first command: while the car stood, the host's
+        one-off work may have outlasted the failsafe, whose report may still be on its way (a
+        DRIVE then is refused). ARM is idempotent; a failsafe it clears is counted. The rate
+        limit goes on from the steering the reset reported (ARM centres it until the DRIVE)."""
+        self._arm(keep_steer=True)
         assert self._telemetry is not None
         if self._telemetry.failsafes > self._failsafes_at_reset:
             self.stats["standing_rearms"] += 1
@@ -383,8 +373,7 @@ class RCCar(Robot):
             with self._lock:
                 self._odo.place(x0, y0, float(self.track.heading[i]))
         self._window.clear()
-        assert self._telemetry is not None
-        self._failsafes_at_reset = self._telemetry.failsafes
+        self._failsafes_at_reset = (self._telemetry or t).failsafes
         self._standing = True  # until act() sends the episode's first command
         x, y, _ = self._pose_now()
         self._idx = self.track.project(np.array((x, y)))
@@ -393,7 +382,7 @@ class RCCar(Robot):
     def act(self, action: np.ndarray) -> np.ndarray:
         self._check_link()
         if self._standing:
-            self._arm_standing()  # before the rate limit: ARM centres the outputs
+            self._arm_standing()  # before the rate limit, which goes on from its steering
         cfg = self.config
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (2,):
