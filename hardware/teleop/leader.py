@@ -100,6 +100,13 @@ class LeaderConfig:
             raise InvalidValue("signs", f"each must be +1 or -1, got {list(self.signs)}")
 
 
+class NoAnswer(DeviceError):
+    """lerobot's bus connect found no servos (its motor check): transient on a busy link (a
+    lost status packet), so :meth:`LeaderArmDevice.connect` tries again; final after its attempts.
+    (It was raised as a plain DeviceError, which the retry took for final: a full test run
+    lost a leader to one lost packet.)"""
+
+
 class PoseMapper(Mapper):
     """A device's joint ``pose`` -> absolute joint targets, in the robot's joint order,
     clipped to its action bounds.
@@ -190,7 +197,7 @@ class LeaderArmDevice(TeleopDevice):
         try:
             lr.bus.connect()
         except Exception as exc:
-            raise DeviceError(f"teleop={self.name} on {self.cfg.port}: the leader's servos did "
+            raise NoAnswer(f"teleop={self.name} on {self.cfg.port}: the leader's servos did "
                               f"not answer ({_reason(exc)})") from exc
         return lr
 
@@ -204,9 +211,7 @@ class LeaderArmDevice(TeleopDevice):
                 try:
                     self._connect_bus()
                     break
-                except DeviceError:
-                    raise  # ours, and final (no calibration file)
-                except (ConnectionError, RuntimeError) as exc:
+                except (NoAnswer, ConnectionError, RuntimeError) as exc:
                     # a lost status packet during lerobot's connect (its motor check, its
                     # configure writes: "There is no status packet", lerobot#1252) is transient
                     # on a busy USB-serial link: close, and try again a few times
@@ -216,6 +221,8 @@ class LeaderArmDevice(TeleopDevice):
                     log.warning("%s: connect attempt %d failed (%s); retrying", self.name,
                                 attempt + 1, _reason(exc))
                     time.sleep(0.2)
+                except DeviceError:
+                    raise  # ours, and final (no calibration file)
         except BaseException as exc:
             self.disconnect()
             if isinstance(exc, Exception) and not isinstance(exc, DeviceError):
