@@ -28,13 +28,12 @@ import sim  # noqa: F401  (headless GL before mujoco)
 from hardware.emulators.camera import CameraServer
 from hardware.emulators.feetech import make_bus
 from hardware.emulators.hand import calibrate_with_hand
+from hardware.emulators.scene import Experimenter
 from hardware.emulators.so101_plant import SO101Plant, joint_ranges_steps, middle_steps
-from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.env import RobotEnv
 from robolearn.loop import ControlLoop, LoopConfig
 from robolearn.robot import make_robot
 from robolearn.task import make_task
-
-ENV_ID = "robolearn/SimArmLift-v0"
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -43,42 +42,6 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     c = (p + z * z / (2 * n)) / d
     h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
     return c - h, c + h
-
-
-class Experimenter:
-    """Sets the scene of the simulated evaluation's episode ``seed`` into the emulator's
-    simulation, and judges it with the simulated task (a mirror SimArm holds the state)."""
-
-    def __init__(self, plant: SO101Plant, robot_kwargs: dict[str, Any]) -> None:
-        self.plant = plant
-        self.sim_env = make_env(**{**ENVS[ENV_ID], "robot_kwargs": robot_kwargs})
-        self.mirror = self.sim_env.robot  # a SimArm whose state is copied from the plant
-
-    def place(self, seed: int) -> None:
-        import mujoco
-
-        self.sim_env.reset(seed=seed)
-        src = self.sim_env.robot.data  # type: ignore[attr-defined]
-        m, d = self.plant.model, self.plant.data
-        cube = m.jnt_qposadr[m.joint("cube").id]
-        cube_dof = m.jnt_dofadr[m.joint("cube").id]
-        with self.plant._lock:
-            d.qpos[cube:cube + 7] = src.qpos[cube:cube + 7]
-            d.qvel[cube_dof:cube_dof + 6] = 0.0
-            d.mocap_pos[:] = src.mocap_pos
-            mujoco.mj_forward(m, d)
-
-    def lifted(self) -> bool:
-        import mujoco
-
-        mirror: Any = self.mirror
-        with self.plant._lock:
-            mirror.data.qpos[:] = self.plant.data.qpos
-            mirror.data.qvel[:] = self.plant.data.qvel
-            mirror.data.mocap_pos[:] = self.plant.data.mocap_pos
-        mujoco.mj_forward(mirror.model, mirror.data)
-        mirror._state = None
-        return bool(self.sim_env.task.success(mirror))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 def observer(_env: Any, seed: int = seed, placed: list[bool] = placed) -> None:
                     if not placed[0]:  # after the arm homed: the experimenter sets the scene
-                        judge.place(seed)
+                        judge.set_up(seed)
                         placed[0] = True
 
                 def stop_when(won: list[bool] = won) -> bool:

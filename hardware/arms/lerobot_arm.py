@@ -70,6 +70,12 @@ class ArmConfig:
     read_retries: int = 2  # extra tries of a failed bus read before the link counts as lost
     verify_reads: bool | None = None  # read twice, accept only agreeing readings; None: the arm's
     # default (on where the bus checksum is 8 bits: a garbled reply passes it 1 time in 256)
+    # the cube from this camera's frames (sim.arm.cube_finder): observation.environment_state
+    # (7,), the same feature as sim_arm's with robot.cube_camera; None: no cube state
+    cube_camera: str | None = None
+    # that camera's pose in the arm's base frame: x y z, its x and y axes, fovy (deg), as
+    # measured on your set-up; None: where the simulated scene's front camera is
+    cube_camera_pose: list[float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("on_stop", "on_disconnect"):
@@ -84,6 +90,9 @@ class ArmConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.home = tuple(float(v) for v in self.home)
         self.cameras = {str(k): str(v) for k, v in dict(self.cameras).items()}
+        from sim.arm.robot import check_cube_camera
+
+        check_cube_camera(self.cube_camera, self.cube_camera_pose, self.cameras)
 
 
 class LerobotArm(Robot):
@@ -114,6 +123,11 @@ class LerobotArm(Robot):
         self.garbled_reads = 0  # verified reads that disagreed (and were read again)
         self._bus_lock = threading.RLock()  # one bus transaction at a time, from any thread
         self._last_q: np.ndarray | None = None
+        self._finder: Any = None
+        if cfg.cube_camera is not None:
+            from sim.arm.cube_finder import CubeFinder
+
+            self._finder = CubeFinder(cfg.cube_camera_pose)
         self._features = self._make_features()
 
     # ------------------------------------------------------------------ per arm
@@ -141,6 +155,10 @@ class LerobotArm(Robot):
         from sim.arm.robot import camera_feature, joint_state_feature
 
         feats = {"observation.state": joint_state_feature()}
+        if self._finder is not None:
+            from sim.arm.cube_finder import feature
+
+            feats["observation.environment_state"] = feature()
         for cam in self.cfg.cameras:
             feats[f"observation.images.{cam}"] = camera_feature(self.cfg.camera_height,
                                                                 self.cfg.camera_width)
@@ -373,6 +391,9 @@ class LerobotArm(Robot):
         for name, cam in self._lr.cameras.items():
             frame = self._io(f"reading camera {name}", cam.read_latest)
             obs[f"observation.images.{name}"] = self._resize(np.asarray(frame))
+        if self._finder is not None:
+            obs["observation.environment_state"] = self._finder.observe(
+                obs[f"observation.images.{self.cfg.cube_camera}"], q)
         return obs
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
@@ -405,6 +426,8 @@ class LerobotArm(Robot):
         """Move to ``home`` along a straight joint-space line over ``home_s`` seconds at the
         control rate. A real arm places no objects: ``options`` (a simulated task's layout)
         are ignored."""
+        if self._finder is not None:
+            self._finder.reset()  # a new scene: nothing seen of it yet
         start = self.positions()
         home = np.clip(np.asarray(self.cfg.home, dtype=np.float64), self._low, self._high)
         steps = max(1, round(self.cfg.home_s * self.fps))

@@ -44,6 +44,7 @@ from robolearn.practice.link import DEFAULT_ADDRESS, ActorLink
 from robolearn.practice.security import Security, read_token
 from robolearn.rundir import check_output, start_output
 from robolearn.safety import SafetyConfig
+from robolearn.scene import PersonScene, Scene, SceneTask
 from robolearn.teacher import TeacherConfig, TeacherTakeover
 from robolearn_core.config import InvalidValue, to_yaml
 
@@ -83,6 +84,10 @@ class ActorConfig:
     # bounds, rate limit (FastRLAP: max_delta=0.2 on a real car's [-1, 1]), NaN handling,
     # watchdog
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    # who resets the scene between episodes (robolearn.scene): none (the robot's own reset:
+    # simulation, a car) or person (a real arm: after homing the actor waits for Enter, and
+    # asks after each episode whether it succeeded: HIL-SERL's review labels)
+    scene: str = "none"
 
     def __post_init__(self) -> None:
         if self.env not in ENVS:
@@ -93,6 +98,8 @@ class ActorConfig:
         if self.teleop not in ("none", "keyboard", "gamepad", "spacemouse", "expert"):
             raise InvalidValue("teleop", f"must be none, keyboard, gamepad, spacemouse or "
                                          f"expert, got {self.teleop!r}")
+        if self.scene not in ("none", "person"):
+            raise InvalidValue("scene", f"must be none or person, got {self.scene!r}")
         if self.env_steps is not None and self.env_steps < 1:
             raise InvalidValue("env_steps", f"must be >= 1, got {self.env_steps}")
 
@@ -188,11 +195,15 @@ def _agent_from(policy_json: str, spec: dict[str, Any], seed: int) -> Any:
 
 class Actor:
     """``teleop``: a device object (``get_action(obs) -> action | None``) in place of the one
-    ``cfg.teleop`` names (programs and tests)."""
+    ``cfg.teleop`` names; ``scene``: a :class:`robolearn.scene.Scene` in place of the one
+    ``cfg.scene`` names (programs and tests: the emulated arm's experimenter)."""
 
-    def __init__(self, cfg: ActorConfig, teleop: Any = None) -> None:
+    def __init__(self, cfg: ActorConfig, teleop: Any = None, scene: Scene | None = None
+                 ) -> None:
         self.cfg = cfg
         self.teleop = teleop
+        self.scene = scene if scene is not None else (
+            PersonScene(cfg.actor_id) if cfg.scene == "person" else None)
         torch.set_num_threads(max(cfg.threads, 1))
         self.out = Path(cfg.output)
         env_kwargs = dict(ENVS[cfg.env])
@@ -218,6 +229,9 @@ class Actor:
         start_output(self.out, wipe=False, entries=ACTOR_ENTRIES, kind="actor")
         env = make_env(**self.env_kwargs)
         robot = env.robot
+        scene = self.scene
+        if scene is not None:  # set after each reset, judged during and after each episode
+            env.task = SceneTask(env.task, scene)
         if not robot.simulated and cfg.time_scale != 1.0:
             raise InvalidValue("time_scale", "a real robot runs in real time (time_scale=1)")
         spec = robot_spec(env, cfg.env, cfg.observations)
@@ -305,7 +319,9 @@ class Actor:
                     result = loop.run_episode(
                         policy, teleop, seed=seed, sink=sink, stop_when=stop_when,
                         start_obs=start_obs, actor_id=cfg.actor_id,
-                        weights_version=policy.version)
+                        weights_version=policy.version,
+                        review=None if scene is None
+                        else lambda r: (True, scene.verdict(r.success)))
                     episode += 1
                     start_obs = None
                     self._classified_success = False

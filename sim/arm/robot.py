@@ -42,6 +42,10 @@ class SimArmConfig:
     render_width: int = 320  # width of frames from render(), px
     home: tuple[float, ...] = HOME  # joint positions at reset, rad, in JOINTS order
     layout: LayoutConfig = field(default_factory=LayoutConfig)  # randomised object placement
+    # the cube from this observed camera's frames, as a real arm senses it (sim.arm.cube_finder):
+    # observation.environment_state is then the finder's (7,) instead of the true pose (13,)
+    cube_camera: str | None = None
+    cube_camera_pose: list[float] | None = None  # its pose, 10 numbers; None: the scene's
 
     def __post_init__(self) -> None:
         if self.fps <= 0 or not 0 < self.timestep <= 1.0 / self.fps:
@@ -60,6 +64,22 @@ class SimArmConfig:
             raise ValueError(f"SimArmConfig.home: expected {len(JOINTS)} values, got {self.home}")
         if isinstance(self.layout, dict):
             self.layout = LayoutConfig(**self.layout)
+        check_cube_camera(self.cube_camera, self.cube_camera_pose, self.cameras)
+
+
+def check_cube_camera(camera: str | None, pose: Any, cameras: Any) -> None:
+    """``cube_camera`` must be an observed camera; ``cube_camera_pose`` 10 finite numbers."""
+    if camera is None:
+        if pose is not None:
+            raise ValueError("cube_camera_pose is set but cube_camera is not")
+        return
+    if camera not in cameras:
+        raise ValueError(f"cube_camera: {camera!r} is not an observed camera "
+                         f"({list(cameras)}); add it to cameras")
+    if pose is not None:
+        from sim.arm.cube_finder import check_pose
+
+        check_pose(pose, "cube_camera_pose")
 
 
 def joint_state_feature() -> Feature:
@@ -107,6 +127,11 @@ class SimArm(Robot):
         self._nan = np.zeros(len(JOINTS), dtype=bool)
         self._state: dict[str, Any] | None = None
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._finder: Any = None
+        if cfg.cube_camera is not None:
+            from sim.arm.cube_finder import CubeFinder
+
+            self._finder = CubeFinder(cfg.cube_camera_pose)
         self._features = self._make_features()
 
     # ------------------------------------------------------------------ features
@@ -121,6 +146,10 @@ class SimArm(Robot):
                 "cube.x", "cube.y", "cube.z", "cube.qw", "cube.qx", "cube.qy", "cube.qz",
                 "bin.x", "bin.y", "bin.z", "tcp_to_cube.x", "tcp_to_cube.y", "tcp_to_cube.z")),
         }
+        if self._finder is not None:
+            from sim.arm.cube_finder import feature
+
+            feats["observation.environment_state"] = feature()
         for cam in cfg.cameras:
             feats[f"observation.images.{cam}"] = camera_feature(cfg.camera_height,
                                                                 cfg.camera_width)
@@ -165,6 +194,8 @@ class SimArm(Robot):
         d.mocap_pos[self._target_mocap] = np.asarray(layout["target"], dtype=np.float64)
         mujoco.mj_forward(m, d)
         self._state = None
+        if self._finder is not None:
+            self._finder.reset()  # nothing seen of this episode's cube yet
         return self.observe()
 
     def act(self, action: np.ndarray) -> np.ndarray:
@@ -205,6 +236,9 @@ class SimArm(Robot):
         for cam in self.cfg.cameras:
             obs[f"observation.images.{cam}"] = self._render(
                 cam, self.cfg.camera_height, self.cfg.camera_width)
+        if self._finder is not None:
+            obs["observation.environment_state"] = self._finder.observe(
+                obs[f"observation.images.{self.cfg.cube_camera}"], d.qpos[self._qadr])
         return obs
 
     # ------------------------------------------------------------------ task quantities
