@@ -21,6 +21,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "deploy": ("bench.deploy_timing", [], ["--steps", "200"]),  # loop lateness, sync vs async
     # loop lateness recording two 360x480 cameras: flush on the loop vs background writer
     "record_loop": ("bench.record_loop", [], ["--steps", "150", "--reps", "1"]),
+    "cube_finder": ("bench.cube_finder", [], ["--layouts", "40"]),  # the cube from the camera
     "rc_car": ("bench.rc_car", [], ["--quick"]),  # firmware in simavr: failsafe, lap, rtt, fuzz
     "interactive": ("bench.interactive", [], ["--quick"]),  # labels to 90%: BC vs DAgger family
     # the actor-learner link vs an in-process queue; the learner SIGKILLed under an actor.

@@ -99,7 +99,15 @@ class SceneTask(Task):
 
     def reset(self, robot: Robot) -> None:
         self.inner.reset(robot)
+        self.judges_success = True
         self.scene.set_up(self._seed)
+
+    def verdict(self, success: bool) -> bool | None:
+        """The scene's verdict at the episode's end (the control loop's ``review``); None
+        leaves the episode's success unknown in the store."""
+        said = self.scene.verdict(success)
+        self.judges_success = said is not None
+        return said
 
     def observe(self, robot: Robot) -> dict[str, np.ndarray]:
         return self.inner.observe(robot)

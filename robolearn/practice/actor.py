@@ -229,9 +229,9 @@ class Actor:
         start_output(self.out, wipe=False, entries=ACTOR_ENTRIES, kind="actor")
         env = make_env(**self.env_kwargs)
         robot = env.robot
-        scene = self.scene
-        if scene is not None:  # set after each reset, judged during and after each episode
-            env.task = SceneTask(env.task, scene)
+        scene_task = None
+        if self.scene is not None:  # set after each reset, judged during and after each episode
+            env.task = scene_task = SceneTask(env.task, self.scene)
         if not robot.simulated and cfg.time_scale != 1.0:
             raise InvalidValue("time_scale", "a real robot runs in real time (time_scale=1)")
         spec = robot_spec(env, cfg.env, cfg.observations)
@@ -320,8 +320,8 @@ class Actor:
                         policy, teleop, seed=seed, sink=sink, stop_when=stop_when,
                         start_obs=start_obs, actor_id=cfg.actor_id,
                         weights_version=policy.version,
-                        review=None if scene is None
-                        else lambda r: (True, scene.verdict(r.success)))
+                        review=None if scene_task is None
+                        else lambda r: (True, scene_task.verdict(r.success)))
                     episode += 1
                     start_obs = None
                     self._classified_success = False

@@ -43,6 +43,10 @@ class PracticeConfig:
             raise InvalidValue("env", unknown_env(self.env))
         if self.actors < 1:
             raise InvalidValue("actors", f"must be >= 1, got {self.actors}")
+        if self.actors > 1 and "scene=person" in self.actor_args:
+            # every actor here shares this terminal: one person cannot answer for several arms
+            raise InvalidValue("actors", "scene=person needs one terminal per robot: run one "
+                                         "`robolearn actor` per robot, or actors=1")
 
 
 ENTRIES = ("learner", *(f"actor{i}" for i in range(64)))
