@@ -172,13 +172,40 @@ def main(argv: list[str] | None = None) -> int:
                                                   "false_positive_endings",
                                                   "last_window_success", "wall_s")}),
                   flush=True)
-    report = {"seed": args.seed, "rounds": rounds, "learner": ARM_LEARNER,
+    report = {"seed": args.seed, "rounds": rounds, "learner": ARM_LEARNER, "window": args.window,
               "cameras": CAMERAS, "takeover_p": args.takeover_p,
               "takeover_hold": args.takeover_hold, "steps_per_round": args.steps,
               "final_round_steps": args.final_steps, "wall_s": time.time() - t0,
               "experimenter_scenes": experimenter.placed}
     (out / "so101.json").write_text(json.dumps(report, indent=1))
+    plot(report, Path("docs/practice_so101.png"))
     return 0
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Success of the autonomous episodes (per window of episodes) against the session's env
+    steps, one line per round, the classifier's rounds marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    offset = 0
+    for row in report["rounds"]:
+        xs = [(offset + c["env_steps"]) / 1000 for c in row["curve"]]
+        ax.plot(xs, [c["success_rate"] for c in row["curve"]], ".-",
+                label=f"round {row['round']}")
+        offset += row["env_steps"]
+        ax.axvline(offset / 1000, color="0.8", lw=0.8)
+    ax.set_xlabel("env steps of the session, thousands (30 Hz: 1,000 steps = 33 s)")
+    ax.set_ylabel(f"lift success, autonomous episodes (windows of {report['window']})")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend()
+    ax.set_title("HIL-SERL practice on the emulated SO-101 (camera-found cube, learned reward)")
+    fig.tight_layout()
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

@@ -183,3 +183,7 @@ def test_one_person_is_not_asked_to_answer_for_several_arms() -> None:
         PracticeConfig(env=LIFT, actors=2, actor_args=["scene=person"])
     with pytest.raises(InvalidValue, match="scene.*none or person"):
         ActorConfig(env=LIFT, scene="robot")
+    # a leader arm takes over during practice as in deploy; an unknown device is named
+    assert ActorConfig(env=LIFT, teleop="so101_leader").teleop == "so101_leader"
+    with pytest.raises(InvalidValue, match="so101_leader.*got 'joystick'"):
+        ActorConfig(env=LIFT, teleop="joystick")

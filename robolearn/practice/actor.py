@@ -76,8 +76,9 @@ class ActorConfig:
     # HIL-SERL: the reward is a learned success classifier's (robolearn reward train): 1 on a
     # frame it calls a success, which ends the episode; the env's own reward is not used
     reward_classifier: str | None = None
-    # who can take over: none | keyboard | gamepad | spacemouse, or expert (the scripted
-    # expert as a simulated teacher, robolearn.teacher: unattended HIL-SERL interventions)
+    # who can take over: none | keyboard | gamepad | spacemouse | so101_leader | so100_leader |
+    # koch_leader, or expert (the scripted expert as a simulated teacher, robolearn.teacher:
+    # unattended HIL-SERL interventions)
     teleop: str = "none"
     # the device's config fields; for expert, the teacher's (rule=random, p, hold, noise, ...)
     teleop_config: dict[str, Any] = field(default_factory=dict)
@@ -95,9 +96,12 @@ class ActorConfig:
         self.robot = robot_config(self.env, self.robot)
         if self.time_scale <= 0:
             raise InvalidValue("time_scale", f"must be > 0, got {self.time_scale}")
-        if self.teleop not in ("none", "keyboard", "gamepad", "spacemouse", "expert"):
-            raise InvalidValue("teleop", f"must be none, keyboard, gamepad, spacemouse or "
-                                         f"expert, got {self.teleop!r}")
+        from hardware.teleop import TELEOPS
+
+        names = ("none", *TELEOPS, "expert")
+        if self.teleop not in names:
+            raise InvalidValue("teleop", f"must be one of {', '.join(names)}, got "
+                                         f"{self.teleop!r}")
         if self.scene not in ("none", "person"):
             raise InvalidValue("scene", f"must be none or person, got {self.scene!r}")
         if self.env_steps is not None and self.env_steps < 1:
