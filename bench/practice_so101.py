@@ -24,7 +24,11 @@ HIL-SERL session has, and how it is played here:
 
 The 10 demonstrations (RLPD's offline half) are the scripted expert's on the simulated arm with
 the same observation (``cube_camera=front``). Success is the experimenter's, over the episodes
-no takeover touched. Writes ``OUT/so101.json``.
+no takeover touched. Writes ``OUT/so101/so101.json`` and ``docs/practice_so101.png``.
+
+``--sim``: the same recipe, observation, classifier and budgets on the simulated arm in real time
+(the scripted expert taking over, the simulator judging), the baseline for the emulated arm:
+``OUT/so101_sim/so101.json``, ``docs/practice_so101_sim.png``.
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--takeover-p", type=float, default=0.005)
     p.add_argument("--takeover-hold", type=int, default=150)
     p.add_argument("--window", type=int, default=20, help="episodes per success point")
+    p.add_argument("--sim", action="store_true",
+                   help="the same recipe on the simulated arm (baseline for the emulated one)")
     args = p.parse_args(argv)
     args.cameras = CAMERAS
     logging.getLogger("hardware").setLevel(logging.ERROR)
@@ -95,91 +101,114 @@ def main(argv: list[str] | None = None) -> int:
     from hardware.emulators.hand import calibrate_with_hand
     from hardware.emulators.scene import Experimenter
     from hardware.emulators.so101_plant import SO101Plant, joint_ranges_steps, middle_steps
-    from policies.reward_classifier import ClassifierConfig
-    from robolearn.practice.actor import Actor, ActorConfig
-    from robolearn.practice.reward_cmd import RewardTrainConfig
-    from robolearn.practice.reward_cmd import train as train_classifier
-    from robolearn.practice.session import start_learner
+    from robolearn.practice.actor import Actor
     from robolearn.vector import collect_scripted
 
     out = args.out / "so101"
     out.mkdir(parents=True, exist_ok=True)
-    demos = out / "demos.zarr"
+    demos = out / "demos.zarr"  # shared by both arms
     if not demos.exists():
         collect_scripted(ARM, str(demos), 10, 1, seed=10_000, progress=False,
                          robot_kwargs={"cube_camera": "front", "cameras": ["front"]}).close()
     labelled = _classifier_dir(args)
     if not (labelled / "model" / "classifier.json").exists():
         classifier(args)
-    cams = [f"observation.images.{c}" for c in CAMERAS]
     t0 = time.time()
-    rounds: list[dict[str, Any]] = []
-    stores: list[Path] = []
-    plant = SO101Plant()
-    cal = tempfile.mkdtemp(prefix="robolearn_so101_practice_")
     with contextlib.ExitStack() as stack:
-        bus = stack.enter_context(make_bus(6, plant))
-        cam = stack.enter_context(CameraServer(plant, CAMERAS, SIZE, SIZE))
-        calibrate_with_hand("so101", bus.port, plant, middle_steps(), joint_ranges_steps(), cal,
-                            arm_id="practice")
-        experimenter = Experimenter(plant)
-        stack.callback(experimenter.close)
-        robot = {"port": bus.port, "calibration_dir": cal, "id": "practice",
-                 "cameras": cam.urls, "capture_width": SIZE, "capture_height": SIZE,
-                 "camera_width": SIZE, "camera_height": SIZE, "home_s": 1.0,
-                 "cube_camera": "front"}
-        for r in range(args.rounds):
-            run_dir = out / f"seed{args.seed}" / f"round{r}"
-            clf = labelled / "model"
-            if r > 0:
-                clf = out / f"seed{args.seed}" / f"classifier{r}"
-                if not (clf / "classifier.json").exists():
-                    train_classifier(RewardTrainConfig(
-                        store=str(labelled / "frames.zarr"), output=str(clf),
-                        holdout=args.episodes // 4, reviewed=[str(s) for s in stores],
-                        classifier=ClassifierConfig(cameras=cams)))
-            store = run_dir / "actor0" / "episodes.zarr"
-            if not (run_dir / "actor0" / "actor.json").exists():
-                steps = args.final_steps if r == args.rounds - 1 else args.steps
+        if args.sim:  # the same recipe and observation on the simulated arm (it judges itself)
+            out = args.out / "so101_sim"
+            out.mkdir(parents=True, exist_ok=True)
+            robot: dict[str, Any] = {"cameras": CAMERAS, "cube_camera": "front"}
+            env, extra, scenes = ARM, {"teleop": "expert", "teleop_config": {
+                "p": args.takeover_p, "hold": args.takeover_hold}}, None
+
+            def actor_for(r: int, cfg: Any) -> Any:
+                return Actor(cfg)
+        else:
+            plant = SO101Plant()
+            cal = tempfile.mkdtemp(prefix="robolearn_so101_practice_")
+            bus = stack.enter_context(make_bus(6, plant))
+            cam = stack.enter_context(CameraServer(plant, CAMERAS, SIZE, SIZE))
+            calibrate_with_hand("so101", bus.port, plant, middle_steps(), joint_ranges_steps(),
+                                cal, arm_id="practice")
+            experimenter = scenes = Experimenter(plant)
+            stack.callback(experimenter.close)
+            robot = {"port": bus.port, "calibration_dir": cal, "id": "practice",
+                     "cameras": cam.urls, "capture_width": SIZE, "capture_height": SIZE,
+                     "camera_width": SIZE, "camera_height": SIZE, "home_s": 1.0,
+                     "cube_camera": "front"}
+            env, extra = "robolearn/SO101-v0", {}
+
+            def actor_for(r: int, cfg: Any) -> Any:
                 takeover = ExperimenterTakeover(experimenter, args.takeover_p,
                                                 args.takeover_hold, args.seed * 1000 + r)
-                rt = time.time()
-                learner, address = start_learner(
-                    [f"output={run_dir / 'learner'}", "address=127.0.0.1:0",
-                     f"seed={args.seed}", f"dataset={demos}", *ARM_LEARNER])
-                try:
-                    cfg = ActorConfig(learner=address, env="robolearn/SO101-v0",
-                                      robot=robot, output=str(run_dir / "actor0"),
-                                      env_steps=steps, max_episode_steps=150,
-                                      seed=args.seed * 100 + r,
-                                      observations=POLICY_OBS.strip("[]").split(","),
-                                      reward_classifier=str(clf))
-                    if Actor(cfg, teleop=takeover, scene=experimenter).run():
-                        raise SystemExit(f"round {r}: the actor failed")
-                finally:
-                    learner.send_signal(signal.SIGTERM)
-                    learner.wait(timeout=120)
-                (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.time() - rt}))
-            stores.append(store)
-            row = {"round": r, "classifier": str(clf),
-                   "classifier_eval": json.loads((clf / "eval.json").read_text()),
-                   **json.loads((run_dir / "wall.json").read_text()),
-                   "actor": json.loads((run_dir / "actor0" / "actor.json").read_text()),
-                   **_arm_round(store, args.window)}
-            rounds.append(row)
-            print(json.dumps({k: row[k] for k in ("round", "episodes", "assisted",
-                                                  "autonomous_successes",
-                                                  "false_positive_endings",
-                                                  "last_window_success", "wall_s")}),
-                  flush=True)
-    report = {"seed": args.seed, "rounds": rounds, "learner": ARM_LEARNER, "window": args.window,
+                return Actor(cfg, teleop=takeover, scene=experimenter)
+        rounds = _rounds(args, out, demos, labelled, env, robot, extra, actor_for)
+    report = {"seed": args.seed, "arm": "simulated" if args.sim else "emulated SO-101",
+              "rounds": rounds, "learner": ARM_LEARNER, "window": args.window,
               "cameras": CAMERAS, "takeover_p": args.takeover_p,
               "takeover_hold": args.takeover_hold, "steps_per_round": args.steps,
               "final_round_steps": args.final_steps, "wall_s": time.time() - t0,
-              "experimenter_scenes": experimenter.placed}
+              "experimenter_scenes": None if scenes is None else scenes.placed}
     (out / "so101.json").write_text(json.dumps(report, indent=1))
-    plot(report, Path("docs/practice_so101.png"))
+    plot(report, Path("docs") / f"practice_{out.name}.png")
     return 0
+
+
+def _rounds(args: argparse.Namespace, out: Path, demos: Path, labelled: Path, env: str,
+            robot: dict[str, Any], extra: dict[str, Any], actor_for: Any
+            ) -> list[dict[str, Any]]:
+    """The practice rounds, each with the classifier retrained on the rounds before it."""
+    from policies.reward_classifier import ClassifierConfig
+    from robolearn.practice.actor import ActorConfig
+    from robolearn.practice.reward_cmd import RewardTrainConfig
+    from robolearn.practice.reward_cmd import train as train_classifier
+    from robolearn.practice.session import start_learner
+
+    cams = [f"observation.images.{c}" for c in CAMERAS]
+    rounds: list[dict[str, Any]] = []
+    stores: list[Path] = []
+    for r in range(args.rounds):
+        run_dir = out / f"seed{args.seed}" / f"round{r}"
+        clf = labelled / "model"
+        if r > 0:
+            clf = out / f"seed{args.seed}" / f"classifier{r}"
+            if not (clf / "classifier.json").exists():
+                train_classifier(RewardTrainConfig(
+                    store=str(labelled / "frames.zarr"), output=str(clf),
+                    holdout=args.episodes // 4, reviewed=[str(s) for s in stores],
+                    classifier=ClassifierConfig(cameras=cams)))
+        store = run_dir / "actor0" / "episodes.zarr"
+        if not (run_dir / "actor0" / "actor.json").exists():
+            rt = time.time()
+            learner, address = start_learner(
+                [f"output={run_dir / 'learner'}", "address=127.0.0.1:0",
+                 f"seed={args.seed}", f"dataset={demos}", *ARM_LEARNER])
+            try:
+                cfg = ActorConfig(learner=address, env=env, robot=robot,
+                                  output=str(run_dir / "actor0"),
+                                  env_steps=args.final_steps if r == args.rounds - 1
+                                  else args.steps,
+                                  max_episode_steps=150, seed=args.seed * 100 + r,
+                                  observations=POLICY_OBS.strip("[]").split(","),
+                                  reward_classifier=str(clf), **extra)
+                if actor_for(r, cfg).run():
+                    raise SystemExit(f"round {r}: the actor failed")
+            finally:
+                learner.send_signal(signal.SIGTERM)
+                learner.wait(timeout=120)
+            (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.time() - rt}))
+        stores.append(store)
+        row = {"round": r, "classifier": str(clf),
+               "classifier_eval": json.loads((clf / "eval.json").read_text()),
+               **json.loads((run_dir / "wall.json").read_text()),
+               "actor": json.loads((run_dir / "actor0" / "actor.json").read_text()),
+               **_arm_round(store, args.window)}
+        rounds.append(row)
+        print(json.dumps({k: row[k] for k in ("round", "episodes", "assisted",
+                                              "autonomous_successes", "false_positive_endings",
+                                              "last_window_success", "wall_s")}), flush=True)
+    return rounds
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
