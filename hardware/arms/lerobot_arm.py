@@ -90,9 +90,10 @@ class ArmConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.home = tuple(float(v) for v in self.home)
         self.cameras = {str(k): str(v) for k, v in dict(self.cameras).items()}
-        from sim.arm.robot import check_cube_camera
+        if self.cube_camera is not None or self.cube_camera_pose is not None:
+            from sim.arm.robot import check_cube_camera
 
-        check_cube_camera(self.cube_camera, self.cube_camera_pose, self.cameras)
+            check_cube_camera(self.cube_camera, self.cube_camera_pose, self.cameras)
 
 
 class LerobotArm(Robot):
