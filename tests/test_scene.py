@@ -187,3 +187,48 @@ def test_one_person_is_not_asked_to_answer_for_several_arms() -> None:
     assert ActorConfig(env=LIFT, teleop="so101_leader").teleop == "so101_leader"
     with pytest.raises(InvalidValue, match="so101_leader.*got 'joystick'"):
         ActorConfig(env=LIFT, teleop="joystick")
+
+
+def test_the_practice_actor_on_the_emulated_arm_sees_each_new_scene(tmp_path: Path) -> None:
+    """The actor practising on the emulated SO-101 with its experimenter as the scene: each
+    episode's first observation already shows the cube where the experimenter just put it (not
+    the previous scene's last frame), and each episode's recorded success is the
+    experimenter's verdict (random actions lift nothing: False, not unknown)."""
+    require_rendering("test")
+    from data import EpisodeStore
+    from hardware.emulators.camera import CameraServer
+    from hardware.emulators.feetech import make_bus
+    from hardware.emulators.hand import calibrate_with_hand
+    from hardware.emulators.scene import Experimenter
+    from hardware.emulators.so101_plant import SO101Plant, joint_ranges_steps, middle_steps
+    from robolearn.practice.actor import Actor, ActorConfig
+    from robolearn.practice.link import LinkServer
+    from tests.practice_util import FakeLearner
+
+    plant = SO101Plant()
+    learner = FakeLearner()
+    server = LinkServer("127.0.0.1:0", learner.hello, learner.receive).start()
+    with make_bus(6, plant) as bus, CameraServer(plant, ["front"], 64, 64) as cams:
+        calibrate_with_hand("so101", bus.port, plant, middle_steps(), joint_ranges_steps(),
+                            str(tmp_path / "cal"), arm_id="act")
+        judge = Experimenter(plant)
+        try:
+            cfg = ActorConfig(
+                learner=server.address, env="robolearn/SO101-v0", robot={
+                    "port": bus.port, "calibration_dir": str(tmp_path / "cal"), "id": "act",
+                    "cameras": cams.urls, "capture_width": 64, "capture_height": 64,
+                    "cube_camera": "front", "home_s": 0.3},
+                output=str(tmp_path / "a"), env_steps=24, max_episode_steps=8,
+                observations=["observation.state", "observation.environment_state"])
+            assert Actor(cfg, scene=judge).run() == 0
+        finally:
+            judge.close()
+            server.stop(0)
+    with EpisodeStore.open(tmp_path / "a" / "episodes.zarr", "r") as store:
+        firsts = [np.asarray(store.episode(i, ["observation.environment_state"])[
+            "observation.environment_state"])[0] for i in range(len(store))]
+        verdicts = [info.success for info in store.infos()]
+    assert len(firsts) == 3 and judge.placed == 3 and verdicts == [False] * 3
+    for k, (seen, put) in enumerate(zip(firsts, judge.placements, strict=True)):
+        assert seen[3] == 1.0 and np.linalg.norm(seen[:2] - np.asarray(put[:2])) < 0.025, \
+            (k, seen, put)

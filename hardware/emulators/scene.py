@@ -36,6 +36,7 @@ class Experimenter(Scene):
         self.sim_env = make_env(**{**ENVS[ENV_ID], "robot_kwargs": kw})
         self.mirror: Any = self.sim_env.robot
         self.placed = 0  # scenes set
+        self.placements: list[list[float]] = []  # where each scene's cube was put (x, y, z)
         self._won = False
 
     def set_up(self, seed: int) -> None:
@@ -51,6 +52,7 @@ class Experimenter(Scene):
             mujoco.mj_forward(m, d)
         time.sleep(self.settle_s)
         self.placed += 1
+        self.placements.append(src.qpos[cube:cube + 3].tolist())
         self._won = False
 
     def lifted(self) -> bool:
