@@ -24,11 +24,12 @@ HIL-SERL session has, and how it is played here:
 
 The 10 demonstrations (RLPD's offline half) are the scripted expert's on the simulated arm with
 the same observation (``cube_camera=front``). Success is the experimenter's, over the episodes
-no takeover touched. Writes ``OUT/so101/so101.json`` and ``docs/practice_so101.png``.
+no takeover touched. Writes ``OUT/so101/so101.json`` and ``docs/practice_so101.png`` (with the
+``--sim`` run's curve when there is one).
 
 ``--sim``: the same recipe, observation, classifier and budgets on the simulated arm in real time
 (the scripted expert taking over, the simulator judging), the baseline for the emulated arm:
-``OUT/so101_sim/so101.json``, ``docs/practice_so101_sim.png``.
+``OUT/so101_sim/so101.json``.
 """
 
 from __future__ import annotations
@@ -151,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
               "final_round_steps": args.final_steps, "wall_s": time.time() - t0,
               "experimenter_scenes": None if scenes is None else scenes.placed}
     (out / "so101.json").write_text(json.dumps(report, indent=1))
-    plot(report, Path("docs") / f"practice_{out.name}.png")
+    other = args.out / ("so101" if args.sim else "so101_sim") / "so101.json"
+    both = [report] + ([json.loads(other.read_text())] if other.exists() else [])
+    plot(sorted(both, key=lambda r: r["arm"] == "simulated"), Path("docs/practice_so101.png"))
     return 0
 
 
@@ -211,27 +214,29 @@ def _rounds(args: argparse.Namespace, out: Path, demos: Path, labelled: Path, en
     return rounds
 
 
-def plot(report: dict[str, Any], path: Path) -> None:
+def plot(reports: list[dict[str, Any]], path: Path) -> None:
     """Success of the autonomous episodes (per window of episodes) against the session's env
-    steps, one line per round, the classifier's rounds marked."""
+    steps, one line per arm (rounds joined, their boundaries marked)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    offset = 0
-    for row in report["rounds"]:
-        xs = [(offset + c["env_steps"]) / 1000 for c in row["curve"]]
-        ax.plot(xs, [c["success_rate"] for c in row["curve"]], ".-",
-                label=f"round {row['round']}")
-        offset += row["env_steps"]
-        ax.axvline(offset / 1000, color="0.8", lw=0.8)
-    ax.set_xlabel("env steps of the session, thousands (30 Hz: 1,000 steps = 33 s)")
-    ax.set_ylabel(f"lift success, autonomous episodes (windows of {report['window']})")
+    for report, style in zip(reports, ("o-", "s--"), strict=False):
+        offset, xs, ys = 0, [], []
+        for row in report["rounds"]:
+            xs += [(offset + c["env_steps"]) / 1000 for c in row["curve"]]
+            ys += [c["success_rate"] for c in row["curve"]]
+            offset += row["env_steps"]
+            ax.axvline(offset / 1000, color="0.85", lw=0.8)
+        ax.plot(xs, ys, style, ms=3, label=f"{report['arm']} (seed {report['seed']})")
+    ax.set_xlabel("env steps of the session, thousands (30 Hz: 1,000 steps = 33 s); "
+                  "grey: a new round")
+    ax.set_ylabel(f"lift success, autonomous episodes\n(windows of {reports[0]['window']})")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend()
-    ax.set_title("HIL-SERL practice on the emulated SO-101 (camera-found cube, learned reward)")
+    ax.legend(loc="upper left")
+    ax.set_title("HIL-SERL practice, camera-found cube, learned reward")
     fig.tight_layout()
     path.parent.mkdir(exist_ok=True)
     fig.savefig(path, dpi=100)
