@@ -134,13 +134,32 @@ def test_scripted_driver_laps_through_the_firmware_like_in_simulation(emu: Emula
     """Pure pursuit through driver -> protocol -> firmware -> pulses -> MuJoCo: a lap without
     touching a wall, the lap time within 10 % of the same driver in pure simulation."""
     sim_lap = _sim_lap_time()
-    car = make_robot("rc_car", port=emu.port, localisation=emu.localisation)
-    with car:
-        emu.command("place 0")
-        before = car.firmware_counters()  # the board's counters run from its last reset
-        pure_pursuit_run(car, int((sim_lap + 2.0) * 20), 20.0)
-        counters = {k: v - before.get(k, 0) for k, v in car.firmware_counters().items()}
-    st = emu.status()
+    boards = [emu]
+    try:
+        for attempt in (1, 2):
+            board = boards[-1]
+            car = make_robot("rc_car", port=board.port, localisation=board.localisation)
+            with car:
+                board.command("place 0")
+                before = car.firmware_counters()  # the board's counters run from its reset
+                try:
+                    pure_pursuit_run(car, int((sim_lap + 2.0) * 20), 20.0)
+                except RobotError as exc:
+                    # 20 Hz commands against an 80 ms failsafe leave 30 ms of slack: a host
+                    # stall on a busy 2-core machine (the driver names it from the longest gap
+                    # between two commands) is the test machine's, not the path's: one more
+                    # lap on a fresh board, then it fails. A lost or damaged command fails now
+                    if attempt == 2 or "this host stalled" not in str(exc):
+                        raise
+                    boards.append(Emulator())
+                    time.sleep(1.1)  # the firmware's ESC arming
+                    continue
+                counters = {k: v - before.get(k, 0) for k, v in car.firmware_counters().items()}
+            break
+        st = boards[-1].status()
+    finally:
+        for board in boards[1:]:
+            board.stop()
     assert st["laps"] >= 1 and st["collisions"] == 0, st
     assert abs(st["lap_times"][0] - sim_lap) <= 0.1 * sim_lap, (st["lap_times"], sim_lap)
     assert counters["fw_failsafes"] == 0 and counters["bad_frames"] == 0, counters
@@ -445,8 +464,9 @@ def test_a_host_slow_before_the_first_command_re_arms_but_not_once_driving(emu: 
         time.sleep(0.3)  # the failsafe (80 ms) fires while the car stands
         car.act(np.array((0.0, 0.1)))
         assert car.stats["standing_rearms"] == 1
-        time.sleep(0.3)  # now it was driving: the failsafe's stop is reported
-        with pytest.raises(RobotError, match="failsafe stopped the car"):
+        time.sleep(0.3)  # now it was driving: the failsafe's stop is reported, and why
+        with pytest.raises(RobotError, match="failsafe stopped the car.*longest gap between two "
+                                             r"commands was [0-9]{3} ms: this host stalled"):
             car.act(np.array((0.0, 0.1)))
         car.reset()  # re-arms
         car.act(np.array((0.0, 0.0)))

@@ -148,6 +148,7 @@ class RCCar(Robot):
         self._standing = False  # reset() done, no command sent yet (see _arm_standing)
         self._failsafes_at_reset = 0  # the firmware's failsafe count when reset() ended
         self._sent_at = 0.0  # time.monotonic() the last DRIVE was written
+        self._gap_ms = 0.0  # the longest time between two DRIVEs of this episode
         self._odo = Odometry(cfg.ticks_per_metre, cfg.wheelbase, cfg.max_steer)
         self._poses: PoseStream | None = None  # robot.localisation=zmq://...
         self._window: list[tuple[float, float]] = []
@@ -335,12 +336,12 @@ class RCCar(Robot):
             t = self._status()
         if t.failsafe and self._armed and not self._standing:
             self._armed = False
-            ago = 1000 * (time.monotonic() - self._sent_at)
-            why = ("this host stalled" if ago > self.config.failsafe_ms else
+            gap = max(self._gap_ms, 1000 * (time.monotonic() - self._sent_at))
+            why = ("this host stalled" if gap > self.config.failsafe_ms else
                    "the link lost or damaged the commands")
             raise RobotError(f"rc_car: the firmware's failsafe stopped the car: no valid command "
-                             f"reached it for {self.config.failsafe_ms} ms (the last was sent "
-                             f"{ago:.0f} ms ago: {why}); reset() re-arms")
+                             f"reached it for {self.config.failsafe_ms} ms (the longest gap "
+                             f"between two commands was {gap:.0f} ms: {why}); reset() re-arms")
         return t  # standing: a failsafe while nothing moved is cleared by _arm_standing
 
     def _arm_standing(self) -> None:
@@ -409,7 +410,9 @@ class RCCar(Robot):
             self._steer, self._throttle = steer, throttle
         self._seq += 1
         self._write(P.drive(self._seq, steer_us, esc_us))
-        self._sent_at = time.monotonic()
+        now = time.monotonic()
+        self._gap_ms = 0.0 if self._standing else max(self._gap_ms, 1000 * (now - self._sent_at))
+        self._sent_at = now
         self.stats["commands"] += 1
 
     def stop(self) -> None:
