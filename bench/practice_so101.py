@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             plant = SO101Plant()
             cal = tempfile.mkdtemp(prefix="robolearn_so101_practice_")
             bus = stack.enter_context(make_bus(6, plant))
-            cam = stack.enter_context(CameraServer(plant, CAMERAS, SIZE, SIZE))
             calibrate_with_hand("so101", bus.port, plant, middle_steps(), joint_ranges_steps(),
-                                cal, arm_id="practice")
+                                cal, arm_id="practice")  # before the cameras render
+            cam = stack.enter_context(CameraServer(plant, CAMERAS, SIZE, SIZE))
             experimenter = scenes = Experimenter(plant)
             stack.callback(experimenter.close)
             robot = {"port": bus.port, "calibration_dir": cal, "id": "practice",

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -150,9 +151,12 @@ def test_the_emulated_arm_sees_the_cube_its_experimenter_placed(tmp_path: Path) 
     from robolearn.robot import make_robot
 
     plant = SO101Plant()
-    with make_bus(6, plant) as bus, CameraServer(plant, ["front"], 64, 64) as cams:
+    with make_bus(6, plant) as bus, contextlib.ExitStack() as stack:
+        # calibrated before the camera renders: one thread fewer beside the bus emulator
+        # while lerobot's calibration waits on its replies (a loaded run lost one)
         calibrate_with_hand("so101", bus.port, plant, middle_steps(), joint_ranges_steps(),
                             str(tmp_path), arm_id="scene")
+        cams = stack.enter_context(CameraServer(plant, ["front"], 64, 64))
         arm = make_robot("so101", port=bus.port, calibration_dir=str(tmp_path), id="scene",
                          cameras=cams.urls, capture_width=64, capture_height=64,
                          cube_camera="front", home_s=0.3)
@@ -208,9 +212,12 @@ def test_the_practice_actor_on_the_emulated_arm_sees_each_new_scene(tmp_path: Pa
     plant = SO101Plant()
     learner = FakeLearner()
     server = LinkServer("127.0.0.1:0", learner.hello, learner.receive).start()
-    with make_bus(6, plant) as bus, CameraServer(plant, ["front"], 64, 64) as cams:
+    with make_bus(6, plant) as bus, contextlib.ExitStack() as stack:
+        # calibrated before the camera renders: one thread fewer beside the bus emulator
+        # while lerobot's calibration waits on its replies (a loaded run lost one)
         calibrate_with_hand("so101", bus.port, plant, middle_steps(), joint_ranges_steps(),
                             str(tmp_path / "cal"), arm_id="act")
+        cams = stack.enter_context(CameraServer(plant, ["front"], 64, 64))
         judge = Experimenter(plant)
         try:
             cfg = ActorConfig(

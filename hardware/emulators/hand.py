@@ -113,7 +113,21 @@ def calibrate_with_hand(robot: str, port: str, plant: Handled, middles: dict[int
                         arm_id: str = "emulated", timeout: float = 90.0) -> None:
     """Run ``robolearn calibrate`` (lerobot's flow) in a subprocess against an emulator served
     in this process, this hand doing what each prompt asks; for benches and tests that need
-    a calibrated emulated arm. Raises ``RuntimeError`` with the command's output on failure."""
+    a calibrated emulated arm. Raises ``RuntimeError`` with the command's output on failure.
+    A run that lerobot ended on replies that never came ("no status packet": the emulator,
+    served from this busy process, answered past lerobot's read timeout) is run once more."""
+    for attempt in (1, 2):
+        try:
+            return _calibrate_once(robot, port, plant, middles, ranges, calibration_dir,
+                                   arm_id, timeout)
+        except RuntimeError as exc:
+            if attempt == 2 or "There is no status packet" not in str(exc):
+                raise
+
+
+def _calibrate_once(robot: str, port: str, plant: Handled, middles: dict[int, float],
+                    ranges: dict[int, tuple[float, float]], calibration_dir: str,
+                    arm_id: str, timeout: float) -> None:
     import os
     import select
     import subprocess
