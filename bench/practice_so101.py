@@ -51,7 +51,7 @@ from bench.practice import ARM, ARM_LEARNER, _arm_round, _classifier_dir, classi
 
 SIZE = 64  # camera frames, px (the classifier's and the cube finder's)
 CAMERAS = ["front", "wrist"]
-POLICY_OBS = "[observation.state,observation.environment_state]"
+POLICY_OBS = ["observation.state", "observation.environment_state"]
 
 
 class ExperimenterTakeover:
@@ -71,7 +71,7 @@ class ExperimenterTakeover:
         self.inner.reset(self.episodes if seed is None else seed)
 
     def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
-        self.x.lifted()  # the mirror now holds the emulator's state
+        self.x.sync()  # the mirror now holds the emulator's state
         return self.inner.get_action(self.x.sim_env._obs())
 
     @property
@@ -97,11 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hardware").setLevel(logging.ERROR)
     import tempfile
 
-    from hardware.emulators.camera import CameraServer
-    from hardware.emulators.feetech import make_bus
-    from hardware.emulators.hand import calibrate_with_hand
+    from hardware.emulators.rig import calibrated_so101
     from hardware.emulators.scene import Experimenter
-    from hardware.emulators.so101_plant import SO101Plant, joint_ranges_steps, middle_steps
     from robolearn.practice.actor import Actor
     from robolearn.vector import collect_scripted
 
@@ -126,16 +123,12 @@ def main(argv: list[str] | None = None) -> int:
             def actor_for(r: int, cfg: Any) -> Any:
                 return Actor(cfg)
         else:
-            plant = SO101Plant()
             cal = tempfile.mkdtemp(prefix="robolearn_so101_practice_")
-            bus = stack.enter_context(make_bus(6, plant))
-            calibrate_with_hand("so101", bus.port, plant, middle_steps(), joint_ranges_steps(),
-                                cal, arm_id="practice")  # before the cameras render
-            cam = stack.enter_context(CameraServer(plant, CAMERAS, SIZE, SIZE))
-            experimenter = scenes = Experimenter(plant)
+            rig = stack.enter_context(calibrated_so101(cal, "practice", CAMERAS, SIZE, SIZE))
+            experimenter = scenes = Experimenter(rig.plant)
             stack.callback(experimenter.close)
-            robot = {"port": bus.port, "calibration_dir": cal, "id": "practice",
-                     "cameras": cam.urls, "capture_width": SIZE, "capture_height": SIZE,
+            robot = {"port": rig.port, "calibration_dir": cal, "id": "practice",
+                     "cameras": rig.cameras, "capture_width": SIZE, "capture_height": SIZE,
                      "camera_width": SIZE, "camera_height": SIZE, "home_s": 1.0,
                      "cube_camera": "front"}
             env, extra = "robolearn/SO101-v0", {}
@@ -193,7 +186,7 @@ def _rounds(args: argparse.Namespace, out: Path, demos: Path, labelled: Path, en
                                   env_steps=args.final_steps if r == args.rounds - 1
                                   else args.steps,
                                   max_episode_steps=150, seed=args.seed * 100 + r,
-                                  observations=POLICY_OBS.strip("[]").split(","),
+                                  observations=POLICY_OBS,
                                   reward_classifier=str(clf), **extra)
                 if actor_for(r, cfg).run():
                     raise SystemExit(f"round {r}: the actor failed")

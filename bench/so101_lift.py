@@ -25,11 +25,8 @@ from typing import Any
 import numpy as np
 
 import sim  # noqa: F401  (headless GL before mujoco)
-from hardware.emulators.camera import CameraServer
-from hardware.emulators.feetech import make_bus
-from hardware.emulators.hand import calibrate_with_hand
+from hardware.emulators.rig import calibrated_so101
 from hardware.emulators.scene import Experimenter
-from hardware.emulators.so101_plant import SO101Plant, joint_ranges_steps, middle_steps
 from robolearn.env import RobotEnv
 from robolearn.loop import ControlLoop, LoopConfig
 from robolearn.robot import make_robot
@@ -64,14 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     policy = Policy.load(policy_dir, device="cpu")
     kw = data.robot_kwargs
     size = (int(kw.get("camera_height", 64)), int(kw.get("camera_width", 64)))
-    plant = SO101Plant()
     cal = tempfile.mkdtemp(prefix="robolearn_so101_lift_")
-    with make_bus(6, plant) as bus, \
-            CameraServer(plant, list(kw.get("cameras", ["front"])), size[1], size[0]) as cams:
-        calibrate_with_hand("so101", bus.port, plant, middle_steps(), joint_ranges_steps(), cal,
-                            arm_id="bench")
-        robot = make_robot("so101", port=bus.port, calibration_dir=cal, id="bench",
-                           cameras=cams.urls, capture_width=size[1], capture_height=size[0],
+    with calibrated_so101(cal, "bench", list(kw.get("cameras", ["front"])), size[1],
+                          size[0]) as rig:
+        plant = rig.plant
+        robot = make_robot("so101", port=rig.port, calibration_dir=cal, id="bench",
+                           cameras=rig.cameras, capture_width=size[1], capture_height=size[0],
                            camera_width=size[1], camera_height=size[0], home_s=1.0)
         env = RobotEnv(robot, make_task("unscored"), max_steps=args.max_steps)
         judge = Experimenter(plant, kw)

@@ -4,7 +4,6 @@ SO-101 driver; frames show the scene (compared with the simulator's own render).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -75,20 +74,12 @@ def test_the_driver_observes_the_emulated_camera(tmp_path: Path) -> None:
     """An SO-101 emulator with a camera, calibrated through lerobot's flow: the driver's
     observation has the camera image at the configured size."""
     require_rendering("test")
-    from hardware.emulators.feetech import make_bus
-    from hardware.emulators.hand import calibrate_with_hand
-    from hardware.emulators.so101_plant import joint_ranges_steps, middle_steps
+    from hardware.emulators.rig import calibrated_so101
     from robolearn.robot import make_robot
 
-    plant = SO101Plant()
-    with make_bus(6, plant) as bus, contextlib.ExitStack() as stack:
-        # calibrated before the camera renders: one thread fewer beside the bus emulator
-        # while lerobot's calibration waits on its replies (a loaded run lost one)
-        calibrate_with_hand("so101", bus.port, plant, middle_steps(), joint_ranges_steps(),
-                            str(tmp_path), arm_id="cam")
-        server = stack.enter_context(CameraServer(plant, ["front"], 64, 64))
-        arm = make_robot("so101", port=bus.port, calibration_dir=str(tmp_path), id="cam",
-                         cameras=server.urls, capture_width=64, capture_height=64)
+    with calibrated_so101(str(tmp_path), "cam", ["front"]) as rig:
+        arm = make_robot("so101", port=rig.port, calibration_dir=str(tmp_path), id="cam",
+                         cameras=rig.cameras, capture_width=64, capture_height=64)
         assert arm.observation_features["observation.images.front"].shape == (64, 64, 3)
         with arm:
             image = arm.observe()["observation.images.front"]

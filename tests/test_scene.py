@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 from pathlib import Path
 
@@ -143,22 +142,14 @@ def test_the_emulated_arm_sees_the_cube_its_experimenter_placed(tmp_path: Path) 
     after the experimenter sets each scene, the driver's camera-found cube is where the
     emulator's simulation has it; the experimenter judges an untouched cube not lifted."""
     require_rendering("test")
-    from hardware.emulators.camera import CameraServer
-    from hardware.emulators.feetech import make_bus
-    from hardware.emulators.hand import calibrate_with_hand
+    from hardware.emulators.rig import calibrated_so101
     from hardware.emulators.scene import Experimenter
-    from hardware.emulators.so101_plant import SO101Plant, joint_ranges_steps, middle_steps
     from robolearn.robot import make_robot
 
-    plant = SO101Plant()
-    with make_bus(6, plant) as bus, contextlib.ExitStack() as stack:
-        # calibrated before the camera renders: one thread fewer beside the bus emulator
-        # while lerobot's calibration waits on its replies (a loaded run lost one)
-        calibrate_with_hand("so101", bus.port, plant, middle_steps(), joint_ranges_steps(),
-                            str(tmp_path), arm_id="scene")
-        cams = stack.enter_context(CameraServer(plant, ["front"], 64, 64))
-        arm = make_robot("so101", port=bus.port, calibration_dir=str(tmp_path), id="scene",
-                         cameras=cams.urls, capture_width=64, capture_height=64,
+    with calibrated_so101(str(tmp_path), "scene", ["front"]) as rig:
+        plant = rig.plant
+        arm = make_robot("so101", port=rig.port, calibration_dir=str(tmp_path), id="scene",
+                         cameras=rig.cameras, capture_width=64, capture_height=64,
                          cube_camera="front", home_s=0.3)
         judge = Experimenter(plant)
         try:
@@ -200,30 +191,21 @@ def test_the_practice_actor_on_the_emulated_arm_sees_each_new_scene(tmp_path: Pa
     experimenter's verdict (random actions lift nothing: False, not unknown)."""
     require_rendering("test")
     from data import EpisodeStore
-    from hardware.emulators.camera import CameraServer
-    from hardware.emulators.feetech import make_bus
-    from hardware.emulators.hand import calibrate_with_hand
+    from hardware.emulators.rig import calibrated_so101
     from hardware.emulators.scene import Experimenter
-    from hardware.emulators.so101_plant import SO101Plant, joint_ranges_steps, middle_steps
     from robolearn.practice.actor import Actor, ActorConfig
     from robolearn.practice.link import LinkServer
     from tests.practice_util import FakeLearner
 
-    plant = SO101Plant()
     learner = FakeLearner()
     server = LinkServer("127.0.0.1:0", learner.hello, learner.receive).start()
-    with make_bus(6, plant) as bus, contextlib.ExitStack() as stack:
-        # calibrated before the camera renders: one thread fewer beside the bus emulator
-        # while lerobot's calibration waits on its replies (a loaded run lost one)
-        calibrate_with_hand("so101", bus.port, plant, middle_steps(), joint_ranges_steps(),
-                            str(tmp_path / "cal"), arm_id="act")
-        cams = stack.enter_context(CameraServer(plant, ["front"], 64, 64))
-        judge = Experimenter(plant)
+    with calibrated_so101(str(tmp_path / "cal"), "act", ["front"]) as rig:
+        judge = Experimenter(rig.plant)
         try:
             cfg = ActorConfig(
                 learner=server.address, env="robolearn/SO101-v0", robot={
-                    "port": bus.port, "calibration_dir": str(tmp_path / "cal"), "id": "act",
-                    "cameras": cams.urls, "capture_width": 64, "capture_height": 64,
+                    "port": rig.port, "calibration_dir": str(tmp_path / "cal"), "id": "act",
+                    "cameras": rig.cameras, "capture_width": 64, "capture_height": 64,
                     "cube_camera": "front", "home_s": 0.3},
                 output=str(tmp_path / "a"), env_steps=24, max_episode_steps=8,
                 observations=["observation.state", "observation.environment_state"])

@@ -55,14 +55,18 @@ class Experimenter(Scene):
         self.placements.append(src.qpos[cube:cube + 3].tolist())
         self._won = False
 
-    def lifted(self) -> bool:
-        """The lift task's success on the emulator's state now."""
+    def sync(self) -> None:
+        """Copy the emulator's state now into the mirror (the task's and the expert's view)."""
         with self.plant._lock:
             self.mirror.data.qpos[:] = self.plant.data.qpos
             self.mirror.data.qvel[:] = self.plant.data.qvel
             self.mirror.data.mocap_pos[:] = self.plant.data.mocap_pos
         mujoco.mj_forward(self.mirror.model, self.mirror.data)
         self.mirror._state = None
+
+    def lifted(self) -> bool:
+        """The lift task's success on the emulator's state now."""
+        self.sync()
         return bool(self.sim_env.task.success(self.mirror))
 
     def success(self) -> bool:

@@ -44,9 +44,11 @@ def feature() -> Feature:
     return Feature("float32", (len(NAMES),), names=NAMES)
 
 
-def scene_camera_pose(camera: str = "front") -> list[float]:
-    """The scene's fixed camera as ``[x, y, z, xx, xy, xz, yx, yy, yz, fovy_deg]``."""
-    model = mujoco.MjModel.from_xml_string(build_mjcf(0.002))
+def scene_camera_pose(camera: str = "front", model: mujoco.MjModel | None = None
+                      ) -> list[float]:
+    """The scene's fixed camera as ``[x, y, z, xx, xy, xz, yx, yy, yz, fovy_deg]``
+    (``model``: the scene's, already built)."""
+    model = model or mujoco.MjModel.from_xml_string(build_mjcf(0.002))
     data = mujoco.MjData(model)
     mujoco.mj_forward(model, data)
     cid = model.camera(camera).id
@@ -73,14 +75,16 @@ class CubeFinder:
     (None: the scene's ``front`` camera)."""
 
     def __init__(self, pose: Sequence[float] | None = None) -> None:
-        p = check_pose(scene_camera_pose() if pose is None else pose, "cube_camera_pose")
+        model = mujoco.MjModel.from_xml_string(build_mjcf(0.002))  # the scene: its kinematics
+        p = check_pose(scene_camera_pose(model=model) if pose is None else pose,
+                       "cube_camera_pose")
         x = p[3:6] / np.linalg.norm(p[3:6])
         y = p[6:9] - x * float(x @ p[6:9])  # MuJoCo's xyaxes: y made orthogonal to x
         y /= np.linalg.norm(y)
         self.origin = p[:3]
         self.rot = np.stack([x, y, np.cross(x, y)], axis=1)  # camera axes as columns
         self.tan_half = math.tan(math.radians(p[9]) / 2)
-        self.kin = ArmKinematics(mujoco.MjModel.from_xml_string(build_mjcf(0.002)))
+        self.kin = ArmKinematics(model)
         self.last = np.array([np.nan, np.nan, CUBE_HALF])
         self.frames = self.unseen = 0  # frames looked at, and how many did not show the cube
 
