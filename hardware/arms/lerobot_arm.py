@@ -217,11 +217,17 @@ class LerobotArm(Robot):
 
     def connect(self) -> None:
         lr = self.build()
-        try:
-            lr.bus.connect()
-        except Exception as exc:
-            raise RobotError(f"{self.name} on {self.cfg.port}: the servos did not answer "
-                             f"({_reason(exc)})") from exc
+        for attempt in range(3):  # lerobot's motor check: one lost status packet is transient
+            try:
+                lr.bus.connect()
+                break
+            except Exception as exc:
+                if lr.bus.is_connected:
+                    lr.bus.port_handler.closePort()
+                if attempt == 2:
+                    raise RobotError(f"{self.name} on {self.cfg.port}: the servos did not "
+                                     f"answer ({_reason(exc)})") from exc
+                time.sleep(0.2)
         self._lr = lr
         try:
             self._check_calibration(lr)
