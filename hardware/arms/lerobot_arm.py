@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from data.schema import Feature
+from hardware.arms.lerobot_util import connect_bus, run_calibration, units_for
 from hardware.arms.lerobot_util import reason as _reason
-from hardware.arms.lerobot_util import run_calibration, units_for
 from hardware.arms.units import UnitsTable
 from robolearn.robot import Robot, RobotError
 
@@ -216,18 +216,7 @@ class LerobotArm(Robot):
         return self.make_lerobot(self.cfg, self.lerobot_cameras())
 
     def connect(self) -> None:
-        lr = self.build()
-        for attempt in range(3):  # lerobot's motor check: one lost status packet is transient
-            try:
-                lr.bus.connect()
-                break
-            except Exception as exc:
-                if lr.bus.is_connected:
-                    lr.bus.port_handler.closePort()
-                if attempt == 2:
-                    raise RobotError(f"{self.name} on {self.cfg.port}: the servos did not "
-                                     f"answer ({_reason(exc)})") from exc
-                time.sleep(0.2)
+        lr = self._open_bus()
         self._lr = lr
         try:
             self._check_calibration(lr)
@@ -475,13 +464,17 @@ class LerobotArm(Robot):
     def calibrate(self) -> Path:
         """lerobot's interactive calibration of this arm (prompts on the terminal); returns
         the calibration file written."""
+        return run_calibration(self._open_bus(), self.name)
+
+    def _open_bus(self) -> Any:
+        """The lerobot robot with its bus connected (lerobot's motor check passed)."""
         lr = self.build()
         try:
-            lr.bus.connect()
+            connect_bus(lr.bus, self.name)
         except Exception as exc:
             raise RobotError(f"{self.name} on {self.cfg.port}: the servos did not answer "
                              f"({_reason(exc)})") from exc
-        return run_calibration(lr, self.name)
+        return lr
 
 
 def _camera_source(src: str) -> int | Path:

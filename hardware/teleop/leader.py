@@ -46,8 +46,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from hardware.arms.lerobot_util import CONNECT_ATTEMPTS, connect_bus, run_calibration, units_for
 from hardware.arms.lerobot_util import reason as _reason
-from hardware.arms.lerobot_util import run_calibration, units_for
 from hardware.arms.units import UnitsTable
 from hardware.teleop.base import (
     ArmMapperConfig,
@@ -61,7 +61,6 @@ from hardware.teleop.keyboard import KeyboardConfig, KeyboardDevice
 from robolearn_core.config import ConfigError, InvalidValue
 
 log = logging.getLogger(__name__)
-CONNECT_ATTEMPTS = 3  # tries at lerobot's connect before a lost status packet is an error
 
 KEY_SOURCES = ("keyboard", "none")
 
@@ -192,10 +191,10 @@ class LeaderArmDevice(TeleopDevice):
                               "the leader arm plugged in, or the emulator running?)")
         return self.make_lerobot(self.cfg)
 
-    def _open_bus(self) -> Any:
+    def _open_bus(self, attempts: int = 1) -> Any:
         lr = self.build()
         try:
-            lr.bus.connect()
+            connect_bus(lr.bus, self.name, attempts)
         except Exception as exc:
             raise NoAnswer(f"teleop={self.name} on {self.cfg.port}: the leader's servos did "
                               f"not answer ({_reason(exc)})") from exc
@@ -337,4 +336,4 @@ class LeaderArmDevice(TeleopDevice):
     def calibrate(self) -> Path:
         """lerobot's interactive calibration of the leader (prompts on the terminal); returns
         the calibration file written."""
-        return run_calibration(self._open_bus(), self.name)
+        return run_calibration(self._open_bus(CONNECT_ATTEMPTS), self.name)
