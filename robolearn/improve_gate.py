@@ -84,7 +84,11 @@ class Gate:
         plan, u = self.novice.act(obs)
         self._plan = plan
         self.teacher.label(obs)  # the teacher watches every step (cached; counted only if used)
-        self.teacher.see(obs, plan)  # a drive after a rejection may end here
+        whole: bool | None = None  # a plan of several steps: the teacher's verdict on it
+        if self.preview is not None and self.teacher.holding:
+            # a drive hands back when the novice's plan is right, not its next step alone
+            u, whole = self.preview(obs)
+        self.teacher.see(obs, plan, whole)  # a drive after a rejection may end here
         event, label, teacher_acts = NONE, self._nan, False
         was_held = self.teacher.holding or (self.cfg.method == "thrifty" and self.in_control)
         m = self.cfg.method
@@ -112,8 +116,7 @@ class Gate:
             self._left -= 1
             label, event = (plan, PLANNED) if self._accepted else (self._nan, FOLLOWED)
         else:  # askdagger
-            whole: bool | None = None  # the previewed plan's verdict (plan_steps > 1)
-            if self.preview is not None:
+            if self.preview is not None and whole is None:  # plan_steps > 1: its verdict
                 u, whole = self.preview(obs)  # the plan's largest uncertainty
             self._sag(u)
             active = u >= self.threshold

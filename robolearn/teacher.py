@@ -54,8 +54,9 @@ class Teacher(Protocol):
 
     def wants_control(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> bool: ...
 
-    def see(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> None: ...  # the plan,
-    # every step, before ``holding`` is asked
+    def see(self, obs: dict[str, np.ndarray], plan: np.ndarray, ok: bool | None = None
+            ) -> None: ...  # the plan (and, for a plan of several steps, its verdict), every
+    # step, before ``holding`` is asked
 
     @property
     def holding(self) -> bool: ...  # a takeover (or a person's drive) goes on
@@ -86,7 +87,9 @@ class TeacherConfig:
     # during such a drive, hand the robot back once the novice's plan has been acceptable
     # (within ``tolerance``) on this many consecutive steps (0: drive all ``drive`` steps), as
     # a person hands back when the robot would do the right thing again (ThriftyDAgger's
-    # return rule, without its novelty and risk terms)
+    # return rule, without its novelty and risk terms); with ASkDAgger's plans of several
+    # steps (plan_steps > 1) what must be acceptable is the whole previewed plan, the thing
+    # the teacher is asked about, not its first step
     drive_back: int = 0
     reference: str = "self"  # what the distance rule and judge compare a plan with: self
     # (its own, degraded action) | expert (the undegraded expert's: a teacher who sees a
@@ -211,12 +214,15 @@ class SimulatedTeacher:
         rejection goes on."""
         return self._holding > 0 or self._step <= self._drive_until
 
-    def see(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> None:
+    def see(self, obs: dict[str, np.ndarray], plan: np.ndarray, ok: bool | None = None
+            ) -> None:
         """The novice's plan this step, seen before :attr:`holding` is asked: a drive ends
-        early once the plan has been acceptable on ``drive_back`` consecutive steps."""
+        early once the plan has been acceptable on ``drive_back`` consecutive steps. ``ok``:
+        the verdict on a plan of several steps (:meth:`preview`), instead of this step's."""
         if self.cfg.drive_back <= 0 or self._step > self._drive_until:
             return
-        self._agreed = self._agreed + 1 if self._acceptable(obs, plan) else 0
+        good = self._acceptable(obs, plan) if ok is None else ok
+        self._agreed = self._agreed + 1 if good else 0
         if self._agreed >= self.cfg.drive_back:
             self._drive_until, self._agreed = self._step - 1, 0  # the novice acts from here
 
@@ -406,7 +412,8 @@ class HumanTeacher:
         """Whether the person is driving (after a rejection, until they hand back)."""
         return bool(self.teleop.takeover)
 
-    def see(self, obs: dict[str, np.ndarray], plan: np.ndarray) -> None:
+    def see(self, obs: dict[str, np.ndarray], plan: np.ndarray, ok: bool | None = None
+            ) -> None:
         pass  # the person hands back with the takeover toggle
 
     def tick(self) -> None:

@@ -158,6 +158,31 @@ def test_askdagger_records_its_queries_and_resumes(tiny_demo: Path, tmp_path: Pa
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
 
 
+def test_a_drive_hands_back_on_a_plan_the_teacher_accepts(tiny_demo: Path,
+                                                         tmp_path: Path) -> None:
+    """``plan_steps=4`` with ``drive_back=1``: the teacher's drive after a rejected plan ends
+    when the novice's whole previewed plan is acceptable, not its next step alone; so a drive
+    that ended before its ``drive`` steps is never followed at once by another rejection."""
+    out = tmp_path / "back"
+    drive = 60
+    assert main(["improve", str(tiny_demo), "method=askdagger", "episodes=1", "rounds=1",
+                 f"output={out}", "sag.n_min=5", "plan_steps=4",
+                 f"teacher_config.drive={drive}", "teacher_config.drive_back=1",
+                 *SETTING]) == 0
+    with EpisodeStore.open(out / "session.zarr") as store:
+        ev = store.episode(0)["interactive.event"]
+    handed_back, run = 0, 0
+    for i, e in enumerate(ev.tolist()):
+        if e in (ANNOTATED, TAKEOVER):
+            if e == ANNOTATED and 0 < run <= drive:
+                raise AssertionError(f"step {i}: rejected right after a {run}-step drive")
+            run = run + 1 if e == TAKEOVER or run == 0 else 1
+        else:
+            handed_back += 0 < run <= drive
+            run = 0
+    assert handed_back >= 1, ev.tolist()
+
+
 def test_askdagger_asks_once_for_a_plan_of_several_steps(tiny_demo: Path,
                                                         tmp_path: Path) -> None:
     """``plan_steps=4``: one decision (asked about or not) per plan, previewed on a copy of the

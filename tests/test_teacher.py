@@ -136,6 +136,16 @@ def test_a_drive_ends_once_the_novice_s_plan_is_acceptable_again() -> None:
         # acceptable on steps 2-3, wrong on 4, acceptable on 5-7: handed back at the third
         assert held[id(back)] == [True] * 6 + [False] * 3
         assert held[id(full)] == [True] * 9
+        # a plan of several steps: its verdict (the preview's), not its first step's, counts
+        whole = SimulatedTeacher(env, TeacherConfig(drive=20, drive_back=1))
+        whole.reset(3)
+        assert not whole.judge(obs, bad)
+        seen = []
+        for plan, ok in [(good, False), (good, False), (bad, True), (good, False)]:
+            whole.tick()
+            whole.see(obs, plan, ok)
+            seen.append(whole.holding)
+        assert seen == [True, True, False, False]
         with pytest.raises(ValueError, match="drive_back"):
             TeacherConfig(drive_back=-1)
     finally:
