@@ -17,7 +17,10 @@ SO-101's experimenter (:mod:`hardware.emulators.scene`) plays the person in benc
 
 from __future__ import annotations
 
+import os
+import select
 import sys
+import threading
 from typing import Any, TextIO
 
 import numpy as np
@@ -42,22 +45,52 @@ class Scene:
         return success
 
 
+class SceneStopped(Exception):
+    """The session was asked to stop (SIGTERM) while the scene waited for a person."""
+
+
 class PersonScene(Scene):
     """A person at the terminal: sets the scene when asked, then says whether it worked.
-    ``ask=False`` skips the verdict (success unknown)."""
+    ``ask=False`` skips the verdict (success unknown). ``stop``: set, it ends a wait for the
+    person (the actor's SIGTERM): :meth:`set_up` raises :class:`SceneStopped` and
+    :meth:`verdict` records the episode's success as unknown, so a stopped session neither
+    waits for an Enter nor loses the episode it just drove."""
 
     def __init__(self, name: str = "robot", ask: bool = True, stdin: TextIO | None = None,
-                 stdout: TextIO | None = None) -> None:
-        self.name, self.ask = name, ask
+                 stdout: TextIO | None = None, stop: threading.Event | None = None) -> None:
+        self.name, self.ask, self.stop = name, ask, stop
         self.stdin, self.stdout = stdin or sys.stdin, stdout or sys.stderr
 
     def _line(self, prompt: str) -> str:
         self.stdout.write(prompt)
         self.stdout.flush()
-        line = self.stdin.readline()
+        line = self._read_line(prompt)
         if not line:  # end of input: nobody there to answer
             raise EOFError(f"{self.name}: no one answered {prompt.strip()!r} (stdin closed)")
         return line.strip().lower()
+
+    def _read_line(self, prompt: str) -> str:
+        """One line of the person's input. With ``stop``, a terminal or pipe is read from its
+        file descriptor a byte at a time between checks of ``stop`` (a buffered readline
+        would block past a stop, and ``select`` cannot see what a buffer already holds)."""
+        try:
+            fd = self.stdin.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = -1  # an in-memory stream: readline never waits
+        if self.stop is None or fd < 0:
+            return self.stdin.readline()
+        got = bytearray()
+        while not got.endswith(b"\n"):
+            if not select.select([fd], [], [], 0.2)[0]:
+                if self.stop.is_set():
+                    raise SceneStopped(f"{self.name}: stopped while waiting for "
+                                       f"{prompt.strip()!r}")
+                continue
+            byte = os.read(fd, 1)
+            if not byte:
+                break
+            got += byte
+        return got.decode(errors="replace")
 
     def set_up(self, seed: int) -> None:
         self._line(f"{self.name}: the arm is home; set the scene, then press Enter ")
@@ -66,7 +99,10 @@ class PersonScene(Scene):
         if not self.ask:
             return None
         while True:
-            said = self._line(f"{self.name}: did it succeed? [y/n, Enter: unknown] ")
+            try:
+                said = self._line(f"{self.name}: did it succeed? [y/n, Enter: unknown] ")
+            except SceneStopped:
+                return None  # the episode is kept; its success is unknown
             if said in ("y", "yes"):
                 return True
             if said in ("n", "no"):

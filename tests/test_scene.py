@@ -137,6 +137,85 @@ def test_a_person_who_does_not_answer_is_named() -> None:
         PersonScene("arm", stdin=io.StringIO(""), stdout=io.StringIO()).set_up(0)
 
 
+def test_a_stop_ends_the_wait_for_a_person_without_losing_lines() -> None:
+    """On a pipe (a terminal's file descriptor), answers typed ahead in one write are each
+    read by their own prompt; a stop while waiting ends set_up with SceneStopped and a
+    verdict as unknown, within a poll, instead of blocking on a readline."""
+    import os
+    import threading
+    import time
+
+    from robolearn.scene import PersonScene, SceneStopped
+
+    r, w = os.pipe()
+    stop = threading.Event()
+    with os.fdopen(r) as stdin:
+        person = PersonScene("arm", stdin=stdin, stdout=io.StringIO(), stop=stop)
+        os.write(w, b"\ny\nn\n")
+        person.set_up(0)
+        assert person.verdict(False) is True and person.verdict(True) is False
+        threading.Timer(0.3, stop.set).start()
+        t0 = time.monotonic()
+        with pytest.raises(SceneStopped, match="set the scene"):
+            person.set_up(1)
+        assert 0.25 < time.monotonic() - t0 < 2.0
+        assert person.verdict(True) is None  # stopped: recorded as unknown
+    os.close(w)
+
+
+def test_a_stopped_actor_does_not_wait_for_the_person(tmp_path: Path) -> None:
+    """The practice actor (SIGTERM sets its stop) waiting for a person to set the scene
+    stops within a poll, halts the robot and exits 0, with nothing recorded."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from data import EpisodeStore
+    from robolearn.practice.actor import Actor, ActorConfig
+    from robolearn.practice.link import LinkServer
+    from robolearn.scene import PersonScene
+    from tests.practice_util import FakeLearner
+
+    class Said(io.StringIO):
+        asked = threading.Event()
+
+        def write(self, text: str) -> int:
+            if "set the scene" in text:
+                self.asked.set()
+            return super().write(text)
+
+    r, w = os.pipe()
+    said = Said()
+    learner = FakeLearner()
+    server = LinkServer("127.0.0.1:0", learner.hello, learner.receive).start()
+    stopped_at = [0.0]
+    try:
+        with os.fdopen(r) as stdin:
+            cfg = ActorConfig(learner=server.address, env=LIFT, output=str(tmp_path / "a"),
+                              env_steps=15, max_episode_steps=5, time_scale=10)
+            actor = Actor(cfg, scene=PersonScene("arm", stdin=stdin, stdout=said))
+
+            def sigterm_while_asked() -> None:
+                assert said.asked.wait(60)
+                time.sleep(0.5)  # the person has not answered yet
+                stopped_at[0] = time.monotonic()
+                actor.stop.set()  # what the actor's SIGTERM handler does
+
+            threading.Thread(target=sigterm_while_asked, daemon=True).start()
+            before = signal.getsignal(signal.SIGTERM)
+            assert actor.run() == 0
+            assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+            took = time.monotonic() - stopped_at[0]
+            assert stopped_at[0] > 0 and took < 5, took
+    finally:
+        server.stop(0)
+        os.close(w)
+    assert said.getvalue().count("set the scene") == 1
+    with EpisodeStore.open(tmp_path / "a" / "episodes.zarr", "r") as store:
+        assert len(store) == 0
+
+
 def test_the_emulated_arm_sees_the_cube_its_experimenter_placed(tmp_path: Path) -> None:
     """The emulated SO-101 through its driver (lerobot's bus and network camera, JPEG frames):
     after the experimenter sets each scene, the driver's camera-found cube is where the

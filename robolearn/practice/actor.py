@@ -44,7 +44,7 @@ from robolearn.practice.link import DEFAULT_ADDRESS, ActorLink
 from robolearn.practice.security import Security, read_token
 from robolearn.rundir import check_output, start_output
 from robolearn.safety import SafetyConfig
-from robolearn.scene import PersonScene, Scene, SceneTask
+from robolearn.scene import PersonScene, Scene, SceneStopped, SceneTask
 from robolearn.teacher import TeacherConfig, TeacherTakeover
 from robolearn_core.config import InvalidValue, to_yaml
 
@@ -219,6 +219,8 @@ class Actor:
             self.overrides["max_steps"] = cfg.max_episode_steps
         self.env_kwargs = {**env_kwargs, **self.overrides}
         self.stop = threading.Event()
+        if isinstance(self.scene, PersonScene) and self.scene.stop is None:
+            self.scene.stop = self.stop  # SIGTERM ends a wait for the person
         self.steps = 0  # this actor's steps, all sessions (robot time = steps / fps)
         self.t_start = time.time()
         self._first_step = False  # the next step is the first after a reconnection
@@ -273,11 +275,12 @@ class Actor:
         laps_file = open(self.out / "laps.jsonl", "a")
         self.events = open(self.out / "events.jsonl", "a")
         (self.out / "config.yaml").write_text(to_yaml(cfg))
-        for sig in (signal.SIGTERM,):
-            signal.signal(sig, lambda *_: self.stop.set())
         loop_cfg = LoopConfig(fps=robot.fps * cfg.time_scale, realtime=True,
                               safety=cfg.safety)
         episode = 0
+        # SIGTERM stops the session cleanly; the caller's handler is back when run() returns
+        # (an actor run inside a test or program must not keep the process from dying)
+        previous = signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         try:
             with contextlib.ExitStack() as stack:
                 if hasattr(teleop, "__enter__"):  # a device: connected for the session
@@ -320,12 +323,17 @@ class Actor:
                         teleop.reset(seed)  # its random takeovers, seeded per episode
                     elif hasattr(teleop, "reset") and start_obs is None:
                         teleop.reset()  # a device: no takeover held into a new episode
-                    result = loop.run_episode(
-                        policy, teleop, seed=seed, sink=sink, stop_when=stop_when,
-                        start_obs=start_obs, actor_id=cfg.actor_id,
-                        weights_version=policy.version,
-                        review=None if scene_task is None
-                        else lambda r: (True, scene_task.verdict(r.success)))
+                    try:
+                        result = loop.run_episode(
+                            policy, teleop, seed=seed, sink=sink, stop_when=stop_when,
+                            start_obs=start_obs, actor_id=cfg.actor_id,
+                            weights_version=policy.version,
+                            review=None if scene_task is None
+                            else lambda r: (True, scene_task.verdict(r.success)))
+                    except SceneStopped:  # the robot homed and was halted; nothing recorded
+                        log.info("actor %s: stopped while the scene waited for a person",
+                                 cfg.actor_id)
+                        break
                     episode += 1
                     start_obs = None
                     self._classified_success = False
@@ -337,6 +345,7 @@ class Actor:
                 while link.pending and link.up and time.monotonic() < deadline:
                     time.sleep(0.05)
         finally:
+            signal.signal(signal.SIGTERM, previous)
             laps_file.close()
             self.events.close()
             link.close()
