@@ -132,12 +132,8 @@ class ImproveConfig:
     rlif: RLIFConfig = field(default_factory=RLIFConfig)  # rlif: the RL learner and its updates
     keep: str = "last"  # the session's result: last (the last fit) | fewest_takeovers (the
     # fit whose round needed the teacher on the fewest steps, ties to the later; hgdagger and
-    # rlif). The takeover rate is the signal RLIF learns from, no task reward: a person picks
-    # the policy they had to correct least. Kept in OUTPUT/kept; OUTPUT/novice stays the last
-    # fit. Why: RLIF's novice swings from fit to fit (0 to 116 takeovers an episode in the
-    # last 8 rounds of one seed), and the last fit is only one draw of that swing. Measured
-    # on the car (README): no better than last with RLIF's defaults; HG-DAgger keeps its start
-    # (no takeover in round 0); a fit with 8 teacher steps in its round lapped 0 of 100 alone
+    # rlif: no task reward, a person keeps the policy they corrected least), in OUTPUT/kept
+    # (OUTPUT/novice stays the last fit). Why and what it measured: README, RLIF
     eval_episodes: int = 0  # per round, the novice alone on held-out seeds (0: no evaluation)
     eval_every: int = 1  # evaluate after every this many rounds (and after the last)
     eval_seed: int = 100_000  # first seed of the evaluation episodes (held out)
@@ -339,20 +335,27 @@ class Session:
 
     def keep_fit(self, ens: Novice) -> None:
         """Save the fit that drove this round as ``OUTPUT/kept`` (a policy directory for RLIF,
-        the ensemble's members otherwise), replacing the one kept before only once written."""
+        the ensemble's members otherwise), replacing the one kept before only once written:
+        two renames, then the delete, so a crash anywhere leaves a whole kept fit."""
         import shutil
 
-        tmp, path = self.out / "kept.tmp", self.out / "kept"
-        shutil.rmtree(tmp, ignore_errors=True)  # robolearn's own scratch copy
-        if isinstance(ens, RLIFNovice):
-            ens.agent.actor.save(tmp)
-        else:
-            ens.save(tmp)
-        shutil.rmtree(path, ignore_errors=True)
+        tmp, path, old = self.out / "kept.tmp", self.out / "kept", self.out / "kept.old"
+        self._recover_kept()
+        for scratch in (tmp, old):  # robolearn's own scratch copies
+            shutil.rmtree(scratch, ignore_errors=True)
+        (ens.agent.actor if isinstance(ens, RLIFNovice) else ens).save(tmp)
+        if path.exists():
+            path.rename(old)
         tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _recover_kept(self) -> None:  # killed between keep_fit's renames: kept.old is it
+        if not (self.out / "kept").exists() and (self.out / "kept.old").exists():
+            (self.out / "kept.old").rename(self.out / "kept")
 
     def load_kept(self) -> Any:
         """The kept fit as a callable ``obs -> action`` for :meth:`evaluate`."""
+        self._recover_kept()
         if self.cfg.method == "rlif":
             from policies.base import Policy
 

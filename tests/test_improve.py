@@ -464,6 +464,15 @@ def test_a_session_keeps_the_fit_its_teacher_corrected_least(tiny_demo: Path,
     assert len(auto) > 20
     plans = np.stack([kept.act({k: ep[k][t] for k in kept.obs_keys})[0] for t in auto])
     assert np.mean(np.abs(plans - ep["action"][auto]).max(-1) < 1e-4) > 0.9
+    # killed between keep_fit's two renames: the kept fit is kept.old, and is put back
+    (out / "kept").rename(out / "kept.old")
+    from robolearn.improve import Session
+
+    back = Session(ImproveConfig(start=str(tiny_demo), method="hgdagger", output=str(out),
+                                 keep="fewest_takeovers")).load_kept()
+    assert (out / "kept").is_dir() and not (out / "kept.old").exists()
+    obs = {k: ep[k][auto[0]] for k in kept.obs_keys}
+    np.testing.assert_array_equal(back.act(obs)[0], kept.act(obs)[0])
     with pytest.raises(InvalidValue, match="keep"):
         ImproveConfig(start="x", method="dagger", keep="fewest_takeovers")
     with pytest.raises(InvalidValue, match="keep"):
