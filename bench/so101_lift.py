@@ -20,7 +20,6 @@ import logging
 import sys
 import tempfile
 import time
-from typing import Any
 
 import numpy as np
 
@@ -30,6 +29,7 @@ from hardware.emulators.scene import Experimenter
 from robolearn.env import RobotEnv
 from robolearn.loop import ControlLoop, LoopConfig
 from robolearn.robot import make_robot
+from robolearn.scene import SceneTask
 from robolearn.task import make_task
 
 
@@ -68,31 +68,23 @@ def main(argv: list[str] | None = None) -> int:
         robot = make_robot("so101", port=rig.port, calibration_dir=cal, id="bench",
                            cameras=rig.cameras, capture_width=size[1], capture_height=size[0],
                            camera_width=size[1], camera_height=size[0], home_s=1.0)
-        env = RobotEnv(robot, make_task("unscored"), max_steps=args.max_steps)
         judge = Experimenter(plant, kw)
+        # the experimenter sets the scene after the arm homed and before the first
+        # observation (the policy's first chunk sees the cube where it now is)
+        scene = SceneTask(make_task("unscored"), judge)
+        env = RobotEnv(robot, scene, max_steps=args.max_steps)
         loop = ControlLoop(env, LoopConfig(fps=30.0))
         successes, lates, t0 = 0, [], time.perf_counter()
         try:
             for i in range(args.episodes):
                 seed = args.seed_base + i
-                placed = [False]
-                won = [False]
-
-                def observer(_env: Any, seed: int = seed, placed: list[bool] = placed) -> None:
-                    if not placed[0]:  # after the arm homed: the experimenter sets the scene
-                        judge.set_up(seed)
-                        placed[0] = True
-
-                def stop_when(won: list[bool] = won) -> bool:
-                    won[0] = won[0] or judge.lifted()
-                    return won[0]
-
-                result = loop.run_episode(policy.select_action, seed=seed, record=False,
-                                          observer=observer, stop_when=stop_when)
-                successes += int(won[0])
+                scene.layout_seed = seed  # the simulated evaluation's layout of this seed
+                result = loop.run_episode(policy.select_action, seed=seed, record=False)
+                won = bool(result.success)  # the experimenter's judgement: a lift ends it
+                successes += int(won)
                 lates.append(result.timing["p99_late_ms"])
                 print(f"episode {i + 1}/{args.episodes} seed {seed}: "
-                      f"{'lifted' if won[0] else 'failed'} in {result.steps} steps; "
+                      f"{'lifted' if won else 'failed'} in {result.steps} steps; "
                       f"{successes}/{i + 1} so far", flush=True)
         finally:
             env.close()

@@ -122,6 +122,10 @@ class SceneTask(Task):
         self.name, self.description = task.name, task.description
         self.weights = task.weights
         self._seed = 0
+        # set before a reset: that episode's scene is this layout seed's (a bench sets the
+        # episode's own seed, so the scene is the simulated evaluation's of that seed); None:
+        # drawn from the episode's seed
+        self.layout_seed: int | None = None
 
     def default_weights(self) -> dict[str, float]:
         return self.inner.default_weights()
@@ -130,7 +134,8 @@ class SceneTask(Task):
         return self.inner.observation_features(robot)
 
     def reset_options(self, robot: Robot, rng: np.random.Generator) -> dict[str, Any]:
-        self._seed = int(rng.integers(2**31))  # the scene's layout, from the episode's seed
+        drawn = int(rng.integers(2**31))  # the scene's layout, from the episode's seed
+        self._seed = drawn if self.layout_seed is None else self.layout_seed
         return self.inner.reset_options(robot, rng)
 
     def reset(self, robot: Robot) -> None:

@@ -137,6 +137,34 @@ def test_a_person_who_does_not_answer_is_named() -> None:
         PersonScene("arm", stdin=io.StringIO(""), stdout=io.StringIO()).set_up(0)
 
 
+def test_a_scene_task_sets_each_scene_from_the_episode_or_a_given_layout_seed() -> None:
+    """The scene's layout seed comes from the episode's seed (the same episode seed, the
+    same scene), or is the one set in ``layout_seed`` (a bench matching the simulated
+    evaluation of that seed)."""
+    from robolearn.scene import Scene, SceneTask
+
+    class Layouts(Scene):  # a scene that only notes the layouts it was asked for
+        def __init__(self) -> None:
+            self.seeds: list[int] = []
+
+        def set_up(self, seed: int) -> None:
+            self.seeds.append(seed)
+
+    env = make_env(**ENVS[LIFT])
+    try:
+        scene = Layouts()
+        env.task = task = SceneTask(env.task, scene)
+        env.reset(seed=5)
+        env.reset(seed=5)
+        env.reset(seed=6)
+        task.layout_seed = 100_000
+        env.reset(seed=5)
+    finally:
+        env.close()
+    drawn = scene.seeds[:3]
+    assert drawn[0] == drawn[1] != drawn[2] and scene.seeds[3] == 100_000, scene.seeds
+
+
 def test_a_stop_ends_the_wait_for_a_person_without_losing_lines() -> None:
     """On a pipe (a terminal's file descriptor), answers typed ahead in one write are each
     read by their own prompt; a stop while waiting ends set_up with SceneStopped and a
