@@ -86,6 +86,7 @@ def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> lis
                                                 action_offset=SETTING["action_offset"]),
                         sag=SAGConfig(target=args.sag_target, p_rand=args.p_rand, n_min=15),
                         plan_steps=args.plan_steps if method == "askdagger" else 1,
+                        plan=args.plan,
                         teacher_config=TeacherConfig(
                             seed=seed, drive=args.drive, drive_back=args.drive_back,
                             **({} if args.tolerance is None else {"tolerance": args.tolerance})))
@@ -258,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan-steps", type=int, default=1,
                     help="askdagger: steps in a plan, one query for all of them "
                          "(ImproveConfig.plan_steps; 1: a query per step)")
+    ap.add_argument("--plan", choices=("rollout", "chunk"), default="rollout",
+                    help="askdagger: a plan is the one-step novice's rollout on a copy of the "
+                         "simulation, or a chunk the novice predicts (ImproveConfig.plan)")
     ap.add_argument("--drive-back", type=int, default=0,
                     help="askdagger: the drive ends once the novice's plan was acceptable on "
                          "this many consecutive steps (TeacherConfig.drive_back; 0: never)")

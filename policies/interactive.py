@@ -41,10 +41,17 @@ class EnsembleConfig:
     # the members predict the action as an offset from the first A entries of this
     # observation (MLPConfig.action_offset; the arm's teacher needs it: observation.state)
     action_offset: str | None = None
+    # actions each member predicts at once (1: one step). ASkDAgger's plans as chunks
+    # (``robolearn improve plan=chunk``): a plan of ``horizon`` steps a person can judge
+    # without a simulator; executed open-loop once decided on (and so in evaluation and
+    # deployment: each member saves with n_action_steps = horizon)
+    horizon: int = 1
 
     def __post_init__(self) -> None:
-        if self.members < 1 or self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("EnsembleConfig: members, steps, batch_size >= 1 and lr > 0")
+        if self.members < 1 or self.steps < 1 or self.batch_size < 1 or self.lr <= 0 \
+                or self.horizon < 1:
+            raise ValueError("EnsembleConfig: members, steps, batch_size, horizon >= 1 and "
+                             "lr > 0")
 
 
 class NoviceEnsemble:
@@ -69,7 +76,7 @@ class NoviceEnsemble:
 
     def _policy(self, stats: dict[str, dict[str, np.ndarray]], seed: int) -> MLPPolicy:
         c = self.cfg
-        mc = MLPConfig(obs_horizon=1, action_horizon=1, n_action_steps=1,
+        mc = MLPConfig(obs_horizon=1, action_horizon=c.horizon, n_action_steps=c.horizon,
                        hidden_dim=c.hidden_dim, n_layers=c.n_layers, seed=seed,
                        action_offset=c.action_offset)
         feats = {k: self.features[k] for k in [*self.obs_keys, "action"]}
@@ -78,21 +85,33 @@ class NoviceEnsemble:
     def fit(self, obs: dict[str, np.ndarray], act: np.ndarray, *,
             weights: np.ndarray | None = None, probs: np.ndarray | None = None
             ) -> dict[str, float]:
-        """Train every member from scratch on ``obs`` (key -> (N, ...)) and ``act (N, A)``.
-        ``probs`` (N,): sampling probabilities (PIER), ``weights`` (N,): per-sample loss
-        weights (its importance weights); default uniform. Returns the final mean loss."""
-        n = len(act)
+        """Train every member from scratch on ``obs`` (key -> (N, ...)) and ``act``: ``(N, A)``,
+        or ``(N, horizon, A)`` chunks whose NaN entries are missing labels (left out of the
+        loss; a chunk's first action must be known: :func:`chunk_targets`). ``probs`` (N,):
+        sampling probabilities (PIER), ``weights`` (N,): per-sample loss weights (its
+        importance weights); default uniform. Returns the final mean loss."""
+        act = np.asarray(act, np.float32)
+        if act.ndim == 2:
+            act = act[:, None]
+        n, h = len(act), self.cfg.horizon
         if n == 0 or any(len(obs[k]) != n for k in self.obs_keys):
             raise ValueError(f"fit: {n} actions and observations of "
                              f"{[len(obs[k]) for k in self.obs_keys]} steps")
+        if act.shape[1] != h or not np.isfinite(act[:, 0]).all():
+            raise ValueError(f"fit: actions of {act.shape[1]} steps for a horizon of {h}, "
+                             "or an unknown first action")
+        act = act - np.asarray(self._ref(obs), np.float32)[..., None, :] \
+            if self.cfg.action_offset else act  # offsets from the current state
+        known = np.isfinite(act).all(-1)  # (N, H)
         obs_t = {k: torch.as_tensor(obs[k], dtype=torch.float32) for k in self.obs_keys}
-        act = np.asarray(act, np.float32) - self._ref(obs)  # offsets where configured
-        act_t = torch.as_tensor(act, dtype=torch.float32)
+        act_t = torch.as_tensor(np.nan_to_num(act), dtype=torch.float32)
+        known_t = torch.as_tensor(known, dtype=torch.float32)
         w_t = torch.as_tensor(np.ones(n) if weights is None else weights, dtype=torch.float32)
+        flat = act[known]
         stats = {k: {"mean": v.mean(0), "std": v.std(0) + 1e-6, "min": v.min(0),
                      "max": v.max(0)}
                  for k, v in [*((k, np.asarray(obs[k])) for k in self.obs_keys),
-                              ("action", np.asarray(act))]}
+                              ("action", flat)]}
         c = self.cfg
         gen = np.random.default_rng(c.seed * 7919 + self.fits)
         p = None if probs is None else np.asarray(probs, dtype=np.float64) / np.sum(probs)
@@ -108,9 +127,10 @@ class NoviceEnsemble:
             for _ in range(c.steps):
                 b = idx[gen.integers(0, len(idx), min(c.batch_size, len(idx)))]
                 batch = {k: v[b][:, None] for k, v in obs_t.items()}
-                target = policy.normalizer.normalize("action", act_t[b][:, None])[:, 0]
-                pred = policy._forward(batch)
-                err = (pred - target).square().mean(-1)
+                target = policy.normalizer.normalize("action", act_t[b])  # (B, H, A)
+                pred = policy._forward(batch).reshape(target.shape)
+                mask = known_t[b]  # (B, H): a chunk's missing labels teach nothing
+                err = ((pred - target).square().mean(-1) * mask).sum(-1) / mask.sum(-1)
                 loss = (err * w_t[b]).sum() / w_t[b].sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -122,17 +142,27 @@ class NoviceEnsemble:
         return {"loss": float(np.mean(losses))}
 
     @torch.no_grad()
-    def predict(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Mean actions ``(B, A)`` and novelty ``(B,)`` for observations key -> ``(B, ...)``."""
+    def predict_chunk(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean chunks ``(B, horizon, A)`` and novelty ``(B,)`` (the across-member variance,
+        averaged over the chunk's steps and action dimensions) for observations key ->
+        ``(B, ...)``."""
         if not self.members:
             raise RuntimeError("NoviceEnsemble: fit() it first")
         x = {k: torch.as_tensor(np.asarray(obs[k]), dtype=torch.float32)[:, None]
              for k in self.obs_keys}
-        outs = torch.stack([m._forward(x) for m in self.members])  # (K, B, A) normalised
-        novelty = outs.var(0, unbiased=False).mean(-1) if len(self.members) > 1 \
-            else torch.zeros(outs.shape[1])
-        mean = self.members[0].normalizer.unnormalize("action", outs.mean(0)[:, None])[:, 0]
-        return (mean.numpy() + self._ref(obs)).astype(np.float32), novelty.numpy()
+        b, h = len(next(iter(x.values()))), self.cfg.horizon
+        outs = torch.stack([m._forward(x).reshape(b, h, -1) for m in self.members])
+        novelty = outs.var(0, unbiased=False).mean((-2, -1)) if len(self.members) > 1 \
+            else torch.zeros(b)
+        mean = self.members[0].normalizer.unnormalize("action", outs.mean(0))
+        ref = np.asarray(self._ref(obs), np.float32)
+        ref = ref[:, None] if np.ndim(ref) else ref
+        return (mean.numpy() + ref).astype(np.float32), novelty.numpy()
+
+    def predict(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean first actions ``(B, A)`` and novelty ``(B,)`` (:meth:`predict_chunk`)."""
+        chunk, novelty = self.predict_chunk(obs)
+        return chunk[:, 0], novelty
 
     def _ref(self, obs: dict[str, np.ndarray]) -> np.ndarray | float:
         """What the actions are offsets from, ``(N, A)`` (0 without ``action_offset``)."""
@@ -145,8 +175,17 @@ class NoviceEnsemble:
         return np.asarray(obs[key], np.float32)[:, :self.features["action"].shape[0]]
 
     def act(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
-        a, u = self.predict({k: np.asarray(obs[k])[None] for k in self.obs_keys})
+        a, u = self.plan(obs)
+        return a[0], u
+
+    def plan(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+        """Its plan from one observation: ``(horizon, A)`` actions and their novelty."""
+        a, u = self.predict_chunk({k: np.asarray(obs[k])[None] for k in self.obs_keys})
         return a[0], float(u[0])
+
+    def runner(self) -> ChunkRunner:
+        """The novice alone, as evaluation and deployment run it: each plan executed whole."""
+        return ChunkRunner(self)
 
     def save(self, directory: str | Path) -> Path:
         """Each member as a robolearn policy (``member_<i>``): ``member_0`` deploys as is."""
@@ -166,9 +205,41 @@ class NoviceEnsemble:
         members = [Policy.load(p) for p in paths]
         first: Any = members[0]
         ens = cls(first.features, cfg or EnsembleConfig(
-            action_offset=getattr(first.config, "action_offset", None)))
+            action_offset=getattr(first.config, "action_offset", None),
+            horizon=first.config.action_horizon))
         ens.members = members  # type: ignore[assignment]
         return ens
+
+
+class ChunkRunner:
+    """A :class:`NoviceEnsemble` acting alone: it plans, executes the whole plan open-loop,
+    and plans again (one step at a time for a one-step novice); ``reset`` at each episode."""
+
+    def __init__(self, novice: NoviceEnsemble) -> None:
+        self.novice, self._queue = novice, list[np.ndarray]()
+
+    def reset(self, seed: int | None = None) -> None:
+        self._queue = []
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        if not self._queue:
+            self._queue = list(self.novice.plan(obs)[0])
+        return self._queue.pop(0)
+
+
+def chunk_targets(act: np.ndarray, episode: np.ndarray, horizon: int) -> np.ndarray:
+    """Each step's label followed by the next ``horizon - 1`` steps' labels of the same
+    episode, ``(N, horizon, A)`` from ``act (N, A)`` (NaN where a step has no label) and
+    ``episode (N,)`` (steps of one episode contiguous and in order). A later step outside the
+    episode, or unlabelled, is NaN: a missing label the fit leaves out, not a guess."""
+    act = np.asarray(act, np.float32)
+    n = len(act)
+    out = np.full((n, horizon, act.shape[-1]), np.nan, np.float32)
+    for j in range(horizon):
+        same = np.zeros(n, bool)
+        same[:n - j] = episode[j:] == episode[:n - j]
+        out[same, j] = act[j:][same[:n - j]]
+    return out
 
 
 # --------------------------------------------------------------------------- DAgger

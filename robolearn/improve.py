@@ -47,25 +47,23 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import MISSING
 
 from data.store import EpisodeStore
 from policies.interactive import (
     EnsembleConfig,
     NoviceEnsemble,
-    PIERConfig,
-    SAGConfig,
     pier,
     quantile_threshold,
     sag_threshold,
 )
 from policies.thrifty_risk import RiskConfig, RiskQ
 from robolearn.env import ENVS, RobotEnv, make_env
+from robolearn.improve_config import ImproveConfig
 from robolearn.improve_data import (
     ANNOTATED,
     NONE,
@@ -85,88 +83,17 @@ from robolearn.improve_data import (
 )
 from robolearn.improve_gate import Gate, Novice
 from robolearn.loop import ControlLoop, LoopConfig, create_store
-from robolearn.rlif import RLIFConfig, RLIFNovice
+from robolearn.rlif import RLIFNovice
 from robolearn.teacher import (
     HumanTeacher,
     SimulatedTeacher,
     Teacher,
-    TeacherConfig,
     cannot_preview,
 )
-from robolearn_core.config import ConfigError, InvalidValue
+from robolearn_core.config import ConfigError
 from robolearn_core.progress import console
 
 log = logging.getLogger("robolearn.improve")
-
-METHODS = ("dagger", "hgdagger", "thrifty", "askdagger", "rlif")
-KEEP = ("last", "fewest_takeovers")
-
-
-@dataclass
-class ImproveConfig:
-    start: str = MISSING  # a BC run directory (its dataset.json) or a demonstration store
-    method: str = "askdagger"  # dagger | hgdagger | thrifty | askdagger | rlif
-    env: str | None = None  # where the robot practises; None: the demonstrations' env
-    robot_kwargs: dict[str, Any] = field(default_factory=dict)  # robot settings over the env's
-    teacher: str = "expert"  # expert: the env's scripted expert, degraded by teacher_config
-    teacher_config: TeacherConfig = field(default_factory=TeacherConfig)  # its degradations, rule
-    teleop: str = "keyboard"  # teacher=human: the person's device (keyboard | gamepad | ...)
-    teleop_config: dict[str, Any] = field(default_factory=dict)  # teacher=human: its settings
-    query_timeout_s: float = 60.0  # teacher=human: how long a query waits for an answer
-    rounds: int = 6  # rounds of collecting, each followed by a refit
-    episodes: int = 4  # episodes collected per round
-    max_steps: int | None = None  # steps per episode; None: the demonstrations' env's
-    output: str = "outputs/improve"  # the session directory (run again to resume)
-    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)  # the novice's members
-    beta: str = "exponential"  # dagger: exponential | linear | first | none
-    beta_p: float = 0.5  # dagger: beta_i = beta_p ** i (exponential)
-    alpha: float = 0.05  # thrifty: target share of steps handed to the teacher
-    risk: bool = True  # thrifty: also hand over when the risk critic's Q(s, plan) is low
-    risk_config: RiskConfig = field(default_factory=RiskConfig)  # thrifty: the risk critic
-    sag: SAGConfig = field(default_factory=SAGConfig)  # askdagger: S-Aware Gating
-    # askdagger: a plan is the novice's next plan_steps steps, one query for all of them (the
-    # simulated teacher previews it on a copy of the simulation; 1: every step its own plan)
-    plan_steps: int = 1
-    pier: bool = True  # askdagger: prioritised, importance-weighted replay
-    pier_config: PIERConfig = field(default_factory=PIERConfig)  # askdagger: PIER's constants
-    rlif: RLIFConfig = field(default_factory=RLIFConfig)  # rlif: the RL learner and its updates
-    keep: str = "last"  # the session's result: last (the last fit) | fewest_takeovers (the
-    # fit whose round needed the teacher on the fewest steps, ties to the later; hgdagger and
-    # rlif: no task reward, a person keeps the policy they corrected least), in OUTPUT/kept
-    # (OUTPUT/novice stays the last fit). Why and what it measured: README, RLIF
-    eval_episodes: int = 0  # per round, the novice alone on held-out seeds (0: no evaluation)
-    eval_every: int = 1  # evaluate after every this many rounds (and after the last)
-    eval_seed: int = 100_000  # first seed of the evaluation episodes (held out)
-    seed: int = 0  # seeds fits, gates and the collected episodes
-    threads: int = 1  # torch CPU threads (fits and the novice's steps)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InvalidValue("method", f"{self.method!r} not one of {', '.join(METHODS)}")
-        if self.teacher not in ("expert", "human"):
-            raise InvalidValue("teacher", f"{self.teacher!r}: expert (simulated) or human")
-        if self.teacher == "human" and self.method in ("dagger", "thrifty"):
-            raise InvalidValue("teacher", f"method={self.method} needs an answer at every "
-                               "step (dagger labels each one; thrifty hands control over "
-                               "without asking): run it with teacher=expert, or use "
-                               "hgdagger, rlif or askdagger with a person")
-        if self.rounds < 1 or self.episodes < 1:
-            raise InvalidValue("rounds", "rounds and episodes must be >= 1")
-        if self.eval_every < 1:
-            raise InvalidValue("eval_every", f"must be >= 1, got {self.eval_every}")
-        if self.keep not in KEEP:
-            raise InvalidValue("keep", f"{self.keep!r}: one of {', '.join(KEEP)}")
-        if self.keep == "fewest_takeovers" and self.method not in ("hgdagger", "rlif"):
-            raise InvalidValue("keep", f"fewest_takeovers needs the teacher's takeovers "
-                               f"(method=hgdagger or rlif), not method={self.method}")
-        if not 0 < self.alpha < 1:
-            raise InvalidValue("alpha", f"must be in (0, 1), got {self.alpha}")
-        if self.plan_steps < 1 or (self.plan_steps > 1 and (
-                self.method != "askdagger" or self.teacher != "expert")):
-            raise InvalidValue("plan_steps", f"{self.plan_steps}: must be >= 1, and > 1 only "
-                               "with method=askdagger and teacher=expert (its simulated teacher "
-                               "previews a plan of several steps on a copy of the simulation)")
-
 
 # --------------------------------------------------------------------------- rounds
 class Session:
@@ -191,7 +118,8 @@ class Session:
                                               **cfg.robot_kwargs}
         if cfg.max_steps is not None:
             self.overrides["max_steps"] = cfg.max_steps
-        if cfg.plan_steps > 1:  # before the output exists: a refused session leaves nothing
+        if cfg.plan_steps > 1 and cfg.teacher == "expert":  # before the output exists: a
+            # refused session leaves nothing
             env = self.make_env()
             try:
                 why = cannot_preview(env)
@@ -200,6 +128,7 @@ class Session:
             if why:
                 raise ConfigError(f"plan_steps: {cfg.plan_steps}: a plan is previewed on a copy "
                                   f"of {env_id}'s simulation, and {why}: use plan_steps=1")
+        self.horizon = cfg.plan_steps if cfg.plan == "chunk" else 1  # the novice's chunk
         self._rlif: RLIFNovice | None = None  # rlif: the learner, kept across rounds
         self._risk: RiskQ | None = None  # thrifty: the risk critic, kept across rounds
         self.rounds_path = self.out / "rounds.jsonl"
@@ -231,7 +160,8 @@ class Session:
         c = self.cfg
         ens = NoviceEnsemble(self.features,
                              EnsembleConfig(**{**asdict(c.ensemble),
-                                               "seed": c.seed * 101 + round_index}))
+                                               "seed": c.seed * 101 + round_index,
+                                               "horizon": self.horizon}))
         probs = weights = None
         if c.method == "askdagger" and c.pier and round_index > 0:
             probs, weights = pier(data.u, data.age, data.r, n_demos, c.pier_config)
@@ -368,7 +298,7 @@ class Session:
         if isinstance(novice, RLIFNovice):
             act = novice.greedy
         elif isinstance(novice, NoviceEnsemble):
-            act = lambda obs: novice.act(obs)[0]  # noqa: E731
+            act = novice.runner()  # a chunk novice executes each plan whole
         else:  # a saved policy (its bound method: the loop resets it each episode)
             act = novice.select_action
         ok = 0
@@ -406,7 +336,7 @@ class Session:
                 # resume after the last round that collected (a final fit's row collects nothing)
                 for k in range(sum("labels_after" in r for r in done), c.rounds + 1):
                     hist = history.update(store)
-                    data = aggregate(self.demos, hist)
+                    data = aggregate(self.demos, hist, self.horizon)
                     rng = np.random.default_rng(c.seed * 7_919 + k)
                     ens: Novice = (self.fit_rlif(k, store, env) if c.method == "rlif" else
                                    self.fit(data, k, int((data.age > 0).sum())))
@@ -430,8 +360,8 @@ class Session:
                     row["threshold"] = None if np.isnan(thr) else thr
                     gate = Gate(c, ens, teacher, k, thr, rng, env.robot.action_feature.shape[0])
                     if c.plan_steps > 1 and isinstance(teacher, SimulatedTeacher):
-                        gate.preview = functools.partial(teacher.preview, env, act=ens.act,
-                                                         steps=c.plan_steps)
+                        gate.preview = functools.partial(_preview, teacher, env, ens.act,
+                                                         c.plan_steps)
                     if c.method == "thrifty" and c.risk and isinstance(ens, NoviceEnsemble):
                         gate.risk, gate.risk_thr, gate.back_thr = self.fit_risk(k, ens, store,
                                                                                 hist)
@@ -484,6 +414,12 @@ class Session:
         if "queries" in row:
             parts.append(f"queries {row['queries']}, takeovers {row['takeovers']}")
         console.print(", ".join(parts))
+
+
+def _preview(teacher: SimulatedTeacher, env: RobotEnv, act: Any, steps: int,
+             obs: dict[str, np.ndarray], chunk: np.ndarray | None) -> tuple[float, bool]:
+    """The gate's preview: the one-step novice's rollout, or the given chunk (plan=chunk)."""
+    return teacher.preview(env, obs, act if chunk is None else chunk, steps)
 
 
 def _teacher_share(row: dict[str, Any]) -> float:

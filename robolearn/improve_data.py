@@ -4,7 +4,7 @@ session's history as the novice learns from it, and the features each step recor
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 
 from data.schema import Feature
 from data.store import EpisodeStore
+from policies.interactive import chunk_targets
 from robolearn_core.config import ConfigError
 
 # interactive.event codes
@@ -48,6 +49,7 @@ class Data:
     u: np.ndarray  # (N,) uncertainty when collected (0: offline)
     r: np.ndarray  # (N,) +1 validated, -1 annotation (the novice was wrong), 0 offline/other
     age: np.ndarray  # (N,) round it came from (0: offline)
+    episode: np.ndarray  # (N,) which episode (demonstrations first, then the session's)
 
 
 def obs_keys(features: dict[str, Feature]) -> list[str]:
@@ -65,10 +67,11 @@ def load_demos(path: Path) -> tuple[Data, dict[str, Any], dict[str, Feature]]:
             raise ConfigError(f"start: {path} has no episodes")
         obs = {k: np.concatenate([e[k] for e in eps]).astype(np.float32) for k in keys}
         act = np.concatenate([e["action"] for e in eps]).astype(np.float32)
+        episode = np.concatenate([np.full(len(e["action"]), i) for i, e in enumerate(eps)])
         meta = dict(store.metadata)
         features = {k: store.features[k] for k in [*keys, "action"]}
     n = len(act)
-    return Data(obs, act, np.zeros(n), np.zeros(n), np.zeros(n)), meta, features
+    return Data(obs, act, np.zeros(n), np.zeros(n), np.zeros(n), episode), meta, features
 
 
 class History:
@@ -79,7 +82,8 @@ class History:
     def __init__(self, observations: list[str]) -> None:
         self.keys = [*observations, "interactive.label", "interactive.event",
                      "interactive.uncertainty", "interactive.threshold", "action"]
-        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in [*self.keys, "round"]}
+        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in [*self.keys, "round",
+                                                                     "episode"]}
         self._read = 0  # episodes read so far
         self._arrays: dict[str, np.ndarray] = {}
 
@@ -93,26 +97,36 @@ class History:
                 self._parts[k].append(ep[k])
             self._parts["round"].append(np.full(len(ep["action"]),
                                                 int(store.info(i).metadata.get("round", 0))))
+            self._parts["episode"].append(np.full(len(ep["action"]), i))
         self._read = len(store)
         self._arrays = {k: np.concatenate(v) for k, v in self._parts.items()}
         return self._arrays
 
 
-def aggregate(demos: Data, hist: dict[str, np.ndarray]) -> Data:
+def aggregate(demos: Data, hist: dict[str, np.ndarray], horizon: int = 1) -> Data:
     """Demonstrations plus the session's labelled steps (validation demos carry the accepted
     plan, annotations and teacher control the teacher's action; a random-only rejection is a
-    label for SAG, not a demonstration)."""
-    if not hist or hist["interactive.event"].size == 0:
-        return demos
-    ev = hist["interactive.event"]
+    label for SAG, not a demonstration). ``horizon`` > 1: each step's action is the chunk of
+    its own and the next steps' labels in its episode (``(N, horizon, A)``, NaN where a later
+    step has none: a novice that plans chunks, ``plan=chunk``)."""
+    ev = hist["interactive.event"] if hist else np.zeros(0, np.int8)
+    if ev.size == 0:
+        return demos if horizon == 1 else replace(
+            demos, act=chunk_targets(demos.act, demos.episode, horizon))
     keep = np.isin(ev, (LABELLED, TAKEOVER, VALIDATED, ANNOTATED, PLANNED))
+    label = np.where(keep[:, None], hist["interactive.label"], np.nan).astype(np.float32)
+    episodes = np.concatenate([demos.episode,
+                               hist["episode"] + int(demos.episode.max(initial=-1)) + 1])
+    act = np.concatenate([demos.act, label])
+    if horizon > 1:
+        act = chunk_targets(act, episodes, horizon)
+    at = np.concatenate([np.ones(len(demos.act), bool), keep])
     r = np.where(np.isin(ev, (VALIDATED, PLANNED)), 1.0,
                  np.where(ev == ANNOTATED, -1.0, 0.0))[keep]
     return Data({k: np.concatenate([v, hist[k][keep]]) for k, v in demos.obs.items()},
-                np.concatenate([demos.act, hist["interactive.label"][keep]]),
-                np.concatenate([demos.u, hist["interactive.uncertainty"][keep]]),
+                act[at], np.concatenate([demos.u, hist["interactive.uncertainty"][keep]]),
                 np.concatenate([demos.r, r]),
-                np.concatenate([demos.age, hist["round"][keep] + 1.0]))
+                np.concatenate([demos.age, hist["round"][keep] + 1.0]), episodes[at])
 
 
 def label_count(hist: dict[str, np.ndarray]) -> int:

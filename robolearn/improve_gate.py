@@ -25,7 +25,7 @@ from robolearn.rlif import RLIFNovice
 from robolearn.teacher import Teacher
 
 if TYPE_CHECKING:
-    from robolearn.improve import ImproveConfig
+    from robolearn.improve_config import ImproveConfig
 
 Novice = NoviceEnsemble | RLIFNovice
 
@@ -58,8 +58,14 @@ class Gate:
         # askdagger with plans of cfg.plan_steps steps: the simulated teacher's look at the
         # plan from here, obs -> (its largest uncertainty, every step acceptable); the steps
         # of the plan decided on still to execute, and whether it was accepted
-        self.preview: Callable[[dict[str, np.ndarray]], tuple[float, bool]] | None = None
+        # (plan=chunk: obs, the chunk -> (0, every step acceptable), the chunk executed on a
+        # copy). plan=chunk: the novice's plan is one chunk of its actions, held while its
+        # later steps execute; a person is shown it whole (no simulator needed)
+        self.preview: Callable[[dict[str, np.ndarray], np.ndarray | None],
+                               tuple[float, bool]] | None = None
         self._left, self._accepted = 0, False
+        self.chunked = cfg.plan == "chunk"
+        self._chunk, self._u = np.zeros((0, action_dim), np.float32), 0.0
 
     def reset(self, seed: int | None = None) -> None:
         self.teacher.reset(seed)
@@ -81,13 +87,19 @@ class Gate:
         self._sag_stale = False
 
     def get_action(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
-        plan, u = self.novice.act(obs)
+        if self.chunked and self._left > 0 and not self.teacher.holding:
+            plan, u = self._chunk[len(self._chunk) - self._left], self._u  # a later step
+        elif self.chunked:
+            self._chunk, self._u = self.novice.plan(obs)  # type: ignore[union-attr]
+            plan, u = self._chunk[0], self._u
+        else:
+            plan, u = self.novice.act(obs)
         self._plan = plan
         self.teacher.label(obs)  # the teacher watches every step (cached; counted only if used)
         whole: bool | None = None  # a plan of several steps: the teacher's verdict on it
         if self.preview is not None and self.teacher.holding:
             # a drive hands back when the novice's plan is right, not its next step alone
-            u, whole = self.preview(obs)
+            u, whole = self._look(obs, u)
         self.teacher.see(obs, plan, whole)  # a drive after a rejection may end here
         event, label, teacher_acts = NONE, self._nan, False
         was_held = self.teacher.holding or (self.cfg.method == "thrifty" and self.in_control)
@@ -117,14 +129,15 @@ class Gate:
             label, event = (plan, PLANNED) if self._accepted else (self._nan, FOLLOWED)
         else:  # askdagger
             if self.preview is not None and whole is None:  # plan_steps > 1: its verdict
-                u, whole = self.preview(obs)  # the plan's largest uncertainty
+                u, whole = self._look(obs, u)  # the plan's largest uncertainty
             self._sag(u)
             active = u >= self.threshold
             self._left, self._accepted = self.cfg.plan_steps - 1, False
             if active or self.rng.random() < self.cfg.sag.p_rand:
                 if hasattr(self.teacher, "uncertainty"):  # a person sees why it asks
                     self.teacher.uncertainty = (u, self.threshold)
-                verdict = self.teacher.judge(obs, plan, drive=active) if whole is None \
+                shown = self._chunk if self.chunked else plan  # a person sees it whole
+                verdict = self.teacher.judge(obs, shown, drive=active) if whole is None \
                     else self.teacher.answer(whole, drive=active)  # type: ignore[attr-defined]
                 if verdict is None:  # nobody answered: the novice acts, nothing labelled
                     pass
@@ -156,6 +169,14 @@ class Gate:
                        "interactive.threshold": np.float32(self.threshold),
                        "interactive.rejected": plan if turned_down else self._nan}
         return executed if teacher_acts else None
+
+    def _look(self, obs: dict[str, np.ndarray], u: float) -> tuple[float, bool]:
+        """The simulated teacher's preview of the plan from here: (its uncertainty, whether
+        every step is acceptable); a chunk keeps the novice's uncertainty for the whole."""
+        assert self.preview is not None
+        if self.chunked:
+            return u, self.preview(obs, self._chunk)[1]
+        return self.preview(obs, None)
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         return self._plan

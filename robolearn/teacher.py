@@ -245,18 +245,20 @@ class SimulatedTeacher:
         return ok
 
     def preview(self, env: Any, obs: dict[str, np.ndarray],
-                act: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, float]], steps: int
-                ) -> tuple[float, bool]:
+                act: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, float]] | np.ndarray,
+                steps: int) -> tuple[float, bool]:
         """ASkDAgger's plan of ``steps`` steps from ``obs``, as its simulated teacher sees it:
         the novice (``act(obs) -> (action, uncertainty)``) acts them on a copy of the
-        simulation and this teacher judges each on the copy (askdagger_cliport's simulated
-        teacher executes the plan on a copy of the environment; a person judges the drawn plan
-        without executing it). Returns the plan's largest uncertainty and whether every step
-        was acceptable; ``env``, this teacher and its random stream are left as they were."""
+        simulation, or ``act`` is the plan itself (``(steps, A)`` actions, executed open-loop:
+        a novice that plans chunks), and this teacher judges each step on the copy
+        (askdagger_cliport's simulated teacher executes the plan on a copy of the environment;
+        a person judges the shown plan without executing it). Returns the plan's largest
+        uncertainty (0 for a given plan) and whether every step was acceptable; ``env``, this
+        teacher and its random stream are left as they were."""
         sim_env, me = copy.deepcopy((env, self))
         o, worst, ok = obs, 0.0, True
-        for _ in range(steps):
-            plan, u = act(o)
+        for i in range(steps):
+            plan, u = act(o) if callable(act) else (act[i], 0.0)
             worst = max(worst, float(u))
             ok = ok and me._acceptable(o, plan)
             me.tick()
@@ -428,8 +430,7 @@ class HumanTeacher:
         ``drive``: a rejection hands the robot to the person (False for ASkDAgger's random
         queries, whose rejected plan is executed and only labelled)."""
         self.queries += 1
-        parts = ", ".join(f"{n} {v:+.2f}" for n, v in zip(self.names, np.asarray(plan),
-                                                           strict=False))
+        parts = describe_plan(self.names, plan)
         why = ""
         if self.uncertainty is not None:
             why = f" (uncertainty {self.uncertainty[0]:.3g} >= {self.uncertainty[1]:.3g})"
@@ -458,6 +459,19 @@ class HumanTeacher:
             self.teleop.takeover = True  # the person drives from the next read on
             self._seen, self._moved = None, False
         return answer
+
+
+def describe_plan(names: list[str], plan: np.ndarray) -> str:
+    """A plan as a person reads it in the terminal: one step's value of each action dimension
+    (``steering +0.25, throttle -0.50``), or for a chunk of several steps where each dimension
+    starts, ends and how far it reaches (``over 10 steps: steering +0.10 -> +0.30 (-0.05 to
+    +0.30), ...``): the planned chunk summarised, as ASkDAgger shows its plan."""
+    p = np.asarray(plan, np.float64)
+    if p.ndim == 1 or len(p) == 1:
+        return ", ".join(f"{n} {v:+.2f}" for n, v in zip(names, p.reshape(-1), strict=False))
+    return f"over {len(p)} steps: " + ", ".join(
+        f"{n} {p[0, j]:+.2f} -> {p[-1, j]:+.2f} ({p[:, j].min():+.2f} to {p[:, j].max():+.2f})"
+        for j, n in enumerate(names[:p.shape[1]]))
 
 
 def _console_print(text: str) -> None:
