@@ -182,15 +182,20 @@ class AsyncChunks:
         """A new episode: waits for a plan in flight (at most ``max(30 s, 10 * stall_s)``),
         then forgets the queue and the history and restarts the policy's noise with ``seed``."""
         with self._cv:
-            idle = self._cv.wait_for(lambda: self._request is None and self._planning is None,
-                                     timeout=max(30.0, 10 * self.stall_s))
-            if not idle:
+            if not self.wait_idle(max(30.0, 10 * self.stall_s)):
                 raise InferenceStalled("the policy's planning did not finish at the episode's end")
             self._result = None
             self._episode += 1
             self._pending_reset = (seed,)
         self.policy.reset(seed=seed)
         self._new_episode()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no plan is requested or in flight (at most ``timeout`` s); whether it
+        is idle. Safe to call holding the runner's lock (reset does)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: self._request is None and self._planning is None,
+                                     timeout=timeout)
 
     def restart(self) -> None:
         """Plan afresh from the next observation, without waiting (a human handed the robot

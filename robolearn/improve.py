@@ -19,7 +19,10 @@ Methods (what runs the robot at each step, who labels what):
   mode, target, random query probability); FIER turns the answer into data: an accepted plan is
   a validation demo (executed), a rejected one gets the teacher's action (an annotation demo,
   executed), and a plan rejected on a random-only query is executed and only labelled; PIER
-  weights the data by uncertainty, outcome and age (``pier=true``);
+  weights the data by uncertainty, outcome and age (``pier=true``); a plan may cover
+  ``plan_steps`` steps, one question for all of them: the one-step novice's rollout on a copy
+  of the simulation (``plan=rollout``, the simulated teacher only) or a chunk the novice
+  predicts at once (``plan=chunk``: a person judges it from its summary, on any robot);
 - ``rlif``: the teacher takes over as in HG-DAgger, but the novice is an RL agent
   (:mod:`robolearn.rlif`) whose only reward is the takeover itself (-1 on the step that led
   into one), trained between rounds; it can end better than its teacher, since it learns to

@@ -360,8 +360,9 @@ class HumanTeacher:
     - Takeovers (HG-DAgger, RLIF): the person takes over with the device as in ``deploy``
       (the takeover toggle, or any driving input); the steps they drive are their labels.
     - Queries (ASkDAgger): the robot pauses (nothing is stepped while it waits), shows its
-      plan ("I plan to do this, but I am uncertain": each action dimension's value, and the
-      uncertainty against the threshold), and the device switches to its ``query`` keys:
+      plan ("I plan to do this, but I am uncertain": each action dimension's value, or for a
+      novice that plans chunks (``plan=chunk``) the chunk summarised: :func:`describe_plan`;
+      and the uncertainty against the threshold), and the device switches to its ``query`` keys:
       approve (the plan is executed: a validation) or reject (the person then drives: each
       step they drive is an annotation, until the takeover toggle hands control back).
     ``query_timeout_s``: how long a query waits for an answer; an unanswered one labels

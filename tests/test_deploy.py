@@ -447,10 +447,7 @@ def test_a_planning_process_gives_the_thread_s_actions(arm_run: Path) -> None:
                 steps = []
                 for _ in range(10):
                     steps.append(runner.select_action(obs))
-                    with runner._cv:
-                        assert runner._cv.wait_for(
-                            lambda r=runner: r._request is None and r._planning is None,
-                            timeout=30)
+                    assert runner.wait_idle(timeout=30)
                 actions[process] = np.stack(steps)
     finally:
         env.close()
