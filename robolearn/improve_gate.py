@@ -124,6 +124,7 @@ class Gate:
         elif self.teacher.holding:  # askdagger: a person drives after rejecting a plan: a
             # demonstration, not another query's outcome (SAG counts one per query)
             label, event, teacher_acts = self.teacher.label(obs), TAKEOVER, True
+            self._left = 0  # a plan cut short by a takeover is not resumed: the next is new
         elif self._left > 0:  # askdagger: a later step of a plan decided on at its first
             self._left -= 1
             label, event = (plan, PLANNED) if self._accepted else (self._nan, FOLLOWED)

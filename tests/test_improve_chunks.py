@@ -125,6 +125,7 @@ def test_a_person_judges_a_chunk_without_a_simulator(tiny_demo: Path) -> None:
     is executed whole, its later steps validation demos, with no further question."""
     import os
     import threading
+    import time
 
     from hardware.teleop import make_teleop
     from robolearn.env import ENVS, make_env
@@ -162,6 +163,20 @@ def test_a_person_judges_a_chunk_without_a_simulator(tiny_demo: Path) -> None:
                 executed.append(gate(obs))
             np.testing.assert_allclose(np.stack(executed), chunk, atol=1e-6)
             assert person.queries == 1  # one question for the whole plan
+            # the next plan approved, then taken over after its first step: the rest of it
+            # is dropped, and the robot asks again once handed back (never a stale plan)
+            threading.Timer(0.1, os.write, (master, b"y")).start()
+            gate.get_action(obs)
+            assert gate.extras()["interactive.event"] == VALIDATED
+            os.write(master, b" w")  # the takeover toggle and throttle
+            time.sleep(0.2)
+            assert gate.get_action(obs) is not None
+            assert gate.extras()["interactive.event"] == TAKEOVER
+            os.write(master, b" ")  # handed back
+            time.sleep(0.2)
+            threading.Timer(0.3, os.write, (master, b"y")).start()
+            assert gate.get_action(obs) is None
+            assert gate.extras()["interactive.event"] == VALIDATED and person.queries == 3
     finally:
         env.close()
         os.close(master)
