@@ -40,14 +40,13 @@ class ImproveConfig:
     risk: bool = True  # thrifty: also hand over when the risk critic's Q(s, plan) is low
     risk_config: RiskConfig = field(default_factory=RiskConfig)  # thrifty: the risk critic
     sag: SAGConfig = field(default_factory=SAGConfig)  # askdagger: S-Aware Gating
-    # askdagger: a plan is the novice's next plan_steps steps, one query for all of them (1:
-    # every step its own plan). plan: how it is made: rollout (a one-step novice acting them
-    # on a copy of the simulation, previewed there by the simulated teacher) | chunk (a novice
-    # that predicts plan_steps actions at once, executed open-loop once decided on: a person
-    # judges it from its summary, no simulator needed; the simulated teacher executes it on a
-    # copy). Measured against each other: README, interactive imitation
-    plan_steps: int = 1
-    plan: str = "rollout"
+    plan_steps: int = 1  # askdagger: steps a plan covers, one query for all of them (1: a
+    # query every step)
+    plan: str = "rollout"  # askdagger, plan_steps > 1: how a plan is made (rollout: the
+    # one-step novice acts it on a copy of the simulation, where the simulated teacher judges
+    # it; chunk: a novice that predicts plan_steps actions at once, executed open-loop once
+    # decided on, judged by a person from its summary or by the simulated teacher executing
+    # it on a copy; measured against each other in the README, interactive imitation)
     pier: bool = True  # askdagger: prioritised, importance-weighted replay
     pier_config: PIERConfig = field(default_factory=PIERConfig)  # askdagger: PIER's constants
     rlif: RLIFConfig = field(default_factory=RLIFConfig)  # rlif: the RL learner and its updates

@@ -80,25 +80,24 @@ class TeacherConfig:
     # does not fire (RLIF's simulated gate: rule_p 0.95, spurious_p 0.05, a person who misses
     # a few mistakes and steps in a few times for nothing)
     tolerance: float = 0.15  # judge: a plan within this max-norm distance is acceptable
-    drive: int = 0  # after rejecting a plan it was asked about (ASkDAgger's active query),
-    # drive this many more steps, as a person at a teleop device does (0: label the rejected
-    # step only). ASkDAgger's oracle action is a whole pick-and-place primitive in its tasks;
-    # one control step here is a sliver of one, so its annotation is a short stretch
-    # during such a drive, hand the robot back once the novice's plan has been acceptable
-    # (within ``tolerance``) on this many consecutive steps (0: drive all ``drive`` steps), as
-    # a person hands back when the robot would do the right thing again (ThriftyDAgger's
-    # return rule, without its novelty and risk terms); with ASkDAgger's plans of several
-    # steps (plan_steps > 1) what must be acceptable is the whole previewed plan, the thing
-    # the teacher is asked about, not its first step
-    drive_back: int = 0
-    reference: str = "self"  # what the distance rule and judge compare a plan with: self
-    # (its own, degraded action) | expert (the undegraded expert's: a teacher who sees a
-    # mistake at once but demonstrates with its degradations; RLIF's value-based gate)
+    drive: int = 0  # ASkDAgger (after rejecting a plan it was asked about, its active
+    # query, drive this many more steps, as a person at a teleop device does; 0: label the
+    # rejected step only. ASkDAgger's oracle action is a whole pick-and-place primitive in its
+    # tasks; one control step here is a sliver of one, so its annotation is a short stretch)
+    drive_back: int = 0  # during such a drive (hand the robot back once the novice's plan has
+    # been acceptable, within ``tolerance``, on this many consecutive steps; 0: drive all
+    # ``drive`` steps), as a person hands back when the robot would do the right thing again
+    # (ThriftyDAgger's return rule, without its novelty and risk terms); with plans of several
+    # steps (plan_steps > 1) what must be acceptable is the whole plan, the thing the teacher
+    # is asked about, not its first step
+    reference: str = "self"  # what the distance rule and judge compare a plan with (self: its
+    # own, degraded action | expert: the undegraded expert's, a teacher who sees a mistake at
+    # once but demonstrates with its degradations; RLIF's value-based gate)
     expert: dict[str, Any] = field(default_factory=dict)  # the scripted expert's settings
     risk: dict[str, Any] = field(default_factory=dict)  # risk rule's settings (the car's:
     # margin, min_speed, grace_s; robolearn.experts.car_at_risk)
-    value_ratio: float = 0.9  # value rule: take over when V(plan) < V(reference action) less
-    # (1 - value_ratio) of its size (RLIF's thresholds: 0.97-0.99 of Q)
+    value_ratio: float = 0.9  # value rule (take over when V(plan) < V(reference action) less
+    # (1 - value_ratio) of its size; RLIF's thresholds: 0.97-0.99 of Q)
     value: dict[str, Any] = field(default_factory=dict)  # value rule's settings (the car's:
     # commit_s, horizon_s, crash_cost; robolearn.experts.car_value)
     seed: int = 0  # seeds its noise and random takeovers
