@@ -63,8 +63,8 @@ class CollectConfig:
     env: str = "robolearn/SimArmLift-v0"  # registered environment (robot + task)
     episodes: int = 10  # episodes to keep
     source: str = "scripted"  # who drives: scripted | teleop
-    teleop: str = "keyboard"  # device when source=teleop: keyboard | gamepad | spacemouse |
-    #   so101_leader | so100_leader | koch_leader (a leader arm; its keys: the keyboard's)
+    teleop: str = "keyboard"  # device when source=teleop (keyboard | gamepad | spacemouse |
+    #   so101_leader | so100_leader | koch_leader (a leader arm; its keys: the keyboard's))
     teleop_config: dict[str, Any] = field(default_factory=dict)  # the device's config fields
     robot: Any = None  # settings of the env's robot (cameras...); None: the env's own
     num_envs: int = 1  # scripted only: environments in parallel worker processes

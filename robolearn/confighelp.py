@@ -4,7 +4,9 @@ Each key's meaning is the ``# comment`` written beside its field in the source, 
 :mod:`ast` and :mod:`tokenize`, so the help can never disagree with the code. A comment that
 leaves a parenthesis open goes on in the comment lines below it; a field without a comment of its
 own (a nested config) takes the comment lines just above it. Other comment lines between fields
-are notes for the reader of the source (measurements behind a default) and stay out of the help.
+are notes for the reader of the source (measurements behind a default), set off from the field
+above by a blank line (:func:`cut_off_comments` finds those that are not), and stay out of the
+help.
 """
 
 from __future__ import annotations
@@ -32,18 +34,45 @@ class Key:
     section: bool = False  # a nested config: its keys follow, each with this path as prefix
 
 
+@dataclass(frozen=True)
+class _Source:
+    """A class's fields and its comments, by line of its dedented source."""
+
+    fields: list[tuple[str, int, int]]  # (name, first line, last line) in declaration order
+    inline: dict[int, str]  # line -> comment after code on that line
+    alone: dict[int, str]  # line -> comment that is the whole line
+
+    def inline_of(self, start: int, end: int) -> str:
+        """The inline comments of the lines ``start``..``end`` (a field), joined."""
+        return " ".join(self.inline[n] for n in range(start, end + 1) if n in self.inline)
+
+    def block(self, line: int, step: int) -> list[int]:
+        """The comment-only lines next to ``line`` going by ``step`` (+1 down, -1 up), in
+        source order."""
+        out = []
+        while line + step in self.alone:
+            line += step
+            out.append(line)
+        return out[::step]
+
+
+def _left_open(text: str) -> bool:
+    """Whether a comment leaves a parenthesis open: then it goes on in the lines below."""
+    return text.count("(") > text.count(")")
+
+
 @functools.cache
-def field_comments(cls: type) -> dict[str, str]:
-    """``{field: comment}`` for the fields ``cls`` itself declares, from its source."""
+def _source(cls: type) -> _Source | None:
+    """The fields ``cls`` itself declares and its comments; None without source."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):  # made at run time (dataclasses.make_dataclass): no source
-        return {}
+        return None
     body = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)).body
     fields = [(n.target.id, n.lineno, n.end_lineno or n.lineno) for n in body
               if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
-    inline: dict[int, str] = {}  # line -> comment after code on that line
-    alone: dict[int, str] = {}  # line -> comment that is the whole line
+    inline: dict[int, str] = {}
+    alone: dict[int, str] = {}
     code_lines: set[int] = set()
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
@@ -52,25 +81,49 @@ def field_comments(cls: type) -> dict[str, str]:
         elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
                               tokenize.ENDMARKER):
             code_lines.update(range(tok.start[0], tok.end[0] + 1))
+    return _Source(fields, inline, alone)
 
-    def block(line: int, step: int) -> list[str]:
-        """The comment-only lines next to ``line`` going by ``step`` (+1 down, -1 up)."""
-        out = []
-        while line + step in alone:
-            line += step
-            out.append(alone[line])
-        return out[::step]
 
+@functools.cache
+def field_comments(cls: type) -> dict[str, str]:
+    """``{field: comment}`` for the fields ``cls`` itself declares, from its source."""
+    src = _source(cls)
+    if src is None:
+        return {}
+    taken: set[int] = set()  # comment-only lines that went on an open comment above them
     comments: dict[str, str] = {}
-    for name, start, end in fields:
-        text = " ".join(inline[n] for n in range(start, end + 1) if n in inline)
-        if text.count("(") > text.count(")"):  # left open: it goes on below
-            below = block(end, +1)
-            text = " ".join([text, *below])
-            for n in range(end + 1, end + 1 + len(below)):
-                del alone[n]  # taken: not the comment above the next field
-        comments[name] = text or " ".join(block(start, -1))
+    for name, start, end in src.fields:
+        text = src.inline_of(start, end)
+        if _left_open(text):  # it goes on below
+            below = src.block(end, +1)
+            text = " ".join([text, *(src.alone[n] for n in below)])
+            taken.update(below)  # not the comment above the next field
+        above = [n for n in src.block(start, -1) if n not in taken]
+        comments[name] = text or " ".join(src.alone[n] for n in above)
     return comments
+
+
+def cut_off_comments(cls: type) -> list[tuple[str, str]]:
+    """``(field, line)`` for each field of ``cls`` (those it declares) whose own comment is
+    closed (no parenthesis left open) and yet is followed directly by comment-only lines that
+    are not the comment of the next field either: a sentence cut off, whose rest the help
+    drops. A note below a field belongs after a blank line; a sentence that goes on below
+    leaves a parenthesis open on the field's line."""
+    src = _source(cls)
+    if src is None:
+        return []
+    out = []
+    for i, (name, start, end) in enumerate(src.fields):
+        text = src.inline_of(start, end)
+        below = src.block(end, +1)
+        if not text or _left_open(text) or not below:
+            continue
+        if i + 1 < len(src.fields):
+            _, next_start, next_end = src.fields[i + 1]
+            if below[-1] + 1 == next_start and not src.inline_of(next_start, next_end):
+                continue  # the comment above the next field, which has none of its own
+        out.append((name, src.alone[below[0]]))
+    return out
 
 
 def comment_of(schema: type, name: str) -> str:

@@ -54,6 +54,7 @@ MLP_RECIPE = ["policy_config.hidden_dim=512"]
 @dataclass
 class QuickstartConfig:
     output: str = "outputs/quickstart"  # directory for the store, video and report (replaced)
+
     # 150, not 50: BC's failures are rare placements (a cube near the bin needs a large wrist
     # roll) that 50 demos barely cover; MLP 256 wide, 100 episodes each: 89 and 95% from 50
     # demos, 91-100% from 150 (development seeds 10-13)

@@ -70,29 +70,29 @@ class RLIFConfig:
     bc_steps: int = 2000  # actor pretraining on the demonstrations (the common BC start)
     updates: float = 1.0  # agent updates per collected step, run after each round
     capacity: int = 200_000  # replay capacity (transitions)
-    explore: float = 0.1  # collect with the actor's mean action plus Gaussian noise of this
-    # std (action units), not SAC's samples: the teacher's rule judges the executed action,
-    # and SAC's spread (about +-0.4 here) alone called the teacher on most steps; with none
-    # (0) the novice only tries its own mean and the teacher's actions, and with a weak
-    # teacher never found the actions that keep the teacher away
+    explore: float = 0.1  # collect with the actor's mean action plus Gaussian noise of this std (in
+    # action units), not SAC's samples: the teacher's rule judges the executed action, and
+    # SAC's spread (about +-0.4 here) alone called the teacher on most steps; with none (0)
+    # the novice only tries its own mean and the teacher's actions, and with a weak teacher
+    # never found the actions that keep the teacher away
     obs_norm: str = "dataset"  # observations in network units: dataset (the demonstrations'
     # mean and std, std floored at obs_std_floor: the other methods' novices normalise so) |
     # identity (raw units: BC of the actor then generalised poorly; see _rlif_agent)
     obs_std_floor: float = 1e-2  # raw units; a feature constant in the demos stays finite
-    rejected: bool = True  # also learn -1 on each plan the teacher turned down by stepping in
-    # ((s, plan, -1, next state): the gate judged that action; the reference puts
-    # the -1 only on the step before, which a run of back-to-back takeovers shares: one -1
-    # for many rejected plans, and none on the plans themselves)
-    teacher_steps: str = "all"  # the teacher's steps in the replay: all (reward 0) | last
-    # (the last of each takeover only, as the reference inserts them). A simulated teacher
-    # whose actions are worse than its gate (a biased expert judged by the expert's value)
-    # gives its own steps reward 0 where the same action from the novice would be turned
-    # down, so the critics may rate the teacher's actions best (seed 0: the actor's first
-    # updates moved its steering on the demonstrations from +0.09 to +0.69, the bias; with
-    # last, to -0.18: the drift has another cause too, see the README)
-    offline_teacher: bool = False  # agent.offline_ratio > 0: the teacher's steps join the
-    # demonstrations in the offline half (and so the BC term's anchor, agent.bc_weight).
-    # Off: the demonstrations alone, since a teacher worse than its gate would be copied
+    rejected: bool = True  # also learn -1 on each plan the teacher turned down by stepping in ((s,
+    # plan, -1, next state): the gate judged that action; the reference puts the -1 only on
+    # the step before, which a run of back-to-back takeovers shares: one -1 for many rejected
+    # plans, and none on the plans themselves)
+    teacher_steps: str = "all"  # the teacher's steps in the replay: all (reward 0) | last (the last
+    # of each takeover only, as the reference inserts them). A simulated teacher whose
+    # actions are worse than its gate (a biased expert judged by the expert's value) gives its
+    # own steps reward 0 where the same action from the novice would be turned down, so the
+    # critics may rate the teacher's actions best (seed 0: the actor's first updates moved its
+    # steering on the demonstrations from +0.09 to +0.69, the bias; with last, to -0.18: the
+    # drift has another cause too, see the README)
+    offline_teacher: bool = False  # with agent.offline_ratio > 0 (on: the teacher's steps join the
+    # demonstrations in the offline half, and so the BC term's anchor, agent.bc_weight; off:
+    # the demonstrations alone, since a teacher worse than its gate would be copied)
     conservative: float = 0.0  # CQL's weight (plain CQL, Kumar et al. 2020; no Cal-QL clip:
     # there is no Monte-Carlo return to clip by before an episode ends): push the critics
     # down on random and actor actions, up on the replay's. 0: off (the reference's SAC).
@@ -101,8 +101,8 @@ class RLIFConfig:
     # (steering +0.09 -> +0.69 on the demonstrations' states, seed 0). Measured (weight 1, 2
     # critics, 3 seeds): that drop went away, but the actor sped up and lapped 0.00-0.10;
     # the defaults' BC term and 10 critics cure it instead (README)
-    conservative_actions: int = 2  # CQL's sampled actions per state, for each of 3 kinds
-    # (random, the actor's at s and at s'): 2 made an update 4x as long as SAC's here, 4 7x
+    conservative_actions: int = 2  # CQL's sampled actions per state, for each of 3 kinds (random,
+    # the actor's at s and at s'): 2 made an update 4x as long as SAC's here, 4 7x
     critic_warmup: int = 500  # first updates train the critics only (the BC actor is kept
     # until the critics have seen some takeovers: an actor climbing untrained critics forgets
     # its demonstrations in a few hundred steps)

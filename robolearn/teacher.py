@@ -68,16 +68,16 @@ class Teacher(Protocol):
 class TeacherConfig:
     noise: float = 0.0  # std of Gaussian action noise, action units
     delay: int = 0  # reaction delay, steps
-    bias: list[float] = field(default_factory=list)  # constant offset on each action
-    # dimension (a mis-trimmed controller); [] for none
+    bias: list[float] = field(default_factory=list)  # constant offset on each action dimension (a
+    # mis-trimmed controller); [] for none
     weak: str = ""  # a checkpoint that acts in the expert's place (a weaker teacher)
     rule: str = "distance"  # intervention rule: distance | random | risk | value | never
     threshold: float = 0.3  # distance rule: take over above this max-norm distance
     p: float = 0.05  # random rule: probability of a takeover each step
     hold: int = 4  # steps a takeover lasts (RLIF's intervene_n_steps)
     rule_p: float = 1.0  # distance / risk rule: probability it steps in when the rule fires
-    spurious_p: float = 0.0  # distance / risk rule: probability it steps in when the rule
-    # does not fire (RLIF's simulated gate: rule_p 0.95, spurious_p 0.05, a person who misses
+    spurious_p: float = 0.0  # distance / risk rule: probability it steps in anyway (when the rule
+    # does not fire; RLIF's simulated gate: rule_p 0.95, spurious_p 0.05, a person who misses
     # a few mistakes and steps in a few times for nothing)
     tolerance: float = 0.15  # judge: a plan within this max-norm distance is acceptable
     drive: int = 0  # ASkDAgger (after rejecting a plan it was asked about, its active

@@ -75,8 +75,8 @@ class TrainConfig:
     val_fraction: float = 0.1  # episodes held out for the validation loss
     log_every: int = 100  # steps between logged metrics (and validation loss)
     save_every: int = 1000  # steps between checkpoints (the last step always saves)
-    keep_last: int = 3  # newest checkpoints kept, plus the best by validation loss
-    # (checkpoints/best) and the one resume loads; 0 keeps every one
+    keep_last: int = 3  # newest checkpoints kept (plus the best by validation loss,
+    # checkpoints/best, and the one resume loads); 0 keeps every one
     ema_decay: float = 0.995  # EMA of the weights kept for acting; 0 turns it off
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     resume: bool = True  # continue from <output>/checkpoints/last if it exists

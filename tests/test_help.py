@@ -5,8 +5,10 @@ can choose), so a new command, policy or robot with a field without a comment fa
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import json
+import pkgutil
 import re
 from importlib.metadata import version
 
@@ -17,6 +19,7 @@ from policies import POLICIES
 from policies.rl import RL_ALGOS
 from robolearn.arm_cmds import leader_teleops
 from robolearn.cli import COMMANDS, main, schema_of
+from robolearn.confighelp import cut_off_comments
 from robolearn.env import ENVS
 from robolearn.robot import ROBOTS
 
@@ -47,8 +50,8 @@ def leaves(node: DictConfig, prefix: str = "") -> list[str]:
 
 def source_comment(schema: type, path: str) -> str:
     """The ``# comment`` on the line declaring the field at ``path`` (else the first of the
-    comment lines just above it), read with a regex from the source of the first class in the
-    MRO that declares it with one."""
+    comment lines just above it, with no blank line between), read with a regex from the source
+    of the first class in the MRO that declares it with one."""
     *parents, name = path.split(".")
     node = OmegaConf.structured(schema)
     for p in parents:
@@ -63,7 +66,7 @@ def source_comment(schema: type, path: str) -> str:
         except (OSError, TypeError):  # made by make_dataclass: a base declares it
             continue
         inline = re.search(rf"^\s+{name}\s*:[^#\n]*#\s*(.+)$", source, re.M)
-        above = re.search(rf"^\s+#\s*(.+)\n(?:\s+#.*\n)*\s+{name}\s*:", source, re.M)
+        above = re.search(rf"^[ \t]+#\s*(.+)\n(?:[ \t]+#.*\n)*[ \t]+{name}\s*:", source, re.M)
         if inline or above:
             return (inline or above).group(1).strip()  # type: ignore[union-attr]
     return ""
@@ -108,6 +111,33 @@ def test_help_lists_every_key_with_type_default_and_comment(
                                  else node)
         assert re.fullmatch(rf"  {re.escape(key)}: \S.* = {re.escape(default)}", line), \
             (key, default, line)
+
+
+def all_dataclasses() -> list[type]:
+    """Every dataclass defined in the project's packages (modules that fail to import, such as
+    a driver whose optional dependency is missing, are skipped)."""
+    found = []
+    for package in ("robolearn", "policies", "data", "hardware", "sim", "robolearn_core"):
+        root = importlib.import_module(package)
+        for info in pkgutil.walk_packages(root.__path__, f"{package}.", onerror=lambda _: None):
+            try:
+                module = importlib.import_module(info.name)
+            except Exception:  # an optional dependency missing: not this test's business
+                continue
+            found += [obj for obj in vars(module).values() if isinstance(obj, type)
+                      and dataclasses.is_dataclass(obj) and obj.__module__ == module.__name__]
+    return found
+
+
+def test_no_config_comment_is_cut_off_in_help() -> None:
+    """A field's comment that is closed (no parenthesis left open) and goes on in comment lines
+    right below it loses those lines in --help: a sentence that goes on must leave a "(" open
+    on the field's line, and a note about the next field must follow a blank line."""
+    classes = all_dataclasses()
+    assert any(cls.__name__ == "TrainConfig" for cls in classes)  # the walk found the configs
+    cut = [f"{cls.__module__}.{cls.__qualname__}.{name}: dropped '# {line}'"
+           for cls in classes for name, line in cut_off_comments(cls)]
+    assert not cut, "\n".join(cut)
 
 
 def test_train_help_shows_the_chosen_policys_keys_and_how_to_see_another(

@@ -64,12 +64,14 @@ class ArmConfig:
     home_s: float = 2.0  # time reset takes to move to the home pose, s
     on_stop: str = "hold"  # stop(): "hold" where it is, or "torque_off" (goes limp)
     on_disconnect: str = "torque_off"  # at disconnect: "torque_off" (lerobot's default) or "hold"
+
     # units table (README "Real arms: units"): per joint, lerobot's direction vs the sim joint's
     signs: list[int] = field(default_factory=lambda: [1] * 6)  # per joint: +1 or -1
     offsets_deg: list[float] = field(default_factory=lambda: [0.0] * 6)  # sim deg at lerobot 0
     read_retries: int = 2  # extra tries of a failed bus read before the link counts as lost
-    verify_reads: bool | None = None  # read twice, accept only agreeing readings; None: the arm's
-    # default (on where the bus checksum is 8 bits: a garbled reply passes it 1 time in 256)
+    verify_reads: bool | None = None  # read twice, accept only agreeing readings (None: the arm's
+    #   default, on where the bus checksum is 8 bits: a garbled reply passes it 1 time in 256)
+
     # the cube from this camera's frames (sim.arm.cube_finder): observation.environment_state
     # (7,), the same feature as sim_arm's with robot.cube_camera; None: no cube state
     cube_camera: str | None = None

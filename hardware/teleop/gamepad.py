@@ -52,14 +52,14 @@ REVIEW_EVENTS = {"a": "keep", "y": "success", "x": "failure", "b": "discard", "b
 @dataclass
 class GamepadConfig:
     index: int = 0  # which connected game controller (0: the first)
-    events: dict[str, str] = field(default_factory=lambda: dict(DRIVE_EVENTS))  # button ->
-    #   event on press while driving: start ends the episode, b toggles a takeover
-    ready_events: dict[str, str] = field(default_factory=lambda: dict(READY_EVENTS))  # button
-    #   -> event before an episode: start starts recording, back quits
-    review_events: dict[str, str] = field(default_factory=lambda: dict(REVIEW_EVENTS))  # button
-    #   -> event after an episode: a keep, y success, x failure, b discard, back re-record
-    query_events: dict[str, str] = field(default_factory=lambda: dict(QUERY_EVENTS))  # button
-    #   -> event when the robot asks about its plan: a approve, x reject
+    events: dict[str, str] = field(default_factory=lambda: dict(DRIVE_EVENTS))  # (button -> event
+    #   on press while driving): start ends the episode, b toggles a takeover
+    ready_events: dict[str, str] = field(default_factory=lambda: dict(READY_EVENTS))  # (button ->
+    #   event before an episode): start starts recording, back quits
+    review_events: dict[str, str] = field(default_factory=lambda: dict(REVIEW_EVENTS))  # (button ->
+    #   event after an episode): a keep, y success, x failure, b discard, back re-record
+    query_events: dict[str, str] = field(default_factory=lambda: dict(QUERY_EVENTS))  # (button ->
+    #   event when the robot asks about its plan): a approve, x reject
     car_enable_button: str | None = "rb"  # deadman for driving a car; None: drive on any input
 
     def __post_init__(self) -> None:

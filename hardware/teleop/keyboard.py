@@ -72,14 +72,14 @@ class KeyboardConfig:
     layout: str = "car"  # default key map: "car" (WASD / arrows) or "arm" (see module doc)
     tty: str | None = None  # terminal device to read, e.g. /dev/pts/3; None: stdin
     axis_keys: dict[str, str] | None = None  # key -> axis ("-axis": negative); None: layout's
-    events: dict[str, str] | None = None  # key -> event while driving; None: those of
-    #   enter (end), space (takeover), ? h (help) that the layout does not drive with
-    ready_events: dict[str, str] = field(default_factory=lambda: dict(READY_EVENTS))  # key ->
-    #   event before an episode: enter start, q quit, ? h help
-    review_events: dict[str, str] = field(default_factory=lambda: dict(REVIEW_EVENTS))  # key
-    #   -> event after an episode: k keep, s success, f failure, d discard, r re-record
-    query_events: dict[str, str] = field(default_factory=lambda: dict(QUERY_EVENTS))  # key
-    #   -> event when the robot asks about its plan: y approve, n reject
+    events: dict[str, str] | None = None  # key -> event while driving (None: those of enter (end),
+    #   space (takeover), ? h (help) that the layout does not drive with)
+    ready_events: dict[str, str] = field(default_factory=lambda: dict(READY_EVENTS))  # (key ->
+    #   event before an episode): enter start, q quit, ? h help
+    review_events: dict[str, str] = field(default_factory=lambda: dict(REVIEW_EVENTS))  # (key ->
+    #   event after an episode): k keep, s success, f failure, d discard, r re-record
+    query_events: dict[str, str] = field(default_factory=lambda: dict(QUERY_EVENTS))  # (key ->
+    #   event when the robot asks about its plan): y approve, n reject
     hold_s: float = 0.1  # s a key's axis stays at +-1 after its last byte
     decay_s: float = 0.15  # s, time constant of the axis decay after hold_s
     button_hold_s: float = 0.6  # s a key counts as held after its last byte (auto-repeat gap)

@@ -71,14 +71,14 @@ class LeaderConfig:
 
     port: str = ""  # serial port of the leader's bus adapter (/dev/ttyACM1), or an emulator's pty
     id: str = "robolearn_leader"  # leader name: selects its calibration file <id>.json
-    calibration_dir: str | None = None  # where lerobot keeps the leader's calibration; None: its
-    #   default (<HF_LEROBOT_CALIBRATION>/teleoperators/<so_leader|koch_leader>)
-    signs: list[int] = field(default_factory=lambda: [1] * 6)  # units table, per joint: +1 or
-    #   -1 (default: the follower's table, as lerobot maps leader to follower one to one)
-    offsets_deg: list[float] = field(default_factory=lambda: [0.0] * 6)  # units table, per
-    #   joint: the simulated angle (deg) at the leader's calibrated middle
-    move_threshold: float = 0.05  # rad a joint must move from where the leader rested to take
-    #   over from a policy (with no policy the leader always drives)
+    calibration_dir: str | None = None  # where lerobot keeps the leader's calibration (None: its
+    #   default, <HF_LEROBOT_CALIBRATION>/teleoperators/<so_leader|koch_leader>)
+    signs: list[int] = field(default_factory=lambda: [1] * 6)  # units table (per joint: +1 or
+    #   -1; default: the follower's table, as lerobot maps leader to follower one to one)
+    offsets_deg: list[float] = field(default_factory=lambda: [0.0] * 6)  # units table (per
+    #   joint: the simulated angle (deg) at the leader's calibrated middle)
+    move_threshold: float = 0.05  # rad a joint must move from where the leader rested (to take
+    #   over from a policy; with no policy the leader always drives)
     keys: str = "keyboard"  # events (start, end, keep...): "keyboard" (a terminal) or "none"
     tty: str | None = None  # terminal the event keys are read from; None: stdin
     read_retries: int = 2  # extra tries of a failed bus read before the link counts as lost

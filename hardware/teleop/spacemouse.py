@@ -101,14 +101,14 @@ class SpaceMouseConfig:
     path: str | None = None  # hidraw node, e.g. /dev/hidraw3; None: the first 3Dconnexion one
     full_scale: float = 350.0  # counts read as a full deflection (1.0)
     layout: str = "arm"  # robot kind the default events are for: "car" or "arm"
-    events: dict[str, str] | None = None  # button (btn0, btn1...) -> event on press while
-    #   driving; None: the layout's (car: btn1 end, btn0 takeover; arm: none, both grip)
-    ready_events: dict[str, str] = field(default_factory=lambda: dict(READY_EVENTS))  # button
-    #   -> event before an episode: btn1 starts recording, btn0 quits
-    review_events: dict[str, str] = field(default_factory=lambda: dict(REVIEW_EVENTS))  # button
-    #   -> event after an episode: btn1 keep, btn0 discard
-    query_events: dict[str, str] = field(default_factory=lambda: dict(QUERY_EVENTS))  # button
-    #   -> event when the robot asks about its plan: btn1 approve, btn0 reject
+    events: dict[str, str] | None = None  # (button: btn0, btn1... -> event on press while
+    #   driving); None: the layout's (car: btn1 end, btn0 takeover; arm: none, both grip)
+    ready_events: dict[str, str] = field(default_factory=lambda: dict(READY_EVENTS))  # (button ->
+    #   event before an episode): btn1 starts recording, btn0 quits
+    review_events: dict[str, str] = field(default_factory=lambda: dict(REVIEW_EVENTS))  # (button ->
+    #   event after an episode): btn1 keep, btn0 discard
+    query_events: dict[str, str] = field(default_factory=lambda: dict(QUERY_EVENTS))  # (button ->
+    #   event when the robot asks about its plan): btn1 approve, btn0 reject
 
     def __post_init__(self) -> None:
         if not self.full_scale > 0:
