@@ -181,3 +181,66 @@ def test_a_person_judges_a_chunk_without_a_simulator(tiny_demo: Path) -> None:
         env.close()
         os.close(master)
         os.close(slave)
+
+
+def test_a_person_teaches_the_emulated_so101_with_chunks(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``robolearn improve`` on a real-arm driver (the SO-101 through lerobot's bus code, six
+    emulated STS3215 servos on a pseudo-terminal), no simulator anywhere: a person at a real
+    terminal approves each chunk of 3 steps from its summary, and the arm executes it whole.
+    The person's eyes are the prompt's text; their hand types y while it is shown."""
+    import os
+    import threading
+
+    import robolearn.teacher as teacher_module
+    from hardware.emulators.rig import calibrated_so101
+    from robolearn.env import ENVS, make_env
+    from robolearn.loop import ControlLoop, LoopConfig, create_store
+
+    master, slave = os.openpty()
+    shown: list[str] = []
+
+    def person_reads(text: str) -> None:
+        shown.append(text)
+        if text.startswith("I plan to do this"):  # y (also the arm's wrist key) counts
+            # once the driving keys have settled (KeyboardConfig.settle_s, 0.4 s)
+            threading.Timer(0.6, os.write, (master, b"y")).start()
+
+    monkeypatch.setattr(teacher_module, "_console_print", person_reads)
+    demos, out = tmp_path / "demos.zarr", tmp_path / "taught"
+    with calibrated_so101(str(tmp_path / "cal"), "arm") as rig:
+        robot = {"port": rig.port, "calibration_dir": str(tmp_path / "cal"), "id": "arm",
+                 "home_s": 0.2}
+        env = make_env(**{**ENVS["robolearn/SO101-v0"], "robot_kwargs": robot,
+                          "max_steps": 12})
+        try:  # two short demonstrations: the arm sways its shoulder from home
+            with create_store(str(demos), env, "robolearn/SO101-v0",
+                              {"robot_kwargs": robot, "max_steps": 12}) as store, \
+                    store.recorder(task="sway") as rec:
+                loop = ControlLoop(env, LoopConfig(realtime=False), rec)
+                for e in range(2):
+                    home = env.robot.hold_action()
+                    sway = lambda obs, h=home: h + np.r_[0.05, np.zeros(len(h) - 1)]  # noqa: E731
+                    loop.run_episode(sway, seed=e)
+        finally:
+            env.close()
+        try:
+            assert main(["improve", str(demos), "method=askdagger", "teacher=human",
+                         f"teleop_config={{tty: {os.ttyname(slave)}}}", "query_timeout_s=5",
+                         "plan=chunk", "plan_steps=3", "rounds=1", "episodes=1",
+                         "max_steps=9", f"output={out}", "ensemble.steps=50",
+                         "ensemble.members=2", "-q"]) == 0
+        finally:
+            os.close(master)
+            os.close(slave)
+    with EpisodeStore.open(out / "session.zarr") as store:
+        ep = store.episode(0)
+        assert store.metadata["robot_type"] == "so101"
+    ev = ep["interactive.event"]
+    # asked once a plan (the first round asks about everything), approved, executed whole
+    assert ev.tolist() == [VALIDATED, PLANNED, PLANNED] * 3, (ev, shown)
+    prompts = [t for t in shown if t.startswith("I plan to do this")]
+    assert len(prompts) == 3 and all("over 3 steps: shoulder_pan" in t for t in prompts)
+    # what the arm was sent is the approved chunk (through the loop's limits): validation demos
+    assert np.isfinite(ep["interactive.label"]).all()
+    np.testing.assert_allclose(ep["action"], ep["interactive.label"], atol=1e-3)
