@@ -55,12 +55,13 @@ class EnsembleConfig:
 
 
 class NoviceEnsemble:
-    """``members`` MLP policies (robolearn's :class:`MLPPolicy`, one step in, one step out) on
-    the robot's low-dimensional observations (``observation.state``, and
-    ``observation.environment_state`` where the robot has one: the arm's cube pose).
-    ``act(obs)`` returns the members' mean action and the novelty: the mean over action
-    dimensions of the across-member variance, in normalised action units (comparable across
-    robots and rounds)."""
+    """``members`` MLP policies (robolearn's :class:`MLPPolicy`, one step in, ``horizon``
+    steps out: one action, or a chunk) on the robot's low-dimensional observations
+    (``observation.state``, and ``observation.environment_state`` where the robot has one: the
+    arm's cube pose). ``act(obs)`` returns the members' mean (first) action and the novelty:
+    the mean over action dimensions (and the chunk's steps) of the across-member variance, in
+    normalised action units (comparable across robots and rounds); ``plan(obs)`` the whole
+    mean chunk with it."""
 
     def __init__(self, features: dict[str, Feature], cfg: EnsembleConfig | None = None) -> None:
         self.cfg = cfg or EnsembleConfig()
