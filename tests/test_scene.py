@@ -289,6 +289,11 @@ def test_one_person_is_not_asked_to_answer_for_several_arms() -> None:
     assert ActorConfig(env=LIFT, teleop="so101_leader").teleop == "so101_leader"
     with pytest.raises(InvalidValue, match="so101_leader.*got 'joystick'"):
         ActorConfig(env=LIFT, teleop="joystick")
+    # a person answering the scene and a keyboard driving cannot share one terminal
+    with pytest.raises(InvalidValue, match="both read this terminal"):
+        ActorConfig(env=LIFT, teleop="keyboard", scene="person")
+    assert ActorConfig(env=LIFT, teleop="keyboard", scene="person",
+                       teleop_config={"tty": "/dev/pts/7"}).scene == "person"
 
 
 def test_the_practice_actor_on_the_emulated_arm_sees_each_new_scene(tmp_path: Path) -> None:

@@ -104,6 +104,13 @@ class ActorConfig:
                                          f"{self.teleop!r}")
         if self.scene not in ("none", "person"):
             raise InvalidValue("scene", f"must be none or person, got {self.scene!r}")
+        if self.scene == "person" and self.teleop == "keyboard" \
+                and not (self.teleop_config or {}).get("tty"):
+            # both would read this terminal: Enter for the scene and keys for driving, each
+            # eating the other's input
+            raise InvalidValue("teleop", "keyboard and scene=person would both read this "
+                               "terminal: give the keyboard its own (teleop_config.tty="
+                               "/dev/pts/N, a second terminal) or take over with another device")
         if self.env_steps is not None and self.env_steps < 1:
             raise InvalidValue("env_steps", f"must be >= 1, got {self.env_steps}")
 
