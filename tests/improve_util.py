@@ -1,11 +1,17 @@
-"""Helpers shared by the interactive-imitation tests (``test_improve.py``, ``test_rlif.py``):
-the practice setting on the technical track and a session's rounds (their small start is the
-``tiny_demo`` fixture in ``conftest.py``)."""
+"""Helpers shared by the interactive-imitation tests (``test_improve.py``,
+``test_improve_chunks.py``, ``test_rlif.py``): the practice setting on the technical track, a
+session's rounds (their small start is the ``tiny_demo`` fixture in ``conftest.py``), and a
+person at a keyboard beside the car."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SETTING = ["env=robolearn/SimCarTechnical-v0", "max_steps=400",
            "robot_kwargs={reset_lateral_noise: 0.4, reset_yaw_noise: 0.5}",
@@ -14,3 +20,38 @@ SETTING = ["env=robolearn/SimCarTechnical-v0", "max_steps=400",
 
 def rounds(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+
+
+@contextlib.contextmanager
+def person_at_the_car(query_timeout_s: float) -> Iterator[Person]:
+    """The technical-track car reset at seed 0 and a person at a keyboard on a real terminal
+    (a pseudo-terminal the keyboard device opens, connected): a :class:`HumanTeacher` whose
+    prompts land in ``said``; the test types at ``master``."""
+    from hardware.teleop import make_teleop
+    from robolearn.env import ENVS, make_env
+    from robolearn.teacher import HumanTeacher
+
+    master, slave = os.openpty()
+    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
+    said: list[str] = []
+    try:
+        obs, _ = env.reset(seed=0)
+        teleop = make_teleop("keyboard", env.robot, tty=os.ttyname(slave))
+        person = HumanTeacher(teleop, ["steering", "throttle"], query_timeout_s=query_timeout_s,
+                              say=said.append)
+        with teleop:
+            yield Person(env, obs, person, teleop, master, said)
+    finally:
+        env.close()
+        os.close(master)
+        os.close(slave)
+
+
+@dataclass
+class Person:
+    env: Any
+    obs: dict[str, Any]
+    teacher: Any  # HumanTeacher
+    teleop: Any
+    master: int  # type here: what the person presses
+    said: list[str]

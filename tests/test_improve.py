@@ -35,7 +35,7 @@ from robolearn.improve_data import (
     VALIDATED,
 )
 from robolearn_core.config import InvalidValue
-from tests.improve_util import SETTING, rounds
+from tests.improve_util import SETTING, person_at_the_car, rounds
 
 
 def _synthetic(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -252,57 +252,40 @@ def _typed(master: int, fd: int, keys: bytes) -> None:
     assert select.select([fd], [], [], 2.0)[0]
 
 
-def test_a_person_answers_queries_and_drives_through_a_keyboard(tmp_path: Path) -> None:
+def test_a_person_answers_queries_and_drives_through_a_keyboard() -> None:
     """The human teacher on a real terminal (a pseudo-terminal the keyboard device opens):
     the plan is shown, y approves it, n rejects it and the person drives (w: throttle) until
     space hands back; an unanswered query labels nothing."""
-    import os
-
-    from hardware.teleop import make_teleop
-    from robolearn.env import ENVS, make_env
-    from robolearn.teacher import HumanTeacher
-
-    master, slave = os.openpty()
-    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
-    said: list[str] = []
-    try:
-        obs, _ = env.reset(seed=0)
-        teleop = make_teleop("keyboard", env.robot, tty=os.ttyname(slave))
-        person = HumanTeacher(teleop, ["steering", "throttle"], query_timeout_s=0.3,
-                              say=said.append)
+    with person_at_the_car(query_timeout_s=0.3) as at:
+        obs, person, fd = at.obs, at.teacher, at.teleop.device.fd
         plan = np.array([0.25, -0.5], np.float32)
-        with teleop:
-            person.reset(0)
-            assert not person.wants_control(obs, plan) and not person.holding
-            assert np.isnan(person.label(obs)).all()  # nobody drives: no label
-            _typed(master, teleop.device.fd, b"y")
-            assert person.judge(obs, plan) is True
-            assert "steering +0.25, throttle -0.50" in said[-1] and "[y] approve" in said[-1]
-            person.tick()
-            _typed(master, teleop.device.fd, b"n")
-            assert person.judge(obs, plan, drive=False) is False
-            assert not person.holding  # a random query's rejection: labelled, not driven
-            person.tick()
-            _typed(master, teleop.device.fd, b"n")
-            assert person.judge(obs, plan) is False
-            assert person.holding  # the person drives now
-            person.tick()
-            # control handed over, nothing pressed yet: the device's idle output is no answer
-            assert np.isnan(person.label(obs)).all() and person.command(obs) is not None
-            person.tick()
-            _typed(master, teleop.device.fd, b"w")
-            assert person.label(obs)[1] > 0 and person.wants_control(obs, plan)
-            person.tick()
-            _typed(master, teleop.device.fd, b" ")  # the takeover toggle hands back
-            person.label(obs)
-            assert not person.holding
-            person.tick()
-            assert person.judge(obs, plan) is None  # nobody answered within 0.3 s
-            assert person.unanswered == 1 and person.queries == 4
-    finally:
-        env.close()
-        os.close(master)
-        os.close(slave)
+        person.reset(0)
+        assert not person.wants_control(obs, plan) and not person.holding
+        assert np.isnan(person.label(obs)).all()  # nobody drives: no label
+        _typed(at.master, fd, b"y")
+        assert person.judge(obs, plan) is True
+        assert "steering +0.25, throttle -0.50" in at.said[-1] and "[y] approve" in at.said[-1]
+        person.tick()
+        _typed(at.master, fd, b"n")
+        assert person.judge(obs, plan, drive=False) is False
+        assert not person.holding  # a random query's rejection: labelled, not driven
+        person.tick()
+        _typed(at.master, fd, b"n")
+        assert person.judge(obs, plan) is False
+        assert person.holding  # the person drives now
+        person.tick()
+        # control handed over, nothing pressed yet: the device's idle output is no answer
+        assert np.isnan(person.label(obs)).all() and person.command(obs) is not None
+        person.tick()
+        _typed(at.master, fd, b"w")
+        assert person.label(obs)[1] > 0 and person.wants_control(obs, plan)
+        person.tick()
+        _typed(at.master, fd, b" ")  # the takeover toggle hands back
+        person.label(obs)
+        assert not person.holding
+        person.tick()
+        assert person.judge(obs, plan) is None  # nobody answered within 0.3 s
+        assert person.unanswered == 1 and person.queries == 4
 
 
 def test_askdagger_records_a_person_s_rejection_and_driving_for_sag(tiny_demo: Path) -> None:
@@ -312,41 +295,27 @@ def test_askdagger_records_a_person_s_rejection_and_driving_for_sag(tiny_demo: P
     import os
     import threading
 
-    from hardware.teleop import make_teleop
     from policies.interactive import EnsembleConfig, NoviceEnsemble
-    from robolearn.env import ENVS, make_env
     from robolearn.improve import ImproveConfig
     from robolearn.improve_data import REJECTED, TAKEOVER, load_demos
     from robolearn.improve_gate import Gate
-    from robolearn.teacher import HumanTeacher
 
     demos, _, features = load_demos(tiny_demo)
     novice = NoviceEnsemble(features, EnsembleConfig(steps=50, members=2))
     novice.fit(demos.obs, demos.act)
-    master, slave = os.openpty()
-    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
-    try:
-        obs, _ = env.reset(seed=0)
-        teleop = make_teleop("keyboard", env.robot, tty=os.ttyname(slave))
-        person = HumanTeacher(teleop, ["steering", "throttle"], query_timeout_s=0.3,
-                              say=lambda _: None)
+    with person_at_the_car(query_timeout_s=0.3) as at:
         cfg = ImproveConfig(start=str(tiny_demo), method="askdagger", teacher="human")
-        gate = Gate(cfg, novice, person, 0, 0.0, np.random.default_rng(0), 2)
-        with teleop:
-            gate.reset(0)
-            threading.Timer(0.1, os.write, (master, b"n")).start()  # while the plan is shown
-            first = gate.get_action(obs)  # asked (threshold 0), rejected, nobody drives yet
-            assert gate.extras()["interactive.event"] == REJECTED
-            assert np.isnan(gate.extras()["interactive.label"]).all() and first is not None
-            _typed(master, teleop.device.fd, b"w")
-            driven = gate.get_action(obs)
-            assert gate.extras()["interactive.event"] == TAKEOVER and driven is not None
-            assert driven[1] > 0 and np.isfinite(gate.extras()["interactive.label"]).all()
-        assert gate._ep_label == [-1, 0]  # one outcome for one query
-    finally:
-        env.close()
-        os.close(master)
-        os.close(slave)
+        gate = Gate(cfg, novice, at.teacher, 0, 0.0, np.random.default_rng(0), 2)
+        gate.reset(0)
+        threading.Timer(0.1, os.write, (at.master, b"n")).start()  # while the plan is shown
+        first = gate.get_action(at.obs)  # asked (threshold 0), rejected, nobody drives yet
+        assert gate.extras()["interactive.event"] == REJECTED
+        assert np.isnan(gate.extras()["interactive.label"]).all() and first is not None
+        _typed(at.master, at.teleop.device.fd, b"w")
+        driven = gate.get_action(at.obs)
+        assert gate.extras()["interactive.event"] == TAKEOVER and driven is not None
+        assert driven[1] > 0 and np.isfinite(gate.extras()["interactive.label"]).all()
+    assert gate._ep_label == [-1, 0]  # one outcome for one query
 
 
 def test_an_improve_session_with_a_person_at_the_keyboard(tiny_demo: Path,

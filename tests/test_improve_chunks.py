@@ -17,7 +17,7 @@ from robolearn.cli import main
 from robolearn.improve_config import ImproveConfig
 from robolearn.improve_data import ANNOTATED, FOLLOWED, NONE, PLANNED, REJECTED, TAKEOVER, VALIDATED
 from robolearn_core.config import InvalidValue
-from tests.improve_util import SETTING, rounds
+from tests.improve_util import SETTING, person_at_the_car, rounds
 
 
 def test_chunk_targets_follow_each_episode_and_leave_missing_labels_unknown() -> None:
@@ -127,11 +127,8 @@ def test_a_person_judges_a_chunk_without_a_simulator(tiny_demo: Path) -> None:
     import threading
     import time
 
-    from hardware.teleop import make_teleop
-    from robolearn.env import ENVS, make_env
     from robolearn.improve_data import load_demos
     from robolearn.improve_gate import Gate
-    from robolearn.teacher import HumanTeacher
 
     with pytest.raises(InvalidValue, match="plan_steps"):  # a rollout needs the simulator
         ImproveConfig(start=str(tiny_demo), teacher="human", plan_steps=3)
@@ -139,48 +136,37 @@ def test_a_person_judges_a_chunk_without_a_simulator(tiny_demo: Path) -> None:
     demos, _, features = load_demos(tiny_demo)
     novice = NoviceEnsemble(features, EnsembleConfig(steps=50, members=2, horizon=3))
     novice.fit(demos.obs, chunk_targets(demos.act, demos.episode, 3))
-    master, slave = os.openpty()
-    env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
-    said: list[str] = []
-    try:
-        obs, _ = env.reset(seed=0)
-        teleop = make_teleop("keyboard", env.robot, tty=os.ttyname(slave))
-        person = HumanTeacher(teleop, ["steering", "throttle"], query_timeout_s=2.0,
-                              say=said.append)
+    with person_at_the_car(query_timeout_s=2.0) as at:
+        person, env, obs, master = at.teacher, at.env, at.obs, at.master
         gate = Gate(cfg, novice, person, 0, 0.0, np.random.default_rng(0), 2)
-        with teleop:
-            gate.reset(0)
-            threading.Timer(0.1, os.write, (master, b"y")).start()  # while it is shown
-            assert gate.get_action(obs) is None  # approved: the novice acts
-            assert gate.extras()["interactive.event"] == VALIDATED
-            assert "over 3 steps: steering" in said[-1] and "throttle" in said[-1]
-            chunk, _ = novice.plan(obs)
-            executed = [gate(obs)]
-            for _ in range(2):
-                obs, *_ = env.step(executed[-1])
-                assert gate.get_action(obs) is None
-                assert gate.extras()["interactive.event"] == PLANNED
-                executed.append(gate(obs))
-            np.testing.assert_allclose(np.stack(executed), chunk, atol=1e-6)
-            assert person.queries == 1  # one question for the whole plan
-            # the next plan approved, then taken over after its first step: the rest of it
-            # is dropped, and the robot asks again once handed back (never a stale plan)
-            threading.Timer(0.1, os.write, (master, b"y")).start()
-            gate.get_action(obs)
-            assert gate.extras()["interactive.event"] == VALIDATED
-            os.write(master, b" w")  # the takeover toggle and throttle
-            time.sleep(0.2)
-            assert gate.get_action(obs) is not None
-            assert gate.extras()["interactive.event"] == TAKEOVER
-            os.write(master, b" ")  # handed back
-            time.sleep(0.2)
-            threading.Timer(0.3, os.write, (master, b"y")).start()
+        gate.reset(0)
+        threading.Timer(0.1, os.write, (master, b"y")).start()  # while it is shown
+        assert gate.get_action(obs) is None  # approved: the novice acts
+        assert gate.extras()["interactive.event"] == VALIDATED
+        assert "over 3 steps: steering" in at.said[-1] and "throttle" in at.said[-1]
+        chunk, _ = novice.plan(obs)
+        executed = [gate(obs)]
+        for _ in range(2):
+            obs, *_ = env.step(executed[-1])
             assert gate.get_action(obs) is None
-            assert gate.extras()["interactive.event"] == VALIDATED and person.queries == 3
-    finally:
-        env.close()
-        os.close(master)
-        os.close(slave)
+            assert gate.extras()["interactive.event"] == PLANNED
+            executed.append(gate(obs))
+        np.testing.assert_allclose(np.stack(executed), chunk, atol=1e-6)
+        assert person.queries == 1  # one question for the whole plan
+        # the next plan approved, then taken over after its first step: the rest of it is
+        # dropped, and the robot asks again once handed back (never a stale plan)
+        threading.Timer(0.1, os.write, (master, b"y")).start()
+        gate.get_action(obs)
+        assert gate.extras()["interactive.event"] == VALIDATED
+        os.write(master, b" w")  # the takeover toggle and throttle
+        time.sleep(0.2)
+        assert gate.get_action(obs) is not None
+        assert gate.extras()["interactive.event"] == TAKEOVER
+        os.write(master, b" ")  # handed back
+        time.sleep(0.2)
+        threading.Timer(0.3, os.write, (master, b"y")).start()
+        assert gate.get_action(obs) is None
+        assert gate.extras()["interactive.event"] == VALIDATED and person.queries == 3
 
 
 def test_a_person_teaches_the_emulated_so101_with_chunks(tmp_path: Path,
