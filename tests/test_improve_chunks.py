@@ -188,9 +188,9 @@ def test_a_person_teaches_the_emulated_so101_with_chunks(tmp_path: Path,
 
     def person_reads(text: str) -> None:
         shown.append(text)
-        if text.startswith("I plan to do this"):  # y (also the arm's wrist key) counts
-            # once the driving keys have settled (KeyboardConfig.settle_s, 0.4 s)
-            threading.Timer(0.6, os.write, (master, b"y")).start()
+        if text.startswith("I plan to do this"):  # 1: approve (the default y is also the
+            # arm's wrist key, which counts only once driving keys settle: timing, not tested here)
+            threading.Timer(0.05, os.write, (master, b"1")).start()
 
     monkeypatch.setattr(teacher_module, "_console_print", person_reads)
     demos, out = tmp_path / "demos.zarr", tmp_path / "taught"
@@ -212,7 +212,8 @@ def test_a_person_teaches_the_emulated_so101_with_chunks(tmp_path: Path,
             env.close()
         try:
             assert main(["improve", str(demos), "method=askdagger", "teacher=human",
-                         f"teleop_config={{tty: {os.ttyname(slave)}}}", "query_timeout_s=5",
+                         f"teleop_config={{tty: {os.ttyname(slave)}, query_events: "
+                         "{'1': approve, '0': reject}}", "query_timeout_s=5",
                          "plan=chunk", "plan_steps=3", "rounds=1", "episodes=1",
                          "max_steps=9", f"output={out}", "ensemble.steps=50",
                          "ensemble.members=2", "-q"]) == 0
@@ -226,7 +227,8 @@ def test_a_person_teaches_the_emulated_so101_with_chunks(tmp_path: Path,
     # asked once a plan (the first round asks about everything), approved, executed whole
     assert ev.tolist() == [VALIDATED, PLANNED, PLANNED] * 3, (ev, shown)
     prompts = [t for t in shown if t.startswith("I plan to do this")]
-    assert len(prompts) == 3 and all("over 3 steps: shoulder_pan" in t for t in prompts)
+    assert len(prompts) == 3 and all("over 3 steps: shoulder_pan" in t and "[1] approve" in t
+                                     for t in prompts)
     # what the arm was sent is the approved chunk (through the loop's limits): validation demos
     assert np.isfinite(ep["interactive.label"]).all()
     np.testing.assert_allclose(ep["action"], ep["interactive.label"], atol=1e-3)
