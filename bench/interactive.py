@@ -86,7 +86,7 @@ def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> lis
                                                 action_offset=SETTING["action_offset"]),
                         sag=SAGConfig(target=args.sag_target, p_rand=args.p_rand, n_min=15),
                         plan_steps=args.plan_steps if method == "askdagger" else 1,
-                        plan=args.plan,
+                        plan=args.plan if method == "askdagger" else "rollout",
                         teacher_config=TeacherConfig(
                             seed=seed, drive=args.drive, drive_back=args.drive_back,
                             **({} if args.tolerance is None else {"tolerance": args.tolerance})))

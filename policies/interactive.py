@@ -236,7 +236,7 @@ def chunk_targets(act: np.ndarray, episode: np.ndarray, horizon: int) -> np.ndar
     act = np.asarray(act, np.float32)
     n = len(act)
     out = np.full((n, horizon, act.shape[-1]), np.nan, np.float32)
-    for j in range(horizon):
+    for j in range(min(horizon, n)):  # j >= n: no step has a label that far ahead
         same = np.zeros(n, bool)
         same[:n - j] = episode[j:] == episode[:n - j]
         out[same, j] = act[j:][same[:n - j]]

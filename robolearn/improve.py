@@ -147,6 +147,13 @@ class Session:
                 raise ConfigError(f"output: {self.out} holds a {before.get('method')} session "
                                   f"from {before.get('start')}; resume it with the same start "
                                   "and method, or choose another output")
+            was = before.get("config", {})
+            if (was.get("plan", "rollout"), was.get("plan_steps", 1)) != (cfg.plan,
+                                                                          cfg.plan_steps):
+                raise ConfigError(f"output: {self.out} holds a session with plan="
+                                  f"{was.get('plan', 'rollout')} plan_steps="
+                                  f"{was.get('plan_steps', 1)}; resume it with those, or "
+                                  "choose another output")
         else:
             marker.write_text(json.dumps({"method": cfg.method, "start": str(cfg.start),
                                           "config": asdict(cfg)}, indent=1, default=str))

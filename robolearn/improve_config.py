@@ -83,6 +83,9 @@ class ImproveConfig:
             raise InvalidValue("alpha", f"must be in (0, 1), got {self.alpha}")
         if self.plan not in ("rollout", "chunk"):
             raise InvalidValue("plan", f"{self.plan!r}: rollout or chunk")
+        if self.plan == "chunk" and self.method != "askdagger":
+            raise InvalidValue("plan", f"chunk is ASkDAgger's plan (method=askdagger), not "
+                               f"method={self.method}'s")
         if self.plan_steps < 1 or (self.plan_steps > 1 and (
                 self.method != "askdagger" or (self.teacher, self.plan) == ("human", "rollout"))):
             raise InvalidValue("plan_steps", f"{self.plan_steps}: must be >= 1, and > 1 only "

@@ -26,7 +26,10 @@ def rounds(out: Path) -> list[dict]:
 def person_at_the_car(query_timeout_s: float) -> Iterator[Person]:
     """The technical-track car reset at seed 0 and a person at a keyboard on a real terminal
     (a pseudo-terminal the keyboard device opens, connected): a :class:`HumanTeacher` whose
-    prompts land in ``said``; the test types at ``master``."""
+    prompts land in ``said``; the test types at ``master``, or queues ``answers`` typed when
+    a plan is shown (a key typed earlier would be read while driving)."""
+    import threading
+
     from hardware.teleop import make_teleop
     from robolearn.env import ENVS, make_env
     from robolearn.teacher import HumanTeacher
@@ -34,13 +37,20 @@ def person_at_the_car(query_timeout_s: float) -> Iterator[Person]:
     master, slave = os.openpty()
     env = make_env(**ENVS["robolearn/SimCarTechnical-v0"])
     said: list[str] = []
+    answers: list[bytes] = []
+
+    def reads(text: str) -> None:  # the person answers once the plan is shown, not before
+        said.append(text)
+        if text.startswith("I plan to do this") and answers:
+            threading.Timer(0.05, os.write, (master, answers.pop(0))).start()
+
     try:
         obs, _ = env.reset(seed=0)
         teleop = make_teleop("keyboard", env.robot, tty=os.ttyname(slave))
         person = HumanTeacher(teleop, ["steering", "throttle"], query_timeout_s=query_timeout_s,
-                              say=said.append)
+                              say=reads)
         with teleop:
-            yield Person(env, obs, person, teleop, master, said)
+            yield Person(env, obs, person, teleop, master, said, answers)
     finally:
         env.close()
         os.close(master)
@@ -55,3 +65,4 @@ class Person:
     teleop: Any
     master: int  # type here: what the person presses
     said: list[str]
+    answers: list[bytes]  # keys typed at the next prompts, one each, once it is shown

@@ -292,9 +292,6 @@ def test_askdagger_records_a_person_s_rejection_and_driving_for_sag(tiny_demo: P
     """ASkDAgger's gate with a person: a rejected plan stays recorded as a wrong plan while
     they have not moved yet (the robot follows the idle device), and the steps they then drive
     are the teacher in control, not further query outcomes: SAG sees one -1 for one query."""
-    import os
-    import threading
-
     from policies.interactive import EnsembleConfig, NoviceEnsemble
     from robolearn.improve import ImproveConfig
     from robolearn.improve_data import REJECTED, TAKEOVER, load_demos
@@ -307,7 +304,7 @@ def test_askdagger_records_a_person_s_rejection_and_driving_for_sag(tiny_demo: P
         cfg = ImproveConfig(start=str(tiny_demo), method="askdagger", teacher="human")
         gate = Gate(cfg, novice, at.teacher, 0, 0.0, np.random.default_rng(0), 2)
         gate.reset(0)
-        threading.Timer(0.1, os.write, (at.master, b"n")).start()  # while the plan is shown
+        at.answers.append(b"n")  # typed while the plan is shown
         first = gate.get_action(at.obs)  # asked (threshold 0), rejected, nobody drives yet
         assert gate.extras()["interactive.event"] == REJECTED
         assert np.isnan(gate.extras()["interactive.label"]).all() and first is not None

@@ -28,6 +28,9 @@ def test_chunk_targets_follow_each_episode_and_leave_missing_labels_unknown() ->
     nan = np.nan
     want = [[1, 2, nan], [2, nan, 4], [nan, 4, nan], [4, nan, nan], [5, 6, nan], [6, nan, nan]]
     np.testing.assert_array_equal(t[..., 0], np.array(want, np.float32))
+    short = chunk_targets(act[:2], episode[:2], 4)  # a plan longer than all the data
+    np.testing.assert_array_equal(short[..., 0], np.array([[1, 2, nan, nan],
+                                                            [2, nan, nan, nan]], np.float32))
 
 
 def _sequence_task(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +120,12 @@ def test_askdagger_with_a_chunk_novice_executes_each_plan_it_decided_on(
         ev, (VALIDATED, ANNOTATED, REJECTED, TAKEOVER)).sum()
     member = Policy.load(out / "novice" / "member_0")
     assert (member.config.action_horizon, member.config.n_action_steps) == (4, 4)
+    # resumed with other plans: refused in one line, the session as it was
+    before = sorted(p.name for p in out.iterdir())
+    assert main([*args[:-1], "plan=rollout", "-q"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == before
+    with pytest.raises(InvalidValue, match="plan"):  # chunks are ASkDAgger's plans
+        ImproveConfig(start=str(tiny_demo), method="rlif", plan="chunk")
 
 
 def test_a_person_judges_a_chunk_without_a_simulator(tiny_demo: Path) -> None:
@@ -124,7 +133,6 @@ def test_a_person_judges_a_chunk_without_a_simulator(tiny_demo: Path) -> None:
     at a real terminal (a pseudo-terminal the keyboard device opens), and an approved chunk
     is executed whole, its later steps validation demos, with no further question."""
     import os
-    import threading
     import time
 
     from robolearn.improve_data import load_demos
@@ -140,7 +148,7 @@ def test_a_person_judges_a_chunk_without_a_simulator(tiny_demo: Path) -> None:
         person, env, obs, master = at.teacher, at.env, at.obs, at.master
         gate = Gate(cfg, novice, person, 0, 0.0, np.random.default_rng(0), 2)
         gate.reset(0)
-        threading.Timer(0.1, os.write, (master, b"y")).start()  # while it is shown
+        at.answers.append(b"y")  # typed while it is shown
         assert gate.get_action(obs) is None  # approved: the novice acts
         assert gate.extras()["interactive.event"] == VALIDATED
         assert "over 3 steps: steering" in at.said[-1] and "throttle" in at.said[-1]
@@ -155,7 +163,7 @@ def test_a_person_judges_a_chunk_without_a_simulator(tiny_demo: Path) -> None:
         assert person.queries == 1  # one question for the whole plan
         # the next plan approved, then taken over after its first step: the rest of it is
         # dropped, and the robot asks again once handed back (never a stale plan)
-        threading.Timer(0.1, os.write, (master, b"y")).start()
+        at.answers.append(b"y")
         gate.get_action(obs)
         assert gate.extras()["interactive.event"] == VALIDATED
         os.write(master, b" w")  # the takeover toggle and throttle
@@ -164,7 +172,7 @@ def test_a_person_judges_a_chunk_without_a_simulator(tiny_demo: Path) -> None:
         assert gate.extras()["interactive.event"] == TAKEOVER
         os.write(master, b" ")  # handed back
         time.sleep(0.2)
-        threading.Timer(0.3, os.write, (master, b"y")).start()
+        at.answers.append(b"y")
         assert gate.get_action(obs) is None
         assert gate.extras()["interactive.event"] == VALIDATED and person.queries == 3
 
