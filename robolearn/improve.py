@@ -370,8 +370,8 @@ class Session:
                     row["threshold"] = None if np.isnan(thr) else thr
                     gate = Gate(c, ens, teacher, k, thr, rng, env.robot.action_feature.shape[0])
                     if c.plan_steps > 1 and isinstance(teacher, SimulatedTeacher):
-                        gate.preview = functools.partial(_preview, teacher, env, ens.act,
-                                                         c.plan_steps)
+                        gate.preview = functools.partial(teacher.preview, env,
+                                                         steps=c.plan_steps)
                     if c.method == "thrifty" and c.risk and isinstance(ens, NoviceEnsemble):
                         gate.risk, gate.risk_thr, gate.back_thr = self.fit_risk(k, ens, store,
                                                                                 hist)
@@ -424,12 +424,6 @@ class Session:
         if "queries" in row:
             parts.append(f"queries {row['queries']}, takeovers {row['takeovers']}")
         console.print(", ".join(parts))
-
-
-def _preview(teacher: SimulatedTeacher, env: RobotEnv, act: Any, steps: int,
-             obs: dict[str, np.ndarray], chunk: np.ndarray | None) -> tuple[float, bool]:
-    """The gate's preview: the one-step novice's rollout, or the given chunk (plan=chunk)."""
-    return teacher.preview(env, obs, act if chunk is None else chunk, steps)
 
 
 def _teacher_share(row: dict[str, Any]) -> float:

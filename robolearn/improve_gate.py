@@ -56,13 +56,12 @@ class Gate:
         self.columns: set[str] | None = None  # the store's per-step columns (None: all)
         self._nan = np.full(action_dim, np.nan, np.float32)
         # askdagger with plans of cfg.plan_steps steps: the simulated teacher's look at the
-        # plan from here, obs -> (its largest uncertainty, every step acceptable); the steps
-        # of the plan decided on still to execute, and whether it was accepted
-        # (plan=chunk: obs, the chunk -> (0, every step acceptable), the chunk executed on a
-        # copy). plan=chunk: the novice's plan is one chunk of its actions, held while its
-        # later steps execute; a person is shown it whole (no simulator needed)
-        self.preview: Callable[[dict[str, np.ndarray], np.ndarray | None],
-                               tuple[float, bool]] | None = None
+        # plan from here (SimulatedTeacher.preview), (obs, the novice's act or its chunk) ->
+        # (the plan's largest uncertainty, every step acceptable); the steps of the plan
+        # decided on still to execute, and whether it was accepted. plan=chunk: the novice's
+        # plan is one chunk of its actions, held while its later steps execute; a person is
+        # shown it whole (no simulator needed)
+        self.preview: Callable[[dict[str, np.ndarray], Any], tuple[float, bool]] | None = None
         self._left, self._accepted = 0, False
         self.chunked = cfg.plan == "chunk"
         self._chunk, self._u = np.zeros((0, action_dim), np.float32), 0.0
@@ -177,7 +176,7 @@ class Gate:
         assert self.preview is not None
         if self.chunked:
             return u, self.preview(obs, self._chunk)[1]
-        return self.preview(obs, None)
+        return self.preview(obs, self.novice.act)
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         return self._plan
