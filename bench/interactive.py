@@ -87,6 +87,8 @@ def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> lis
                         sag=SAGConfig(target=args.sag_target, p_rand=args.p_rand, n_min=15),
                         plan_steps=args.plan_steps if method == "askdagger" else 1,
                         plan=args.plan if method == "askdagger" else "rollout",
+                        fit_every=args.fit_every if method in ("dagger", "hgdagger",
+                                                               "askdagger") else "round",
                         teacher_config=TeacherConfig(
                             seed=seed, drive=args.drive, drive_back=args.drive_back,
                             **({} if args.tolerance is None else {"tolerance": args.tolerance})))
@@ -262,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan", choices=("rollout", "chunk"), default="rollout",
                     help="askdagger: a plan is the one-step novice's rollout on a copy of the "
                          "simulation, or a chunk the novice predicts (ImproveConfig.plan)")
+    ap.add_argument("--fit-every", choices=("round", "episode"), default="round",
+                    help="dagger, hgdagger, askdagger: refit the novice once a round, or "
+                         "also after every episode that gathered labels "
+                         "(ImproveConfig.fit_every)")
     ap.add_argument("--drive-back", type=int, default=0,
                     help="askdagger: the drive ends once the novice's plan was acceptable on "
                          "this many consecutive steps (TeacherConfig.drive_back; 0: never)")

@@ -3,7 +3,8 @@
 The robot acts, asks its teacher when the method says so, and learns from the answers, round
 after round. ``START`` is a BC training run (its ``dataset.json`` names the demonstrations) or
 an episode store of demonstrations; the novice is a bootstrap ensemble of MLPs
-(:class:`policies.interactive.NoviceEnsemble`) refitted on all data at the start of each round.
+(:class:`policies.interactive.NoviceEnsemble`) refitted on all data at the start of each round
+and, with ``fit_every=episode``, after every episode that gathered labels.
 
 Methods (what runs the robot at each step, who labels what):
 
@@ -76,6 +77,7 @@ from robolearn.improve_data import (
     Data,
     History,
     aggregate,
+    before_round,
     demo_store,
     extra_features,
     label_count,
@@ -166,11 +168,15 @@ class Session:
             return []
         return [json.loads(line) for line in self.rounds_path.read_text().splitlines() if line]
 
-    def fit(self, data: Data, round_index: int, n_demos: int) -> NoviceEnsemble:
+    def fit(self, data: Data, round_index: int, n_demos: int, grown: int = 0
+            ) -> NoviceEnsemble:
+        """The novice on ``data``; ``grown``: labelled steps gathered since the round began
+        (``fit_every=episode``; seeded by it, so a resumed round refits the same novice)."""
         c = self.cfg
         ens = NoviceEnsemble(self.features,
                              EnsembleConfig(**{**asdict(c.ensemble),
-                                               "seed": c.seed * 101 + round_index,
+                                               "seed": c.seed * 101 + round_index
+                                               + 7_919 * grown,
                                                "horizon": self.horizon}))
         probs = weights = None
         if c.method == "askdagger" and c.pier and round_index > 0:
@@ -345,7 +351,9 @@ class Session:
             with human, store, store.recorder(task=task, background=True) as rec:
                 # resume after the last round that collected (a final fit's row collects nothing)
                 for k in range(sum("labels_after" in r for r in done), c.rounds + 1):
-                    hist = history.update(store)
+                    # what came before this round (a round resumed part-way fits the
+                    # novice it began with, and the episodes it has are this round's)
+                    hist = before_round(history.update(store), k)
                     data = aggregate(self.demos, hist, self.horizon)
                     rng = np.random.default_rng(c.seed * 7_919 + k)
                     ens: Novice = (self.fit_rlif(k, store, env) if c.method == "rlif" else
@@ -385,7 +393,15 @@ class Session:
                     gate.columns = set(store.features)
                     have = sum(1 for i in range(len(store))
                                if store.info(i).metadata.get("round") == k)
+                    fitted, row["fits"] = len(data.act), 1
                     for e in range(have, c.episodes):
+                        if c.fit_every == "episode" and e > 0:  # the labels so far, now
+                            now = aggregate(self.demos, history.update(store), self.horizon)
+                            if len(now.act) > fitted:  # (the same fit on a resumed round)
+                                ens = self.fit(now, k, int((now.age > 0).sum()),
+                                               len(now.act) - len(data.act))
+                                gate.novice, fitted = ens, len(now.act)
+                                row["fits"] += 1
                         # each episode its own stream: a round resumed at an episode
                         # reproduces the uninterrupted one's random queries and imputations
                         gate.rng = np.random.default_rng([c.seed, k, e])

@@ -47,6 +47,11 @@ class ImproveConfig:
     # it; chunk: a novice that predicts plan_steps actions at once, executed open-loop once
     # decided on, judged by a person from its summary or by the simulated teacher executing
     # it on a copy; measured against each other in the README, interactive imitation)
+    fit_every: str = "round"  # round: the novice is refitted once a round (DAgger's and
+    # ThriftyDAgger's iteration); episode: also after every episode that gathered labels,
+    # the next episode acting with the newer fit (ASkDAgger's Algorithm 1, step 5), each fit
+    # from scratch on everything so far; dagger, hgdagger and askdagger (README, interactive
+    # imitation: what it measured)
     pier: bool = True  # askdagger: prioritised, importance-weighted replay
     pier_config: PIERConfig = field(default_factory=PIERConfig)  # askdagger: PIER's constants
     rlif: RLIFConfig = field(default_factory=RLIFConfig)  # rlif: the RL learner and its updates
@@ -81,6 +86,14 @@ class ImproveConfig:
                                f"(method=hgdagger or rlif), not method={self.method}")
         if not 0 < self.alpha < 1:
             raise InvalidValue("alpha", f"must be in (0, 1), got {self.alpha}")
+        if self.fit_every not in ("round", "episode"):
+            raise InvalidValue("fit_every", f"{self.fit_every!r}: round or episode")
+        if self.fit_every == "episode" and self.method not in ("dagger", "hgdagger",
+                                                                "askdagger"):
+            raise InvalidValue("fit_every", f"episode refits the novice ensemble of dagger, "
+                               f"hgdagger and askdagger, not method={self.method}'s (thrifty "
+                               "sets its thresholds from each round's fit; rlif's learner "
+                               "trains between rounds)")
         if self.plan not in ("rollout", "chunk"):
             raise InvalidValue("plan", f"{self.plan!r}: rollout or chunk")
         if self.plan == "chunk" and self.method != "askdagger":

@@ -129,6 +129,14 @@ def aggregate(demos: Data, hist: dict[str, np.ndarray], horizon: int = 1) -> Dat
                 np.concatenate([demos.age, hist["round"][keep] + 1.0]), episodes[at])
 
 
+def before_round(hist: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
+    """The history's steps from rounds before ``k`` ({} if none)."""
+    if not hist or (hist["round"] < k).all():
+        return hist
+    keep = hist["round"] < k
+    return {key: v[keep] for key, v in hist.items()} if keep.any() else {}
+
+
 def label_count(hist: dict[str, np.ndarray]) -> int:
     if not hist:
         return 0
