@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                          "simulation, or a chunk the novice predicts (ImproveConfig.plan)")
     ap.add_argument("--fit-every", choices=("round", "episode"), default="round",
                     help="dagger, hgdagger, askdagger: refit the novice once a round, or "
-                         "also after every episode that gathered labels "
+                         "also after every episode that added training data "
                          "(ImproveConfig.fit_every)")
     ap.add_argument("--drive-back", type=int, default=0,
                     help="askdagger: the drive ends once the novice's plan was acceptable on "

@@ -69,6 +69,7 @@ class Recorder:
         self.keep_interrupted = keep_interrupted
         self._keys = store.keys
         self._in_episode = False
+        self._meta: dict[str, Any] = {}  # the episode's metadata from start_episode
         self.episodes_committed = 0
         self._taken = 0  # this episode's steps out of the buffer: written, or queued to be
         self._discarding = False  # discard_episode() began and has not finished
@@ -123,14 +124,18 @@ class Recorder:
     def num_steps(self) -> int:
         return self._taken + len(self._buf["source"]) if self._in_episode else 0
 
-    def start_episode(self, task: str | None = None) -> None:
-        """Begin an episode (``add`` does this implicitly); ``task`` overrides the recorder's."""
+    def start_episode(self, task: str | None = None, **metadata: Any) -> None:
+        """Begin an episode (``add`` does this implicitly); ``task`` overrides the recorder's.
+        ``metadata`` (JSON data) is journalled with the steps, so an episode recovered after
+        its writer died keeps it (which round of a session it belonged to); ``end_episode``'s
+        metadata adds to it."""
         if self._in_episode:
             raise StoreError(f"{self.store.name}: end_episode() or discard_episode() the current "
                              "episode before starting another")
         self.store.refresh()
         self._start = self.store.next_start()
         self._task = _check_task(task) if task is not None else self.task
+        self._meta = jsonable(metadata, "episode metadata")
         self._flushed = self._taken = 0
         self._unsynced = ""  # why this episode's rows failed to sync (then it cannot commit)
         self._sources = np.zeros(len(Source), dtype=np.int64)
@@ -203,7 +208,8 @@ class Recorder:
         self._flushed = offset + n
         atomic_write_json(self.store.path / "inflight.json", {
             "start": self._start, "flushed": self._flushed, "task": self._task,
-            "started": self._t0, "sources": sources, "pid": os.getpid()})
+            "started": self._t0, "sources": sources, "pid": os.getpid(),
+            "metadata": self._meta})
 
     def _hand_off(self) -> None:
         """Queue the buffer for the background writer (waits only while it is full)."""
@@ -243,7 +249,7 @@ class Recorder:
         if success is not None and not isinstance(success, (bool, np.bool_)):
             raise TypeError(f"end_episode(success=...): expected True, False or None, got "
                             f"{success!r}")
-        meta = jsonable(metadata, "episode metadata")
+        meta = {**self._meta, **jsonable(metadata, "episode metadata")}
         tags = list(tags)
         if not all(isinstance(t, str) for t in tags):
             raise TypeError(f"end_episode(tags=...): expected strings, got {tags!r}")
@@ -405,6 +411,8 @@ def recover_inflight(store: EpisodeStore, journal: Path, keep: bool) -> None:
         return
     sync_rows(store, start, start + flushed)
     task, sources = j.get("task"), j.get("sources")  # mistyped values are not committed
+    meta = j.get("metadata")  # what the writer knew at the episode's start
+    meta = {**(meta if isinstance(meta, dict) else {}), "recovered_from_pid": j.get("pid")}
     if not check_counts(sources):
         codes = np.bincount(store.read("source", start, start + flushed), minlength=len(Source))
         sources = {s.name.lower(): int(codes[s]) for s in Source if codes[s]}
@@ -412,7 +420,7 @@ def recover_inflight(store: EpisodeStore, journal: Path, keep: bool) -> None:
                    "success": None, "complete": False,
                    "task": task if isinstance(task, str) else None, "tags": ["recovered"],
                    "sources": sources,
-                   "created": time.time(), "metadata": {"recovered_from_pid": j.get("pid")}})
+                   "created": time.time(), "metadata": meta})
     journal.unlink()
     log.warning("%s: recovered an interrupted episode: %d steps kept as incomplete episode %d",
                 store.name, flushed, len(store) - 1)

@@ -4,7 +4,7 @@ The robot acts, asks its teacher when the method says so, and learns from the an
 after round. ``START`` is a BC training run (its ``dataset.json`` names the demonstrations) or
 an episode store of demonstrations; the novice is a bootstrap ensemble of MLPs
 (:class:`policies.interactive.NoviceEnsemble`) refitted on all data at the start of each round
-and, with ``fit_every=episode``, after every episode that gathered labels.
+and, with ``fit_every=episode``, after every episode that added training data.
 
 Methods (what runs the robot at each step, who labels what):
 
@@ -150,12 +150,12 @@ class Session:
                                   f"from {before.get('start')}; resume it with the same start "
                                   "and method, or choose another output")
             was = before.get("config", {})
-            if (was.get("plan", "rollout"), was.get("plan_steps", 1)) != (cfg.plan,
-                                                                          cfg.plan_steps):
-                raise ConfigError(f"output: {self.out} holds a session with plan="
-                                  f"{was.get('plan', 'rollout')} plan_steps="
-                                  f"{was.get('plan_steps', 1)}; resume it with those, or "
-                                  "choose another output")
+            then = (was.get("plan", "rollout"), was.get("plan_steps", 1),
+                    was.get("fit_every", "round"))
+            if then != (cfg.plan, cfg.plan_steps, cfg.fit_every):
+                raise ConfigError(f"output: {self.out} holds a session with plan={then[0]} "
+                                  f"plan_steps={then[1]} fit_every={then[2]}; resume it with "
+                                  "those, or choose another output")
         else:
             marker.write_text(json.dumps({"method": cfg.method, "start": str(cfg.start),
                                           "config": asdict(cfg)}, indent=1, default=str))
@@ -179,7 +179,7 @@ class Session:
                                                + 7_919 * grown,
                                                "horizon": self.horizon}))
         probs = weights = None
-        if c.method == "askdagger" and c.pier and round_index > 0:
+        if c.method == "askdagger" and c.pier and (round_index > 0 or n_demos > 0):
             probs, weights = pier(data.u, data.age, data.r, n_demos, c.pier_config)
         ens.fit(data.obs, data.act, weights=weights, probs=probs)
         return ens
@@ -241,7 +241,7 @@ class Session:
         if saved is not None and saved["round"] > k:  # not this session's past: start afresh
             saved = None
         keys = ens.obs_keys
-        x, a, nxt, reward, done = success_transitions(self.demos_path, store, keys)
+        x, a, nxt, reward, done = success_transitions(self.demos_path, store, keys, k)
         if not reward.any():
             return None, float("nan"), float("nan")
         if self._risk is None:
@@ -395,7 +395,7 @@ class Session:
                                if store.info(i).metadata.get("round") == k)
                     fitted, row["fits"] = len(data.act), 1
                     for e in range(have, c.episodes):
-                        if c.fit_every == "episode" and e > 0:  # the labels so far, now
+                        if c.fit_every == "episode" and e > 0:  # the data so far, now
                             now = aggregate(self.demos, history.update(store), self.horizon)
                             if len(now.act) > fitted:  # (the same fit on a resumed round)
                                 ens = self.fit(now, k, int((now.age > 0).sum()),

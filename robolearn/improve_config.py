@@ -48,10 +48,10 @@ class ImproveConfig:
     # decided on, judged by a person from its summary or by the simulated teacher executing
     # it on a copy; measured against each other in the README, interactive imitation)
     fit_every: str = "round"  # round: the novice is refitted once a round (DAgger's and
-    # ThriftyDAgger's iteration); episode: also after every episode that gathered labels,
-    # the next episode acting with the newer fit (ASkDAgger's Algorithm 1, step 5), each fit
-    # from scratch on everything so far; dagger, hgdagger and askdagger (README, interactive
-    # imitation: what it measured)
+    # ThriftyDAgger's iteration); episode: also after every episode that added training
+    # data, the next episode acting with the newer fit (ASkDAgger's Algorithm 1, step 5),
+    # each fit from scratch on everything so far; dagger, hgdagger and askdagger, not with
+    # keep=fewest_takeovers (README, interactive imitation: what it measured)
     pier: bool = True  # askdagger: prioritised, importance-weighted replay
     pier_config: PIERConfig = field(default_factory=PIERConfig)  # askdagger: PIER's constants
     rlif: RLIFConfig = field(default_factory=RLIFConfig)  # rlif: the RL learner and its updates
@@ -94,6 +94,10 @@ class ImproveConfig:
                                f"hgdagger and askdagger, not method={self.method}'s (thrifty "
                                "sets its thresholds from each round's fit; rlif's learner "
                                "trains between rounds)")
+        if self.fit_every == "episode" and self.keep != "last":
+            raise InvalidValue("fit_every", "episode gives a round several fits, and keep="
+                               f"{self.keep} keeps the one fit that drove a round: use "
+                               "fit_every=round")
         if self.plan not in ("rollout", "chunk"):
             raise InvalidValue("plan", f"{self.plan!r}: rollout or chunk")
         if self.plan == "chunk" and self.method != "askdagger":

@@ -175,17 +175,22 @@ def sag_past(hist: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nd
             hist["round"][at].astype(np.int64))
 
 
-def success_transitions(demos_path: Path, store: EpisodeStore, keys: list[str]
+def success_transitions(demos_path: Path, store: EpisodeStore, keys: list[str],
+                        before: int | None = None
                         ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray,
                                    np.ndarray]:
     """Every step of the demonstrations and the session (robot and teacher steps alike) as
     ``(x, a, next observations, reward, done)`` for ThriftyDAgger's risk critic: reward 1 on
-    the last step of a successful episode, ``done`` on every episode's last step."""
+    the last step of a successful episode, ``done`` on every episode's last step; with
+    ``before``, only the session's episodes of earlier rounds (a round resumed part-way)."""
     eps: list[tuple[dict[str, np.ndarray], np.ndarray, bool]] = []
     demos = EpisodeStore.open(demos_path, "r")
     try:
         for s in (demos, store):
             for i in range(len(s)):
+                if s is store and before is not None and \
+                        int(s.info(i).metadata.get("round", 0)) >= before:
+                    continue
                 ep = s.episode(i, [*keys, "action"])
                 if len(ep["action"]):
                     eps.append(({k: np.asarray(ep[k], np.float32) for k in keys},

@@ -180,7 +180,7 @@ class ControlLoop:
             if rec is not None and not rec.in_episode:
                 # here, not implicitly at the first add(): starting an episode reads the store
                 # (file I/O), which would land between the robot's first and second commands
-                rec.start_episode()
+                rec.start_episode(seed=seed, **episode_metadata)  # kept if it is cut off
         except BaseException as exc:
             exc.add_note(f"episode seed={seed}, before its first step: {self._halt(exc, None)}")
             raise

@@ -1,6 +1,7 @@
-"""``fit_every=episode``: the novice refitted after every episode that gathered labels (ASkDAgger's
-Algorithm 1, step 5), on the simulated car: the next episode acts with the newer fit, and a
-session SIGKILLed in the middle of a round resumes with the same fits as one left alone."""
+"""``fit_every=episode``: the novice refitted after every episode that added training data
+(ASkDAgger's Algorithm 1, step 5), on the simulated car: the next episode acts with the newer
+fit, and a session SIGKILLed in the middle of an episode resumes with the fits it would have
+had, the cut-off episode kept in its round."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def _acted_with_the_fits_before_them(demo: Path, out: Path) -> int:
     for e, ep in enumerate(eps):  # episode e's novice: the fit on the data before it
         before = {k: v[hist["episode"] < e] for k, v in hist.items()} if e else {}
         data = aggregate(session.demos, before)
-        assert e == 0 or len(data.act) > len(start.act)  # each episode gathered labels
+        assert e == 0 or len(data.act) > len(start.act)  # each episode added training data
         ens = session.fit(data, 0, int((data.age > 0).sum()), len(data.act) - len(start.act))
         obs = {k: np.asarray(ep[k], np.float32) for k in session.obs_keys}
         np.testing.assert_allclose(ens.predict(obs)[1], ep["interactive.uncertainty"],
@@ -64,32 +65,40 @@ def test_each_episode_acts_with_the_fit_on_the_labels_before_it(tiny_demo: Path,
     assert _acted_with_the_fits_before_them(tiny_demo, out) == 3
 
 
-def test_a_round_killed_mid_way_resumes_with_the_fits_it_would_have_had(tiny_demo: Path,
-                                                                        tmp_path: Path) -> None:
-    """SIGKILLed after its first episode (perhaps inside the second, which the store then
-    keeps as an incomplete episode: its labels were given), the session resumes in round 0,
-    each later episode acting with the fit on everything before it."""
+def test_a_round_killed_mid_episode_resumes_with_the_fits_it_would_have_had(
+        tiny_demo: Path, tmp_path: Path) -> None:
+    """SIGKILLed inside its second episode (after a block of its steps reached the store),
+    the session resumes in round 0: the cut-off episode is kept as an incomplete episode of
+    round 0 (its labels were given), and the next acts with the fit on everything before."""
     killed = tmp_path / "killed"
+    root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-m", "robolearn.cli", *_args(tiny_demo, killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                [str(root), os.environ.get("PYTHONPATH", "")])})
     deadline = time.time() + 240
+    store, journal = killed / "session.zarr", killed / "session.zarr" / "inflight.json"
 
     def committed() -> int:  # read while the session writes
-        if not (killed / "session.zarr" / "zarr.json").exists():
+        if not (store / "zarr.json").exists():
             return 0
-        with EpisodeStore.open(killed / "session.zarr") as live:
+        with EpisodeStore.open(store) as live:
             return len(live)
 
-    while time.time() < deadline and committed() < 1 and proc.poll() is None:
-        time.sleep(0.02)
-    time.sleep(0.3)  # into the next episode
+    # the journal exists while an episode's flushed steps are not yet committed
+    while time.time() < deadline and proc.poll() is None and not (
+            journal.exists() and committed() == 1):
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the session ended before it was killed"
     assert not (killed / "rounds.jsonl").exists()  # killed inside round 0
     assert main(_args(tiny_demo, killed)) == 0  # resumes there
     assert [r["round"] for r in rounds(killed)] == [0, 1]
+    with EpisodeStore.open(store) as s:
+        infos = s.infos()
+    assert [i.complete for i in infos] == [True, False, True]
+    assert infos[1].metadata["round"] == 0 and "recovered" in infos[1].tags
     assert _acted_with_the_fits_before_them(tiny_demo, killed) == 3
 
 
@@ -99,3 +108,6 @@ def test_fit_every_episode_is_refused_where_it_does_not_apply(method: str) -> No
         ImproveConfig(start="x", method=method, fit_every="episode")
     with pytest.raises(InvalidValue, match="fit_every"):
         ImproveConfig(start="x", fit_every="step")
+    with pytest.raises(InvalidValue, match="fit_every"):
+        ImproveConfig(start="x", method="hgdagger", fit_every="episode",
+                      keep="fewest_takeovers")
