@@ -76,6 +76,7 @@ def _demo(root: Path) -> Path:
 def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> list[dict]:
     from policies.interactive import EnsembleConfig, SAGConfig
     from robolearn.improve import ImproveConfig, Session
+    from robolearn.improve_config import FIT_EVERY_EPISODE
     from robolearn.teacher import TeacherConfig
 
     cfg = ImproveConfig(start=str(start), method=method, output=str(out / f"{method}_{seed}"),
@@ -87,8 +88,7 @@ def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> lis
                         sag=SAGConfig(target=args.sag_target, p_rand=args.p_rand, n_min=15),
                         plan_steps=args.plan_steps if method == "askdagger" else 1,
                         plan=args.plan if method == "askdagger" else "rollout",
-                        fit_every=args.fit_every if method in ("dagger", "hgdagger",
-                                                               "askdagger") else "round",
+                        fit_every=args.fit_every if method in FIT_EVERY_EPISODE else "round",
                         teacher_config=TeacherConfig(
                             seed=seed, drive=args.drive, drive_back=args.drive_back,
                             **({} if args.tolerance is None else {"tolerance": args.tolerance})))

@@ -16,6 +16,7 @@ from robolearn_core.config import InvalidValue
 
 METHODS = ("dagger", "hgdagger", "thrifty", "askdagger", "rlif")
 KEEP = ("last", "fewest_takeovers")
+FIT_EVERY_EPISODE = ("dagger", "hgdagger", "askdagger")  # methods refitting each episode
 
 
 @dataclass
@@ -88,8 +89,7 @@ class ImproveConfig:
             raise InvalidValue("alpha", f"must be in (0, 1), got {self.alpha}")
         if self.fit_every not in ("round", "episode"):
             raise InvalidValue("fit_every", f"{self.fit_every!r}: round or episode")
-        if self.fit_every == "episode" and self.method not in ("dagger", "hgdagger",
-                                                                "askdagger"):
+        if self.fit_every == "episode" and self.method not in FIT_EVERY_EPISODE:
             raise InvalidValue("fit_every", f"episode refits the novice ensemble of dagger, "
                                f"hgdagger and askdagger, not method={self.method}'s (thrifty "
                                "sets its thresholds from each round's fit; rlif's learner "

@@ -131,9 +131,9 @@ def aggregate(demos: Data, hist: dict[str, np.ndarray], horizon: int = 1) -> Dat
 
 def before_round(hist: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
     """The history's steps from rounds before ``k`` ({} if none)."""
-    if not hist or (hist["round"] < k).all():
+    keep = hist["round"] < k if hist else None
+    if keep is None or keep.all():
         return hist
-    keep = hist["round"] < k
     return {key: v[keep] for key, v in hist.items()} if keep.any() else {}
 
 
