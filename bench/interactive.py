@@ -73,6 +73,13 @@ def _demo(root: Path) -> Path:
     return path
 
 
+def _net(args: Any) -> dict[str, Any]:
+    """The novice's network, where the command line names it (else EnsembleConfig's)."""
+    named = {"hidden_dim": args.hidden, "n_layers": args.layers,
+             "lr_schedule": args.lr_schedule}
+    return {k: v for k, v in named.items() if v is not None}
+
+
 def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> list[dict]:
     from policies.interactive import EnsembleConfig, SAGConfig
     from robolearn.improve import ImproveConfig, Session
@@ -84,7 +91,8 @@ def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> lis
                         seed=seed, env=SETTING["env"], robot_kwargs=SETTING["robot_kwargs"],
                         max_steps=SETTING["max_steps"],
                         ensemble=EnsembleConfig(steps=args.fit_steps, members=args.members,
-                                                action_offset=SETTING["action_offset"]),
+                                                action_offset=SETTING["action_offset"],
+                                                **_net(args)),
                         sag=SAGConfig(target=args.sag_target, p_rand=args.p_rand, n_min=15),
                         plan_steps=args.plan_steps if method == "askdagger" else 1,
                         plan=args.plan if method == "askdagger" else "rollout",
@@ -125,7 +133,7 @@ def run_bc(seed: int, out: Path, args: Any) -> list[dict]:
                 made += 1
             ens = NoviceEnsemble({**env.features, "action": env.robot.action_feature},
                                  EnsembleConfig(steps=args.fit_steps, members=args.members,
-                                                seed=seed,
+                                                seed=seed, **_net(args),
                                                 action_offset=SETTING["action_offset"]))
             ens.fit({k: np.stack([o[k] for o in obs_all]) for k in ens.obs_keys},
                     np.stack(act_all))
@@ -251,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", type=int, default=50)
     ap.add_argument("--fit-steps", type=int, default=1000)
     ap.add_argument("--members", type=int, default=5)
+    ap.add_argument("--hidden", type=int, default=None,
+                    help="the novice's hidden width (EnsembleConfig.hidden_dim, default 256)")
+    ap.add_argument("--layers", type=int, default=None,
+                    help="the novice's hidden layers (EnsembleConfig.n_layers, default 2)")
+    ap.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
+                    help="the novice's learning rate over a fit (EnsembleConfig.lr_schedule)")
     ap.add_argument("--bc-max", type=int, default=8)
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--drive", type=int, default=0,

@@ -25,6 +25,7 @@ import torch
 
 from data.schema import Feature
 from policies.mlp import MLPConfig, MLPPolicy
+from robolearn_core.config import InvalidValue
 
 
 # --------------------------------------------------------------------------- the novice
@@ -36,6 +37,9 @@ class EnsembleConfig:
     steps: int = 1500  # gradient steps per member per fit (each fit trains from scratch)
     batch_size: int = 256  # samples per gradient step
     lr: float = 1e-3  # Adam learning rate
+    # "constant", or "cosine": the rate decays to zero over the fit's steps, so a fit ends
+    # on a settled solution rather than wherever its last noisy step left it
+    lr_schedule: str = "constant"
     bootstrap: bool = True  # each member trains on a resample with replacement
     seed: int = 0  # seeds the resamples and the members' initialisation
     # the members predict the action as an offset from the first A entries of this
@@ -52,6 +56,9 @@ class EnsembleConfig:
                 or self.horizon < 1:
             raise ValueError("EnsembleConfig: members, steps, batch_size, horizon >= 1 and "
                              "lr > 0")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise InvalidValue("lr_schedule", f"{self.lr_schedule!r} is not 'constant' or "
+                               "'cosine'")
 
 
 class NoviceEnsemble:
@@ -124,6 +131,8 @@ class NoviceEnsemble:
             idx = gen.choice(n, n, replace=True, p=p) if c.bootstrap or p is not None \
                 else np.arange(n)
             opt = torch.optim.Adam(policy.parameters(), lr=c.lr)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, c.steps) \
+                if c.lr_schedule == "cosine" else None
             loss = torch.zeros(())
             for _ in range(c.steps):
                 b = idx[gen.integers(0, len(idx), min(c.batch_size, len(idx)))]
@@ -136,6 +145,8 @@ class NoviceEnsemble:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
             policy.eval()
             self.members.append(policy)
             losses.append(float(loss.detach()))
