@@ -188,7 +188,8 @@ def sag_on_rollouts(session: Path, args: Any) -> list[dict]:
         demos, _, features = load_demos(session)
         ens = NoviceEnsemble(features, EnsembleConfig(steps=args.fit_steps,
                                                       members=args.members,
-                                                      action_offset=SETTING["action_offset"]))
+                                                      action_offset=SETTING["action_offset"],
+                                                      **_net(args)))
         ens.fit(demos.obs, demos.act)
     kw = {**ENVS[SETTING["env"]], "max_steps": SETTING["max_steps"],
           "robot_kwargs": {**ENVS[SETTING["env"]].get("robot_kwargs", {}),
