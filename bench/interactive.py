@@ -24,11 +24,14 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from robolearn.experts import TEACHER_KWARGS
+
+if TYPE_CHECKING:  # torch is imported where a run needs it
+    from policies.interactive import EnsembleConfig
 
 SETTINGS: dict[str, dict[str, Any]] = {
     # the start: one 40-step demonstration on the oval's first straight
@@ -73,15 +76,20 @@ def _demo(root: Path) -> Path:
     return path
 
 
-def _net(args: Any) -> dict[str, Any]:
-    """The novice's network, where the command line names it (else EnsembleConfig's)."""
+def _novice(args: Any, **kw: Any) -> EnsembleConfig:
+    """The novice's EnsembleConfig as the command line names it (the setting's action
+    offset; width, depth and schedule where given, else EnsembleConfig's), plus ``kw``."""
+    from policies.interactive import EnsembleConfig
+
     named = {"hidden_dim": args.hidden, "n_layers": args.layers,
              "lr_schedule": args.lr_schedule}
-    return {k: v for k, v in named.items() if v is not None}
+    return EnsembleConfig(steps=args.fit_steps, members=args.members,
+                          action_offset=SETTING["action_offset"],
+                          **{k: v for k, v in named.items() if v is not None}, **kw)
 
 
 def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> list[dict]:
-    from policies.interactive import EnsembleConfig, SAGConfig
+    from policies.interactive import SAGConfig
     from robolearn.improve import ImproveConfig, Session
     from robolearn.improve_config import FIT_EVERY_EPISODE
     from robolearn.teacher import TeacherConfig
@@ -90,9 +98,7 @@ def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> lis
                         rounds=args.rounds, episodes=args.episodes, eval_episodes=args.eval,
                         seed=seed, env=SETTING["env"], robot_kwargs=SETTING["robot_kwargs"],
                         max_steps=SETTING["max_steps"],
-                        ensemble=EnsembleConfig(steps=args.fit_steps, members=args.members,
-                                                action_offset=SETTING["action_offset"],
-                                                **_net(args)),
+                        ensemble=_novice(args),
                         sag=SAGConfig(target=args.sag_target, p_rand=args.p_rand, n_min=15),
                         plan_steps=args.plan_steps if method == "askdagger" else 1,
                         plan=args.plan if method == "askdagger" else "rollout",
@@ -107,7 +113,7 @@ def run_bc(seed: int, out: Path, args: Any) -> list[dict]:
     """BC on n scripted demos of the practice setting, n = 1, 2, 4, ..."""
     import torch
 
-    from policies.interactive import EnsembleConfig, NoviceEnsemble
+    from policies.interactive import NoviceEnsemble
     from robolearn.env import ENVS, make_env
     from robolearn.experts import make_expert
     from robolearn.loop import ControlLoop, LoopConfig
@@ -132,9 +138,7 @@ def run_bc(seed: int, out: Path, args: Any) -> list[dict]:
                 act_all += demo.actions
                 made += 1
             ens = NoviceEnsemble({**env.features, "action": env.robot.action_feature},
-                                 EnsembleConfig(steps=args.fit_steps, members=args.members,
-                                                seed=seed, **_net(args),
-                                                action_offset=SETTING["action_offset"]))
+                                 _novice(args, seed=seed))
             ens.fit({k: np.stack([o[k] for o in obs_all]) for k in ens.obs_keys},
                     np.stack(act_all))
             ok = sum(bool(loop.run_episode(lambda o, e=ens: e.act(o)[0], seed=100_000 + i,
@@ -182,14 +186,10 @@ def sag_on_rollouts(session: Path, args: Any) -> list[dict]:
     if (session / "novice").is_dir():
         ens = NoviceEnsemble.load(session / "novice")
     else:  # a demonstration store: the small BC start (many wrong plans to gate)
-        from policies.interactive import EnsembleConfig
         from robolearn.improve_data import load_demos
 
         demos, _, features = load_demos(session)
-        ens = NoviceEnsemble(features, EnsembleConfig(steps=args.fit_steps,
-                                                      members=args.members,
-                                                      action_offset=SETTING["action_offset"],
-                                                      **_net(args)))
+        ens = NoviceEnsemble(features, _novice(args))
         ens.fit(demos.obs, demos.act)
     kw = {**ENVS[SETTING["env"]], "max_steps": SETTING["max_steps"],
           "robot_kwargs": {**ENVS[SETTING["env"]].get("robot_kwargs", {}),
