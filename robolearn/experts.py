@@ -77,8 +77,9 @@ EXPERTS: dict[str, str] = {
 # follows its own commanded path (smoother demonstrations, but labels that ignore where the
 # arm really is) and its phase machine's history (timers, the heading it chose): both off for
 # teaching; the car's pure pursuit is a function of the state already.
-TEACHER_KWARGS: dict[str, dict[str, Any]] = {"sim_arm": {"feedback": True,
-                                                         "state_phase": True, "funnel": 2.0}}
+# roll_slack: the funnel descends with the wrist up to 0.1 rad off square (ExpertConfig)
+TEACHER_KWARGS: dict[str, dict[str, Any]] = {"sim_arm": {"feedback": True, "state_phase": True,
+                                                         "funnel": 2.0, "roll_slack": 0.1}}
 
 
 def car_at_risk(robot: Any, margin: float = 0.2, min_speed: float = 0.5,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from data.store import EpisodeStore
 from robolearn.cli import main
@@ -235,5 +236,46 @@ def test_the_teacher_s_close_label_is_the_state_s_and_goes_on_down() -> None:
         np.testing.assert_allclose(a_in, a_in2, atol=1e-6)  # the state's label, not history's
         assert float(np.abs(a_in - a_out).max()) < 0.005, (a_in, a_out)
         assert down[2] < -0.005 and float(np.abs(down[:2]).max()) < 1e-6, down
+    finally:
+        env.close()
+
+
+def test_the_funnel_descends_with_the_wrist_a_little_off_square() -> None:
+    """1 cm over the grasp point, centred, the wrist 0.05 rad off the teacher's roll (what
+    DAgger novices' wrists were off by where they hovered and timed out): with the teaching
+    default ``roll_slack`` the label goes on down while it turns the wrist; with none it
+    climbs (to 1.75 cm, the funnel's height for that roll error), the label a novice then
+    regresses into hovering. 0.3 rad off, both climb: the slack narrows the funnel's turn
+    term, it does not remove it."""
+    from robolearn.env import ENVS, make_env
+    from robolearn.experts import TEACHER_KWARGS
+    from sim.arm.expert import ExpertConfig, ScriptedArmExpert
+
+    slack = TEACHER_KWARGS["sim_arm"].get("roll_slack", 0.0)
+    assert 0.05 < slack < 0.3, slack
+    env = make_env(**ENVS["robolearn/SimArmLift-v0"])
+    try:
+        s0 = _at_rest(env)
+        robot: Any = env.robot
+
+        def climb(roll_slack: float, roll_off: float) -> float:
+            """How far the teacher commands the tcp up (m; negative: down)."""
+            expert = ScriptedArmExpert(env.task, ExpertConfig(
+                fps=robot.fps, feedback=True, state_phase=True, funnel=2.0,
+                roll_slack=roll_slack), model=robot.model)
+            expert(s0)  # its roll for this cube
+            s = _posed(expert, s0, (0.0, 0.0, 0.01), 0.9)
+            q = np.array(s["joint_pos"], copy=True)
+            q[4] += roll_off
+            s = {**s, "joint_pos": q, "ee_pos": expert.kin.fk(q[:5])[0]}
+            expert(s)
+            assert expert.phase == "approach"
+            return float(expert.cmd[2] - s["ee_pos"][2])
+
+        assert climb(slack, 0.05) < -0.003  # down, most of a full step (8 mm at 30 Hz)
+        assert climb(0.0, 0.05) > 0.003
+        assert climb(slack, 0.3) > 0.003 and climb(0.0, 0.3) > 0.003
+        with pytest.raises(ValueError, match="roll_slack"):
+            ExpertConfig(roll_slack=-0.1)
     finally:
         env.close()
