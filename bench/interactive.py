@@ -105,6 +105,7 @@ def run_method(method: str, seed: int, start: Path, out: Path, args: Any) -> lis
                         fit_every=args.fit_every if method in FIT_EVERY_EPISODE else "round",
                         teacher_config=TeacherConfig(
                             seed=seed, drive=args.drive, drive_back=args.drive_back,
+                            expert=dict(SETTING["expert"]),  # --roll-slack's, where given
                             **({} if args.tolerance is None else {"tolerance": args.tolerance})))
     return Session(cfg).run()
 
@@ -289,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=float, default=None,
                     help="the teacher's judging tolerance (max-norm; TeacherConfig.tolerance, "
                          "default 0.15): a plan this close to its action is approved")
+    ap.add_argument("--roll-slack", type=float, default=None,
+                    help="arm: the teaching expert's roll_slack (ExpertConfig; default "
+                         "TEACHER_KWARGS's 0.1), for its demonstrations and the teacher; 0: "
+                         "the teacher every arm figure before 2026-12-07's fourth session had")
     ap.add_argument("--out", default="bench/results/interactive")
     ap.add_argument("--sag-episodes", type=int, default=10)
     ap.add_argument("--sag-target", type=float, default=0.9,
@@ -302,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     SETTING.clear()
     SETTING.update(SETTINGS[args.setting])
+    if args.roll_slack is not None:
+        if args.setting != "arm":
+            ap.error("--roll-slack is the arm teacher's (--setting arm)")
+        SETTING["expert"] = {**SETTING["expert"], "roll_slack": args.roll_slack}
     import torch
 
     torch.set_num_threads(1)  # torch's default threads on this busy 2-core machine: 20x slower
