@@ -65,7 +65,8 @@ class ExpertConfig:
     # the teacher's roll hovers 1-3 cm above the cube, where the teacher's label is "turn
     # the wrist" and the novice's regression of it is the error it already has (DAgger
     # seed 5's novice timed out so on 35 of its 39 failures in 100 held-out lifts; README
-    # "Interactive imitation"). The jaws open 0.9 rad close on a cube that far off square
+    # "Interactive imitation"). The label goes on turning the wrist on the way down; alone,
+    # the teacher with 0.1 lifts 100 of 100 and bins 50 of 50
     roll_slack: float = 0.0
 
     def __post_init__(self) -> None:
