@@ -61,7 +61,7 @@ class ExpertConfig:
     # now; README "Interactive imitation"). 0: the two phases and the least-roll face
     funnel: float = 0.0
     # with the funnel: wrist roll error (rad) the funnel still descends with. 0: any error
-    # lifts the goal (0.2 rad: to hover height), so a novice whose wrist is 0.03-0.09 rad off
+    # lifts the goal (0.2 rad: to hover height), so a novice whose wrist is 0.01-0.1 rad off
     # the teacher's roll hovers 1-3 cm above the cube, where the teacher's label is "turn
     # the wrist" and the novice's regression of it is the error it already has (DAgger
     # seed 5's novice timed out so on 35 of its 39 failures in 100 held-out lifts; README
