@@ -272,7 +272,7 @@ def test_the_funnel_descends_with_the_wrist_a_little_off_square() -> None:
             assert expert.phase == "approach"
             return float(expert.cmd[2] - s["ee_pos"][2])
 
-        assert climb(slack, 0.05) < -0.003  # down, most of a full step (8 mm at 30 Hz)
+        assert climb(slack, 0.05) < -0.003  # down (a full step toward the goal: 8 mm)
         assert climb(0.0, 0.05) > 0.003
         assert climb(slack, 0.3) > 0.003 and climb(0.0, 0.3) > 0.003
         with pytest.raises(ValueError, match="roll_slack"):
