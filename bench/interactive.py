@@ -181,7 +181,7 @@ def sag_on_rollouts(session: Path, args: Any) -> list[dict]:
     from policies.interactive import NoviceEnsemble, SAGConfig, realised_rate, sag_threshold
     from robolearn.env import ENVS, make_env
     from robolearn.loop import ControlLoop, LoopConfig
-    from robolearn.teacher import SimulatedTeacher
+    from robolearn.teacher import SimulatedTeacher, TeacherConfig
 
     torch.set_num_threads(1)
     if (session / "novice").is_dir():
@@ -196,7 +196,7 @@ def sag_on_rollouts(session: Path, args: Any) -> list[dict]:
           "robot_kwargs": {**ENVS[SETTING["env"]].get("robot_kwargs", {}),
                            **SETTING["robot_kwargs"]}}
     env = make_env(**kw)
-    teacher = SimulatedTeacher(env)
+    teacher = SimulatedTeacher(env, TeacherConfig(expert=dict(SETTING["expert"])))
     loop = ControlLoop(env, LoopConfig(realtime=False))
 
     class Judged:
